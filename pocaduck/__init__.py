@@ -1,0 +1,51 @@
+"""PoCADuck: store and fetch vast numbers of point clouds indexed by uint64 labels.
+
+Ingest blockwise with one :class:`Ingestor` per worker, merge the worker indexes
+with :func:`consolidate`, then read any label's points with :class:`Query`.
+"""
+
+from .config import StorageConfig
+from .consolidate import consolidate
+from .errors import (
+    DataFileError,
+    EmptyStoreError,
+    IngestorClosedError,
+    InvalidBlockIdError,
+    InvalidLabelError,
+    InvalidPointsError,
+    InvalidWorkerIdError,
+    PocaduckError,
+    ReadOnlySQLError,
+    SchemaMismatchError,
+    StoreNotConsolidatedError,
+    StoreNotFoundError,
+    UnsupportedStorageError,
+    WorkerBusyError,
+    WorkerNotFinalizedError,
+)
+from .ingest import Ingestor
+from .query import Query
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "StorageConfig",
+    "Ingestor",
+    "Query",
+    "consolidate",
+    "PocaduckError",
+    "DataFileError",
+    "EmptyStoreError",
+    "IngestorClosedError",
+    "InvalidBlockIdError",
+    "InvalidLabelError",
+    "InvalidPointsError",
+    "InvalidWorkerIdError",
+    "ReadOnlySQLError",
+    "SchemaMismatchError",
+    "StoreNotConsolidatedError",
+    "StoreNotFoundError",
+    "UnsupportedStorageError",
+    "WorkerBusyError",
+    "WorkerNotFinalizedError",
+]

@@ -1,0 +1,93 @@
+"""Where a store lives and how to reach it.
+
+``StorageConfig`` keeps the original pocaduck's keyword names so scripts written
+for it run unchanged. Secrets are excluded from ``repr`` so they never reach
+logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+_SCHEME_TO_TYPE = {"": "local", "file": "local", "s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "azure": "azure", "abfs": "azure"}
+
+
+@dataclass
+class StorageConfig:
+    """Location of a store: a local folder or a bucket URL, plus credentials.
+
+    >>> StorageConfig("/data/my_store").storage_type
+    'local'
+    >>> StorageConfig("s3://bucket/prefix", s3_secret_access_key="hidden")
+    StorageConfig(base_path='s3://bucket/prefix', s3_region=None, s3_endpoint_url=None)
+    """
+
+    base_path: str
+    s3_region: str | None = None
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    gcs_project_id: str | None = field(default=None, repr=False)
+    gcs_credentials: str | dict[str, Any] | None = field(default=None, repr=False)
+    azure_storage_connection_string: str | None = field(default=None, repr=False)
+    extra_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    s3_endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        self.base_path = os.fspath(self.base_path)
+        scheme = urlparse(self.base_path).scheme.lower()
+        if len(scheme) == 1:  # a Windows drive letter, not a URL scheme
+            scheme = ""
+        self.storage_type = _SCHEME_TO_TYPE.get(scheme, scheme)
+
+    @property
+    def is_local(self) -> bool:
+        return self.storage_type == "local"
+
+    @property
+    def local_root(self) -> str:
+        """The store's folder on this machine (local stores only)."""
+        path = self.base_path
+        if path.startswith("file://"):
+            path = urlparse(path).path
+        return os.path.abspath(os.path.expanduser(path))
+
+    @classmethod
+    def add_storage_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the original library's storage options to an argument parser.
+
+        >>> parser = argparse.ArgumentParser()
+        >>> StorageConfig.add_storage_args(parser)
+        >>> StorageConfig.from_args(parser.parse_args(["--base-path", "/tmp/s"])).base_path
+        '/tmp/s'
+        """
+        parser.add_argument("--base-path", required=True, help="store location: a folder, s3://, gs:// or az:// URL")
+        parser.add_argument("--s3-region")
+        parser.add_argument("--s3-access-key-id")
+        parser.add_argument("--s3-secret-access-key")
+        parser.add_argument("--s3-endpoint-url")
+        parser.add_argument("--gcs-project-id")
+        parser.add_argument("--gcs-credentials")
+        parser.add_argument("--azure-connection-string")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> StorageConfig:
+        """Build a config from options added by ``add_storage_args``."""
+        return cls(
+            base_path=args.base_path,
+            s3_region=getattr(args, "s3_region", None),
+            s3_access_key_id=getattr(args, "s3_access_key_id", None),
+            s3_secret_access_key=getattr(args, "s3_secret_access_key", None),
+            s3_endpoint_url=getattr(args, "s3_endpoint_url", None),
+            gcs_project_id=getattr(args, "gcs_project_id", None),
+            gcs_credentials=getattr(args, "gcs_credentials", None),
+            azure_storage_connection_string=getattr(args, "azure_connection_string", None),
+        )
+
+
+def as_config(store: StorageConfig | str | os.PathLike) -> StorageConfig:
+    """Accept either a config or a plain path/URL wherever a store is named."""
+    return store if isinstance(store, StorageConfig) else StorageConfig(os.fspath(store))

@@ -1,0 +1,131 @@
+"""Merge the finalized worker indexes into one unified index, set-based and atomic.
+
+The unified index is rebuilt from scratch from every finalized worker session,
+so running consolidation twice gives the same index, and running it again after
+more workers finish simply includes them. It is built under a temporary name
+and published with one atomic replace: readers see the old index or the new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+
+import duckdb
+
+from . import layout
+from .config import StorageConfig, as_config
+from .errors import EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
+from .index import create_summary_tables, create_worker_tables
+from .storage import Storage, open_storage
+
+logger = logging.getLogger("pocaduck")
+
+
+def worker_states(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
+    """Split the store's workers into finalized ones (worker → session) and unfinished ones (worker → reason)."""
+    finalized: dict[str, str] = {}
+    unfinished: dict[str, str] = {}
+    for worker_id in storage.listdir(layout.WORKERS):
+        with storage.lock(layout.worker_lock(worker_id)) as free:
+            if not free:
+                unfinished[worker_id] = "an Ingestor is still writing it"
+                continue
+        record_path = layout.worker_finalized(worker_id)
+        record = json.loads(storage.read_bytes(record_path)) if storage.exists(record_path) else None
+        known = {None if record is None else record.get("session"), *(record or {}).get("superseded", [])}
+        stray = [s for s in storage.listdir(layout.sessions_dir(worker_id)) if s not in known]
+        if record is None or stray:
+            unfinished[worker_id] = "it started but never called finalize() (still running, or crashed)"
+        elif record["session"] is not None:
+            finalized[worker_id] = record["session"]
+    return finalized, unfinished
+
+
+def consolidate(
+    storage_config: StorageConfig | str | os.PathLike,
+    output_path: str | None = None,
+    *,
+    ignore_unfinalized: bool = False,
+) -> str:
+    """Build the unified index over every finalized worker and return its location.
+
+    Workers that have not finalized make it fail, naming them, unless
+    ``ignore_unfinalized`` is set: then their last finalized run (if any) is used.
+
+    >>> import tempfile, numpy as np
+    >>> from pocaduck import Ingestor
+    >>> store = tempfile.mkdtemp()
+    >>> with Ingestor(store, worker_id="a") as ingestor:
+    ...     ingestor.write(7, "block-0", np.zeros((2, 3), np.int32))
+    >>> consolidate(store) == consolidate(store)
+    True
+    """
+    config = as_config(storage_config)
+    storage = open_storage(config)
+    if not storage.root_exists():
+        raise StoreNotFoundError(f"no store at {config.base_path}")
+    schema = layout.read_schema(storage)
+    finalized, unfinished = worker_states(storage)
+    if unfinished and not ignore_unfinalized:
+        listing = "; ".join(f"worker {w!r}: {why}" for w, why in unfinished.items())
+        raise WorkerNotFinalizedError(
+            f"cannot consolidate {config.base_path}: {listing}. Finish or re-run those workers, or pass "
+            f"ignore_unfinalized=True (CLI: --ignore-unfinalized) to consolidate the others"
+        )
+    if unfinished:
+        logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
+    if schema is None or not finalized:
+        raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
+
+    # Build beside the destination so the final rename stays on one filesystem.
+    build_dir = os.path.dirname(os.path.abspath(output_path)) if output_path else storage.staging_dir("")
+    built = os.path.join(build_dir, f".{layout.UNIFIED_INDEX}.building-{uuid.uuid4().hex}")
+    try:
+        _build_unified_index(storage, schema, finalized, built)
+        if output_path is not None:
+            os.replace(built, output_path)
+            return output_path
+        storage.publish(built, layout.UNIFIED_INDEX)
+        return storage.describe(layout.UNIFIED_INDEX)
+    finally:
+        for leftover in (built, built + ".wal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dict[str, str], target: str) -> None:
+    con = duckdb.connect(target)
+    try:
+        create_worker_tables(con, schema)
+        con.execute("CREATE TEMP TABLE unsorted AS SELECT * FROM point_index LIMIT 0")
+        con.execute("CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)")
+        file_id_offset = 0
+        for worker_id, session_id in sorted(finalized.items()):
+            with duckdb.connect(storage.local_copy(layout.session_index(worker_id, session_id)), read_only=True) as src:
+                files = src.execute("SELECT * FROM files ORDER BY file_id").fetch_arrow_table()
+                rows = src.execute("SELECT * FROM point_index").fetch_arrow_table()
+            con.register("worker_files", files)
+            con.register("worker_rows", rows)
+            con.execute(
+                "INSERT INTO files SELECT file_id + ?, path, row_count, row_group_size, byte_size FROM worker_files",
+                [file_id_offset],
+            )
+            con.execute(
+                "INSERT INTO unsorted SELECT * REPLACE (file_id + ? AS file_id) FROM worker_rows", [file_id_offset]
+            )
+            con.execute(
+                "INSERT INTO workers SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM worker_files",
+                [worker_id, session_id],
+            )
+            con.unregister("worker_files")
+            con.unregister("worker_rows")
+            file_id_offset += files.num_rows
+        con.execute("INSERT INTO point_index SELECT * FROM unsorted ORDER BY label, file_id, row_offset")
+        con.execute("DROP TABLE unsorted")
+        create_summary_tables(con, schema)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()

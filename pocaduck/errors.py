@@ -1,0 +1,66 @@
+"""Exception classes: one base, one class per thing that can go wrong.
+
+Input errors also derive from ``ValueError`` (and lookup errors from
+``FileNotFoundError``) so code written for the original pocaduck, which raised
+those builtins, keeps catching them.
+"""
+
+
+class PocaduckError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class InvalidPointsError(PocaduckError, ValueError):
+    """The points given to ``write`` are not a finite (N, D) numeric array."""
+
+
+class InvalidLabelError(PocaduckError, ValueError):
+    """A label is not an integer in [0, 2**64)."""
+
+
+class InvalidBlockIdError(PocaduckError, ValueError):
+    """A block id is not a str or an int64-range integer."""
+
+
+class InvalidWorkerIdError(PocaduckError, ValueError):
+    """A worker id cannot be used as a folder name in the store."""
+
+
+class SchemaMismatchError(PocaduckError, ValueError):
+    """Data does not fit the store's schema (dimensions, dtype, column names, block id type)."""
+
+
+class IngestorClosedError(PocaduckError, RuntimeError):
+    """``write`` or ``finalize`` was called on an Ingestor that was already finalized or closed."""
+
+
+class WorkerBusyError(PocaduckError, RuntimeError):
+    """Another live Ingestor already holds this worker id on this store."""
+
+
+class WorkerNotFinalizedError(PocaduckError, RuntimeError):
+    """Consolidation found workers that have not called ``finalize()``."""
+
+
+class StoreNotFoundError(PocaduckError, FileNotFoundError):
+    """The store path does not exist or holds no pocaduck store."""
+
+
+class StoreNotConsolidatedError(PocaduckError, RuntimeError):
+    """The store has worker data but no unified index yet."""
+
+
+class EmptyStoreError(PocaduckError, RuntimeError):
+    """The store holds no finalized data to consolidate."""
+
+
+class DataFileError(PocaduckError, OSError):
+    """A Parquet file that the index points at is missing or unreadable."""
+
+
+class UnsupportedStorageError(PocaduckError, ValueError):
+    """The storage URL's scheme is not supported."""
+
+
+class ReadOnlySQLError(PocaduckError, ValueError):
+    """``Query.sql`` was given something other than a single read-only SELECT."""

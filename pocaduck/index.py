@@ -1,0 +1,74 @@
+"""The index tables, shared by every worker index and by the unified index.
+
+``files`` lists each Parquet file once; ``point_index`` has one row per write
+(per file piece of a write): where its rows sit in which file, and its bounding
+box. The unified index adds ``labels`` (one summary row per label) and
+``workers``. Column identifiers come only from the validated schema.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+
+from .layout import Schema
+
+_DUCKDB_TYPES = {
+    "int8": "TINYINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "uint8": "UTINYINT",
+    "uint16": "USMALLINT",
+    "uint32": "UINTEGER",
+    "uint64": "UBIGINT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+}
+BLOCK_ID_SQL_TYPES = {"string": "VARCHAR", "int64": "BIGINT"}
+
+
+def duckdb_type(dtype: np.dtype) -> str:
+    return _DUCKDB_TYPES[np.dtype(dtype).name]
+
+
+def bbox_columns(schema: Schema) -> list[str]:
+    """``min_x, min_y, min_z, max_x, max_y, max_z`` (for the spatial columns the schema has)."""
+    return [f"min_{c}" for c in schema.spatial_columns] + [f"max_{c}" for c in schema.spatial_columns]
+
+
+def create_worker_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None:
+    value_type = duckdb_type(schema.dtype)
+    bbox = ", ".join(f"{name} {value_type}" for name in bbox_columns(schema))
+    con.execute(
+        "CREATE TABLE files (file_id INTEGER, path VARCHAR, row_count BIGINT, row_group_size INTEGER, byte_size BIGINT)"
+    )
+    con.execute(
+        f"CREATE TABLE point_index (label UBIGINT, block_id {BLOCK_ID_SQL_TYPES[schema.block_id_type]}, "
+        f"file_id INTEGER, row_offset BIGINT, point_count BIGINT, {bbox})"
+    )
+
+
+def create_summary_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None:
+    """Per-label summary, per-worker summary and the original library's table name as a view."""
+    mins = ", ".join(f"min(min_{c}) AS min_{c}" for c in schema.spatial_columns)
+    maxs = ", ".join(f"max(max_{c}) AS max_{c}" for c in schema.spatial_columns)
+    con.execute(
+        "CREATE TABLE labels AS SELECT label, sum(point_count)::BIGINT AS point_count, "
+        "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
+        f"{mins}, {maxs} FROM point_index GROUP BY label ORDER BY label"
+    )
+    con.execute(
+        "CREATE VIEW point_cloud_index AS SELECT p.label, p.block_id::VARCHAR AS block_id, f.path AS file_path, "
+        "p.point_count::UBIGINT AS point_count FROM point_index p JOIN files f USING (file_id)"
+    )
+
+
+def attach_read_only(con: duckdb.DuckDBPyConnection, path: str, alias: str) -> None:
+    """ATTACH a database file read-only.
+
+    ATTACH takes no prepared parameters, so the path is written as a SQL string
+    literal with quotes doubled: the one place a value enters SQL as text.
+    """
+    literal = "'" + path.replace("'", "''") + "'"
+    con.execute(f"ATTACH {literal} AS {alias} (READ_ONLY)")

@@ -1,0 +1,372 @@
+"""Blockwise ingestion: one Ingestor per worker buffers writes and packs them into Parquet files.
+
+A write costs a validation and an append to in-memory lists. Work scales with
+the data: when the buffer reaches ``max_points_per_file`` (or
+``max_bytes_per_file``) it is sorted by label, written as one Parquet file
+(temp name, then atomic publish) and indexed with one bulk insert committed
+after the file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from types import TracebackType
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .config import StorageConfig, as_config
+from .consolidate import consolidate
+from .errors import (
+    IngestorClosedError,
+    InvalidBlockIdError,
+    InvalidLabelError,
+    InvalidPointsError,
+    SchemaMismatchError,
+    WorkerBusyError,
+)
+from .index import bbox_columns, create_worker_tables
+from .layout import Schema
+from .storage import open_storage
+
+logger = logging.getLogger("pocaduck")
+
+_UINT64_LIMIT = 2**64
+_INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
+
+
+@dataclass
+class IngestStats:
+    """Running totals of one Ingestor, for progress reports."""
+
+    writes: int = 0
+    points: int = 0
+    files: int = 0
+    bytes: int = 0
+
+
+def check_label(label: object) -> int:
+    """Labels are integers in [0, 2**64); numpy integers are accepted, bools and floats are not.
+
+    >>> check_label(np.uint64(2**64 - 1))
+    18446744073709551615
+    """
+    if type(label) is not int:
+        if not isinstance(label, np.integer):
+            raise InvalidLabelError(f"label must be an integer in [0, 2**64), got {type(label).__name__} {label!r}")
+        label = int(label)
+    if not 0 <= label < _UINT64_LIMIT:
+        raise InvalidLabelError(f"label {label} is outside the uint64 range [0, 2**64)")
+    return label
+
+
+def block_id_type_of(block_id: object) -> tuple[object, str]:
+    """Return the block id in canonical form with its type name (``string`` or ``int64``).
+
+    >>> block_id_type_of("0_1_2")
+    ('0_1_2', 'string')
+    """
+    if type(block_id) is str:
+        return block_id, "string"
+    if type(block_id) is int or isinstance(block_id, np.integer):
+        value = int(block_id)
+        if not _INT64_MIN <= value < _INT64_LIMIT:
+            raise InvalidBlockIdError(f"integer block id {value} is outside the int64 range")
+        return value, "int64"
+    raise InvalidBlockIdError(f"block id must be a str or an int, got {type(block_id).__name__} {block_id!r}")
+
+
+def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
+    """Integers may widen and float32 may become float64; nothing crosses int/float."""
+    if source == target:
+        return True
+    same_family = source.kind == target.kind or (source.kind == "u" and target.kind == "i")
+    return same_family and np.can_cast(source, target, "safe")
+
+
+class Ingestor:
+    """Writes one worker's points into a store.
+
+    Each worker of a parallel job uses its own ``worker_id``. A new Ingestor for
+    a worker id replaces whatever an earlier, unfinished run of that worker
+    left behind, so a crashed or retried worker simply runs again.
+
+    >>> import tempfile
+    >>> store = tempfile.mkdtemp()
+    >>> with Ingestor(StorageConfig(store), worker_id=0) as ingestor:
+    ...     ingestor.write(label=2**64 - 1, block_id="0_0_0", points=np.array([[1, 2, 3]]))
+    >>> Ingestor.consolidate_indexes(StorageConfig(store)).endswith("unified_index.duckdb")
+    True
+    """
+
+    def __init__(
+        self,
+        storage_config: StorageConfig | str | os.PathLike,
+        worker_id: str | int,
+        max_points_per_file: int = 10_000_000,
+        verbose: bool = False,
+        *,
+        columns: list[str] | tuple[str, ...] | None = None,
+        max_bytes_per_file: int = 512 * 2**20,
+        row_group_size: int = 32_768,
+        compression: str = "lz4",
+    ):
+        if max_points_per_file < 1 or max_bytes_per_file < 1 or row_group_size < 1:
+            raise ValueError("max_points_per_file, max_bytes_per_file and row_group_size must be positive")
+        self.storage_config = as_config(storage_config)
+        self.worker_id = layout.check_worker_id(worker_id)
+        self.max_points_per_file = int(max_points_per_file)
+        self.max_bytes_per_file = int(max_bytes_per_file)
+        self.row_group_size = int(row_group_size)
+        self.compression = compression
+        self.verbose = verbose
+        self.stats = IngestStats()
+        self._requested_columns = tuple(columns) if columns is not None else None
+        self._storage = open_storage(self.storage_config)
+        self._resources = ExitStack()
+        if not self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id))):
+            self._resources.close()
+            raise WorkerBusyError(
+                f"worker {self.worker_id!r} is already being written by another live Ingestor on "
+                f"{self._storage.describe('')}; give each worker its own id"
+            )
+        self._closed = False
+        try:
+            self._schema = layout.read_schema(self._storage)
+            if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
+                raise SchemaMismatchError(
+                    f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
+                )
+            self._previous = self._read_finalized()
+            self._discard_unfinished_sessions()
+        except BaseException:
+            self.close()
+            raise
+        self.session_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        self._session = layout.session_dir(self.worker_id, self.session_id)
+        self._staging = self._storage.staging_dir(self._session)
+        self._index: duckdb.DuckDBPyConnection | None = None
+        self._labels: list[int] = []
+        self._block_ids: list[object] = []
+        self._chunks: list[np.ndarray] = []  # each (D, n): one column per row, ready for Arrow
+        self._buffered_points = 0
+        self._buffered_bytes = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def _read_finalized(self) -> dict:
+        path = layout.worker_finalized(self.worker_id)
+        return json.loads(self._storage.read_bytes(path)) if self._storage.exists(path) else {}
+
+    def _discard_unfinished_sessions(self) -> None:
+        """Remove sessions of earlier runs that never finalized: no index anywhere refers to them."""
+        kept = {self._previous.get("session"), *self._previous.get("superseded", [])}
+        for session_id in self._storage.listdir(layout.sessions_dir(self.worker_id)):
+            if session_id not in kept:
+                logger.info("worker %s: discarding unfinished session %s", self.worker_id, session_id)
+                self._storage.delete_tree(layout.session_dir(self.worker_id, session_id))
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None and not self._closed:
+            self.finalize()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Release the worker without finalizing: its session will be discarded by the next run."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._closed = True
+        self._resources.close()
+
+    def finalize(self) -> None:
+        """Flush what is buffered, publish this worker's index and mark the worker complete."""
+        self._require_open()
+        try:
+            self._flush()
+            record = {"session": None, **asdict(self.stats)}
+            if self._index is not None:
+                self._index.execute("CHECKPOINT")
+                self._index.close()
+                self._index = None
+                self._storage.publish(self._local_index_path, layout.session_index(self.worker_id, self.session_id))
+                record["session"] = self.session_id
+            superseded = [s for s in (self._previous.get("session"), *self._previous.get("superseded", [])) if s]
+            record["superseded"] = superseded
+            self._storage.write_bytes(layout.worker_finalized(self.worker_id), json.dumps(record).encode())
+            if self.verbose:
+                logger.info("worker %s finalized: %s", self.worker_id, record)
+        finally:
+            self.close()
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise IngestorClosedError(f"the Ingestor of worker {self.worker_id!r} was finalized or closed")
+
+    # -- writing ---------------------------------------------------------
+
+    def write(self, label: int, block_id: str | int, points: np.ndarray) -> None:
+        """Add one label's points found in one block.
+
+        ``points`` is an (N, D) integer or float array; empty arrays are skipped.
+        """
+        self._require_open()
+        label = check_label(label)
+        block_id, block_id_type = block_id_type_of(block_id)
+        if not isinstance(points, np.ndarray):
+            raise InvalidPointsError(f"points must be a numpy array of shape (N, D), got {type(points).__name__}")
+        if points.ndim != 2:
+            raise InvalidPointsError(f"points must have shape (N, D), got shape {points.shape}")
+        if points.shape[0] == 0:
+            return
+        schema = self._schema or self._establish_schema(points, block_id_type)
+        self._check_fits(points, block_id_type, schema)
+        columns = np.array(points.T, dtype=schema.dtype, order="C")  # our own copy: the caller may reuse theirs
+        self.stats.writes += 1
+        while columns.shape[1]:
+            room = self.max_points_per_file - self._buffered_points
+            piece = columns[:, :room]
+            self._labels.append(label)
+            self._block_ids.append(block_id)
+            self._chunks.append(piece)
+            self._buffered_points += piece.shape[1]
+            self._buffered_bytes += piece.nbytes
+            columns = columns[:, room:]
+            if self._buffered_points >= self.max_points_per_file or self._buffered_bytes >= self.max_bytes_per_file:
+                self._flush()
+
+    def _establish_schema(self, points: np.ndarray, block_id_type: str) -> Schema:
+        if points.dtype not in layout.SUPPORTED_DTYPES:
+            raise InvalidPointsError(
+                f"points have dtype {points.dtype}; use one of {', '.join(d.name for d in layout.SUPPORTED_DTYPES)}"
+            )
+        columns = self._requested_columns or layout.default_columns(points.shape[1])
+        if len(columns) != points.shape[1]:
+            raise SchemaMismatchError(f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns")
+        self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
+        return self._schema
+
+    @staticmethod
+    def _check_fits(points: np.ndarray, block_id_type: str, schema: Schema) -> None:
+        if points.shape[1] != schema.dimensions:
+            raise SchemaMismatchError(
+                f"points have {points.shape[1]} columns but the store has {schema.dimensions}: {list(schema.columns)}"
+            )
+        if not _fits_without_loss(points.dtype, schema.dtype):
+            raise SchemaMismatchError(
+                f"points of dtype {points.dtype} do not fit the store's dtype {schema.dtype} without loss; "
+                f"convert them explicitly if that is what you want"
+            )
+        if block_id_type != schema.block_id_type:
+            raise SchemaMismatchError(f"this store uses {schema.block_id_type} block ids, got a {block_id_type} one")
+        if points.dtype.kind == "f" and not np.isfinite(points).all():
+            bad_row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
+            raise InvalidPointsError(f"points contain NaN or infinity (first at row {bad_row}); nothing was written")
+
+    # -- flushing --------------------------------------------------------
+
+    @property
+    def _local_index_path(self) -> str:
+        return os.path.join(self._staging, "index.duckdb")
+
+    def _open_index(self) -> duckdb.DuckDBPyConnection:
+        if self._index is None:
+            self._index = duckdb.connect(self._local_index_path)
+            create_worker_tables(self._index, self._schema)
+        return self._index
+
+    def _flush(self) -> None:
+        if not self._chunks:
+            return
+        schema = self._schema
+        labels = np.array(self._labels, dtype=np.uint64)
+        order = np.argsort(labels, kind="stable")
+        counts = np.fromiter((self._chunks[i].shape[1] for i in order), dtype=np.int64, count=len(order))
+        values = np.concatenate([self._chunks[i] for i in order], axis=1)
+        offsets = np.zeros(len(order), dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        chunk_labels = labels[order]
+        chunk_blocks = self._block_column([self._block_ids[i] for i in order])
+
+        file_id = self.stats.files
+        path = layout.data_file(self.worker_id, self.session_id, file_id)
+        byte_size = self._write_parquet(path, chunk_labels, chunk_blocks, counts, values)
+
+        spatial = values[: len(schema.spatial_columns)]
+        bounds = [*np.minimum.reduceat(spatial, offsets, axis=1), *np.maximum.reduceat(spatial, offsets, axis=1)]
+        rows = pa.table(
+            [chunk_labels, chunk_blocks, np.full(len(order), file_id, np.int32), offsets, counts, *bounds],
+            names=["label", "block_id", "file_id", "row_offset", "point_count", *bbox_columns(schema)],
+        )
+        index = self._open_index()
+        index.begin()
+        index.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?)", [file_id, path, int(counts.sum()), self.row_group_size, byte_size]
+        )
+        index.register("new_rows", rows)
+        index.execute("INSERT INTO point_index SELECT * FROM new_rows")
+        index.unregister("new_rows")
+        index.commit()
+
+        self.stats.files += 1
+        self.stats.bytes += byte_size
+        self.stats.points += int(counts.sum())
+        if self.verbose:
+            logger.info("worker %s: wrote %s (%d points, %d bytes)", self.worker_id, path, counts.sum(), byte_size)
+        self._labels, self._block_ids, self._chunks = [], [], []
+        self._buffered_points = self._buffered_bytes = 0
+
+    def _block_column(self, block_ids: list[object]) -> pa.Array:
+        if self._schema.block_id_type == "int64":
+            return pa.array(block_ids, pa.int64())
+        return pa.array(block_ids, pa.string())
+
+    def _write_parquet(
+        self, path: str, chunk_labels: np.ndarray, chunk_blocks: pa.Array, counts: np.ndarray, values: np.ndarray
+    ) -> int:
+        chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+        if pa.types.is_string(chunk_blocks.type):
+            block_rows = pa.DictionaryArray.from_arrays(chunk_of_row, chunk_blocks)
+        else:
+            block_rows = chunk_blocks.take(chunk_of_row)
+        table = pa.table(
+            [np.repeat(chunk_labels, counts), block_rows, *values],
+            names=["label", "block_id", *self._schema.columns],
+        )
+        temp = os.path.join(self._staging, os.path.basename(path) + ".tmp")
+        pq.write_table(
+            table,
+            temp,
+            row_group_size=self.row_group_size,
+            compression=self.compression,
+            use_dictionary=["label", "block_id"],
+            write_statistics=["label"],
+        )
+        byte_size = os.path.getsize(temp)
+        self._storage.publish(temp, path)
+        return byte_size
+
+    # -- consolidation (kept here for the original API) ----------------------
+
+    @staticmethod
+    def consolidate_indexes(
+        storage_config: StorageConfig | str | os.PathLike,
+        output_path: str | None = None,
+        *,
+        ignore_unfinalized: bool = False,
+    ) -> str:
+        """Merge every finalized worker's index into the unified index; see :func:`pocaduck.consolidate`."""
+        return consolidate(storage_config, output_path, ignore_unfinalized=ignore_unfinalized)

@@ -1,0 +1,187 @@
+"""The store's layout: where every file lives, and the manifest that fixes the schema.
+
+::
+
+    STORE/
+      pocaduck.json                          manifest: format version, columns, dtype, block id type
+      unified_index.duckdb                   consolidated index (replaced atomically)
+      workers/<worker_id>/
+        .lock                                held by the worker's live Ingestor
+        finalized.json                       names the worker's finalized session
+        sessions/<session_id>/index.duckdb   the session's own index
+        sessions/<session_id>/part-000000.parquet ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidWorkerIdError, SchemaMismatchError, StoreNotFoundError
+from .storage import Storage
+
+FORMAT_NAME = "pocaduck-store"
+FORMAT_VERSION = 1
+MANIFEST = "pocaduck.json"
+UNIFIED_INDEX = "unified_index.duckdb"
+WORKERS = "workers"
+
+SUPPORTED_DTYPES = tuple(
+    np.dtype(name)
+    for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
+)
+BLOCK_ID_TYPES = ("string", "int64")
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED_COLUMNS = {"label", "block_id"}
+_DEFAULT_COLUMNS = ("x", "y", "z")
+
+
+def worker_dir(worker_id: str) -> str:
+    return f"{WORKERS}/{worker_id}"
+
+
+def worker_lock(worker_id: str) -> str:
+    return f"{worker_dir(worker_id)}/.lock"
+
+
+def worker_finalized(worker_id: str) -> str:
+    return f"{worker_dir(worker_id)}/finalized.json"
+
+
+def sessions_dir(worker_id: str) -> str:
+    return f"{worker_dir(worker_id)}/sessions"
+
+
+def session_dir(worker_id: str, session_id: str) -> str:
+    return f"{sessions_dir(worker_id)}/{session_id}"
+
+
+def session_index(worker_id: str, session_id: str) -> str:
+    return f"{session_dir(worker_id, session_id)}/index.duckdb"
+
+
+def data_file(worker_id: str, session_id: str, sequence: int) -> str:
+    return f"{session_dir(worker_id, session_id)}/part-{sequence:06d}.parquet"
+
+
+def check_worker_id(worker_id: object) -> str:
+    """Worker ids become folder names: any text without path separators.
+
+    >>> check_worker_id(7)
+    '7'
+    """
+    text = str(worker_id)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0") or text.startswith("."):
+        raise InvalidWorkerIdError(
+            f"worker id {worker_id!r} cannot name a folder: use text without '/', '\\' or NUL that does not start with '.'"
+        )
+    return text
+
+
+def default_columns(dimensions: int) -> tuple[str, ...]:
+    """``x, y, z`` then ``column_3``, ``column_4``, ... for extra dimensions."""
+    return tuple(_DEFAULT_COLUMNS[i] if i < 3 else f"column_{i}" for i in range(dimensions))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What every point row of a store looks like; fixed by the first write or at creation."""
+
+    columns: tuple[str, ...]
+    dtype: np.dtype
+    block_id_type: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        check_columns(self.columns)
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise SchemaMismatchError(
+                f"dtype {self.dtype} is not supported; use one of {', '.join(d.name for d in SUPPORTED_DTYPES)}"
+            )
+        if self.block_id_type not in BLOCK_ID_TYPES:
+            raise SchemaMismatchError(f"block id type {self.block_id_type!r} is not one of {BLOCK_ID_TYPES}")
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.columns)
+
+    @property
+    def spatial_columns(self) -> tuple[str, ...]:
+        """The columns a bounding box is kept for: the first three at most."""
+        return self.columns[:3]
+
+    def to_json(self) -> bytes:
+        body = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "columns": list(self.columns),
+            "dtype": self.dtype.name,
+            "block_id_type": self.block_id_type,
+            **self.metadata,
+        }
+        return json.dumps(body, indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Schema:
+        body = json.loads(data)
+        if body.get("format") != FORMAT_NAME:
+            raise StoreNotFoundError(f"{where} is not a pocaduck store manifest")
+        if body.get("format_version", 0) > FORMAT_VERSION:
+            raise SchemaMismatchError(
+                f"{where} has format version {body['format_version']}; this pocaduck reads up to "
+                f"{FORMAT_VERSION}: upgrade pocaduck"
+            )
+        known = {"format", "format_version", "columns", "dtype", "block_id_type"}
+        return cls(
+            columns=tuple(body["columns"]),
+            dtype=np.dtype(body["dtype"]),
+            block_id_type=body["block_id_type"],
+            metadata={k: v for k, v in body.items() if k not in known},
+        )
+
+
+def check_columns(columns: tuple[str, ...]) -> None:
+    if not columns:
+        raise SchemaMismatchError("a store needs at least one column")
+    for name in columns:
+        if not isinstance(name, str) or not _COLUMN_NAME.match(name) or name.lower() in _RESERVED_COLUMNS:
+            raise SchemaMismatchError(
+                f"column name {name!r} is not allowed: use letters, digits and '_' (not starting with a digit), "
+                f"and not {sorted(_RESERVED_COLUMNS)}"
+            )
+    if len({c.lower() for c in columns}) != len(columns):
+        raise SchemaMismatchError(f"column names {list(columns)} repeat a name")
+
+
+def read_schema(storage: Storage) -> Schema | None:
+    """The store's schema, or None when nothing has been written yet."""
+    if not storage.exists(MANIFEST):
+        return None
+    return Schema.from_json(storage.read_bytes(MANIFEST), storage.describe(MANIFEST))
+
+
+def establish_schema(storage: Storage, proposed: Schema) -> Schema:
+    """Record ``proposed`` as the store's schema unless one exists; return the one in force.
+
+    Many workers may race to write the first manifest: exactly one wins and the
+    others check that theirs agrees.
+    """
+    if storage.create_exclusive(MANIFEST, proposed.to_json()):
+        return proposed
+    existing = read_schema(storage)
+    assert existing is not None
+    require_same_schema(existing, proposed)
+    return existing
+
+
+def require_same_schema(existing: Schema, proposed: Schema) -> None:
+    if existing != proposed:
+        raise SchemaMismatchError(
+            f"the store holds columns {list(existing.columns)} of {existing.dtype} with {existing.block_id_type} "
+            f"block ids, but this data has columns {list(proposed.columns)} of {proposed.dtype} with "
+            f"{proposed.block_id_type} block ids"
+        )

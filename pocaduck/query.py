@@ -1,0 +1,343 @@
+"""Label queries: the index says which rows of which files hold a label; only those are read.
+
+The unified index is attached read-only with external access disabled, so
+neither our queries nor SQL typed by a user can touch the store. Point rows are
+read with pyarrow, row group by row group, never scanning files or row groups
+that do not hold the label.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .config import StorageConfig, as_config
+from .errors import DataFileError, ReadOnlySQLError, StoreNotConsolidatedError, StoreNotFoundError
+from .index import attach_read_only
+from .ingest import check_label
+from .storage import open_storage
+
+Output = Literal["numpy", "arrow", "pandas"]
+_OPEN_FILES_KEPT = 256
+
+
+class _Timing(dict):
+    """Phase durations of one call; filled on every call, returned when ``timing=True``."""
+
+    def __init__(self, **fields: Any):
+        super().__init__(total_time=0.0, index_lookup_time=0.0, data_read_time=0.0, **fields)
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] += time.perf_counter() - started
+
+    def finish(self, result: Any, requested: bool) -> Any:
+        self["total_time"] = time.perf_counter() - self._started
+        return (result, dict(self)) if requested else result
+
+
+def _row_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` for every pair, without a Python loop."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+
+
+class Query:
+    """Read points and summaries of labels from a consolidated store.
+
+    >>> import tempfile
+    >>> from pocaduck import Ingestor
+    >>> store = tempfile.mkdtemp()
+    >>> with Ingestor(store, worker_id=0) as ingestor:
+    ...     ingestor.write(5, "b0", np.array([[1.5, 2.0, 3.0]]))
+    ...     ingestor.write(5, "b1", np.array([[4.0, 5.0, 6.25]]))
+    >>> _ = Ingestor.consolidate_indexes(store)
+    >>> with Query(store) as query:
+    ...     query.get_points(5).tolist(), query.get_blocks_for_label(5), query.get_point_count(5)
+    ([[1.5, 2.0, 3.0], [4.0, 5.0, 6.25]], ['b0', 'b1'], 2)
+    """
+
+    def __init__(
+        self,
+        storage_config: StorageConfig | str | os.PathLike,
+        index_path: str | None = None,
+        threads: int | None = None,
+        cache_size: int = 10,
+    ):
+        self.storage_config = as_config(storage_config)
+        self.cache_size = cache_size
+        self.threads = threads or os.cpu_count() or 1
+        self._storage = open_storage(self.storage_config)
+        if not self._storage.root_exists():
+            raise StoreNotFoundError(f"no store at {self.storage_config.base_path}: the path does not exist")
+        self.schema = layout.read_schema(self._storage)
+        if index_path is None:
+            if not self._storage.exists(layout.UNIFIED_INDEX):
+                if self.schema is None and not self._storage.listdir(layout.WORKERS):
+                    raise StoreNotFoundError(f"{self.storage_config.base_path} holds no pocaduck store")
+                raise StoreNotConsolidatedError(
+                    f"{self.storage_config.base_path} has not been consolidated yet: run "
+                    f"Ingestor.consolidate_indexes(config) or `pocaduck consolidate STORE` after the workers finish"
+                )
+            index_path = self._storage.local_copy(layout.UNIFIED_INDEX)
+        if self.schema is None:
+            raise StoreNotFoundError(f"{self.storage_config.base_path} has no manifest ({layout.MANIFEST})")
+        self.index_path = index_path
+        self.db_connection = self._connect(index_path)
+        self._files = {
+            file_id: (path, row_group_size)
+            for file_id, path, row_group_size in self.db_connection.execute(
+                "SELECT file_id, path, row_group_size FROM files"
+            ).fetchall()
+        }
+        self._open_files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
+        self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.using_optimized_data = False
+
+    def _connect(self, index_path: str) -> duckdb.DuckDBPyConnection:
+        # A private in-memory database per Query: DuckDB shares connections to one file
+        # path within a process, which would keep serving an index that was since replaced.
+        con = duckdb.connect(":memory:", config={"threads": self.threads})
+        attach_read_only(con, index_path, "store_index")
+        con.execute("USE store_index")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
+    def __enter__(self) -> Query:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the index connection, open files and the cache."""
+        self._points_cache.clear()
+        self._open_files.clear()
+        if self.db_connection is not None:
+            self.db_connection.close()
+            self.db_connection = None
+
+    # -- label lookups ---------------------------------------------------
+
+    def get_labels(self) -> np.ndarray:
+        """All labels in the store, sorted, as uint64."""
+        return self.db_connection.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"].astype(
+            np.uint64
+        )
+
+    def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
+        """Number of points stored for ``label`` (0 when unknown)."""
+        clock = _Timing(label=check_label(label))
+        with clock.phase("index_lookup_time"):
+            row = self.db_connection.execute("SELECT point_count FROM labels WHERE label = ?", [int(label)]).fetchone()
+        return clock.finish(int(row[0]) if row else 0, timing)
+
+    def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
+        """Sorted ids of the blocks holding ``label``'s points."""
+        clock = _Timing(label=check_label(label))
+        with clock.phase("index_lookup_time"):
+            rows = self.db_connection.execute(
+                "SELECT DISTINCT block_id FROM point_index WHERE label = ? ORDER BY block_id", [int(label)]
+            ).fetchall()
+        blocks = [block_id for (block_id,) in rows]
+        clock["blocks_found"] = len(blocks)
+        return clock.finish(blocks, timing)
+
+    def get_label_summary(self, label: int) -> dict[str, Any]:
+        """Point count, block count, file count and bounding box of ``label``.
+
+        An unknown label has zero counts and no bounding box (``None`` values).
+        """
+        label = check_label(label)
+        result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?", [label])
+        names = [d[0] for d in result.description]
+        row = result.fetchone()
+        if row is None:
+            return {name: (label if name == "label" else 0 if name.endswith("_count") else None) for name in names}
+        return dict(zip(names, row))
+
+    # -- points ----------------------------------------------------------
+
+    def get_points(
+        self,
+        label: int | Iterable[int],
+        use_cache: bool = True,
+        timing: bool = False,
+        *,
+        blocks: Sequence[str | int] | None = None,
+        output: Output = "numpy",
+    ) -> Any:
+        """All points of a label, assembled across every block, as an (N, D) array.
+
+        Give several labels to get them in one call: a dict ``{label: array}``
+        for numpy output, or one table with a ``label`` column for ``"arrow"``
+        and ``"pandas"``. ``blocks`` restricts the result to those blocks.
+        An unknown label gives an empty (0, D) array.
+
+        >>> query.get_points([5, 6], output="pandas")  # doctest: +SKIP
+        """
+        if output not in ("numpy", "arrow", "pandas"):
+            raise ValueError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
+        single = not isinstance(label, Iterable)
+        labels = [check_label(label)] if single else [check_label(each) for each in label]
+        clock = _Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
+        clock["using_optimized_data"] = self.using_optimized_data
+        cacheable = single and use_cache and self.cache_size > 0 and blocks is None and output == "numpy"
+        if cacheable and labels[0] in self._points_cache:
+            self._points_cache.move_to_end(labels[0])
+            points = self._points_cache[labels[0]].copy()
+            clock.update(cache_hit=True, points_returned=len(points))
+            return clock.finish(points, timing)
+
+        with clock.phase("index_lookup_time"):
+            rows = self._lookup(labels, blocks)
+        with clock.phase("data_read_time"):
+            points = self._read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+        clock.update(files_queried=len(np.unique(rows["file_id"])), points_returned=len(points))
+        point_labels = np.repeat(rows["label"], rows["point_count"])
+        result = self._shape_result(labels, single, point_labels, points, output)
+        if cacheable:
+            self._remember(labels[0], result)
+        return clock.finish(result, timing)
+
+    def _lookup(self, labels: list[int], blocks: Sequence[str | int] | None) -> dict[str, np.ndarray]:
+        sql = "SELECT label, file_id, row_offset, point_count FROM point_index WHERE label = ANY(?::UBIGINT[])"
+        params: list[Any] = [labels]
+        if blocks is not None:
+            block_type = "VARCHAR" if self.schema.block_id_type == "string" else "BIGINT"
+            sql += f" AND block_id = ANY(?::{block_type}[])"
+            params.append(list(blocks))
+        rows = self.db_connection.execute(sql + " ORDER BY label, file_id, row_offset", params).fetchnumpy()
+        return {
+            "label": rows["label"].astype(np.uint64),
+            "file_id": rows["file_id"].astype(np.int64),
+            "row_offset": rows["row_offset"].astype(np.int64),
+            "point_count": rows["point_count"].astype(np.int64),
+        }
+
+    def _read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Gather the given row ranges of the given files into one (N, D) array, in the given order."""
+        columns = self.schema.columns
+        points = np.empty((int(counts.sum()), len(columns)), dtype=self.schema.dtype)
+        destinations = np.cumsum(counts) - counts
+        for file_id in np.unique(file_ids):
+            mine = np.flatnonzero(file_ids == file_id)
+            path, group_size = self._files[int(file_id)]
+            first_group = offsets[mine] // group_size
+            last_group = (offsets[mine] + counts[mine] - 1) // group_size
+            groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+            table = self._read_row_groups(int(file_id), path, groups.tolist())
+            # Every group read before the last one of a file is full, so rank * size locates it.
+            sources = np.searchsorted(groups, first_group) * group_size + offsets[mine] - first_group * group_size
+            take = _row_ranges(sources, counts[mine])
+            put = _row_ranges(destinations[mine], counts[mine])
+            for j, name in enumerate(columns):
+                points[put, j] = table.column(name).to_numpy()[take]
+        return points
+
+    def _read_row_groups(self, file_id: int, path: str, groups: list[int]) -> pa.Table:
+        try:
+            parquet = self._open_files.get(file_id)
+            if parquet is None:
+                parquet = pq.ParquetFile(self._storage.open_input(path))
+                self._open_files[file_id] = parquet
+                if len(self._open_files) > _OPEN_FILES_KEPT:
+                    self._open_files.popitem(last=False)
+            else:
+                self._open_files.move_to_end(file_id)
+            return parquet.read_row_groups(groups, columns=list(self.schema.columns))
+        except (OSError, pa.ArrowException) as error:
+            self._open_files.pop(file_id, None)
+            raise DataFileError(
+                f"cannot read {self._storage.describe(path)}, which the index lists: {error}. "
+                f"The store is damaged: re-run the worker that wrote it, then consolidate"
+            ) from error
+
+    def _shape_result(
+        self, labels: list[int], single: bool, point_labels: np.ndarray, points: np.ndarray, output: Output
+    ) -> Any:
+        if output == "numpy":
+            if single:
+                return points
+            order = np.argsort(point_labels, kind="stable")
+            sorted_labels = point_labels[order]
+            wanted = np.array(labels, dtype=np.uint64)
+            starts = np.searchsorted(sorted_labels, wanted, "left")
+            ends = np.searchsorted(sorted_labels, wanted, "right")
+            return {lab: points[order[s:e]] for lab, s, e in zip(labels, starts, ends)}
+        table = pa.table(list(points.T), names=list(self.schema.columns))
+        if not single:
+            table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
+        return table if output == "arrow" else table.to_pandas()
+
+    def _remember(self, label: int, points: np.ndarray) -> None:
+        self._points_cache[label] = points.copy()
+        while len(self._points_cache) > self.cache_size:
+            self._points_cache.popitem(last=False)
+
+    # -- SQL and summaries ---------------------------------------------------
+
+    def sql(self, statement: str, params: Sequence[Any] | None = None, output: Output = "pandas") -> Any:
+        """Run one read-only ``SELECT`` over the index tables (``labels``, ``point_index``, ``files``, ``workers``).
+
+        >>> query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")  # doctest: +SKIP
+        """
+        statements = duckdb.extract_statements(statement)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            kinds = ", ".join(s.type.name for s in statements) or "nothing"
+            raise ReadOnlySQLError(f"only a single SELECT statement is allowed here, got: {kinds}")
+        result = self.db_connection.execute(statement, params or [])
+        if output == "numpy":
+            return result.fetchnumpy()
+        return result.arrow() if output == "arrow" else result.df()
+
+    def info(self) -> dict[str, Any]:
+        """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
+        (labels, points) = self.db_connection.execute(
+            "SELECT count(*), coalesce(sum(point_count), 0) FROM labels"
+        ).fetchone()
+        (files, stored_bytes) = self.db_connection.execute(
+            "SELECT count(*), coalesce(sum(byte_size), 0) FROM files"
+        ).fetchone()
+        (index_rows,) = self.db_connection.execute("SELECT count(*) FROM point_index").fetchone()
+        (workers,) = self.db_connection.execute("SELECT count(*) FROM workers").fetchone()
+        return {
+            "store": self.storage_config.base_path,
+            "labels": labels,
+            "points": int(points),
+            "index_rows": index_rows,
+            "files": files,
+            "bytes": int(stored_bytes),
+            "workers": workers,
+            "columns": list(self.schema.columns),
+            "dtype": self.schema.dtype.name,
+            "block_id_type": self.schema.block_id_type,
+        }
+
+    @staticmethod
+    def print_timing_info(timing_info: dict) -> None:
+        """Print a ``timing=True`` result's phases, as the original library did."""
+        print(f"label {timing_info.get('label')}: {timing_info.get('points_returned', 0):,} points")
+        for key, value in timing_info.items():
+            if key.endswith("_time"):
+                print(f"  {key:<20} {value * 1e3:9.3f} ms")
+            elif key not in ("label", "points_returned"):
+                print(f"  {key:<20} {value}")

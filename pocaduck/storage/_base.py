@@ -1,0 +1,67 @@
+"""The storage interface: whole-file puts and gets addressed by store-relative paths.
+
+Files are immutable once published, which is what lets the same interface
+serve a local disk (temp file + rename) and an object store (one PUT).
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+
+class Storage(abc.ABC):
+    """A store's files. Paths are relative to the store root and use ``/``."""
+
+    @abc.abstractmethod
+    def describe(self, path: str) -> str:
+        """Human-readable location of ``path``, for error messages."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def root_exists(self) -> bool: ...
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replace ``path`` atomically: readers see the old content or the new, never half."""
+
+    @abc.abstractmethod
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` only if absent; return False when it already existed."""
+
+    @abc.abstractmethod
+    def publish(self, local_file: str, path: str) -> None:
+        """Move a complete local file into the store at ``path`` atomically."""
+
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Names directly below ``path``; empty when it does not exist."""
+
+    @abc.abstractmethod
+    def delete_tree(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def open_input(self, path: str) -> BinaryIO | str:
+        """Something pyarrow can read ``path`` from (a local path or a random-access file)."""
+
+    @abc.abstractmethod
+    def local_copy(self, path: str) -> str:
+        """A local filesystem path holding the content of ``path`` (DuckDB needs one)."""
+
+    @abc.abstractmethod
+    def staging_dir(self, path: str) -> str:
+        """A local folder in which to build files that will be published below ``path``."""
+
+    @abc.abstractmethod
+    def lock(self, path: str) -> AbstractContextManager[bool]:
+        """Hold an exclusive lock named ``path``; the context value says whether it was free.
+
+        The lock dies with the process that holds it, so a crashed worker never
+        leaves a stale lock behind.
+        """

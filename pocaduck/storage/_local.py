@@ -1,0 +1,101 @@
+"""A store in a folder on a local (or network-mounted) filesystem."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+from ._base import Storage
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str):
+        self.root = root
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/")) if path else self.root
+
+    def describe(self, path: str) -> str:
+        return self._abs(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._abs(path))
+
+    def root_exists(self) -> bool:
+        return os.path.isdir(self.root)
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(self._abs(path), "rb") as f:
+            return f.read()
+
+    def _temp_beside(self, target: str) -> str:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        return f"{target}.tmp-{uuid.uuid4().hex}"
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        target = self._abs(path)
+        temp = self._temp_beside(target)
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, target)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        target = self._abs(path)
+        temp = self._temp_beside(target)
+        with open(temp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(temp, target)  # fails if target exists, and never exposes a partial file
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temp)
+
+    def publish(self, local_file: str, path: str) -> None:
+        target = self._abs(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(local_file, target)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._abs(path)))
+        except FileNotFoundError:
+            return []
+
+    def delete_tree(self, path: str) -> None:
+        target = self._abs(path)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.unlink(target)
+
+    def open_input(self, path: str) -> str:
+        return self._abs(path)
+
+    def local_copy(self, path: str) -> str:
+        return self._abs(path)
+
+    def staging_dir(self, path: str) -> str:
+        target = self._abs(path)
+        os.makedirs(target, exist_ok=True)
+        return target
+
+    @contextlib.contextmanager
+    def lock(self, path: str) -> Iterator[bool]:
+        target = self._abs(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the flock
