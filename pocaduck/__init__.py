@@ -24,28 +24,33 @@ from .errors import (
     WorkerNotFinalizedError,
 )
 from .ingest import Ingestor
+from .layout import Schema, create_store
+from .progress import ProgressEvent
 from .query import Query
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "StorageConfig",
-    "Ingestor",
-    "Query",
-    "consolidate",
-    "PocaduckError",
     "DataFileError",
     "EmptyStoreError",
+    "Ingestor",
     "IngestorClosedError",
     "InvalidBlockIdError",
     "InvalidLabelError",
     "InvalidPointsError",
     "InvalidWorkerIdError",
+    "PocaduckError",
+    "ProgressEvent",
+    "Query",
     "ReadOnlySQLError",
+    "Schema",
     "SchemaMismatchError",
+    "StorageConfig",
     "StoreNotConsolidatedError",
     "StoreNotFoundError",
     "UnsupportedStorageError",
     "WorkerBusyError",
     "WorkerNotFinalizedError",
+    "consolidate",
+    "create_store",
 ]

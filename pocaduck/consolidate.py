@@ -101,7 +101,9 @@ def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dic
     try:
         create_worker_tables(con, schema)
         con.execute("CREATE TEMP TABLE unsorted AS SELECT * FROM point_index LIMIT 0")
-        con.execute("CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)")
+        con.execute(
+            "CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)"
+        )
         file_id_offset = 0
         for worker_id, session_id in sorted(finalized.items()):
             with duckdb.connect(storage.local_copy(layout.session_index(worker_id, session_id)), read_only=True) as src:

@@ -255,7 +255,9 @@ class Ingestor:
             )
         columns = self._requested_columns or layout.default_columns(points.shape[1])
         if len(columns) != points.shape[1]:
-            raise SchemaMismatchError(f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns")
+            raise SchemaMismatchError(
+                f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns"
+            )
         self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
         return self._schema
 
@@ -314,7 +316,8 @@ class Ingestor:
         index = self._open_index()
         index.begin()
         index.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?)", [file_id, path, int(counts.sum()), self.row_group_size, byte_size]
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+            [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
         )
         index.register("new_rows", rows)
         index.execute("INSERT INTO point_index SELECT * FROM new_rows")

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import as_config
 from .errors import InvalidWorkerIdError, SchemaMismatchError, StoreNotFoundError
-from .storage import Storage
+from .storage import Storage, open_storage
 
 FORMAT_NAME = "pocaduck-store"
 FORMAT_VERSION = 1
@@ -185,3 +186,25 @@ def require_same_schema(existing: Schema, proposed: Schema) -> None:
             f"block ids, but this data has columns {list(proposed.columns)} of {proposed.dtype} with "
             f"{proposed.block_id_type} block ids"
         )
+
+
+def create_store(
+    store: object,
+    *,
+    columns: tuple[str, ...] | list[str] = ("x", "y", "z"),
+    dtype: str | np.dtype = "int64",
+    block_id_type: str = "string",
+    **metadata: Any,
+) -> Schema:
+    """Declare a store's schema before any write (otherwise the first write fixes it).
+
+    Extra keyword arguments (e.g. ``voxel_size=(8, 8, 33)``) are kept in the
+    manifest for viewers and tools. Returns the schema in force; declaring a
+    different schema for an existing store raises ``SchemaMismatchError``.
+
+    >>> import tempfile
+    >>> create_store(tempfile.mkdtemp(), columns=("x", "y", "z", "supervoxel"), voxel_size=[8, 8, 33]).columns
+    ('x', 'y', 'z', 'supervoxel')
+    """
+    proposed = Schema(tuple(columns), np.dtype(dtype), block_id_type, metadata)
+    return establish_schema(open_storage(as_config(store)), proposed)

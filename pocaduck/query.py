@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -139,8 +138,10 @@ class Query:
 
     def get_labels(self) -> np.ndarray:
         """All labels in the store, sorted, as uint64."""
-        return self.db_connection.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"].astype(
-            np.uint64
+        return (
+            self.db_connection.execute("SELECT label FROM labels ORDER BY label")
+            .fetchnumpy()["label"]
+            .astype(np.uint64)
         )
 
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
@@ -172,7 +173,7 @@ class Query:
         row = result.fetchone()
         if row is None:
             return {name: (label if name == "label" else 0 if name.endswith("_count") else None) for name in names}
-        return dict(zip(names, row))
+        return dict(zip(names, row, strict=True))
 
     # -- points ----------------------------------------------------------
 
@@ -282,7 +283,7 @@ class Query:
             wanted = np.array(labels, dtype=np.uint64)
             starts = np.searchsorted(sorted_labels, wanted, "left")
             ends = np.searchsorted(sorted_labels, wanted, "right")
-            return {lab: points[order[s:e]] for lab, s, e in zip(labels, starts, ends)}
+            return {lab: points[order[s:e]] for lab, s, e in zip(labels, starts, ends, strict=True)}
         table = pa.table(list(points.T), names=list(self.schema.columns))
         if not single:
             table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))

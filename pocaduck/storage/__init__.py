@@ -11,7 +11,7 @@ from ..errors import UnsupportedStorageError
 from ._base import Storage
 from ._local import LocalStorage
 
-__all__ = ["Storage", "LocalStorage", "open_storage"]
+__all__ = ["LocalStorage", "Storage", "open_storage"]
 
 
 def open_storage(config: StorageConfig) -> Storage:

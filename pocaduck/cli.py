@@ -1,0 +1,84 @@
+"""The ``pocaduck`` command: inspect, consolidate and read stores from a shell.
+
+Each verb is a ``_verb_*`` function registered in :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .config import StorageConfig
+from .consolidate import consolidate
+from .errors import PocaduckError
+from .query import Query
+
+
+def _verb_info(args: argparse.Namespace) -> None:
+    with Query(StorageConfig(args.store)) as query:
+        print(json.dumps(query.info(), indent=2))
+
+
+def _verb_consolidate(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    path = consolidate(args.store, ignore_unfinalized=args.ignore_unfinalized)
+    print(f"consolidated {args.store} into {path} in {time.perf_counter() - started:.2f} s")
+
+
+def _verb_points(args: argparse.Namespace) -> None:
+    with Query(StorageConfig(args.store)) as query:
+        table = query.get_points(int(args.label), output="arrow")
+    output = args.output
+    if output is None:
+        print(table.to_pandas().to_csv(index=False), end="")
+    elif output.endswith(".npy"):
+        np.save(output, np.column_stack([column.to_numpy() for column in table.columns]))
+    elif output.endswith(".csv"):
+        table.to_pandas().to_csv(output, index=False)
+    elif output.endswith(".parquet"):
+        pq.write_table(table, output)
+    else:
+        raise SystemExit(f"pocaduck points: cannot write {output!r}: use a .npy, .csv or .parquet file name")
+    if output is not None:
+        print(f"wrote {table.num_rows} points of label {args.label} to {output}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pocaduck", description="Point clouds indexed by uint64 labels.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    info = verbs.add_parser("info", help="print a store's totals and schema")
+    info.add_argument("store")
+    info.set_defaults(run=_verb_info)
+
+    merge = verbs.add_parser("consolidate", help="merge the finalized worker indexes into the unified index")
+    merge.add_argument("store")
+    merge.add_argument("--ignore-unfinalized", action="store_true", help="skip workers that did not finalize")
+    merge.set_defaults(run=_verb_consolidate)
+
+    points = verbs.add_parser("points", help="print or save one label's points")
+    points.add_argument("store")
+    points.add_argument("label", help="uint64 label id")
+    points.add_argument("-o", "--output", help="file to write: .npy, .csv or .parquet (default: CSV to stdout)")
+    points.set_defaults(run=_verb_points)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except PocaduckError as error:
+        print(f"pocaduck {args.verb}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
