@@ -107,8 +107,8 @@ def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dic
         file_id_offset = 0
         for worker_id, session_id in sorted(finalized.items()):
             with duckdb.connect(storage.local_copy(layout.session_index(worker_id, session_id)), read_only=True) as src:
-                files = src.execute("SELECT * FROM files ORDER BY file_id").fetch_arrow_table()
-                rows = src.execute("SELECT * FROM point_index").fetch_arrow_table()
+                files = src.execute("SELECT * FROM files ORDER BY file_id").to_arrow_table()
+                rows = src.execute("SELECT * FROM point_index").to_arrow_table()
             con.register("worker_files", files)
             con.register("worker_rows", rows)
             con.execute(

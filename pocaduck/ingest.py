@@ -9,6 +9,7 @@ after the file exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -131,7 +132,16 @@ class Ingestor:
         self.verbose = verbose
         self.stats = IngestStats()
         self._requested_columns = tuple(columns) if columns is not None else None
+        if self._requested_columns is not None:
+            layout.check_columns(self._requested_columns)
         self._storage = open_storage(self.storage_config)
+        self._schema = layout.read_schema(self._storage)
+        if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
+            raise SchemaMismatchError(
+                f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
+            )
+        self._index: duckdb.DuckDBPyConnection | None = None
+        self._closed = False
         self._resources = ExitStack()
         if not self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id))):
             self._resources.close()
@@ -139,22 +149,13 @@ class Ingestor:
                 f"worker {self.worker_id!r} is already being written by another live Ingestor on "
                 f"{self._storage.describe('')}; give each worker its own id"
             )
-        self._closed = False
         try:
-            self._schema = layout.read_schema(self._storage)
-            if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
-                raise SchemaMismatchError(
-                    f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
-                )
             self._previous = self._read_finalized()
             self._discard_unfinished_sessions()
         except BaseException:
             self.close()
             raise
         self.session_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
-        self._session = layout.session_dir(self.worker_id, self.session_id)
-        self._staging = self._storage.staging_dir(self._session)
-        self._index: duckdb.DuckDBPyConnection | None = None
         self._labels: list[int] = []
         self._block_ids: list[object] = []
         self._chunks: list[np.ndarray] = []  # each (D, n): one column per row, ready for Arrow
@@ -279,6 +280,11 @@ class Ingestor:
             raise InvalidPointsError(f"points contain NaN or infinity (first at row {bad_row}); nothing was written")
 
     # -- flushing --------------------------------------------------------
+
+    @functools.cached_property
+    def _staging(self) -> str:
+        """Local folder for this session's files, made on first use so a worker with no data leaves none."""
+        return self._storage.staging_dir(layout.session_dir(self.worker_id, self.session_id))
 
     @property
     def _local_index_path(self) -> str:

@@ -193,7 +193,7 @@ class Query:
         and ``"pandas"``. ``blocks`` restricts the result to those blocks.
         An unknown label gives an empty (0, D) array.
 
-        >>> query.get_points([5, 6], output="pandas")  # doctest: +SKIP
+        Example: ``query.get_points([5, 6], output="pandas")``.
         """
         if output not in ("numpy", "arrow", "pandas"):
             raise ValueError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
@@ -299,7 +299,7 @@ class Query:
     def sql(self, statement: str, params: Sequence[Any] | None = None, output: Output = "pandas") -> Any:
         """Run one read-only ``SELECT`` over the index tables (``labels``, ``point_index``, ``files``, ``workers``).
 
-        >>> query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")  # doctest: +SKIP
+        Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")``.
         """
         statements = duckdb.extract_statements(statement)
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:

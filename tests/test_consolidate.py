@@ -1,0 +1,101 @@
+"""Consolidation: idempotent, atomic, re-runnable, and strict about unfinished workers."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import numpy as np
+import pytest
+from _support import as_row_set
+
+from pocaduck import EmptyStoreError, Ingestor, Query, WorkerNotFinalizedError, consolidate
+
+
+def write_worker(store, worker_id, label_points):
+    with Ingestor(store, worker_id) as ingestor:
+        for label, points in label_points.items():
+            ingestor.write(label, f"{worker_id}", points)
+
+
+def index_content(path):
+    with duckdb.connect(path, read_only=True) as con:
+        return {
+            table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+            for table in ("files", "point_index", "labels", "workers")
+        }
+
+
+def test_running_it_twice_gives_the_same_index(store):
+    write_worker(store, 0, {1: np.ones((2, 3)), 2: np.zeros((1, 3))})
+    write_worker(store, 1, {1: np.full((3, 3), 5.0)})
+    first = index_content(consolidate(store))
+    second = index_content(consolidate(store))
+    assert first == second
+    with Query(store) as query:
+        assert query.get_point_count(1) == 5
+
+
+def test_rerun_after_more_workers_finish_includes_them(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    write_worker(store, 1, {1: np.full((1, 3), 7.0), 3: np.ones((4, 3))})
+    consolidate(store)
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1, 3]
+        assert as_row_set(query.get_points(1)) == as_row_set([[1, 1, 1], [1, 1, 1], [7, 7, 7]])
+
+
+def test_unfinalized_worker_is_refused_by_name(store):
+    write_worker(store, "done", {1: np.ones((2, 3))})
+    running = Ingestor(store, "still-running")
+    running.write(1, "b", np.ones((1, 3)))
+    with pytest.raises(WorkerNotFinalizedError, match="'still-running'"):
+        consolidate(store)
+    running.close()  # gave up without finalize: now it is an abandoned session
+    with pytest.raises(WorkerNotFinalizedError, match="never called finalize"):
+        consolidate(store)
+    consolidate(store, ignore_unfinalized=True)
+    with Query(store) as query:
+        assert query.get_point_count(1) == 2
+
+
+def test_readers_keep_the_index_they_opened_until_they_reopen(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    old_reader = Query(store)
+    write_worker(store, 1, {1: np.ones((5, 3))})
+    consolidate(store)
+    assert old_reader.get_point_count(1) == 2  # the old index, whole
+    assert old_reader.get_points(1, use_cache=False).shape == (2, 3)
+    with Query(store) as new_reader:
+        assert new_reader.get_point_count(1) == 7
+    old_reader.close()
+
+
+def test_consolidation_leaves_no_temporary_files(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    assert sorted(os.listdir(store)) == ["pocaduck.json", "unified_index.duckdb", "workers"]
+
+
+def test_nothing_to_consolidate(store):
+    Ingestor(store, 0).finalize()
+    with pytest.raises(EmptyStoreError, match="no finalized worker data"):
+        consolidate(store)
+
+
+def test_output_path_like_the_original(store, tmp_path):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    target = str(tmp_path / "elsewhere.duckdb")
+    assert Ingestor.consolidate_indexes(store, target) == target
+    with Query(store, index_path=target) as query:
+        assert query.get_point_count(1) == 2
+
+
+def test_original_table_name_is_available_for_sql(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    with Query(store) as query:
+        frame = query.sql("SELECT label, block_id, file_path, point_count FROM point_cloud_index")
+        assert frame["point_count"].tolist() == [2] and frame["file_path"][0].endswith(".parquet")

@@ -1,0 +1,70 @@
+"""Property: for random labels, dimensions, dtypes, block splits, workers and rollover sizes,
+every label returns exactly the multiset of points written, with the right blocks and counts."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+
+import numpy as np
+from _support import as_row_set
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pocaduck import Ingestor, Query, consolidate
+
+LABELS = st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
+DTYPES = st.sampled_from(["int8", "int32", "int64", "uint16", "uint64", "float32", "float64"])
+
+
+@st.composite
+def workloads(draw):
+    dtype = np.dtype(draw(DTYPES))
+    dimensions = draw(st.integers(1, 6))
+    labels = draw(st.lists(LABELS, min_size=1, max_size=6, unique=True))
+    writes = []
+    for _ in range(draw(st.integers(1, 25))):
+        count = draw(st.integers(0, 12))
+        seed = draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        if dtype.kind == "f":
+            points = (rng.standard_normal((count, dimensions)) * 1e6).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            points = rng.integers(info.min, info.max, (count, dimensions), dtype=dtype, endpoint=True)
+        writes.append((draw(st.integers(0, 3)), draw(st.sampled_from(labels)), draw(st.integers(0, 4)), points))
+    return writes, draw(st.integers(1, 30)), draw(st.integers(1, 8))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads())
+def test_every_label_returns_exactly_what_was_written(workload):
+    with tempfile.TemporaryDirectory(prefix="pocaduck-property-") as store:
+        check_round_trip(store, *workload)
+
+
+def check_round_trip(store, writes, max_points_per_file, row_group_size):
+    expected = defaultdict(list)
+    blocks = defaultdict(set)
+    for worker in sorted({w for w, *_ in writes}):
+        with Ingestor(store, worker, max_points_per_file=max_points_per_file, row_group_size=row_group_size) as ing:
+            for w, label, block, points in writes:
+                if w == worker:
+                    ing.write(label, block, points)
+                    if len(points):
+                        expected[label].append(points)
+                        blocks[label].add(block)
+    if not expected:
+        return
+    consolidate(store)
+    with Query(store, cache_size=0) as query:
+        assert query.get_labels().tolist() == sorted(expected)
+        for label, parts in expected.items():
+            points = query.get_points(label)
+            assert points.dtype == parts[0].dtype
+            assert as_row_set(points) == as_row_set(np.concatenate(parts))
+            assert query.get_point_count(label) == sum(len(p) for p in parts)
+            assert query.get_blocks_for_label(label) == sorted(blocks[label])
+        together = query.get_points(list(expected))
+        for label, parts in expected.items():
+            assert as_row_set(together[label]) == as_row_set(np.concatenate(parts))
