@@ -37,7 +37,7 @@ from .errors import (
 )
 from .index import bbox_columns, create_worker_tables
 from .layout import Schema
-from .storage import open_storage
+from .storage import Storage, open_storage
 
 logger = logging.getLogger("pocaduck")
 
@@ -92,6 +92,66 @@ def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
         return True
     same_family = source.kind == target.kind or (source.kind == "u" and target.kind == "i")
     return same_family and np.can_cast(source, target, "safe")
+
+
+def write_point_file(
+    storage: Storage,
+    staging: str,
+    path: str,
+    schema: Schema,
+    chunk_labels: np.ndarray,
+    chunk_blocks: pa.Array,
+    counts: np.ndarray,
+    values: np.ndarray,
+    *,
+    row_group_size: int,
+    compression: str,
+) -> int:
+    """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's Parquet files.
+
+    Ingestion and compaction both write through here, so every payload file has
+    the layout queries expect. The file is built in ``staging`` and published
+    at ``path`` atomically; returns its size in bytes.
+    """
+    chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    if pa.types.is_string(chunk_blocks.type):
+        block_rows = pa.DictionaryArray.from_arrays(chunk_of_row, chunk_blocks)
+    else:
+        block_rows = chunk_blocks.take(chunk_of_row)
+    table = pa.table(
+        [np.repeat(chunk_labels, counts), block_rows, *values], names=["label", "block_id", *schema.columns]
+    )
+    temp = os.path.join(staging, os.path.basename(path) + ".tmp")
+    pq.write_table(
+        table,
+        temp,
+        row_group_size=row_group_size,
+        compression=compression,
+        use_dictionary=["label", "block_id"],
+        write_statistics=["label"],
+    )
+    byte_size = os.path.getsize(temp)
+    storage.publish(temp, path)
+    return byte_size
+
+
+def chunk_index_rows(
+    schema: Schema,
+    chunk_labels: np.ndarray,
+    chunk_blocks: pa.Array,
+    file_id: int,
+    counts: np.ndarray,
+    values: np.ndarray,
+) -> pa.Table:
+    """The ``point_index`` rows of a file written by :func:`write_point_file`: offsets, counts and bounding boxes."""
+    offsets = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    spatial = values[: len(schema.spatial_columns)]
+    bounds = [*np.minimum.reduceat(spatial, offsets, axis=1), *np.maximum.reduceat(spatial, offsets, axis=1)]
+    return pa.table(
+        [chunk_labels, chunk_blocks, np.full(len(counts), file_id, np.int32), offsets, counts, *bounds],
+        names=["label", "block_id", "file_id", "row_offset", "point_count", *bbox_columns(schema)],
+    )
 
 
 class Ingestor:
@@ -304,21 +364,24 @@ class Ingestor:
         order = np.argsort(labels, kind="stable")
         counts = np.fromiter((self._chunks[i].shape[1] for i in order), dtype=np.int64, count=len(order))
         values = np.concatenate([self._chunks[i] for i in order], axis=1)
-        offsets = np.zeros(len(order), dtype=np.int64)
-        np.cumsum(counts[:-1], out=offsets[1:])
         chunk_labels = labels[order]
         chunk_blocks = self._block_column([self._block_ids[i] for i in order])
 
         file_id = self.stats.files
         path = layout.data_file(self.worker_id, self.session_id, file_id)
-        byte_size = self._write_parquet(path, chunk_labels, chunk_blocks, counts, values)
-
-        spatial = values[: len(schema.spatial_columns)]
-        bounds = [*np.minimum.reduceat(spatial, offsets, axis=1), *np.maximum.reduceat(spatial, offsets, axis=1)]
-        rows = pa.table(
-            [chunk_labels, chunk_blocks, np.full(len(order), file_id, np.int32), offsets, counts, *bounds],
-            names=["label", "block_id", "file_id", "row_offset", "point_count", *bbox_columns(schema)],
+        byte_size = write_point_file(
+            self._storage,
+            self._staging,
+            path,
+            schema,
+            chunk_labels,
+            chunk_blocks,
+            counts,
+            values,
+            row_group_size=self.row_group_size,
+            compression=self.compression,
         )
+        rows = chunk_index_rows(schema, chunk_labels, chunk_blocks, file_id, counts, values)
         index = self._open_index()
         index.begin()
         index.execute(
@@ -342,31 +405,6 @@ class Ingestor:
         if self._schema.block_id_type == "int64":
             return pa.array(block_ids, pa.int64())
         return pa.array(block_ids, pa.string())
-
-    def _write_parquet(
-        self, path: str, chunk_labels: np.ndarray, chunk_blocks: pa.Array, counts: np.ndarray, values: np.ndarray
-    ) -> int:
-        chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-        if pa.types.is_string(chunk_blocks.type):
-            block_rows = pa.DictionaryArray.from_arrays(chunk_of_row, chunk_blocks)
-        else:
-            block_rows = chunk_blocks.take(chunk_of_row)
-        table = pa.table(
-            [np.repeat(chunk_labels, counts), block_rows, *values],
-            names=["label", "block_id", *self._schema.columns],
-        )
-        temp = os.path.join(self._staging, os.path.basename(path) + ".tmp")
-        pq.write_table(
-            table,
-            temp,
-            row_group_size=self.row_group_size,
-            compression=self.compression,
-            use_dictionary=["label", "block_id"],
-            write_statistics=["label"],
-        )
-        byte_size = os.path.getsize(temp)
-        self._storage.publish(temp, path)
-        return byte_size
 
     # -- consolidation (kept here for the original API) ----------------------
 
