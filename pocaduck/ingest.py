@@ -122,6 +122,9 @@ def write_point_file(
         [np.repeat(chunk_labels, counts), block_rows, *values], names=["label", "block_id", *schema.columns]
     )
     temp = os.path.join(staging, os.path.basename(path) + ".tmp")
+    # Delta encoding (integers) and byte-stream-split (floats) shrink clustered neuron
+    # coordinates several times at no cost in write or read speed.
+    value_encoding = "DELTA_BINARY_PACKED" if schema.dtype.kind in "iu" else "BYTE_STREAM_SPLIT"
     pq.write_table(
         table,
         temp,
@@ -129,6 +132,7 @@ def write_point_file(
         compression=compression,
         use_dictionary=["label", "block_id"],
         write_statistics=["label"],
+        column_encoding=dict.fromkeys(schema.columns, value_encoding),
     )
     byte_size = os.path.getsize(temp)
     storage.publish(temp, path)
