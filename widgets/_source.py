@@ -1,0 +1,26 @@
+"""Every widget takes a store path, a StorageConfig or an open Query: turn any of them into a Query."""
+
+from __future__ import annotations
+
+import os
+
+from pocaduck import Query, StorageConfig
+
+StoreLike = Query | StorageConfig | str | os.PathLike
+
+
+def open_query(store: StoreLike) -> Query:
+    """The given Query itself, or a new one on the named store.
+
+    >>> open_query("/no/such/store")
+    Traceback (most recent call last):
+    pocaduck.errors.StoreNotFoundError: no store at /no/such/store: the path does not exist
+    """
+    return store if isinstance(store, Query) else Query(store)
+
+
+def voxel_size(query: Query) -> tuple[float, float, float]:
+    """The store's voxel size (``voxel_size`` in the manifest), or 1 per axis when it has none."""
+    size = query.schema.metadata.get("voxel_size", 1)
+    values = [float(v) for v in size] if isinstance(size, list | tuple) else [float(size)] * 3
+    return tuple([*values, 1.0, 1.0, 1.0][:3])

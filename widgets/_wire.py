@@ -1,0 +1,74 @@
+"""How table pages cross to the browser: one place for the wire format.
+
+A page is a dict ``{"num_rows": n, "columns": [column, ...]}``; each column is
+``{"name", "type", "data", "valid"}`` where ``data`` is a binary buffer (numbers
+as little-endian int64 / uint64 / float64 arrays; text as UTF-8 bytes plus
+``offsets``, an int32 array of n + 1 positions) and ``valid`` is one byte per
+row (1 = not null). ipywidgets sends every ``bytes`` value found in a synced
+dict as a binary buffer, so numbers never travel as JSON lists. ``_table.js``
+decodes exactly this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_INTEGER_TYPES = {True: ("int64", np.int64), False: ("uint64", np.uint64)}
+
+
+def encode_page(table: pa.Table) -> dict[str, Any]:
+    """Encode an Arrow table as the page dict described above.
+
+    >>> page = encode_page(pa.table({"label": pa.array([7, 2**64 - 1], pa.uint64()), "name": ["a", None]}))
+    >>> [(c["name"], c["type"]) for c in page["columns"]], page["num_rows"]
+    ([('label', 'uint64'), ('name', 'string')], 2)
+    >>> np.frombuffer(page["columns"][0]["data"], np.uint64).tolist()
+    [7, 18446744073709551615]
+    """
+    return {
+        "num_rows": table.num_rows,
+        "columns": [
+            _encode_column(name, column) for name, column in zip(table.column_names, table.columns, strict=True)
+        ],
+    }
+
+
+def _encode_column(name: str, column: pa.ChunkedArray) -> dict[str, Any]:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    valid = pc.is_valid(column).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes()
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        type_name, dtype = _INTEGER_TYPES[not pa.types.is_unsigned_integer(kind)]
+        values = pc.fill_null(column.cast(pa.int64() if dtype is np.int64 else pa.uint64()), 0)
+        return {
+            "name": name,
+            "type": type_name,
+            "data": values.to_numpy().astype("<" + np.dtype(dtype).str[1:]).tobytes(),
+            "valid": valid,
+        }
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        values = pc.fill_null(column.cast(pa.float64()), float("nan"))
+        return {"name": name, "type": "float64", "data": values.to_numpy().astype("<f8").tobytes(), "valid": valid}
+    text = pc.fill_null(_as_text(column), "")
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8) if text.buffers()[2] is not None else np.zeros(0, np.uint8)
+    body = data[offsets[0] : offsets[-1]].tobytes()
+    return {
+        "name": name,
+        "type": "string",
+        "data": body,
+        "offsets": (offsets - offsets[0]).astype("<i4").tobytes(),
+        "valid": valid,
+    }
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    """Any other column as text; types Arrow cannot cast (lists, structs) go through Python, a page is small."""
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowNotImplementedError:
+        return pa.array([None if value is None else str(value) for value in column.to_pylist()], pa.string())

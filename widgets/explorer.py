@@ -1,0 +1,61 @@
+"""The explorer: label browser, point cloud viewer and details pane side by side."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as w
+
+from ._source import StoreLike, open_query
+from .browser import LabelBrowser
+from .viewer import PointCloudViewer
+
+_BLOCKS_LISTED = 20
+
+
+class Explorer(w.HBox):
+    """Find labels in the table; the selected ones appear in 3D and their details beside.
+
+    >>> Explorer(store)  # doctest: +SKIP
+    """
+
+    def __init__(self, store: StoreLike, *, point_budget: int = 1_500_000, **kwargs: Any):
+        self.query = open_query(store)
+        self.browser = LabelBrowser(self.query, layout=w.Layout(width="42%"))
+        self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=560, height=420)
+        self.details = w.HTML(layout=w.Layout(width="18%", overflow="auto"))
+        self.browser.observe(self._on_selection, "selected_labels")
+        super().__init__([self.browser, self.viewer, self.details], **kwargs)
+        self._describe([])
+
+    def _on_selection(self, change: dict) -> None:
+        labels = change["new"]
+        if labels:
+            self.viewer.show(labels)
+        else:
+            self.viewer.clear()
+        self._describe(labels)
+
+    def _describe(self, labels: list[int]) -> None:
+        if not labels:
+            self.details.value = "<i>select rows to see their points</i>"
+            return
+        self.details.value = "".join(self._describe_one(label) for label in labels[:10])
+
+    def _describe_one(self, label: int) -> str:
+        summary = self.query.get_label_summary(label)
+        blocks = self.query.get_blocks_for_label(label)
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{value:,}</td></tr>"
+            if isinstance(value, int)
+            else f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{html.escape(str(value))}</td></tr>"
+            for name, value in summary.items()
+            if name != "label"
+        )
+        listed = ", ".join(html.escape(str(block)) for block in blocks[:_BLOCKS_LISTED])
+        more = f" … and {len(blocks) - _BLOCKS_LISTED:,} more" if len(blocks) > _BLOCKS_LISTED else ""
+        return (
+            f"<div class='pocaduck-details'><b>label <code>{label}</code></b><table>{rows}</table>"
+            f"<small>blocks: {listed}{more}</small></div><hr>"
+        )
