@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -205,6 +206,9 @@ class Ingestor:
                 f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
             )
         self._index: duckdb.DuckDBPyConnection | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocaduck-writer")
+        self._in_flight: Future | None = None
+        self._next_file_id = 0
         self._closed = False
         self._resources = ExitStack()
         if not self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id))):
@@ -251,6 +255,8 @@ class Ingestor:
 
     def close(self) -> None:
         """Release the worker without finalizing: its session will be discarded by the next run."""
+        self._writer.shutdown(wait=True)
+        self._in_flight = None
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -262,6 +268,7 @@ class Ingestor:
         self._require_open()
         try:
             self._flush()
+            self._wait_for_writer()
             record = {"session": None, **asdict(self.stats)}
             if self._index is not None:
                 self._index.execute("CHECKPOINT")
@@ -361,17 +368,32 @@ class Ingestor:
         return self._index
 
     def _flush(self) -> None:
+        """Hand the buffer to the writer thread, which sorts, encodes and indexes it while we keep buffering."""
         if not self._chunks:
             return
-        schema = self._schema
-        labels = np.array(self._labels, dtype=np.uint64)
-        order = np.argsort(labels, kind="stable")
-        counts = np.fromiter((self._chunks[i].shape[1] for i in order), dtype=np.int64, count=len(order))
-        values = np.concatenate([self._chunks[i] for i in order], axis=1)
-        chunk_labels = labels[order]
-        chunk_blocks = self._block_column([self._block_ids[i] for i in order])
+        buffered = (self._labels, self._block_ids, self._chunks)
+        self._labels, self._block_ids, self._chunks = [], [], []
+        self._buffered_points = self._buffered_bytes = 0
+        self._wait_for_writer()  # at most one file in flight: memory stays bounded by two buffers
+        self._in_flight = self._writer.submit(self._publish_file, self._next_file_id, *buffered)
+        self._next_file_id += 1
 
-        file_id = self.stats.files
+    def _wait_for_writer(self) -> None:
+        """Block until the file in flight is published; re-raise its error here if it failed."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
+        """Sort buffered chunks by label, write them as one Parquet file, then commit the index rows
+        that point at it (runs on the writer thread)."""
+        schema = self._schema
+        unsorted_labels = np.array(labels, dtype=np.uint64)
+        order = np.argsort(unsorted_labels, kind="stable")
+        chunk_labels = unsorted_labels[order]
+        counts = np.fromiter((chunks[i].shape[1] for i in order), dtype=np.int64, count=len(order))
+        values = np.concatenate([chunks[i] for i in order], axis=1)
+        chunk_blocks = self._block_column([block_ids[i] for i in order])
         path = layout.data_file(self.worker_id, self.session_id, file_id)
         byte_size = write_point_file(
             self._storage,
@@ -402,8 +424,6 @@ class Ingestor:
         self.stats.points += int(counts.sum())
         if self.verbose:
             logger.info("worker %s: wrote %s (%d points, %d bytes)", self.worker_id, path, counts.sum(), byte_size)
-        self._labels, self._block_ids, self._chunks = [], [], []
-        self._buffered_points = self._buffered_bytes = 0
 
     def _block_column(self, block_ids: list[object]) -> pa.Array:
         if self._schema.block_id_type == "int64":

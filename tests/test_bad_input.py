@@ -22,6 +22,8 @@ from pocaduck import (
     StoreNotConsolidatedError,
     StoreNotFoundError,
     WorkerBusyError,
+    WorkerNotFinalizedError,
+    consolidate,
 )
 
 GOOD = np.arange(6, dtype=np.int64).reshape(2, 3)
@@ -174,3 +176,14 @@ def test_copying_a_store_elsewhere_keeps_it_readable(store, tmp_path):
     shutil.copytree(store, moved)
     with Query(moved) as query:
         assert query.get_points(1).tolist() == GOOD.tolist()
+
+
+def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
+    ingestor = Ingestor(store, 0, max_points_per_file=2)
+    ingestor.write(1, "b", GOOD)  # the first file goes to the writer thread
+    shutil.rmtree(os.path.join(store, "workers", "0", "sessions"))  # the disk loses the session folder
+    with pytest.raises(OSError):
+        ingestor.write(2, "b", GOOD)
+        ingestor.finalize()
+    with pytest.raises(WorkerNotFinalizedError, match="worker '0'"):
+        consolidate(store)
