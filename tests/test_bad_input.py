@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +183,9 @@ def test_copying_a_store_elsewhere_keeps_it_readable(store, tmp_path):
 def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
     ingestor = Ingestor(store, 0, max_points_per_file=2)
     ingestor.write(1, "b", GOOD)  # the first file goes to the writer thread
+    sessions = Path(store, "workers", "0", "sessions")
+    while not list(sessions.glob("*/part-*.parquet")):
+        time.sleep(0.01)
     shutil.rmtree(os.path.join(store, "workers", "0", "sessions"))  # the disk loses the session folder
     with pytest.raises(OSError):
         ingestor.write(2, "b", GOOD)
