@@ -22,6 +22,7 @@ from .errors import (
     UnsupportedStorageError,
     WorkerBusyError,
     WorkerNotFinalizedError,
+    WorkerWriteError,
 )
 from .ingest import Ingestor
 from .layout import Schema, create_store
@@ -51,6 +52,7 @@ __all__ = [
     "UnsupportedStorageError",
     "WorkerBusyError",
     "WorkerNotFinalizedError",
+    "WorkerWriteError",
     "consolidate",
     "create_store",
 ]

@@ -64,3 +64,7 @@ class UnsupportedStorageError(PocaduckError, ValueError):
 
 class ReadOnlySQLError(PocaduckError, ValueError):
     """``Query.sql`` was given something other than a single read-only SELECT."""
+
+
+class WorkerWriteError(PocaduckError, RuntimeError):
+    """Writing or indexing one of a worker's files failed; the worker stays unfinished and must be re-run."""

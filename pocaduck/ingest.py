@@ -35,6 +35,7 @@ from .errors import (
     InvalidPointsError,
     SchemaMismatchError,
     WorkerBusyError,
+    WorkerWriteError,
 )
 from .index import bbox_columns, create_worker_tables
 from .layout import Schema
@@ -379,10 +380,16 @@ class Ingestor:
         self._next_file_id += 1
 
     def _wait_for_writer(self) -> None:
-        """Block until the file in flight is published; re-raise its error here if it failed."""
+        """Block until the file in flight is published; raise its failure here if it failed."""
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
-            in_flight.result()
+            try:
+                in_flight.result()
+            except Exception as error:
+                raise WorkerWriteError(
+                    f"worker {self.worker_id!r} could not write or index a file in {self._staging}: {error}. "
+                    f"The worker is not finalized: re-run it"
+                ) from error
 
     def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
         """Sort buffered chunks by label, write them as one Parquet file, then commit the index rows

@@ -25,6 +25,7 @@ from pocaduck import (
     StoreNotFoundError,
     WorkerBusyError,
     WorkerNotFinalizedError,
+    WorkerWriteError,
     consolidate,
 )
 
@@ -187,7 +188,7 @@ def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
     while not list(sessions.glob("*/part-*.parquet")):
         time.sleep(0.01)
     shutil.rmtree(os.path.join(store, "workers", "0", "sessions"))  # the disk loses the session folder
-    with pytest.raises(OSError):
+    with pytest.raises(WorkerWriteError, match="re-run it"):
         ingestor.write(2, "b", GOOD)
         ingestor.finalize()
     with pytest.raises(WorkerNotFinalizedError, match="worker '0'"):
