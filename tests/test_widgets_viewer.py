@@ -1,0 +1,135 @@
+"""The viewer sends exactly the chosen labels' points, scaled by voxel size, centered, as float32 binary buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ipywidgets.widgets.widget import _remove_buffers
+from pocaduck.widgets import PointCloudViewer
+from pocaduck.widgets._colors import label_color
+
+from pocaduck import Ingestor, Query, consolidate, create_store
+
+VOXEL = np.array([8.0, 8.0, 33.0])
+FAR = 10**6  # voxel coordinates this large lose digits in float32 unless centered first
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    store = str(tmp_path_factory.mktemp("viewer") / "store")
+    create_store(store, columns=["x", "y", "z", "supervoxel"], voxel_size=VOXEL.tolist())
+    rng = np.random.default_rng(11)
+    with Ingestor(store, "w0") as ingestor:
+        for label, count in ((1, 300), (2, 500), (2**64 - 1, 200)):
+            for block in range(2):
+                xyz = FAR + rng.integers(0, 400, size=(count, 3))
+                supervoxel = rng.integers(0, 5, size=(count, 1)) + label % 1000 * 10
+                ingestor.write(label, f"b{block}", np.hstack([xyz, supervoxel]))
+    consolidate(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def query(store):
+    with Query(store) as query:
+        yield query
+
+
+def as_rows(array: np.ndarray) -> list[tuple]:
+    return sorted(map(tuple, np.asarray(array).tolist()))
+
+
+def test_buffers_hold_exactly_the_labels_points_scaled_and_centered(query):
+    viewer = PointCloudViewer(query)
+    viewer.show([1, 2**64 - 1])
+    assert viewer.labels == [1, 2**64 - 1]
+    for label in (1, 2**64 - 1):
+        sent = viewer.positions(label)
+        assert sent.dtype == np.float32
+        expected = (query.get_points(label)[:, :3] - viewer.origin) * VOXEL
+        assert as_rows(sent) == as_rows(expected.astype(np.float32))
+        assert np.abs(sent).max() < 400 * 33  # centered: small numbers, full float32 precision
+
+
+def test_positions_cross_as_binary_buffers(query):
+    viewer = PointCloudViewer(query)
+    viewer.show(2)
+    attribute = viewer._shown[2].cloud.geometry.attributes["position"]
+    _state, _paths, buffers = _remove_buffers(attribute.get_state())
+    assert any(bytes(buffer) == viewer.positions(2).tobytes() for buffer in buffers)
+
+
+def test_add_remove_clear(query):
+    viewer = PointCloudViewer(query)
+    viewer.show(1)
+    viewer.add([2, 1])
+    assert viewer.labels == [1, 2] and viewer.total_points == 600 + 1000
+    viewer.remove(1)
+    assert viewer.labels == [2] and len(viewer._cloud_group.children) == 1
+    viewer.clear()
+    assert viewer.labels == [] and viewer._cloud_group.children == () and viewer.total_points == 0
+
+
+def test_each_label_keeps_its_color_everywhere(query):
+    first, second = PointCloudViewer(query), PointCloudViewer(query)
+    first.show([1, 2])
+    second.show([2])
+    assert first._shown[2].cloud.material.color == second._shown[2].cloud.material.color == label_color(2)
+    assert label_color(1) != label_color(2)
+
+
+def test_legend_lists_each_label_with_swatch_count_and_toggle(query):
+    viewer = PointCloudViewer(query)
+    viewer.show([1, 2])
+    rows = viewer._legend.children
+    assert len(rows) == 2
+    toggle, text = rows[0].children
+    assert "<code>1</code>" in text.value and "600 pts" in text.value and label_color(1) in text.value
+    toggle.value = False
+    assert viewer._shown[1].cloud.visible is False
+    viewer.set_visible(1, True)
+    assert viewer._shown[1].cloud.visible is True
+
+
+def test_point_budget_subsamples_reproducibly_and_says_so(query):
+    viewer = PointCloudViewer(query, point_budget=400)
+    viewer.show([1, 2])
+    assert viewer.total_points == 1600 and viewer.shown_points <= 400
+    assert f"showing {viewer.shown_points:,} of 1,600 points" in viewer._status.value
+    full = {tuple(row) for row in ((query.get_points(2)[:, :3] - viewer.origin) * VOXEL).astype(np.float32).tolist()}
+    assert {tuple(row) for row in viewer.positions(2).tolist()} <= full
+    again = PointCloudViewer(query, point_budget=400)
+    again.show([1, 2])
+    assert np.array_equal(again.positions(2), viewer.positions(2))
+    viewer.point_budget = 10_000
+    assert viewer.shown_points == 1600 and len(viewer.positions(2)) == 1000
+
+
+def test_color_by_depth_and_by_category_column(query):
+    viewer = PointCloudViewer(query)
+    viewer.show(1)
+    assert "color" not in viewer._shown[1].cloud.geometry.attributes  # one material color per label
+    viewer.color_by = "depth"
+    colors = viewer._shown[1].cloud.geometry.attributes["color"].array
+    assert colors.shape == (600, 3) and colors.dtype == np.float32
+    viewer.color_by = "supervoxel"
+    colors = viewer._shown[1].cloud.geometry.attributes["color"].array
+    points = query.get_points(1)
+    by_value = {}
+    for value, color in zip(points[:, 3].tolist(), map(tuple, colors.tolist()), strict=True):
+        by_value.setdefault(value, set()).add(color)
+    assert all(len(c) == 1 for c in by_value.values())  # a category is one color
+    assert len({next(iter(c)) for c in by_value.values()}) == len(by_value)  # different categories differ
+    with pytest.raises(Exception, match="color_by must be one of"):
+        viewer.color_by = "nope"
+
+
+def test_fit_aims_at_the_visible_points_and_draws_box_and_axes(query):
+    viewer = PointCloudViewer(query)
+    viewer.show(1)
+    viewer.show_box = viewer.show_axes = True
+    low, high = viewer.positions(1).min(axis=0), viewer.positions(1).max(axis=0)
+    assert np.allclose(viewer._controls.target, (low + high) / 2)
+    kinds = sorted(type(child).__name__ for child in viewer._extras.children)
+    assert kinds == ["AxesHelper", "Box3Helper"]
+    assert np.allclose(viewer._extras.children[0].box.min, low)
