@@ -4,9 +4,12 @@ Ingest blockwise with one :class:`Ingestor` per worker, merge the worker indexes
 with :func:`consolidate`, then read any label's points with :class:`Query`.
 """
 
+from .compact import CompactionReport, compact
 from .config import StorageConfig
 from .consolidate import consolidate
 from .errors import (
+    CompactionBusyError,
+    CompactionError,
     DataFileError,
     EmptyStoreError,
     IngestorClosedError,
@@ -24,6 +27,7 @@ from .errors import (
     WorkerNotFinalizedError,
     WorkerWriteError,
 )
+from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema, create_store
 from .progress import ProgressEvent
@@ -32,8 +36,12 @@ from .query import Query
 __version__ = "0.2.0"
 
 __all__ = [
+    "CompactionBusyError",
+    "CompactionError",
+    "CompactionReport",
     "DataFileError",
     "EmptyStoreError",
+    "GarbageReport",
     "Ingestor",
     "IngestorClosedError",
     "InvalidBlockIdError",
@@ -53,6 +61,8 @@ __all__ = [
     "WorkerBusyError",
     "WorkerNotFinalizedError",
     "WorkerWriteError",
+    "collect_garbage",
+    "compact",
     "consolidate",
     "create_store",
 ]

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from .compact import compact
 from .config import StorageConfig
 from .consolidate import consolidate
 from .errors import PocaduckError
+from .gc import collect_garbage
 from .query import Query
 
 
@@ -33,7 +35,7 @@ def _verb_consolidate(args: argparse.Namespace) -> None:
 
 def _verb_points(args: argparse.Namespace) -> None:
     with Query(StorageConfig(args.store)) as query:
-        table = query.get_points(int(args.label), output="arrow")
+        table = query.get_points(args.label, output="arrow")
     output = args.output
     if output is None:
         print(table.to_pandas().to_csv(index=False), end="")
@@ -47,6 +49,21 @@ def _verb_points(args: argparse.Namespace) -> None:
         raise SystemExit(f"pocaduck points: cannot write {output!r}: use a .npy, .csv or .parquet file name")
     if output is not None:
         print(f"wrote {table.num_rows} points of label {args.label} to {output}", file=sys.stderr)
+
+
+def _verb_compact(args: argparse.Namespace) -> None:
+    report = compact(args.store, workers=args.workers, deduplicate=args.deduplicate)
+    if report.generation is None:
+        print(f"{args.store} is already compact")
+        return
+    print(json.dumps(report.to_dict(), indent=2))
+
+
+def _verb_gc(args: argparse.Namespace) -> None:
+    report = collect_garbage(args.store, dry_run=args.dry_run)
+    for path in report.removed:
+        print(("would remove " if args.dry_run else "removed ") + path)
+    print(f"{len(report.removed)} unreferenced paths {'found' if args.dry_run else 'removed'}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     points = verbs.add_parser("points", help="print or save one label's points")
     points.add_argument("store")
-    points.add_argument("label", help="uint64 label id")
+    points.add_argument("label", type=int, help="uint64 label id")
     points.add_argument("-o", "--output", help="file to write: .npy, .csv or .parquet (default: CSV to stdout)")
     points.set_defaults(run=_verb_points)
+
+    compaction = verbs.add_parser("compact", help="rewrite the store so each label's points are contiguous")
+    compaction.add_argument("store")
+    compaction.add_argument("--workers", type=int, help="local worker processes (default: one per CPU)")
+    compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
+    compaction.set_defaults(run=_verb_compact)
+
+    garbage = verbs.add_parser("gc", help="remove files no index refers to any more (old compactions, old sessions)")
+    garbage.add_argument("store")
+    garbage.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    garbage.set_defaults(run=_verb_gc)
     return parser
 
 

@@ -4,6 +4,11 @@ The unified index is rebuilt from scratch from every finalized worker session,
 so running consolidation twice gives the same index, and running it again after
 more workers finish simply includes them. It is built under a temporary name
 and published with one atomic replace: readers see the old index or the new.
+
+A compacted store stays compacted: the sessions a compaction generation covers
+are served from its files, and only newer sessions are added beside them. If a
+covered worker has been re-run since, the generation no longer matches the
+workers and the index is rebuilt from the sessions alone (compact again).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import duckdb
 from . import layout
 from .config import StorageConfig, as_config
 from .errors import EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
-from .index import create_summary_tables, create_worker_tables
+from .index import attach_read_only, create_summary_tables, create_worker_tables
 from .storage import Storage, open_storage
 
 logger = logging.getLogger("pocaduck")
@@ -79,12 +84,54 @@ def consolidate(
         logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
     if schema is None or not finalized:
         raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
+    return publish_unified_index(storage, schema, finalized, compaction_in_force(storage), output_path)
+
+
+def compaction_in_force(storage: Storage) -> str | None:
+    """The compaction generation the current unified index is built on, if any."""
+    if not storage.exists(layout.UNIFIED_INDEX):
+        return None
+    con = duckdb.connect(":memory:")
+    try:
+        attach_read_only(con, storage.local_copy(layout.UNIFIED_INDEX), "current")
+        tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'current' AND table_name = 'compaction'"
+        ).fetchone()[0]
+        return con.execute("SELECT generation FROM current.compaction").fetchone()[0] if tables else None
+    finally:
+        con.close()
+
+
+def covered_sessions(storage: Storage, generation: str) -> dict[str, str]:
+    """Worker → session for every session whose points a compaction generation holds."""
+    with duckdb.connect(storage.local_copy(layout.compaction_index(generation)), read_only=True) as con:
+        return dict(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
+
+
+def publish_unified_index(
+    storage: Storage,
+    schema: layout.Schema,
+    finalized: dict[str, str],
+    generation: str | None,
+    output_path: str | None = None,
+) -> str:
+    """Build and publish the unified index over ``generation`` (if any) plus the finalized sessions it does not cover."""
+    covered = covered_sessions(storage, generation) if generation else {}
+    stale = sorted(w for w, s in covered.items() if _finalized_session(storage, w) != s)
+    if stale:
+        logger.warning(
+            "compaction %s is out of date (workers %s were re-run since): rebuilding from the sessions; compact again",
+            generation,
+            ", ".join(stale),
+        )
+        generation, covered = None, {}
+    sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
 
     # Build beside the destination so the final rename stays on one filesystem.
     build_dir = os.path.dirname(os.path.abspath(output_path)) if output_path else storage.staging_dir("")
     built = os.path.join(build_dir, f".{layout.UNIFIED_INDEX}.building-{uuid.uuid4().hex}")
     try:
-        _build_unified_index(storage, schema, finalized, built)
+        _build_unified_index(storage, schema, sessions, generation, built)
         if output_path is not None:
             os.replace(built, output_path)
             return output_path
@@ -96,7 +143,14 @@ def consolidate(
                 os.unlink(leftover)
 
 
-def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dict[str, str], target: str) -> None:
+def _finalized_session(storage: Storage, worker_id: str) -> str | None:
+    record_path = layout.worker_finalized(worker_id)
+    return json.loads(storage.read_bytes(record_path)).get("session") if storage.exists(record_path) else None
+
+
+def _build_unified_index(
+    storage: Storage, schema: layout.Schema, sessions: dict[str, str], generation: str | None, target: str
+) -> None:
     con = duckdb.connect(target)
     try:
         create_worker_tables(con, schema)
@@ -104,9 +158,16 @@ def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dic
         con.execute(
             "CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)"
         )
+        sources = [(layout.session_index(w, s), w, s) for w, s in sorted(sessions.items())]
+        if generation is not None:
+            sources.insert(0, (layout.compaction_index(generation), None, None))
+            attach_read_only(con, storage.local_copy(layout.compaction_index(generation)), "generation")
+            con.execute("INSERT INTO workers SELECT * FROM generation.workers")
+            con.execute("CREATE TABLE compaction AS SELECT * FROM generation.compaction")
+            con.execute("DETACH generation")
         file_id_offset = 0
-        for worker_id, session_id in sorted(finalized.items()):
-            with duckdb.connect(storage.local_copy(layout.session_index(worker_id, session_id)), read_only=True) as src:
+        for source, worker_id, session_id in sources:
+            with duckdb.connect(storage.local_copy(source), read_only=True) as src:
                 files = src.execute("SELECT * FROM files ORDER BY file_id").to_arrow_table()
                 rows = src.execute("SELECT * FROM point_index").to_arrow_table()
             con.register("worker_files", files)
@@ -118,10 +179,11 @@ def _build_unified_index(storage: Storage, schema: layout.Schema, finalized: dic
             con.execute(
                 "INSERT INTO unsorted SELECT * REPLACE (file_id + ? AS file_id) FROM worker_rows", [file_id_offset]
             )
-            con.execute(
-                "INSERT INTO workers SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM worker_files",
-                [worker_id, session_id],
-            )
+            if worker_id is not None:
+                con.execute(
+                    "INSERT INTO workers SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM worker_files",
+                    [worker_id, session_id],
+                )
             con.unregister("worker_files")
             con.unregister("worker_rows")
             file_id_offset += files.num_rows

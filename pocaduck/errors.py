@@ -68,3 +68,15 @@ class ReadOnlySQLError(PocaduckError, ValueError):
 
 class WorkerWriteError(PocaduckError, RuntimeError):
     """Writing or indexing one of a worker's files failed; the worker stays unfinished and must be re-run."""
+
+
+class CompactionError(PocaduckError, RuntimeError):
+    """A compaction shard failed or its worker process died; run the compaction again to resume it."""
+
+
+class CompactionBusyError(PocaduckError, RuntimeError):
+    """Another compaction or garbage collection is running on this store."""
+
+
+class LegacyStoreError(PocaduckError, ValueError):
+    """A store written by the original pocaduck (0.1.x) cannot be read or migrated as it is."""

@@ -10,6 +10,15 @@
         finalized.json                       names the worker's finalized session
         sessions/<session_id>/index.duckdb   the session's own index
         sessions/<session_id>/part-000000.parquet ...
+      compacted/.lock                        held by a running compaction or gc
+      compacted/<generation>/                one compaction: each label's points together
+        index.duckdb                         its files, point_index, the sessions it covers, its settings
+        part-000000.parquet ...              one file per shard (a contiguous label range)
+        plan.json, source.duckdb, shards/    only while it is built: the plan, the index it reads, done shards
+
+The unified index names the compaction generation it is built on (table
+``compaction``); consolidation keeps using that generation for the sessions it
+covers and adds newer sessions beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ FORMAT_VERSION = 1
 MANIFEST = "pocaduck.json"
 UNIFIED_INDEX = "unified_index.duckdb"
 WORKERS = "workers"
+COMPACTED = "compacted"
 
 SUPPORTED_DTYPES = tuple(
     np.dtype(name)
@@ -67,6 +77,18 @@ def session_index(worker_id: str, session_id: str) -> str:
 
 def data_file(worker_id: str, session_id: str, sequence: int) -> str:
     return f"{session_dir(worker_id, session_id)}/part-{sequence:06d}.parquet"
+
+
+def compaction_dir(generation: str) -> str:
+    return f"{COMPACTED}/{generation}"
+
+
+def compaction_index(generation: str) -> str:
+    return f"{compaction_dir(generation)}/index.duckdb"
+
+
+def compaction_file(generation: str, shard: int) -> str:
+    return f"{compaction_dir(generation)}/part-{shard:06d}.parquet"
 
 
 def check_worker_id(worker_id: object) -> str:

@@ -1,0 +1,458 @@
+"""Compaction: rewrite a store so each label's points sit together, sorted by label, in a few large files.
+
+After ingestion a label's points are scattered over every worker's files.
+Compaction reads them through the unified index and writes a new *generation*
+under ``compacted/<generation>/``, described by the same tables as any worker
+index (one ``point_index`` row per (label, block), block ids kept), so queries
+use it without a special path. The work is split into shards, each a contiguous
+label range written as one file by its own worker process (or Dask worker).
+
+It is resumable and atomic. The generation's name is a fingerprint of what it
+compacts (the sessions the current index covers, and the settings), so running
+it again after a kill finds the same folder and only writes the shards that
+have no completion marker yet. Nothing refers to the generation until the last
+step publishes a new unified index over it with one atomic replace: readers see
+the old layout or the new one, and readers holding the old one keep working
+until they reopen (the old files stay until :func:`pocaduck.collect_garbage`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .config import StorageConfig, as_config
+from .consolidate import compaction_in_force, publish_unified_index, worker_states
+from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError, StoreNotFoundError
+from .index import attach_read_only, create_worker_tables
+from .ingest import chunk_index_rows, write_point_file
+from .progress import ProgressEvent
+from .query import Query
+from .storage import Storage, open_storage
+
+logger = logging.getLogger("pocaduck")
+
+DEFAULT_POINTS_PER_FILE = 4_000_000
+DEFAULT_ROW_GROUP_SIZE = 8_192  # small groups: a label read decodes little beyond its own rows
+COMPACTION_LOCK = f"{layout.COMPACTED}/.lock"
+_PLAN = "plan.json"
+_SOURCE = "source.duckdb"
+_SHARDS = "shards"
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """What a compaction did; ``generation`` is None when the store was already compact."""
+
+    generation: str | None
+    shards: int = 0
+    shards_reused: int = 0
+    points_read: int = 0
+    points_written: int = 0
+    files_written: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    deduplicated: bool = False
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points_read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "points_per_second": round(self.points_per_second)}
+
+
+def compact(
+    storage_config: StorageConfig | str | os.PathLike,
+    *,
+    workers: int | None = None,
+    client: Any = None,
+    deduplicate: bool = False,
+    points_per_file: int = DEFAULT_POINTS_PER_FILE,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    compression: str = "lz4",
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> CompactionReport:
+    """Rewrite the consolidated store so each label's points are contiguous, then switch to it atomically.
+
+    Shards run in ``workers`` local processes (default: one per CPU; 1 runs them
+    in this process), or on a ``dask.distributed.Client`` when one is given.
+    ``deduplicate=True`` keeps one copy of identical points of a label (the
+    first, in block order); by default every point is kept. A killed run
+    resumes where it stopped when called again with the same settings.
+
+    >>> import tempfile
+    >>> from pocaduck import Ingestor, Query, consolidate
+    >>> store = tempfile.mkdtemp()
+    >>> for worker in range(2):
+    ...     with Ingestor(store, worker_id=worker) as ingestor:
+    ...         ingestor.write(5, f"block-{worker}", np.full((2, 3), worker))
+    >>> _ = consolidate(store)
+    >>> compact(store, workers=1).points_written
+    4
+    >>> with Query(store) as query:
+    ...     query.get_points(5).tolist(), query.get_blocks_for_label(5)
+    ([[0, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 1]], ['block-0', 'block-1'])
+    """
+    if points_per_file < 1 or row_group_size < 1:
+        raise ValueError("points_per_file and row_group_size must be positive")
+    config = as_config(storage_config)
+    storage = open_storage(config)
+    if not storage.root_exists():
+        raise StoreNotFoundError(f"no store at {config.base_path}")
+    if not storage.exists(layout.UNIFIED_INDEX):
+        raise StoreNotConsolidatedError(
+            f"{config.base_path} has no unified index: run `pocaduck consolidate STORE` before compacting"
+        )
+    settings = {
+        "deduplicate": bool(deduplicate),
+        "points_per_file": int(points_per_file),
+        "row_group_size": int(row_group_size),
+        "compression": compression,
+    }
+    started = time.perf_counter()
+    with storage.lock(COMPACTION_LOCK) as free:
+        if not free:
+            raise CompactionBusyError(f"another compaction or gc is running on {config.base_path}; wait for it")
+        generation = _prepare(storage, settings)
+        if generation is None:
+            return CompactionReport(None, deduplicated=bool(deduplicate))
+        plan = json.loads(storage.read_bytes(_plan_path(generation)))
+        pending = [shard for shard in range(len(plan["shards"])) if not storage.exists(_marker(generation, shard))]
+        task = partial(compact_shard, config, generation)
+        for result in _run_shards(task, pending, workers, client, progress):
+            logger.info("compaction %s: shard %d done (%d points)", generation, result["shard"], result["points"])
+        totals = _assemble(storage, layout.read_schema(storage), generation, plan)
+        finalized, _ = worker_states(storage)
+        publish_unified_index(storage, layout.read_schema(storage), finalized, generation)
+        _tidy(storage, generation)
+    return CompactionReport(
+        generation,
+        shards=len(plan["shards"]),
+        shards_reused=len(plan["shards"]) - len(pending),
+        seconds=time.perf_counter() - started,
+        deduplicated=bool(deduplicate),
+        **totals,
+    )
+
+
+# -- planning ----------------------------------------------------------------
+
+
+def _plan_path(generation: str) -> str:
+    return f"{layout.compaction_dir(generation)}/{_PLAN}"
+
+
+def _source_path(generation: str) -> str:
+    return f"{layout.compaction_dir(generation)}/{_SOURCE}"
+
+
+def _marker(generation: str, shard: int) -> str:
+    return f"{layout.compaction_dir(generation)}/{_SHARDS}/{shard:06d}.parquet"
+
+
+def _prepare(storage: Storage, settings: dict[str, Any]) -> str | None:
+    """Snapshot the current index and plan a generation for it, or find the one a killed run left.
+
+    Returns None when the store is already compact with these settings.
+    """
+    staging = storage.staging_dir(layout.COMPACTED)
+    snapshot = os.path.join(staging, f".source-{uuid.uuid4().hex}.duckdb")
+    # The unified index is replaced by rename, never modified, so one copy is a consistent snapshot.
+    shutil.copyfile(storage.local_copy(layout.UNIFIED_INDEX), snapshot)
+    try:
+        con = duckdb.connect(":memory:")
+        attach_read_only(con, snapshot, "source")
+        try:
+            in_force = compaction_in_force(storage)
+            if in_force is not None and _already_compact(con, in_force, settings):
+                _tidy(storage, in_force)
+                return None
+            sessions = con.execute("SELECT worker_id, session_id FROM source.workers ORDER BY ALL").fetchall()
+            fingerprint = json.dumps({"sessions": sessions, "compaction": in_force, **settings}, sort_keys=True)
+            generation = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+            if storage.exists(_plan_path(generation)):
+                logger.info("compaction %s: resuming the run that was interrupted", generation)
+                return generation
+            labels = con.execute("SELECT label, point_count FROM source.labels ORDER BY label").fetchnumpy()
+        finally:
+            con.close()
+        shards = _split_labels(labels["label"].astype(np.uint64), labels["point_count"].astype(np.int64), settings)
+        storage.publish(snapshot, _source_path(generation))
+        plan = {"generation": generation, **settings, "shards": shards}
+        storage.write_bytes(_plan_path(generation), json.dumps(plan).encode())
+        return generation
+    finally:
+        if os.path.exists(snapshot):
+            os.unlink(snapshot)
+
+
+def _already_compact(con: duckdb.DuckDBPyConnection, generation: str, settings: dict[str, Any]) -> bool:
+    """True when every file of the index belongs to ``generation`` and it was written with the same de-dup choice."""
+    (deduplicated,) = con.execute("SELECT deduplicated FROM source.compaction").fetchone()
+    (outside,) = con.execute(
+        "SELECT count(*) FROM source.files WHERE NOT starts_with(path, ?)", [layout.compaction_dir(generation) + "/"]
+    ).fetchone()
+    return outside == 0 and bool(deduplicated) == settings["deduplicate"]
+
+
+def _split_labels(labels: np.ndarray, counts: np.ndarray, settings: dict[str, Any]) -> list[dict[str, int]]:
+    """Contiguous label ranges of about ``points_per_file`` points each (a bigger label gets a shard of its own)."""
+    if len(labels) == 0:
+        return []
+    before = np.cumsum(counts) - counts
+    shard_of_label = np.unique(before // settings["points_per_file"], return_inverse=True)[1]
+    starts = np.flatnonzero(np.diff(shard_of_label, prepend=-1))
+    ends = np.append(starts[1:], len(labels)) - 1
+    points = np.add.reduceat(counts, starts)
+    return [
+        {"first_label": int(labels[s]), "last_label": int(labels[e]), "points": int(p)}
+        for s, e, p in zip(starts, ends, points, strict=True)
+    ]
+
+
+# -- one shard ---------------------------------------------------------------
+
+
+def compact_shard(storage_config: StorageConfig, generation: str, shard: int) -> dict[str, int]:
+    """Write one shard of a planned compaction: its label range as one file, then its completion marker.
+
+    A plain function of picklable arguments, so any executor can run it; running
+    it twice rewrites the same file. Returns the shard's counts.
+    """
+    started = time.perf_counter()
+    storage = open_storage(storage_config)
+    plan = json.loads(storage.read_bytes(_plan_path(generation)))
+    spec = plan["shards"][shard]
+    with Query(
+        storage_config, index_path=storage.local_copy(_source_path(generation)), threads=1, cache_size=0
+    ) as source:
+        schema = source.schema
+        pieces = source.sql(
+            "SELECT label, block_id, file_id, row_offset, point_count FROM point_index "
+            "WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT ORDER BY label, block_id, file_id, row_offset",
+            [spec["first_label"], spec["last_label"]],
+            output="numpy",
+        )
+        counts = pieces["point_count"].astype(np.int64)
+        # Query's own row-range reader: it reads only the row groups holding these rows.
+        points = source._read_rows(pieces["file_id"].astype(np.int64), pieces["row_offset"].astype(np.int64), counts)
+    labels = pieces["label"].astype(np.uint64)
+    blocks = np.asarray(pieces["block_id"])
+    starts = np.flatnonzero(np.concatenate([[True], (labels[1:] != labels[:-1]) | (blocks[1:] != blocks[:-1])]))
+    segment_labels, segment_blocks = labels[starts], blocks[starts]
+    segment_counts = np.add.reduceat(counts, starts) if len(starts) else counts
+    points_read = len(points)
+    if plan["deduplicate"]:
+        segment_of_point = np.repeat(np.arange(len(starts)), segment_counts)
+        keep = _first_occurrences(np.repeat(segment_labels, segment_counts), points)
+        points = points[keep]
+        segment_counts = np.bincount(segment_of_point[keep], minlength=len(starts)).astype(np.int64)
+        nonempty = segment_counts > 0
+        segment_labels, segment_blocks, segment_counts = (
+            segment_labels[nonempty],
+            segment_blocks[nonempty],
+            segment_counts[nonempty],
+        )
+    block_type = pa.string() if schema.block_id_type == "string" else pa.int64()
+    block_column = pa.array(segment_blocks, block_type)
+    values = np.ascontiguousarray(points.T)
+    path = layout.compaction_file(generation, shard)
+    byte_size = write_point_file(
+        storage,
+        storage.staging_dir(layout.compaction_dir(generation)),
+        path,
+        schema,
+        segment_labels,
+        block_column,
+        segment_counts,
+        values,
+        row_group_size=plan["row_group_size"],
+        compression=plan["compression"],
+    )
+    rows = chunk_index_rows(schema, segment_labels, block_column, shard, segment_counts, values)
+    result = {
+        "shard": shard,
+        "labels": len(np.unique(segment_labels)),
+        "segments": len(segment_labels),
+        "points_read": points_read,
+        "points": len(points),
+        "bytes": byte_size,
+    }
+    file_row = {
+        "path": path,
+        "row_count": len(points),
+        "row_group_size": plan["row_group_size"],
+        "byte_size": byte_size,
+    }
+    marker = rows.replace_schema_metadata({"file": json.dumps(file_row), "result": json.dumps(result)})
+    buffer = io.BytesIO()
+    pq.write_table(marker, buffer)
+    storage.write_bytes(_marker(generation, shard), buffer.getvalue())
+    return {**result, "seconds": time.perf_counter() - started}
+
+
+def _first_occurrences(point_labels: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Mask keeping the first of every run of identical (label, point) rows, in the given order."""
+    order = np.lexsort((*points.T[::-1], point_labels))  # stable: equal rows stay in their given order
+    ordered_points, ordered_labels = points[order], point_labels[order]
+    repeat = (ordered_labels[1:] == ordered_labels[:-1]) & (ordered_points[1:] == ordered_points[:-1]).all(axis=1)
+    keep = np.ones(len(points), dtype=bool)
+    keep[order[1:][repeat]] = False
+    return keep
+
+
+# -- running shards ----------------------------------------------------------
+
+
+def _run_shards(
+    task: Callable[[int], dict[str, int]],
+    shards: list[int],
+    workers: int | None,
+    client: Any,
+    progress: Callable[[ProgressEvent], None] | None,
+) -> Iterator[dict[str, int]]:
+    """Run ``task`` for every shard on the chosen executor, yielding results as they finish."""
+    report = progress or (lambda event: None)
+    for shard in shards:
+        report(ProgressEvent(_shard_name(shard), "queued", blocks_total=1))
+    workers = workers or os.cpu_count() or 1
+    if client is not None:
+        outcomes = _on_dask(task, shards, client)
+    elif workers == 1 or len(shards) <= 1:
+        outcomes = ((shard, partial(task, shard)) for shard in shards)
+    else:
+        outcomes = _in_processes(task, shards, workers)
+    try:
+        yield from _reported(outcomes, report)
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()  # stops the pool now rather than when the generator is collected
+
+
+def _reported(
+    outcomes: Iterator[tuple[int, Callable[[], dict[str, int]]]], report: Callable[[ProgressEvent], None]
+) -> Iterator[dict[str, int]]:
+    for shard, outcome in outcomes:
+        try:
+            result = outcome()
+        except Exception as error:
+            report(ProgressEvent(_shard_name(shard), "failed", blocks_total=1, error=repr(error)))
+            raise CompactionError(
+                f"compaction shard {shard} failed: {error!r}. Run the compaction again: it resumes from the "
+                f"shards already written"
+            ) from error
+        report(
+            ProgressEvent(
+                _shard_name(shard),
+                "finished",
+                blocks_done=1,
+                blocks_total=1,
+                labels_written=result["labels"],
+                points_written=result["points"],
+                files_written=1,
+                bytes_written=result["bytes"],
+                elapsed=result["seconds"],
+            )
+        )
+        yield result
+
+
+def _shard_name(shard: int) -> str:
+    return f"compact-{shard:06d}"
+
+
+def _in_processes(
+    task: Callable[[int], dict[str, int]], shards: list[int], workers: int
+) -> Iterator[tuple[int, Callable[[], dict[str, int]]]]:
+    # forkserver/spawn: never fork a parent that may hold DuckDB or pyarrow threads.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(shards)), mp_context=multiprocessing.get_context(method)
+    ) as pool:
+        futures = {pool.submit(task, shard): shard for shard in shards}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _on_dask(task: Callable[[int], dict[str, int]], shards: list[int], client: Any) -> Iterator[tuple[int, Any]]:
+    from distributed import as_completed as dask_completed
+
+    futures = client.map(task, shards, pure=False)
+    shard_of = {future.key: shard for future, shard in zip(futures, shards, strict=True)}
+    for future in dask_completed(futures):
+        yield shard_of[future.key], future.result
+
+
+# -- publishing --------------------------------------------------------------
+
+
+def _assemble(storage: Storage, schema: layout.Schema, generation: str, plan: dict[str, Any]) -> dict[str, int]:
+    """Build and publish the generation's own index from the shard markers; return the totals."""
+    staging = storage.staging_dir(layout.compaction_dir(generation))
+    built = os.path.join(staging, f".index-{uuid.uuid4().hex}.duckdb")
+    totals = {"points_read": 0, "points_written": 0, "files_written": 0, "bytes_written": 0}
+    con = duckdb.connect(built)
+    try:
+        create_worker_tables(con, schema)
+        for shard in range(len(plan["shards"])):
+            marker = pq.read_table(storage.open_input(_marker(generation, shard)))
+            metadata = marker.schema.metadata
+            file_row, result = json.loads(metadata[b"file"]), json.loads(metadata[b"result"])
+            con.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                [shard, file_row["path"], file_row["row_count"], file_row["row_group_size"], file_row["byte_size"]],
+            )
+            con.register("shard_rows", marker.replace_schema_metadata(None))
+            con.execute("INSERT INTO point_index SELECT * FROM shard_rows")
+            con.unregister("shard_rows")
+            totals["points_read"] += result["points_read"]
+            totals["points_written"] += result["points"]
+            totals["files_written"] += 1
+            totals["bytes_written"] += result["bytes"]
+        attach_read_only(con, storage.local_copy(_source_path(generation)), "source")
+        con.execute("CREATE TABLE workers AS SELECT * FROM source.workers ORDER BY worker_id")
+        con.execute("DETACH source")
+        con.execute(
+            "CREATE TABLE compaction AS SELECT ? AS generation, ? AS deduplicated, ?::BIGINT AS points_read, "
+            "?::BIGINT AS points_written, ?::BIGINT AS shard_count, now() AS compacted_at",
+            [generation, plan["deduplicate"], totals["points_read"], totals["points_written"], len(plan["shards"])],
+        )
+        con.execute("CHECKPOINT")
+        con.close()
+        storage.publish(built, layout.compaction_index(generation))
+    finally:
+        con.close()
+        for leftover in (built, built + ".wal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return totals
+
+
+def _tidy(storage: Storage, generation: str) -> None:
+    """Remove what only building the generation needed, once the unified index uses it."""
+    for name in (_PLAN, _SOURCE, _SHARDS):
+        storage.delete_tree(f"{layout.compaction_dir(generation)}/{name}")

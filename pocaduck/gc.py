@@ -1,0 +1,109 @@
+"""Garbage collection: remove the files no index refers to any more, only when asked.
+
+Compaction and re-runs of workers leave the old files in place so that readers
+holding the old layout keep working; nothing removes them behind a reader's
+back. ``collect_garbage`` removes, after those readers have reopened:
+
+- compaction generations other than the one the unified index is built on
+  (including the parts of a killed compaction: it then starts over),
+- leftovers of building the generation in force,
+- sessions that ``workers/*/finalized.json`` lists as superseded and that the
+  unified index no longer refers to.
+
+It keeps every worker's finalized session, even one a compaction covers:
+consolidation rebuilds from those when a covered worker is re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import duckdb
+
+from . import layout
+from .compact import COMPACTION_LOCK
+from .config import StorageConfig, as_config
+from .consolidate import compaction_in_force
+from .errors import CompactionBusyError, StoreNotFoundError
+from .index import attach_read_only
+from .storage import Storage, open_storage
+
+
+@dataclass(frozen=True)
+class GarbageReport:
+    """The store-relative paths removed (or, for a dry run, that would be)."""
+
+    removed: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_run: bool = False) -> GarbageReport:
+    """Remove unreferenced generations and superseded sessions; ``dry_run`` only lists them.
+
+    Readers that opened the store before the last compaction or consolidation
+    may still read those files: run this once they have reopened.
+
+    >>> import tempfile
+    >>> collect_garbage(tempfile.mkdtemp()).removed
+    []
+    """
+    config = as_config(storage_config)
+    storage = open_storage(config)
+    if not storage.root_exists():
+        raise StoreNotFoundError(f"no store at {config.base_path}")
+    with storage.lock(COMPACTION_LOCK) as free:
+        if not free:
+            raise CompactionBusyError(f"a compaction is running on {config.base_path}; collect garbage after it")
+        referenced = _referenced_paths(storage)
+        garbage = _unreferenced_compactions(storage, referenced) + _unreferenced_sessions(storage, referenced)
+        if not dry_run:
+            for path in garbage:
+                storage.delete_tree(path)
+    return GarbageReport(garbage, dry_run)
+
+
+def _referenced_paths(storage: Storage) -> set[str]:
+    """Every payload file the unified index lists, plus the index of the generation it is built on."""
+    if not storage.exists(layout.UNIFIED_INDEX):
+        return set()
+    con = duckdb.connect(":memory:")
+    try:
+        attach_read_only(con, storage.local_copy(layout.UNIFIED_INDEX), "current")
+        paths = {path for (path,) in con.execute("SELECT path FROM current.files").fetchall()}
+    finally:
+        con.close()
+    generation = compaction_in_force(storage)
+    return paths | ({layout.compaction_index(generation)} if generation else set())
+
+
+def _unreferenced_compactions(storage: Storage, referenced: set[str]) -> list[str]:
+    garbage = []
+    for name in storage.listdir(layout.COMPACTED):
+        path = f"{layout.COMPACTED}/{name}"
+        if name == os.path.basename(COMPACTION_LOCK):
+            continue
+        if name.startswith("."):  # the index snapshot of a killed compaction
+            garbage.append(path)
+            continue
+        inside = [f"{path}/{entry}" for entry in storage.listdir(path)]
+        leftovers = sorted(entry for entry in inside if entry not in referenced)
+        garbage.extend([path] if len(leftovers) == len(inside) else leftovers)
+    return garbage
+
+
+def _unreferenced_sessions(storage: Storage, referenced: set[str]) -> list[str]:
+    in_use = {path.rsplit("/", 1)[0] for path in referenced if path.startswith(layout.WORKERS + "/")}
+    garbage = []
+    for worker_id in storage.listdir(layout.WORKERS):
+        record_path = layout.worker_finalized(worker_id)
+        if not storage.exists(record_path):
+            continue
+        record = json.loads(storage.read_bytes(record_path))
+        on_disk = set(storage.listdir(layout.sessions_dir(worker_id)))
+        for session_id in record.get("superseded", []):
+            session = layout.session_dir(worker_id, session_id)
+            if session_id in on_disk and session not in in_use:
+                garbage.append(session)
+    return garbage
