@@ -32,6 +32,16 @@ from .ingest import Ingestor
 from .layout import Schema, create_store
 from .progress import ProgressEvent
 from .query import Query
+from .scan import (
+    InvalidVolumeError,
+    ScanCancelledError,
+    ScanConflictError,
+    ScanHandle,
+    ScanResult,
+    ScanWorkerError,
+    scan_volume,
+)
+from .synthetic import make_demo_volume
 
 __version__ = "0.2.0"
 
@@ -47,11 +57,17 @@ __all__ = [
     "InvalidBlockIdError",
     "InvalidLabelError",
     "InvalidPointsError",
+    "InvalidVolumeError",
     "InvalidWorkerIdError",
     "PocaduckError",
     "ProgressEvent",
     "Query",
     "ReadOnlySQLError",
+    "ScanCancelledError",
+    "ScanConflictError",
+    "ScanHandle",
+    "ScanResult",
+    "ScanWorkerError",
     "Schema",
     "SchemaMismatchError",
     "StorageConfig",
@@ -65,4 +81,6 @@ __all__ = [
     "compact",
     "consolidate",
     "create_store",
+    "make_demo_volume",
+    "scan_volume",
 ]

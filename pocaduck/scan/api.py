@@ -1,0 +1,297 @@
+"""``scan_volume``: a 3D label volume into a store, block by block, by many workers, with live progress.
+
+Conventions, fixed for every scan:
+
+* the volume is indexed ``[z, y, x]`` (C order, as numpy, zarr and tensorstore
+  hold image stacks); pass ``volume.T`` for an ``[x, y, z]`` array such as
+  CloudVolume's. Every per-axis argument (``block_shape``, ``voxel_size``,
+  ``voxel_offset``) is given in that same z, y, x order;
+* points are stored in columns ``x, y, z`` (int32, int64 only when the
+  coordinates need it): the voxel's global index = its index in the volume +
+  ``voxel_offset``. Multiply by ``voxel_size`` for physical units;
+* block ids are int64 grid positions, ``gz << 42 | gy << 21 | gx`` (see
+  :mod:`pocaduck.scan.blocks`);
+* the manifest records, in column order (x, y, z), ``voxel_size``,
+  ``voxel_offset`` and ``volume_shape``, plus the scan settings under ``scan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..config import StorageConfig, as_config
+from ..consolidate import consolidate as consolidate_store
+from ..consolidate import worker_states
+from ..layout import create_store
+from ..progress import ProgressEvent
+from ..storage import open_storage
+from .blocks import BlockGrid
+from .errors import ScanCancelledError, ScanConflictError, ScanWorkerError
+from .events import EventLog, TqdmProgress
+from .executors import run_dask, run_local
+from .extract import Mode, PointSelection
+from .volumes import check_volume, share_with_processes, share_with_task
+from .worker import COLUMNS, ScanTask, WorkerOutcome
+
+Progress = Callable[[ProgressEvent], None] | Literal["tqdm"] | None
+_INT32_LIMIT = 2**31
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a scan did. ``timings`` holds worker seconds summed over workers (read, extract, write) and wall
+    seconds (consolidate, total)."""
+
+    store: str
+    workers: int
+    blocks: int
+    voxels: int
+    points: int
+    files: int
+    bytes: int
+    timings: dict[str, float]
+
+    @property
+    def voxels_per_second(self) -> float:
+        return self.voxels / self.timings["total"] if self.timings["total"] > 0 else 0.0
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points / self.timings["total"] if self.timings["total"] > 0 else 0.0
+
+
+def _xyz(values: Sequence) -> list:
+    return [values[2], values[1], values[0]]
+
+
+def _per_axis(name: str, value: int | float | Sequence, kind: type) -> tuple:
+    values = (value,) * 3 if np.isscalar(value) else tuple(value)
+    if len(values) != 3:
+        raise ValueError(f"{name} needs 3 values in z, y, x order, got {value!r}")
+    return tuple(kind(v) for v in values)
+
+
+class ScanHandle:
+    """A scan running in a background thread: follow ``events``, ``wait()`` for the result, or ``cancel()``.
+
+    >>> handle = scan_volume(volume, "store", background=True)  # doctest: +SKIP
+    >>> handle.events.subscribe(print)  # doctest: +SKIP
+    >>> handle.wait()  # doctest: +SKIP
+    """
+
+    def __init__(self, run: Callable[[ScanHandle], ScanResult], progress: Progress):
+        self.events = EventLog()
+        self._run = run
+        self._stop = threading.Event()
+        self._result: ScanResult | None = None
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+        self._display = TqdmProgress() if progress == "tqdm" else None
+        if progress is not None:
+            self.events.subscribe(self._display or progress)
+        self._thread: threading.Thread | None = None
+
+    def _execute(self) -> None:
+        try:
+            self._result = self._run(self)
+        except BaseException as error:
+            self._error = error
+        finally:
+            if self._display is not None:
+                self._display.close()
+            self.events.close()
+            self._finished.set()
+
+    def start(self) -> ScanHandle:
+        self._thread = threading.Thread(target=self._execute, name="pocaduck-scan", daemon=True)
+        self._thread.start()
+        return self
+
+    def run_here(self) -> ScanResult:
+        """Run in the calling thread (Ctrl-C stops the workers, then propagates) and return the result."""
+        self._execute()
+        return self.wait()
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Ask every worker to stop after its current block; ``wait()`` then raises ScanCancelledError."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> ScanResult:
+        """Block until the scan ends; return its result or raise its error (TimeoutError if ``timeout`` passes)."""
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"the scan is still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+def scan_volume(
+    volume: Any,
+    store: StorageConfig | str | os.PathLike,
+    block_shape: int | Sequence[int] = (64, 64, 64),
+    workers: int = 4,
+    mode: Mode = "surface",
+    client: Any = None,
+    progress: Progress = None,
+    *,
+    ignore_label: int | None = 0,
+    sample_cap: int = 1000,
+    seed: int = 0,
+    voxel_size: float | Sequence[float] = (1, 1, 1),
+    voxel_offset: int | Sequence[int] = (0, 0, 0),
+    consolidate: bool = True,
+    resume: bool = False,
+    retries: int = 0,
+    background: bool = False,
+    max_points_per_file: int = 10_000_000,
+    report_interval: float = 0.25,
+) -> ScanResult | ScanHandle:
+    """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
+
+    ``volume`` is any ``[z, y, x]`` integer array-like with ``shape``, ``dtype``
+    and slicing (numpy, ``np.load(..., mmap_mode="r")``, zarr, tensorstore).
+    Each worker gets a contiguous run of blocks (raster order) and one worker
+    id, ``scan-<i>``. ``mode`` is ``"surface"``, ``"all"`` or ``"sample"``
+    (at most ``sample_cap`` points per label per block, seeded by ``seed``);
+    see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0) is skipped;
+    None keeps every label.
+
+    Workers are local processes, or Dask tasks when ``client`` (a
+    ``distributed.Client``) is given; ``retries`` re-runs a failed worker. On
+    ``progress`` (a callable, or ``"tqdm"`` for bars) arrive
+    :class:`~pocaduck.ProgressEvent` s while the scan runs. A failed worker
+    does not stop the others: the scan consolidates what finished and raises
+    :class:`ScanWorkerError` naming the worker and block. Re-running the same
+    scan replaces its data; ``resume=True`` keeps finished workers.
+    ``background=True`` returns a :class:`ScanHandle` at once.
+
+    >>> from pocaduck import Query, make_demo_volume
+    >>> import tempfile
+    >>> volume = make_demo_volume(48, seed=2)
+    >>> result = scan_volume(volume, tempfile.mkdtemp(), block_shape=32, workers=2, voxel_size=(33, 8, 8))
+    >>> result.blocks, result.voxels
+    (8, 110592)
+    """
+    shape, _ = check_volume(volume)
+    block_shape = _per_axis("block_shape", block_shape, int)
+    voxel_size = _per_axis("voxel_size", voxel_size, float)
+    voxel_offset = _per_axis("voxel_offset", voxel_offset, int)
+    selection = PointSelection(mode, None if ignore_label is None else int(ignore_label), int(sample_cap), int(seed))
+    if workers < 1 or retries < 0:
+        raise ValueError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
+    grid = BlockGrid(shape, block_shape)
+    runs = grid.split(workers)
+    config = as_config(store)
+    reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
+    dtype = "int32" if reach < _INT32_LIMIT else "int64"
+    _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
+    skip = set(worker_states(open_storage(config))[0]) if resume else set()
+    plan = [(f"scan-{i}", blocks) for i, blocks in enumerate(runs) if f"scan-{i}" not in skip]
+
+    def run(handle: ScanHandle) -> ScanResult:
+        started = time.perf_counter()
+        task = ScanTask(
+            "", config, None, grid, range(0), selection, voxel_offset, dtype, max_points_per_file, report_interval
+        )
+        if client is None:
+            source, temporary = share_with_processes(volume)
+            try:
+                tasks = [dataclasses.replace(task, worker_id=w, source=source, blocks=b) for w, b in plan]
+                results = run_local(tasks, len(runs), handle.events.append, handle._stop, retries)
+            finally:
+                if temporary is not None:
+                    os.unlink(temporary)
+        else:
+            tasks = [
+                dataclasses.replace(
+                    task, worker_id=w, blocks=b, source=share_with_task(volume, *grid.region(b, selection.halo))
+                )
+                for w, b in plan
+            ]
+            results = run_dask(client, tasks, handle.events.append, handle._stop, retries)
+        return _finish(config, results, consolidate, started)
+
+    handle = ScanHandle(run, progress)
+    return handle.start() if background else handle.run_here()
+
+
+def _prepare_store(
+    config: StorageConfig,
+    dtype: str,
+    grid: BlockGrid,
+    selection: PointSelection,
+    voxel_size: tuple,
+    voxel_offset: tuple,
+    workers: int,
+) -> None:
+    """Declare the schema and scan settings; a store scanned with other settings is refused, not mixed."""
+    metadata = {
+        "voxel_size": _xyz(voxel_size),
+        "voxel_offset": _xyz(voxel_offset),
+        "volume_shape": _xyz(grid.volume_shape),
+        "scan": {
+            "axes": "zyx",
+            "block_shape": list(grid.block_shape),
+            "block_id": "gz << 42 | gy << 21 | gx",
+            "mode": selection.mode,
+            "ignore_label": selection.ignore_label,
+            "sample_cap": selection.sample_cap if selection.mode == "sample" else None,
+            "seed": selection.seed if selection.mode == "sample" else None,
+            "workers": workers,
+        },
+    }
+    schema = create_store(config, columns=COLUMNS, dtype=dtype, block_id_type="int64", **metadata)
+    if schema.metadata != json.loads(json.dumps(metadata)):
+        raise ScanConflictError(
+            f"{config.base_path} holds a scan made with other settings ({schema.metadata}); re-run with those "
+            f"settings to redo or finish it, or scan into a new store"
+        )
+
+
+def _finish(config: StorageConfig, results: dict, consolidate: bool, started: float) -> ScanResult:
+    outcomes = [r for r in results.values() if isinstance(r, WorkerOutcome)]
+    failures = [r for r in results.values() if isinstance(r, ScanWorkerError)]
+    if any(isinstance(r, ScanCancelledError) for r in results.values()):
+        raise ScanCancelledError(
+            f"the scan of {config.base_path} was cancelled after {len(outcomes)} of {len(results)} workers finished; "
+            f"run the same scan again to finish it (resume=True keeps the finished workers)"
+        )
+    timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write")}
+    clock = time.perf_counter()
+    if consolidate and outcomes:
+        consolidate_store(config, ignore_unfinalized=bool(failures))
+    timings["consolidate"] = time.perf_counter() - clock
+    timings["total"] = time.perf_counter() - started
+    if failures:
+        first = failures[0]
+        first.failures = failures
+        raise first
+    events = [o.final_event for o in outcomes]
+    return ScanResult(
+        store=config.base_path,
+        workers=len(results),
+        blocks=sum(e.blocks_done for e in events),
+        voxels=sum(o.voxels for o in outcomes),
+        points=sum(e.points_written for e in events),
+        files=sum(e.files_written for e in events),
+        bytes=sum(e.bytes_written for e in events),
+        timings=timings,
+    )

@@ -1,0 +1,128 @@
+"""The event stream of a scan, and the tqdm display built on it.
+
+:class:`EventLog` keeps every :class:`~pocaduck.ProgressEvent` of a scan in
+arrival order. Notebook panels and scripts consume it in one of three ways:
+``subscribe(callback)`` (called for past and future events), iterating it
+(blocks until the next event, ends when the scan ends), or ``latest()`` (one
+event per worker, for polling).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..progress import ProgressEvent
+
+Callback = Callable[[ProgressEvent], None]
+
+
+class EventLog:
+    """Thread-safe, append-only list of a scan's events that can be followed live.
+
+    >>> log = EventLog()
+    >>> log.append(ProgressEvent("0", "running", blocks_done=1, blocks_total=2))
+    >>> log.close()
+    >>> [event.blocks_done for event in log], log.latest()["0"].state
+    ([1], 'running')
+    """
+
+    def __init__(self) -> None:
+        self._events: list[ProgressEvent] = []
+        self._latest: dict[str, ProgressEvent] = {}
+        self._subscribers: list[Callback] = []
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def append(self, event: ProgressEvent) -> None:
+        with self._changed:
+            self._events.append(event)
+            self._latest[event.worker_id] = event
+            subscribers = list(self._subscribers)
+            self._changed.notify_all()
+        for callback in subscribers:
+            callback(event)
+
+    def close(self) -> None:
+        """Mark the stream complete: iterators end after the last event."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscribe(self, callback: Callback) -> None:
+        """Call ``callback`` with every event so far, then with each new one, in the thread that receives it."""
+        with self._changed:
+            past = list(self._events)
+            self._subscribers.append(callback)
+        for event in past:
+            callback(event)
+
+    def latest(self) -> dict[str, ProgressEvent]:
+        """The most recent event of each worker."""
+        with self._changed:
+            return dict(self._latest)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[ProgressEvent]:
+        seen = 0
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda seen=seen: seen < len(self._events) or self._closed)
+                batch = self._events[seen:]
+            if not batch:
+                return
+            seen += len(batch)
+            yield from batch
+
+
+class TqdmProgress:
+    """A progress display for scripts and terminals: one bar of blocks per worker, and a total bar.
+
+    ``progress="tqdm"`` in :func:`~pocaduck.scan_volume` makes one and closes it
+    at the end; close one you made yourself with :meth:`close`.
+    """
+
+    def __init__(self, **tqdm_options: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self._options = tqdm_options
+        self._total: Any = None
+        self._bars: dict[str, Any] = {}
+        self._done: dict[str, int] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self._total is None:
+            self._total = self._tqdm(total=0, desc="total", unit="block", position=0, **self._options)
+        bar = self._bars.get(event.worker_id)
+        if bar is None:
+            bar = self._tqdm(
+                total=event.blocks_total,
+                desc=f"worker {event.worker_id}",
+                unit="block",
+                position=len(self._bars) + 1,
+                leave=False,
+                **self._options,
+            )
+            self._bars[event.worker_id] = bar
+            self._total.total += event.blocks_total
+            self._total.refresh()
+        step = event.blocks_done - self._done.get(event.worker_id, 0)
+        self._done[event.worker_id] = event.blocks_done
+        bar.update(step)
+        self._total.update(step)
+        bar.set_postfix_str(f"{event.state}, {event.points_written:,} points, {event.points_per_second:,.0f} points/s")
+
+    def close(self) -> None:
+        """Close every bar (the worker bars disappear, the total stays)."""
+        for bar in self._bars.values():
+            bar.close()
+        if self._total is not None:
+            self._total.close()

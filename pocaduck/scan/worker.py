@@ -1,0 +1,155 @@
+"""One scan worker: read its blocks, extract their points, write them with one Ingestor, report as it goes.
+
+The same function runs in a local process and in a Dask task. A worker id
+names one fixed set of blocks, and a new Ingestor with that id replaces what an
+earlier attempt left, so running a task again (a retry, a resumed scan)
+replaces its data instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import StorageConfig
+from ..ingest import Ingestor
+from ..progress import ProgressEvent
+from .blocks import BlockGrid
+from .errors import ScanCancelledError, ScanWorkerError
+from .extract import PointSelection, extract_block, read_padded
+from .volumes import VolumeSource
+
+COLUMNS = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """Everything a worker needs; small and picklable (the volume travels as a :mod:`.volumes` source)."""
+
+    worker_id: str
+    store: StorageConfig
+    source: VolumeSource
+    grid: BlockGrid
+    blocks: range
+    selection: PointSelection
+    voxel_offset: tuple[int, int, int]
+    dtype: str
+    max_points_per_file: int
+    report_interval: float
+
+
+@dataclass
+class WorkerOutcome:
+    """A finished worker's totals and where its time went (seconds)."""
+
+    final_event: ProgressEvent
+    voxels: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Meter:
+    """Cumulative counts of one worker, turned into progress events."""
+
+    def __init__(self, worker_id: str, blocks_total: int):
+        self.worker_id = worker_id
+        self.blocks_total = blocks_total
+        self.blocks_done = 0
+        self.labels: set[int] = set()
+        self.points = 0
+        self.voxels = 0
+        self.started = time.perf_counter()
+
+    def event(self, state: str, ingestor: Ingestor | None, error: str | None = None) -> ProgressEvent:
+        stats = ingestor.stats if ingestor is not None else None
+        return ProgressEvent(
+            self.worker_id,
+            state,
+            blocks_done=self.blocks_done,
+            blocks_total=self.blocks_total,
+            labels_written=len(self.labels),
+            points_written=self.points,
+            files_written=stats.files if stats else 0,
+            bytes_written=stats.bytes if stats else 0,
+            elapsed=time.perf_counter() - self.started,
+            error=error,
+        )
+
+
+def run_scan_task(
+    task: ScanTask, report: Callable[[ProgressEvent], None], stop_requested: Callable[[], bool]
+) -> WorkerOutcome:
+    """Scan ``task.blocks`` into the store as worker ``task.worker_id``; raise ScanWorkerError naming the failing block.
+
+    ``report`` receives cumulative "running" events at most every
+    ``task.report_interval`` seconds; the caller emits the final event from the
+    returned outcome. ``stop_requested`` is polled between blocks.
+    """
+    meter = _Meter(task.worker_id, len(task.blocks))
+    timings = {"read": 0.0, "extract": 0.0, "write": 0.0}
+    block_number = None
+    try:
+        volume, origin = task.source.open()
+        report(meter.event("running", None))
+        last_report = time.perf_counter()
+        with Ingestor(
+            task.store, task.worker_id, max_points_per_file=task.max_points_per_file, columns=COLUMNS
+        ) as ingestor:
+            for block_number in task.blocks:
+                if stop_requested():
+                    raise ScanCancelledError(f"worker {task.worker_id} stopped: the scan was cancelled")
+                _scan_block(task, volume, origin, block_number, ingestor, meter, timings)
+                meter.blocks_done += 1
+                if time.perf_counter() - last_report >= task.report_interval:
+                    report(meter.event("running", ingestor))
+                    last_report = time.perf_counter()
+            block_number = None
+            clock = time.perf_counter()
+            ingestor.finalize()
+            timings["write"] += time.perf_counter() - clock
+        return WorkerOutcome(meter.event("finished", ingestor), meter.voxels, timings)
+    except (ScanCancelledError, ScanWorkerError):
+        raise
+    except Exception as error:
+        block_id = None if block_number is None else task.grid.block_id(block_number)
+        position = None if block_number is None else task.grid.position(block_number)
+        text = f"{type(error).__name__}: {error}"
+        raise ScanWorkerError(task.worker_id, block_id, position, text, traceback.format_exc()) from error
+
+
+def _scan_block(
+    task: ScanTask,
+    volume: object,
+    origin: tuple[int, ...],
+    block_number: int,
+    ingestor: Ingestor,
+    meter: _Meter,
+    timings: dict[str, float],
+) -> None:
+    start, stop = task.grid.bounds(block_number)
+    block_id = task.grid.block_id(block_number)
+    clock = time.perf_counter()
+    padded = read_padded(volume, origin, task.grid.volume_shape, start, stop, task.selection.halo)
+    read_done = time.perf_counter()
+    points = extract_block(
+        padded,
+        start,
+        task.grid.volume_shape,
+        task.selection,
+        task.voxel_offset,
+        block_id=block_id,
+        dtype=task.dtype,
+    )
+    extract_done = time.perf_counter()
+    columns = points.columns
+    for label, first, count in zip(points.labels.tolist(), points.starts.tolist(), points.counts.tolist(), strict=True):
+        ingestor.write(label, block_id, columns[:, first : first + count].T)
+    meter.labels.update(points.labels.tolist())
+    meter.points += points.point_count
+    meter.voxels += int(np.prod(np.subtract(stop, start)))
+    timings["read"] += read_done - clock
+    timings["extract"] += extract_done - read_done
+    timings["write"] += time.perf_counter() - extract_done
