@@ -17,6 +17,7 @@ from .errors import (
     InvalidLabelError,
     InvalidPointsError,
     InvalidWorkerIdError,
+    LegacyStoreError,
     PocaduckError,
     ReadOnlySQLError,
     SchemaMismatchError,
@@ -30,6 +31,7 @@ from .errors import (
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema, create_store
+from .legacy import migrate
 from .progress import ProgressEvent
 from .query import Query
 from .scan import (
@@ -59,6 +61,7 @@ __all__ = [
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
+    "LegacyStoreError",
     "PocaduckError",
     "ProgressEvent",
     "Query",
@@ -82,5 +85,6 @@ __all__ = [
     "consolidate",
     "create_store",
     "make_demo_volume",
+    "migrate",
     "scan_volume",
 ]

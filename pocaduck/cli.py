@@ -6,6 +6,7 @@ Each verb is a ``_verb_*`` function registered in :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -19,7 +20,9 @@ from .config import StorageConfig
 from .consolidate import consolidate
 from .errors import PocaduckError
 from .gc import collect_garbage
+from .legacy import migrate
 from .query import Query
+from .scan import open_volume, scan_volume
 
 
 def _verb_info(args: argparse.Namespace) -> None:
@@ -66,6 +69,39 @@ def _verb_gc(args: argparse.Namespace) -> None:
     print(f"{len(report.removed)} unreferenced paths {'found' if args.dry_run else 'removed'}", file=sys.stderr)
 
 
+def _verb_migrate(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    path = migrate(args.old, args.new)
+    print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
+
+
+def _verb_scan(args: argparse.Namespace) -> None:
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    result = scan_volume(
+        open_volume(args.volume),
+        args.store,
+        block_shape=args.block_shape,
+        workers=args.workers,
+        mode=args.mode,
+        client=client,
+        progress=None if args.no_progress else "tqdm",
+        ignore_label=args.ignore_label,
+        sample_cap=args.sample_cap,
+        seed=args.seed,
+        voxel_size=args.voxel_size,
+        voxel_offset=args.voxel_offset,
+        consolidate=not args.no_consolidate,
+        resume=args.resume,
+        retries=args.retries,
+    )
+    rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
+    print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocaduck", description="Point clouds indexed by uint64 labels.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -95,6 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
     garbage.add_argument("store")
     garbage.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     garbage.set_defaults(run=_verb_gc)
+
+    migration = verbs.add_parser("migrate", help="convert a store written by the original pocaduck 0.1.x")
+    migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
+    migration.add_argument("new", help="where to write the store in this library's layout")
+    migration.set_defaults(run=_verb_migrate)
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    numbers = lambda text: tuple(float(v) for v in text.split(","))  # noqa: E731
+    scan = verbs.add_parser("scan", help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store")
+    scan.add_argument("volume", help="a .npy file or a zarr array path")
+    scan.add_argument("store")
+    scan.add_argument("--workers", type=int, default=4, help="parallel workers (default 4)")
+    scan.add_argument("--block-shape", type=ints, default=(64,), help="Z,Y,X or one size for all axes (default 64)")
+    scan.add_argument("--mode", choices=("all", "surface", "sample"), default="surface", help="default surface")
+    scan.add_argument(
+        "--voxel-size", type=numbers, default=(1.0,), help="Z,Y,X in physical units, kept in the manifest"
+    )
+    scan.add_argument("--voxel-offset", type=ints, default=(0,), help="Z,Y,X voxel index of the volume's first voxel")
+    scan.add_argument("--ignore-label", type=lambda t: None if t == "none" else int(t), default=0, help="or 'none'")
+    scan.add_argument("--sample-cap", type=int, default=1000, help="sample mode: points per label per block")
+    scan.add_argument("--seed", type=int, default=0, help="sample mode: random seed")
+    scan.add_argument("--retries", type=int, default=0, help="re-run a failed worker this many times")
+    scan.add_argument("--resume", action="store_true", help="keep workers a previous run of this scan finished")
+    scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bars")
+    scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")
+    scan.set_defaults(run=_verb_scan)
     return parser
 
 

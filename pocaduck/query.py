@@ -73,6 +73,16 @@ class Query:
     ([[1.5, 2.0, 3.0], [4.0, 5.0, 6.25]], ['b0', 'b1'], 2)
     """
 
+    def __new__(cls, storage_config: StorageConfig | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        # A store written by the original pocaduck (its own index files, no manifest) is read,
+        # read-only and answering as the original did, by LegacyQuery.
+        if cls is Query:
+            from .legacy import LegacyQuery, is_legacy_store
+
+            if is_legacy_store(open_storage(as_config(storage_config))):
+                return LegacyQuery(storage_config, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         storage_config: StorageConfig | str | os.PathLike,

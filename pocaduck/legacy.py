@@ -1,0 +1,336 @@
+"""Stores written by the original pocaduck (0.1.x): read them as it did, or migrate them into this layout.
+
+The original layout::
+
+    STORE/
+      unified_index.db                           point_cloud_index(label, block_id, file_path, point_count)
+      worker_<id>/index_<id>.db                  the same table for one worker
+      worker_<id>/data/<id>-<n>.parquet          label int64, block_id string, data list<number>: one row per point
+      optimized/optimized_index.db               optional: point_cloud_index(label, file_path, point_count)
+      optimized/optimize_<id>/optimized_<uuid>.parquet   label int64, data list<int64>, de-duplicated, no block ids
+
+``LegacyQuery`` answers as the original ``Query`` does, quirks included, so
+results do not change under a lab's feet: points come back as int64, and from
+the un-optimized data they are de-duplicated and sorted (``np.unique``); from
+optimized data they are not; an unknown label gives a 1-D empty array;
+``get_blocks_for_label`` is ``[]`` on optimized data. ``Query(store)`` returns
+one automatically for such a store. ``migrate`` converts the stored rows
+exactly (every row, its dtype, its block id) into a store of this library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import layout
+from .config import StorageConfig, as_config
+from .consolidate import consolidate
+from .errors import LegacyStoreError, StoreNotFoundError
+from .index import attach_read_only
+from .ingest import Ingestor, check_label
+from .progress import ProgressEvent
+from .query import Query, _Timing
+from .storage import Storage, open_storage
+
+logger = logging.getLogger("pocaduck")
+
+LEGACY_INDEX = "unified_index.db"
+LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
+_INT64_LIMIT = 2**63
+
+
+def is_legacy_store(storage: Storage) -> bool:
+    """A store of the original library: its index files, and no manifest of ours.
+
+    >>> import tempfile
+    >>> is_legacy_store(open_storage(StorageConfig(tempfile.mkdtemp())))
+    False
+    """
+    if storage.exists(layout.MANIFEST):
+        return False
+    return storage.exists(LEGACY_INDEX) or storage.exists(LEGACY_OPTIMIZED_INDEX)
+
+
+def _store_relative(recorded_path: str) -> str:
+    """Where a file the original index names sits in the store.
+
+    The original records full paths as they were at ingestion time; its files
+    always sit two folders below the store root, so the last three parts
+    locate them even after the store was moved, copied or mounted elsewhere.
+
+    >>> _store_relative("/old/mount/store/worker_3/data/3-0.parquet")
+    'worker_3/data/3-0.parquet'
+    """
+    return "/".join(recorded_path.replace("\\", "/").split("/")[-3:])
+
+
+def _points_of(data: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
+    """The ``data`` list column as an (N, D) array, without a Python loop over rows."""
+    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    lengths = pc.list_value_length(data).to_numpy(zero_copy_only=False)
+    if len(lengths) == 0:
+        return np.empty((0, 0))
+    if (lengths != lengths[0]).any():
+        raise LegacyStoreError(f"{where} holds points of different dimensions ({sorted(set(lengths.tolist()))})")
+    return pc.list_flatten(data).to_numpy(zero_copy_only=False).reshape(len(lengths), int(lengths[0]))
+
+
+class LegacyQuery:
+    """Read-only queries on an original-library store, answering exactly as ``pocaduck==0.1.1`` did.
+
+    >>> query = Query("/path/to/old_store")  # doctest: +SKIP
+    >>> type(query).__name__, query.get_points(42).dtype  # doctest: +SKIP
+    ('LegacyQuery', dtype('int64'))
+    """
+
+    def __init__(
+        self,
+        storage_config: StorageConfig | str | os.PathLike,
+        index_path: str | None = None,
+        threads: int | None = None,
+        cache_size: int = 10,
+    ):
+        self.storage_config = as_config(storage_config)
+        self.cache_size = cache_size
+        self.threads = threads or os.cpu_count() or 1
+        self._storage = open_storage(self.storage_config)
+        self.using_optimized_data = index_path is None and self._storage.exists(LEGACY_OPTIMIZED_INDEX)
+        if index_path is None:
+            index_path = self._storage.local_copy(LEGACY_OPTIMIZED_INDEX if self.using_optimized_data else LEGACY_INDEX)
+        if not os.path.exists(index_path):
+            raise StoreNotFoundError(f"{index_path} does not exist: run the original's consolidate_indexes first")
+        self.index_path = index_path
+        self.db_connection = duckdb.connect(":memory:", config={"threads": self.threads})
+        attach_read_only(self.db_connection, index_path, "legacy_index")
+        self.db_connection.execute("USE legacy_index")
+        self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __enter__(self) -> LegacyQuery:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._points_cache.clear()
+        if self.db_connection is not None:
+            self.db_connection.close()
+            self.db_connection = None
+
+    print_timing_info = staticmethod(Query.print_timing_info)
+
+    def get_labels(self) -> np.ndarray:
+        """All labels, sorted, as uint64."""
+        rows = self.db_connection.execute("SELECT DISTINCT label FROM point_cloud_index ORDER BY label").fetchnumpy()
+        return rows["label"].astype(np.uint64)
+
+    def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
+        """Block ids holding ``label`` (sorted); ``[]`` on optimized data, which has none."""
+        clock = _Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
+        blocks: list = []
+        if not self.using_optimized_data:
+            with clock.phase("index_lookup_time"):
+                rows = self.db_connection.execute(
+                    "SELECT DISTINCT block_id FROM point_cloud_index WHERE label = ? ORDER BY block_id", [int(label)]
+                ).fetchall()
+            blocks = [block_id for (block_id,) in rows]
+        clock["blocks_found"] = len(blocks)
+        return clock.finish(blocks, timing)
+
+    def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
+        """The sum of the index's point counts: like the original, before de-duplication."""
+        clock = _Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
+        with clock.phase("index_lookup_time"):
+            (count,) = self.db_connection.execute(
+                "SELECT coalesce(sum(point_count), 0) FROM point_cloud_index WHERE label = ?", [int(label)]
+            ).fetchone()
+        return clock.finish(int(count), timing)
+
+    def get_points(self, label: int, use_cache: bool = True, timing: bool = False) -> Any:
+        """The label's points as the original returned them: int64, de-duplicated unless from optimized data."""
+        label = check_label(label)
+        clock = _Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
+        clock["using_optimized_data"] = self.using_optimized_data
+        if use_cache and self.cache_size > 0 and label in self._points_cache:
+            self._points_cache.move_to_end(label)
+            points = self._points_cache[label]
+            clock.update(cache_hit=True, points_returned=len(points))
+            return clock.finish(points, timing)
+        with clock.phase("index_lookup_time"):
+            paths = [] if label >= _INT64_LIMIT else self._files_of(label)
+        with clock.phase("data_read_time"):
+            points = self._read(label, paths)
+        clock.update(files_queried=len(paths), points_returned=len(points))
+        if use_cache and self.cache_size > 0:
+            self._points_cache[label] = points
+            while len(self._points_cache) > self.cache_size:
+                self._points_cache.popitem(last=False)
+        return clock.finish(points, timing)
+
+    def _files_of(self, label: int) -> list[str]:
+        rows = self.db_connection.execute(
+            "SELECT DISTINCT file_path FROM point_cloud_index WHERE label = ? ORDER BY file_path", [label]
+        ).fetchall()
+        return [_store_relative(path) for (path,) in rows]
+
+    def _read(self, label: int, paths: list[str]) -> np.ndarray:
+        tables = [
+            pq.read_table(
+                self._storage.open_input(path),
+                columns=["data"],
+                filters=[("label", "==", pa.scalar(label, pa.int64()))],
+            )
+            for path in paths
+        ]
+        rows = sum(table.num_rows for table in tables)
+        if rows == 0:
+            return np.array([], dtype=np.int64)
+        data = pa.concat_tables(tables).column("data")
+        points = _points_of(data, f"label {label}").astype(np.int64)
+        return points if self.using_optimized_data else np.unique(points, axis=0)
+
+    def info(self) -> dict[str, Any]:
+        """Totals, as ``pocaduck info`` prints them."""
+        labels, points, files = self.db_connection.execute(
+            "SELECT count(DISTINCT label), coalesce(sum(point_count), 0), count(DISTINCT file_path) "
+            "FROM point_cloud_index"
+        ).fetchone()
+        return {
+            "store": self.storage_config.base_path,
+            "format": "pocaduck 0.1.x (read-only; `pocaduck migrate` converts it)",
+            "labels": labels,
+            "points": int(points),
+            "files": files,
+            "using_optimized_data": self.using_optimized_data,
+        }
+
+
+# -- migration ---------------------------------------------------------------
+
+
+def migrate(
+    old_store: StorageConfig | str | os.PathLike,
+    new_store: StorageConfig | str | os.PathLike,
+    *,
+    max_points_per_file: int = 10_000_000,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> str:
+    """Convert an original-library store into a new store of this library, exactly; return the unified index.
+
+    Every row the original's index refers to is copied with its label, block id
+    and values (in their stored dtype, no de-duplication). Each original worker
+    becomes a worker of the new store, so running it again after an
+    interruption rewrites them and the result is the same. A store that has only
+    optimized data (the original drops block ids there) is migrated with the
+    block id ``""``.
+
+    >>> migrate("/data/old_store", "/data/new_store")  # doctest: +SKIP
+    '/data/new_store/unified_index.duckdb'
+    """
+    old = open_storage(as_config(old_store))
+    if not old.root_exists() or not is_legacy_store(old):
+        raise LegacyStoreError(
+            f"{as_config(old_store).base_path} is not a store written by the original pocaduck "
+            f"(no {LEGACY_INDEX} or {LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
+        )
+    optimized_only = not old.exists(LEGACY_INDEX)
+    pairs = _indexed_pairs(old, LEGACY_OPTIMIZED_INDEX if optimized_only else LEGACY_INDEX)
+    files = sorted(pairs)
+    if not files:
+        raise LegacyStoreError(f"{old.describe(LEGACY_INDEX)} indexes no points: there is nothing to migrate")
+    dimensions, dtype = _common_shape(old, files)
+    layout.create_store(
+        new_store,
+        columns=layout.default_columns(dimensions),
+        dtype=dtype,
+        block_id_type="string",
+        migrated_from=as_config(old_store).base_path,
+    )
+    report = progress or (lambda event: None)
+    by_worker: dict[str, list[str]] = {}
+    for path in files:
+        by_worker.setdefault(_worker_of(path), []).append(path)
+    for worker_id, paths in sorted(by_worker.items()):
+        with Ingestor(new_store, worker_id, max_points_per_file=max_points_per_file) as ingestor:
+            for done, path in enumerate(paths):
+                _copy_file(old, path, pairs[path], ingestor, dtype)
+                report(
+                    ProgressEvent(
+                        worker_id,
+                        "running",
+                        blocks_done=done + 1,
+                        blocks_total=len(paths),
+                        points_written=ingestor.stats.points,
+                    )
+                )
+        report(ProgressEvent(worker_id, "finished", len(paths), len(paths), points_written=ingestor.stats.points))
+    return consolidate(new_store)
+
+
+def _indexed_pairs(storage: Storage, index: str) -> dict[str, np.ndarray]:
+    """Store-relative file → the labels the index lists in it (the original reads only those)."""
+    con = duckdb.connect(":memory:")
+    try:
+        attach_read_only(con, storage.local_copy(index), "legacy_index")
+        rows = con.execute(
+            "SELECT file_path, list(DISTINCT label::BIGINT) FROM legacy_index.point_cloud_index GROUP BY file_path"
+        ).fetchall()
+    finally:
+        con.close()
+    pairs: dict[str, set[int]] = {}
+    for recorded, labels in rows:
+        pairs.setdefault(_store_relative(recorded), set()).update(labels)
+    return {path: np.array(sorted(labels), dtype=np.int64) for path, labels in pairs.items()}
+
+
+def _common_shape(storage: Storage, paths: list[str]) -> tuple[int, np.dtype]:
+    """Point dimensions and one dtype that holds every file's values without loss."""
+    dtypes, dimensions = [], None
+    for path in paths:
+        parquet = pq.ParquetFile(storage.open_input(path))
+        dtypes.append(parquet.schema_arrow.field("data").type.value_type.to_pandas_dtype())
+        if dimensions is None and parquet.metadata.num_rows:
+            first = parquet.read_row_group(0, columns=["data"]).column("data").slice(0, 1)
+            dimensions = _points_of(first, storage.describe(path)).shape[1]
+    if dimensions is None:
+        raise LegacyStoreError("the original store's files hold no points")
+    return dimensions, np.result_type(*dtypes)
+
+
+def _worker_of(path: str) -> str:
+    """``worker_3/data/..`` → ``3``; ``optimized/optimize_a/..`` → ``optimized-a``."""
+    top, middle = path.split("/")[:2]
+    if top == "optimized":
+        return "optimized-" + middle.removeprefix("optimize_")
+    return top.removeprefix("worker_")
+
+
+def _copy_file(storage: Storage, path: str, labels: np.ndarray, ingestor: Ingestor, dtype: np.dtype) -> None:
+    """Write one original file's indexed rows as one write per (label, block) run, in stored order."""
+    table = pq.read_table(storage.open_input(path))
+    table = table.filter(pc.is_in(table.column("label"), pa.array(labels, pa.int64())))
+    if table.num_rows == 0:
+        return
+    labels_of_rows = table.column("label").to_numpy().astype(np.uint64)
+    if "block_id" in table.column_names:
+        blocks_of_rows = table.column("block_id").to_numpy(zero_copy_only=False).astype(str)
+    else:
+        blocks_of_rows = np.full(table.num_rows, "")
+    points = _points_of(table.column("data"), storage.describe(path)).astype(dtype, copy=False)
+    order = np.lexsort((blocks_of_rows, labels_of_rows))  # stable: each run keeps its stored order
+    labels_of_rows, blocks_of_rows, points = labels_of_rows[order], blocks_of_rows[order], points[order]
+    change = (labels_of_rows[1:] != labels_of_rows[:-1]) | (blocks_of_rows[1:] != blocks_of_rows[:-1])
+    starts = np.flatnonzero(np.concatenate([[True], change]))
+    for start, end in zip(starts, np.append(starts[1:], len(order)), strict=True):
+        ingestor.write(int(labels_of_rows[start]), str(blocks_of_rows[start]), points[start:end])

@@ -1,0 +1,222 @@
+"""Stores written by the real pocaduck==0.1.1: Query reads them as the original did, migrate converts them exactly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from _support import as_row_set
+
+from pocaduck import Query, compact
+from pocaduck.cli import main as cli
+from pocaduck.errors import LegacyStoreError
+from pocaduck.legacy import LegacyQuery, migrate
+
+# Runs under the original package (same import name: it comes first on PYTHONPATH).
+_ORIGINAL = """
+import sys
+import numpy as np
+from pocaduck import Ingestor, Query, StorageConfig
+
+mode, store, out, dtype, consolidations = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+config = StorageConfig(base_path=store)
+written = {}
+if mode == "write":
+    rng = np.random.default_rng(0)
+    labels, blocks, counts, points = [], [], [], []
+    for worker in range(3):
+        ingestor = Ingestor(config, worker_id=worker, max_points_per_file=150)
+        for block in range(5):
+            for label in (1, 42, 2**62 + 5):
+                values = rng.integers(0, 5, size=(int(rng.integers(1, 30)), 3))  # repeats on purpose
+                if dtype != "int64":
+                    values = (values + rng.random(values.shape)).astype(dtype)
+                ingestor.write(label, f"{worker}_{block}", values)
+                labels.append(label); blocks.append(f"{worker}_{block}"); counts.append(len(values)); points.append(values)
+        ingestor.finalize()
+    for _ in range(consolidations):
+        Ingestor.consolidate_indexes(config)
+    written = dict(written_labels=np.array(labels, np.uint64), written_blocks=np.array(blocks),
+                   written_counts=np.array(counts), written_points=np.concatenate(points))
+query = Query(config)
+answers = {"labels": np.sort(query.get_labels()), "missing": query.get_points(99)}
+for label in answers["labels"].tolist():
+    answers[f"points_{label}"] = query.get_points(label)
+    answers[f"blocks_{label}"] = np.array(sorted(query.get_blocks_for_label(label)))
+    answers[f"count_{label}"] = np.array(query.get_point_count(label))
+np.savez(out, **written, **answers)
+"""
+
+
+@pytest.fixture(scope="session")
+def original_package(tmp_path_factory):
+    """pocaduck==0.1.1 from the registry, installed into a folder of its own (its dependencies are ours)."""
+    target = tmp_path_factory.mktemp("pocaduck_0_1_1")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), "pocaduck==0.1.1"],
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"cannot install pocaduck==0.1.1 from the registry: {install.stderr.strip()[-300:]}")
+    return str(target)
+
+
+def run_original(package: str, mode: str, store: Path, dtype: str = "int64", consolidations: int = 1) -> dict:
+    """Run the original library in a child process; return what it wrote and what its Query answered."""
+    out = store.with_name(f"{store.name}-{mode}-answers.npz")
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_ORIGINAL), mode, str(store), str(out), dtype, str(consolidations)],
+        env={**os.environ, "PYTHONPATH": package},
+        cwd=store.parent,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with np.load(out) as saved:
+        return dict(saved)
+
+
+@pytest.fixture(scope="session")
+def original_stores(original_package, tmp_path_factory):
+    """Stores written by the original, made once per (dtype, consolidations); copy one before changing it."""
+    made: dict[tuple[str, int], tuple[Path, dict]] = {}
+
+    def make(dtype: str = "int64", consolidations: int = 1) -> tuple[Path, dict]:
+        if (dtype, consolidations) not in made:
+            store = tmp_path_factory.mktemp("original") / "store"
+            made[dtype, consolidations] = (store, run_original(original_package, "write", store, dtype, consolidations))
+        return made[dtype, consolidations]
+
+    return make
+
+
+def assert_answers_like_the_original(query, original: dict) -> None:
+    assert query.get_labels().tolist() == original["labels"].tolist()
+    for label in original["labels"].tolist():
+        points = query.get_points(label)
+        assert points.dtype == original[f"points_{label}"].dtype
+        assert np.array_equal(points, original[f"points_{label}"])
+        assert sorted(query.get_blocks_for_label(label)) == original[f"blocks_{label}"].tolist()
+        assert query.get_point_count(label) == int(original[f"count_{label}"])
+    missing = query.get_points(99)
+    assert missing.shape == original["missing"].shape and missing.dtype == original["missing"].dtype
+
+
+def files_and_times(store: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in store.rglob("*")}
+
+
+@pytest.mark.parametrize(("dtype", "consolidations"), [("int64", 1), ("float32", 1), ("int64", 2)])
+def test_query_reads_an_original_store_and_answers_as_the_original_did(original_stores, dtype, consolidations):
+    store, original = original_stores(dtype, consolidations)
+    untouched = files_and_times(store)
+    with Query(str(store)) as query:
+        assert isinstance(query, LegacyQuery) and not query.using_optimized_data
+        assert_answers_like_the_original(query, original)
+    assert files_and_times(store) == untouched, "reading an original store must not change it"
+
+
+def written_by_label(original: dict) -> dict[int, tuple[list, list, int]]:
+    """What the original was given, per label: points (multiset), blocks, count."""
+    ends = np.cumsum(original["written_counts"])
+    pieces = np.split(original["written_points"], ends[:-1])
+    truth: dict[int, tuple[list, set, int]] = {}
+    for label, block, points in zip(
+        original["written_labels"].tolist(), original["written_blocks"], pieces, strict=True
+    ):
+        rows, blocks, _ = truth.get(label, ([], set(), 0))
+        truth[label] = (rows + as_row_set(points), blocks | {str(block)}, len(rows) + len(points))
+    return {label: (sorted(rows), sorted(blocks), count) for label, (rows, blocks, count) in truth.items()}
+
+
+@pytest.mark.parametrize(("dtype", "consolidations"), [("float32", 1), ("int64", 2)])
+def test_migrate_converts_every_stored_row_exactly(original_stores, tmp_path, dtype, consolidations):
+    store, original = original_stores(dtype, consolidations)
+    new_store = str(tmp_path / "migrated")
+    migrate(str(store), new_store)
+    truth = written_by_label(original)
+    with Query(new_store) as query:
+        assert not isinstance(query, LegacyQuery)
+        assert query.schema.dtype == np.dtype(dtype)
+        assert query.get_labels().tolist() == sorted(truth)
+        for label, (rows, blocks, count) in truth.items():
+            assert as_row_set(query.get_points(label)) == rows  # every row, no de-duplication
+            assert query.get_blocks_for_label(label) == blocks
+            assert query.get_point_count(label) == count  # the true count, even if the original double-counted
+        migrated = {label: as_row_set(query.get_points(label)) for label in truth}
+
+    migrate(str(store), new_store)  # running it again (e.g. after an interruption) gives the same store
+    compact(new_store, workers=1)
+    with Query(new_store) as query:
+        assert {label: as_row_set(query.get_points(label)) for label in truth} == migrated
+
+
+def test_cli_migrates_and_the_result_answers_like_the_original_minus_its_quirks(original_stores, tmp_path, capsys):
+    store, original = original_stores()
+    new_store = str(tmp_path / "migrated")
+    assert cli(["migrate", str(store), new_store]) == 0
+    assert cli(["info", new_store]) == 0
+    assert '"labels": 3' in capsys.readouterr().out
+    with Query(new_store) as query:
+        for label in original["labels"].tolist():
+            deduplicated_int64 = np.unique(query.get_points(label).astype(np.int64), axis=0)
+            assert np.array_equal(deduplicated_int64, original[f"points_{label}"])
+
+
+def make_optimized(store: Path) -> None:
+    """An ``optimized/`` folder as the original's ``optimize_point_cloud.py`` writes it (it is not in the package)."""
+    folder = store / "optimized" / "optimize_0"
+    folder.mkdir(parents=True)
+    with Query(str(store)) as query:  # the un-optimized data, read as the original optimizer reads it
+        labels = query.get_labels().tolist()
+        per_label = {label: query.get_points(label) for label in labels}
+    rows = []
+    for part, chosen in enumerate((labels[:2], labels[2:])):
+        path = folder / f"optimized_{part}.parquet"
+        frame = pd.DataFrame(
+            {
+                "label": np.concatenate([np.full(len(per_label[lab]), lab, np.int64) for lab in chosen]),
+                "data": [row for lab in chosen for row in per_label[lab]],
+            }
+        )
+        frame.to_parquet(path, index=False)
+        rows += [(lab, str(path), len(per_label[lab])) for lab in chosen]
+    with duckdb.connect(str(store / "optimized" / "optimized_index.db")) as con:
+        con.execute("CREATE TABLE point_cloud_index (label BIGINT, file_path VARCHAR, point_count BIGINT)")
+        con.executemany("INSERT INTO point_cloud_index VALUES (?, ?, ?)", rows)
+
+
+def test_optimized_original_stores_are_read_as_the_original_reads_them(original_package, original_stores, tmp_path):
+    source, _ = original_stores()
+    store = tmp_path / "store"
+    shutil.copytree(source, store)
+    make_optimized(store)
+    original = run_original(original_package, "answer", store)
+    with Query(str(store)) as query:
+        assert query.using_optimized_data
+        assert query.get_blocks_for_label(1) == []
+        assert_answers_like_the_original(query, {**original, **{k: np.array([]) for k in original if "blocks_" in k}})
+
+    migrate(str(store), str(tmp_path / "with_blocks"))  # the un-optimized data is there: blocks are kept
+    with Query(str(tmp_path / "with_blocks")) as query:
+        assert query.get_blocks_for_label(1) != []
+
+    os.unlink(store / "unified_index.db")  # only optimized data left: migrated without block ids
+    migrate(str(store), str(tmp_path / "from_optimized"))
+    with Query(str(tmp_path / "from_optimized")) as query:
+        assert query.get_blocks_for_label(1) == [""]
+        assert np.array_equal(np.unique(query.get_points(1), axis=0), original["points_1"])
+
+
+def test_migrate_refuses_what_is_not_an_original_store(tmp_path):
+    with pytest.raises(LegacyStoreError, match="original pocaduck"):
+        migrate(str(tmp_path), str(tmp_path / "new"))
