@@ -75,6 +75,7 @@ def _xyz(values: Sequence) -> list:
 
 def _per_axis(name: str, value: int | float | Sequence, kind: type) -> tuple:
     values = (value,) * 3 if np.isscalar(value) else tuple(value)
+    values = values * 3 if len(values) == 1 else values
     if len(values) != 3:
         raise ValueError(f"{name} needs 3 values in z, y, x order, got {value!r}")
     return tuple(kind(v) for v in values)

@@ -1,0 +1,177 @@
+"""Scanning a volume with local worker processes gives exactly what a direct numpy computation gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from test_scan_helpers import BrokenVolume, SlowVolume, assert_store_holds, expected_points, surface_mask
+
+from pocaduck import Query, make_demo_volume, scan_volume
+from pocaduck.cli import main
+from pocaduck.scan import ScanCancelledError, ScanConflictError, ScanWorkerError, block_id_of, block_position
+
+BLOCKS = (16, 20, 24)  # divides none of the volume's axes
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    return make_demo_volume((40, 50, 61), seed=11)
+
+
+def test_surface_mode_stores_exactly_the_surface_voxels_of_every_label_in_their_blocks(volume, store):
+    result = scan_volume(volume, store, block_shape=BLOCKS, workers=3, voxel_size=(33, 8, 8), voxel_offset=(5, 0, 7))
+    chosen = surface_mask(volume) & (volume != 0)
+    assert_store_holds(store, volume, chosen, BLOCKS, offset=(5, 0, 7))
+    assert (result.workers, result.blocks, result.voxels, result.points) == (3, 3 * 3 * 3, volume.size, chosen.sum())
+    with Query(store) as query:
+        assert query.schema.columns == ("x", "y", "z") and query.schema.dtype == np.int32
+        assert query.schema.metadata["voxel_size"] == [8, 8, 33]
+        assert query.schema.metadata["voxel_offset"] == [7, 0, 5]
+        assert query.schema.metadata["volume_shape"] == [61, 50, 40]
+
+
+def test_all_mode_stores_every_labelled_voxel(volume, store):
+    scan_volume(volume, store, block_shape=BLOCKS, workers=2, mode="all")
+    assert_store_holds(store, volume, volume != 0, BLOCKS)
+
+
+def test_ignore_label_none_keeps_the_background_label(store):
+    volume = make_demo_volume(24, seed=4)
+    scan_volume(volume, store, block_shape=10, workers=2, mode="surface", ignore_label=None)
+    assert_store_holds(store, volume, surface_mask(volume), (10, 10, 10))
+
+
+def test_sample_mode_caps_each_label_per_block_and_draws_the_same_points_on_any_worker_count(volume, tmp_path):
+    cap = 50
+    scan_volume(volume, tmp_path / "one", block_shape=BLOCKS, workers=1, mode="sample", sample_cap=cap, seed=9)
+    scan_volume(volume, tmp_path / "three", block_shape=BLOCKS, workers=3, mode="sample", sample_cap=cap, seed=9)
+    with Query(tmp_path / "one") as one, Query(tmp_path / "three") as three:
+        for label in one.get_labels().tolist():
+            points = one.get_points(label)
+            assert np.array_equal(points, three.get_points(label))
+            inside = volume[points[:, 2], points[:, 1], points[:, 0]]
+            assert (inside == label).all() and len(np.unique(points, axis=0)) == len(points)
+            blocks = one.sql(
+                "SELECT block_id, sum(point_count) AS n FROM point_index WHERE label = ? GROUP BY 1", [label]
+            )
+            for block_id, count in zip(blocks["block_id"], blocks["n"], strict=True):
+                start = np.multiply(block_position(block_id), BLOCKS)
+                box = tuple(slice(s, s + b) for s, b in zip(start, BLOCKS, strict=True))
+                assert count == min(cap, int((volume[box] == label).sum()))
+
+
+def test_a_zarr_volume_scans_like_the_numpy_array(volume, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    array = zarr.create_array(
+        store=str(tmp_path / "labels.zarr"), shape=volume.shape, chunks=(16, 16, 16), dtype="uint64"
+    )
+    array[:] = volume
+    scan_volume(
+        zarr.open_array(str(tmp_path / "labels.zarr"), mode="r"), tmp_path / "store", block_shape=BLOCKS, workers=2
+    )
+    assert_store_holds(str(tmp_path / "store"), volume, surface_mask(volume) & (volume != 0), BLOCKS)
+
+
+def test_progress_events_are_cumulative_per_worker_and_add_up_to_the_store(volume, store):
+    events = []
+    result = scan_volume(volume, store, block_shape=8, workers=2, progress=events.append, report_interval=0)
+    for worker_id in ("scan-0", "scan-1"):
+        mine = [e for e in events if e.worker_id == worker_id]
+        assert mine[0].state == "queued" and mine[-1].state == "finished"
+        assert {e.state for e in mine[1:-1]} == {"running"}
+        done = [e.blocks_done for e in mine]
+        assert done == sorted(done) and done[-1] == mine[-1].blocks_total
+        assert len(mine) > 10  # reported block by block, not only at the end
+    finals = [e for e in events if e.state == "finished"]
+    assert sum(e.points_written for e in finals) == result.points
+    assert sum(e.files_written for e in finals) == result.files
+
+
+def test_tqdm_display_draws_a_bar_per_worker_and_a_total(volume, store, capsys):
+    scan_volume(volume, store, block_shape=BLOCKS, workers=2, progress="tqdm")
+    drawn = capsys.readouterr().err
+    assert "total" in drawn and "worker scan-0" in drawn and "worker scan-1" in drawn
+
+
+def test_rescanning_replaces_instead_of_duplicating_and_other_settings_are_refused(volume, store):
+    scan_volume(volume, store, block_shape=BLOCKS, workers=2)
+    scan_volume(volume, store, block_shape=BLOCKS, workers=2)
+    assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), BLOCKS)
+    with pytest.raises(ScanConflictError, match="other settings"):
+        scan_volume(volume, store, block_shape=32, workers=2)
+
+
+def test_a_failing_worker_is_named_with_its_block_and_the_others_stay_queryable(volume, store):
+    broken = BrokenVolume(volume, broken_from=33)  # only the last block layer (z 32..40) is unreadable
+    with pytest.raises(ScanWorkerError) as raised:
+        scan_volume(broken, store, block_shape=BLOCKS, workers=3, mode="all")
+    error = raised.value
+    assert error.worker_id == "scan-2" and "unreadable" in str(error)
+    assert error.block_position == (2, 0, 0) and error.block_id == block_id_of((2, 0, 0))
+    assert [f.worker_id for f in error.failures] == ["scan-2"]
+    readable = volume.copy()
+    readable[32:] = 0  # what the two finished workers scanned
+    assert_store_holds(store, volume, readable != 0, BLOCKS)
+
+    scan_volume(volume, store, block_shape=BLOCKS, workers=3, mode="all", resume=True)
+    assert_store_holds(store, volume, volume != 0, BLOCKS)
+
+
+def test_a_background_scan_can_be_followed_cancelled_and_run_again(volume, store):
+    slow = SlowVolume(volume, delay=0.05)
+    handle = scan_volume(slow, store, block_shape=8, workers=2, background=True, report_interval=0)
+    for event in handle.events:
+        if event.state == "running" and event.blocks_done >= 2:
+            break
+    handle.cancel()
+    with pytest.raises(ScanCancelledError):
+        handle.wait(timeout=60)
+    assert handle.done
+    finals = [e for e in handle.events if e.state == "failed"]
+    assert {e.worker_id for e in finals} == {"scan-0", "scan-1"} and {e.error for e in finals} == {"cancelled"}
+    assert not os.path.exists(os.path.join(store, "unified_index.duckdb"))
+
+    scan_volume(volume, store, block_shape=8, workers=2)
+    assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), (8, 8, 8))
+
+
+def test_wait_with_a_timeout_returns_the_result_of_a_background_scan(volume, store):
+    handle = scan_volume(volume, store, block_shape=BLOCKS, workers=2, mode="all", background=True)
+    deadline = time.monotonic() + 120
+    while not handle.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handle.wait(timeout=0).points == int((volume != 0).sum())
+
+
+def test_cli_scans_an_npy_file(volume, tmp_path, capsys):
+    path = tmp_path / "labels.npy"
+    np.save(path, volume)
+    store = tmp_path / "store"
+    code = main(
+        [
+            "scan",
+            str(path),
+            str(store),
+            "--workers",
+            "2",
+            "--block-shape",
+            "16,20,24",
+            "--mode",
+            "all",
+            "--voxel-size",
+            "33,8,8",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["points"] == int((volume != 0).sum())
+    assert_store_holds(str(store), volume, volume != 0, BLOCKS)
+    labels, _ = expected_points(volume, volume != 0)
+    with Query(store) as query:
+        assert np.array_equal(query.get_labels(), np.unique(labels))
+        assert query.schema.metadata["voxel_size"] == [8, 8, 33]
