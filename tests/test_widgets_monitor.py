@@ -20,17 +20,23 @@ def ingest_reporting_progress(store: str, worker_id: str, fail_at_block: int | N
     done = points = 0
     events.put(ProgressEvent(worker_id, "queued", blocks_total=BLOCKS))
     try:
-        with Ingestor(store, worker_id, max_points_per_file=150) as ingestor:
+        with Ingestor(store, worker_id, max_points_per_file=1000) as ingestor:
             for block in range(BLOCKS):
                 if block == fail_at_block:
                     ingestor.write(1, f"{worker_id}/{block}", np.zeros((3, 2)))  # wrong dimensions: rejected
-                rows = np.random.default_rng([int(worker_id[1:]), block]).integers(0, 100, size=(60, 3))
+                rows = _blob(label=1 + block, seed=[int(worker_id[1:]), block])
                 ingestor.write(1 + block, f"{worker_id}/{block}", rows)
                 done, points = done + 1, points + len(rows)
                 events.put(_event(worker_id, "running", done, points, ingestor, started))
         events.put(_event(worker_id, "finished", done, points, ingestor, started))
     except Exception as error:
         events.put(_event(worker_id, "failed", done, points, ingestor, started, f"{type(error).__name__}: {error}"))
+
+
+def _blob(label: int, seed: list[int], count: int = 400) -> np.ndarray:
+    """Points around a centre that depends on the label only: each label is one blob, whichever worker wrote it."""
+    centre = np.random.default_rng(label).uniform(0, 300, 3)
+    return np.round(centre + np.random.default_rng(seed).normal(0, 12, size=(count, 3))).astype(np.int64)
 
 
 def _event(worker_id, state, done, points, ingestor, started, error=None) -> ProgressEvent:
@@ -47,20 +53,16 @@ def _event(worker_id, state, done, points, ingestor, started, error=None) -> Pro
     )
 
 
-@pytest.fixture(scope="module")
-def monitor(tmp_path_factory) -> IngestionMonitor:
-    """A monitor fed by three real worker processes, the third of which fails at its third block."""
-    store = str(tmp_path_factory.mktemp("monitor") / "store")
+def ingest_in_processes(store: str, plans: dict[str, int | None], monitor: IngestionMonitor) -> None:
+    """Run one real worker process per plan (worker id → block to fail at, or None) feeding ``monitor``."""
     context = multiprocessing.get_context("fork")
     events = context.Queue()
-    plans = {"w0": None, "w1": None, "w2": 2}
     workers = [
         context.Process(target=ingest_reporting_progress, args=(store, worker_id, fail_at, events))
         for worker_id, fail_at in plans.items()
     ]
     for worker in workers:
         worker.start()
-    monitor = IngestionMonitor("test scan")
     ended = set()
     while len(ended) < len(workers):
         event = events.get(timeout=60)
@@ -70,6 +72,13 @@ def monitor(tmp_path_factory) -> IngestionMonitor:
     for worker in workers:
         worker.join(timeout=30)
     monitor.flush()
+
+
+@pytest.fixture(scope="module")
+def monitor(tmp_path_factory) -> IngestionMonitor:
+    """A monitor fed by three real worker processes, the third of which fails at its third block."""
+    monitor = IngestionMonitor("test scan")
+    ingest_in_processes(str(tmp_path_factory.mktemp("monitor") / "store"), {"w0": None, "w1": None, "w2": 2}, monitor)
     return monitor
 
 
@@ -83,7 +92,9 @@ def test_finished_workers_show_full_bars_and_their_counts(monitor):
         panel = monitor.panels[worker_id]
         assert panel.bar.value == 1.0 and panel.bar.bar_style == "success"
         assert "finished" in panel.header.value
-        assert f"blocks {BLOCKS}/{BLOCKS}" in panel.counters.value and f"{BLOCKS * 60:,} points" in panel.counters.value
+        assert (
+            f"blocks {BLOCKS}/{BLOCKS}" in panel.counters.value and f"{BLOCKS * 400:,} points" in panel.counters.value
+        )
         assert "pocaduck-state-finished" in panel._dom_classes
         assert monitor.latest[worker_id].files_written >= 2
 

@@ -86,7 +86,7 @@ class LabelBrowser(w.VBox):
         self._quiet = True  # no queries until the widget is fully built
         self.query = open_query(store)
         self.page = pa.table({})
-        self._table = _LabelTable()
+        self._table = _LabelTable(layout=w.Layout(width="100%", min_width="0", overflow="auto"))
         self._where_box = w.Text(
             placeholder="WHERE …  e.g. point_count > 1000 AND max_z - min_z > 100",
             continuous_update=False,
@@ -98,14 +98,14 @@ class LabelBrowser(w.VBox):
             rows=2,
             layout=w.Layout(width="100%"),
         )
-        self._jump_box = w.Text(placeholder="jump to label id", continuous_update=False, layout=w.Layout(width="14em"))
+        self._jump_box = w.Text(placeholder="jump to label", continuous_update=False, layout=w.Layout(width="11em"))
         self._status = w.HTML()
         self._error_view = w.HTML()
         buttons = {
-            "⏮": lambda: self._go(0),
-            "◀": lambda: self._go(self.offset - self.page_size),
-            "▶": lambda: self._go(self.offset + self.page_size),
-            "⏭": lambda: self._go(self.total_rows),
+            "«": lambda: self._go(0),
+            "‹": lambda: self._go(self.offset - self.page_size),
+            "›": lambda: self._go(self.offset + self.page_size),
+            "»": lambda: self._go(self.total_rows),
         }
         pager = []
         for text, action in buttons.items():
@@ -251,7 +251,8 @@ class LabelBrowser(w.VBox):
             self._where_box.value, self._select_box.value = self.where, self.select
             first = self.offset + 1 if page.num_rows else 0
             self._status.value = (
-                f"&nbsp;rows {first:,}–{self.offset + page.num_rows:,} of <b>{total:,}</b> matching&nbsp;"
+                f"<span style='white-space:nowrap'>&nbsp;{first:,}–{self.offset + page.num_rows:,} of <b>{total:,}</b>"
+                "&nbsp;</span>"
             )
 
     def _show_error(self, error: Exception) -> None:

@@ -22,9 +22,9 @@ class Explorer(w.HBox):
 
     def __init__(self, store: StoreLike, *, point_budget: int = 1_500_000, **kwargs: Any):
         self.query = open_query(store)
-        self.browser = LabelBrowser(self.query, layout=w.Layout(width="42%"))
-        self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=560, height=420)
-        self.details = w.HTML(layout=w.Layout(width="18%", overflow="auto"))
+        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="1 1 0", min_width="0"))
+        self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=480, height=400)
+        self.details = w.HTML(layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px", overflow="auto"))
         self.browser.observe(self._on_selection, "selected_labels")
         super().__init__([self.browser, self.viewer, self.details], **kwargs)
         self._describe([])

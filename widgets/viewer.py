@@ -88,7 +88,7 @@ class PointCloudViewer(w.VBox):
         for name, control in {**controls, "show_box": box_toggle, "show_axes": axes_toggle}.items():
             w.link((self, name), (control, "value"))
         self._status = w.HTML()
-        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", min_width="14em"))
+        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="0 0 13em"))
         self._toggles: dict[int, w.Checkbox] = {}
         controls = w.HBox([self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle])
         super().__init__(

@@ -1,0 +1,80 @@
+"""The widgets in a real JupyterLab in real headless Chromium: rows show, a click renders points, ingestion finishes.
+
+Runs everywhere Chromium is installed; under CI (``CI=true``) a missing Chromium
+is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from lab import ARTIFACTS, CHROMIUM, chromium, jupyter_lab, open_notebook, pixels_unlike, run_all_cells
+
+HERE = Path(__file__).parent
+BACKGROUND = (0x11, 0x14, 0x18)  # the viewer's scene background
+WORKERS = 3
+
+if not os.path.exists(CHROMIUM):
+    message = f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set POCADUCK_CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The test notebook opened in JupyterLab, every cell run to the end."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(HERE / "widgets.ipynb", root / "widgets.ipynb")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with jupyter_lab(root, env={"POCADUCK_TESTS_DIR": str(HERE.parent)}) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        open_notebook(page, url, "widgets.ipynb")
+        run_all_cells(page)
+        page.wait_for_selector(".pocaduck-table tbody tr", timeout=180_000)
+        yield page
+        page.screenshot(path=ARTIFACTS / "notebook-end.png", full_page=True)
+
+
+def test_the_table_shows_rows_of_labels(page):
+    rows = page.locator(".pocaduck-table tbody tr")
+    assert rows.count() == 6  # the six labels the workers wrote
+    headers = page.locator(".pocaduck-table th").all_inner_texts()
+    assert headers[0] == "label" and headers[1].startswith("point_count")
+    page.locator(".pocaduck-table").screenshot(path=ARTIFACTS / "label-table.png")
+
+
+def test_the_monitor_reaches_finished_for_every_worker(page):
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === {WORKERS}",
+        timeout=60_000,
+    )
+    assert page.locator(".pocaduck-worker").count() == WORKERS
+    assert "3 of 3 workers finished" in page.locator(".jp-OutputArea-output").first.inner_text()
+
+
+def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
+    row = page.locator(".pocaduck-table tbody tr").first
+    label = row.get_attribute("data-label")
+    row.click()
+    assert "selected" in row.get_attribute("class")
+    legend = page.locator(".pocaduck-legend-row")
+    legend.first.wait_for(timeout=60_000)
+    assert legend.count() == 1 and label in legend.first.inner_text()
+    assert "1,200 pts" in legend.first.inner_text()  # 400 points from each of the 3 workers
+    canvas = page.locator(".jp-OutputArea-output canvas").last
+    canvas.wait_for(timeout=60_000)
+    differing, total = 0, 1
+    for _ in range(60):  # the first frame arrives after the buffers do
+        shot = canvas.screenshot()
+        differing, total = pixels_unlike(page, shot, BACKGROUND)
+        if differing > 200:
+            break
+        page.wait_for_timeout(500)
+    (ARTIFACTS / "viewer-canvas.png").write_bytes(shot)
+    page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
+    assert differing > 200, f"only {differing} of {total} canvas pixels differ from the background"
+    assert differing < total  # and it is not a blank canvas of another color either
