@@ -62,6 +62,14 @@ class UnsupportedStorageError(PocaduckError, ValueError):
     """The storage URL's scheme is not supported."""
 
 
+class StorageAccessError(PocaduckError, PermissionError):
+    """The object store refused the request: wrong or missing credentials, or no permission."""
+
+
+class StorageUnavailableError(PocaduckError, ConnectionError):
+    """The object store could not be reached (network down, server gone, timeout)."""
+
+
 class ReadOnlySQLError(PocaduckError, ValueError):
     """``Query.sql`` was given something other than a single read-only SELECT."""
 

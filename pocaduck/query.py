@@ -111,9 +111,9 @@ class Query:
         self.index_path = index_path
         self.db_connection = self._connect(index_path)
         self._files = {
-            file_id: (path, row_group_size)
-            for file_id, path, row_group_size in self.db_connection.execute(
-                "SELECT file_id, path, row_group_size FROM files"
+            file_id: (path, row_group_size, byte_size)
+            for file_id, path, row_group_size, byte_size in self.db_connection.execute(
+                "SELECT file_id, path, row_group_size, byte_size FROM files"
             ).fetchall()
         }
         self._open_files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
@@ -259,11 +259,11 @@ class Query:
         destinations = np.cumsum(counts) - counts
         for file_id in np.unique(file_ids):
             mine = np.flatnonzero(file_ids == file_id)
-            path, group_size = self._files[int(file_id)]
+            path, group_size, byte_size = self._files[int(file_id)]
             first_group = offsets[mine] // group_size
             last_group = (offsets[mine] + counts[mine] - 1) // group_size
             groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
-            table = self._read_row_groups(int(file_id), path, groups.tolist())
+            table = self._read_row_groups(int(file_id), path, byte_size, groups.tolist())
             # Every group read before the last one of a file is full, so rank * size locates it.
             sources = np.searchsorted(groups, first_group) * group_size + offsets[mine] - first_group * group_size
             take = _row_ranges(sources, counts[mine])
@@ -272,11 +272,11 @@ class Query:
                 points[put, j] = table.column(name).to_numpy()[take]
         return points
 
-    def _read_row_groups(self, file_id: int, path: str, groups: list[int]) -> pa.Table:
+    def _read_row_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
         try:
             parquet = self._open_files.get(file_id)
             if parquet is None:
-                parquet = pq.ParquetFile(self._storage.open_input(path))
+                parquet = pq.ParquetFile(self._storage.open_input(path, byte_size))
                 self._open_files[file_id] = parquet
                 if len(self._open_files) > _OPEN_FILES_KEPT:
                     self._open_files.popitem(last=False)

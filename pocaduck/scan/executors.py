@@ -44,6 +44,7 @@ Sink = Callable[[ProgressEvent], None]
 Results = dict[str, Any]
 _POLL_SECONDS = 0.1
 _CANCEL_GRACE_SECONDS = 10.0
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(ProgressEvent)]
 
 
 class _Tracker:
@@ -220,7 +221,7 @@ def run_dask(client: Any, tasks: Sequence[ScanTask], sink: Sink, stop: threading
             except TimeoutError:
                 done = set()
             while not inbox.empty():
-                tracker.running(ProgressEvent(**inbox.get()))
+                tracker.running(_event_from_record(inbox.get()))
             for future in done:
                 tracker.finish(futures[future].worker_id, _dask_result(future, futures[future]))
             if stop.is_set() and stopped_at is None:
@@ -235,6 +236,11 @@ def run_dask(client: Any, tasks: Sequence[ScanTask], sink: Sink, stop: threading
         client.unsubscribe_topic(topic)
         client.cancel(list(pending), force=True)
     return tracker.results
+
+
+def _event_from_record(record: dict) -> ProgressEvent:
+    """A ProgressEvent back from its logged dict (the worker adds keys of its own, such as ``worker``)."""
+    return ProgressEvent(**{name: record[name] for name in _EVENT_FIELDS})
 
 
 def _dask_result(future: Any, task: ScanTask) -> Any:

@@ -6,23 +6,41 @@ Everything above this package speaks only to :class:`Storage`; only
 
 from __future__ import annotations
 
+import importlib
+
 from ..config import StorageConfig
 from ..errors import UnsupportedStorageError
 from ._base import Storage
+from ._credentials import PACKAGES, PROTOCOLS, filesystem_options
+from ._fsspec import FsspecStorage
 from ._local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "open_storage"]
+__all__ = ["FsspecStorage", "LocalStorage", "Storage", "open_storage"]
 
 
 def open_storage(config: StorageConfig) -> Storage:
-    """Return the backend for a store's location.
+    """Return the backend for a store's location: a local folder, or S3, GCS or Azure through fsspec.
 
     >>> open_storage(StorageConfig("/tmp/some_store")).describe("manifest.json")
     '/tmp/some_store/manifest.json'
+    >>> open_storage(StorageConfig("s3://bucket/prefix", s3_region="us-east-1")).describe("manifest.json")
+    's3://bucket/prefix/manifest.json'
     """
     if config.is_local:
         return LocalStorage(config.local_root)
-    raise UnsupportedStorageError(
-        f"storage type {config.storage_type!r} ({config.base_path}) is not supported yet by this version; "
-        "use a local folder"
-    )
+    if config.storage_type not in PROTOCOLS:
+        raise UnsupportedStorageError(
+            f"storage type {config.storage_type!r} ({config.base_path}) is not supported; "
+            f"use a local folder or an s3://, gs:// or az:// URL"
+        )
+    package = PACKAGES[config.storage_type]
+    try:
+        importlib.import_module(package)
+    except ImportError as error:
+        raise UnsupportedStorageError(
+            f"{config.base_path} needs the {package} package: pip install 'pocaduck[{config.storage_type}]'"
+        ) from error
+    import fsspec
+
+    filesystem = fsspec.filesystem(PROTOCOLS[config.storage_type], **filesystem_options(config))
+    return FsspecStorage(filesystem, config.base_path)

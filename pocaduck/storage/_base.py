@@ -47,8 +47,11 @@ class Storage(abc.ABC):
     def delete_tree(self, path: str) -> None: ...
 
     @abc.abstractmethod
-    def open_input(self, path: str) -> BinaryIO | str:
-        """Something pyarrow can read ``path`` from (a local path or a random-access file)."""
+    def open_input(self, path: str, size: int | None = None) -> BinaryIO | str:
+        """Something pyarrow can read ``path`` from (a local path or a random-access file).
+
+        ``size``, when the caller knows it, spares a remote store the request that would look it up.
+        """
 
     @abc.abstractmethod
     def local_copy(self, path: str) -> str:

@@ -74,7 +74,7 @@ class LocalStorage(Storage):
         elif os.path.exists(target):
             os.unlink(target)
 
-    def open_input(self, path: str) -> str:
+    def open_input(self, path: str, size: int | None = None) -> str:
         return self._abs(path)
 
     def local_copy(self, path: str) -> str:
@@ -85,17 +85,27 @@ class LocalStorage(Storage):
         os.makedirs(target, exist_ok=True)
         return target
 
-    @contextlib.contextmanager
-    def lock(self, path: str) -> Iterator[bool]:
-        target = self._abs(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+    def lock(self, path: str) -> contextlib.AbstractContextManager[bool]:
+        return file_lock(self._abs(path))
+
+
+@contextlib.contextmanager
+def file_lock(target: str) -> Iterator[bool]:
+    """Hold an flock on ``target``; the context value says whether it was free.
+
+    >>> import tempfile
+    >>> with file_lock(tempfile.mktemp()) as free:
+    ...     free
+    True
+    """
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # closing releases the flock
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the flock

@@ -1,0 +1,259 @@
+"""A store under a bucket prefix (S3, GCS, Azure), reached through an fsspec filesystem.
+
+Object stores have no rename and no file locks, so the interface maps onto them thus:
+
+- files are built in a local scratch folder and uploaded whole by ``publish``;
+  an object store makes an upload visible only once it is complete;
+- ``create_exclusive`` is a conditional PUT (``If-None-Match: *`` on S3 and Azure,
+  ``ifGenerationMatch=0`` on GCS), so racing workers agree on one manifest;
+- ``local_copy`` downloads into a local cache and reuses the copy while the
+  object's ETag (or generation) is unchanged, because DuckDB reads only local files;
+- ``lock`` is a lock file on this machine: it keeps two Ingestors of one worker
+  id apart on one machine, but two machines using the same worker id at once are
+  not detected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ..errors import StorageAccessError, StorageUnavailableError
+from ._base import Storage
+from ._local import file_lock
+
+
+def cache_root() -> str:
+    """Where downloaded index files are kept: ``$POCADUCK_CACHE_DIR`` or ``~/.cache/pocaduck``.
+
+    >>> os.path.basename(cache_root()) in ("pocaduck", os.path.basename(os.environ.get("POCADUCK_CACHE_DIR", "")))
+    True
+    """
+    return os.environ.get("POCADUCK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "pocaduck")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _version_of(info: dict[str, Any]) -> str:
+    """What changes whenever an object is replaced: its ETag or generation, else size and mtime."""
+    for key in ("ETag", "etag", "generation"):
+        if info.get(key):
+            return str(info[key])
+    return f"{info.get('size')}-{info.get('LastModified') or info.get('mtime') or info.get('updated')}"
+
+
+class FsspecStorage(Storage):
+    """A store at ``url`` on ``filesystem``; paths below it are store-relative.
+
+    >>> import fsspec
+    >>> storage = FsspecStorage(fsspec.filesystem("memory"), "memory://doc-store")
+    >>> storage.create_exclusive("pocaduck.json", b"{}"), storage.create_exclusive("pocaduck.json", b"{}")
+    (True, False)
+    >>> storage.listdir("")
+    ['pocaduck.json']
+    """
+
+    def __init__(self, filesystem: Any, url: str):
+        self._fs = filesystem
+        self.url = url.rstrip("/")
+        self._root = filesystem._strip_protocol(self.url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _full(self, path: str) -> str:
+        return f"{self._root}/{path}" if path else self._root
+
+    def describe(self, path: str) -> str:
+        return f"{self.url}/{path}" if path else self.url
+
+    @contextlib.contextmanager
+    def _reaching(self, path: str) -> Iterator[None]:
+        """Turn the filesystem's access and transport errors into ours, naming the object but no secret."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except PermissionError as error:
+            raise StorageAccessError(
+                f"{self.describe(path)}: access refused ({error}). Check the credentials (StorageConfig's "
+                f"s3_*/gcs_*/azure_* keywords or the AWS_*/GOOGLE_*/AZURE_* environment variables) and the "
+                f"permissions on the bucket"
+            ) from error
+        except Exception as error:
+            if not _is_transport_error(error):
+                raise
+            raise StorageUnavailableError(
+                f"{self.describe(path)}: the store could not be reached ({type(error).__name__}: {error}). "
+                f"Nothing half-written is visible; run the same step again when the store is back"
+            ) from error
+
+    def exists(self, path: str) -> bool:
+        with self._reaching(path):
+            try:
+                self._fs.info(self._full(path))
+                return True
+            except FileNotFoundError:
+                return False
+
+    def root_exists(self) -> bool:
+        """True when the bucket holds something under the store's prefix (a prefix is not a folder)."""
+        with self._reaching(""):
+            try:
+                return bool(self._fs.ls(self._root, detail=False))
+            except FileNotFoundError:
+                return False
+
+    def read_bytes(self, path: str) -> bytes:
+        with self._reaching(path):
+            return self._fs.cat_file(self._full(path))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self._reaching(path):
+            self._fs.pipe_file(self._full(path), data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        with self._reaching(path):
+            try:
+                self._fs.pipe_file(self._full(path), data, mode="create")
+                return True
+            except FileExistsError:
+                return False
+
+    def publish(self, local_file: str, path: str) -> None:
+        with self._reaching(path):
+            self._fs.put_file(local_file, self._full(path))
+        os.unlink(local_file)
+
+    def listdir(self, path: str) -> list[str]:
+        with self._reaching(path):
+            try:
+                entries = self._fs.ls(self._full(path), detail=False)
+            except FileNotFoundError:
+                return []
+        prefix = self._full(path).rstrip("/") + "/"
+        return sorted({entry.rstrip("/")[len(prefix) :] for entry in entries if entry.startswith(prefix)} - {""})
+
+    def delete_tree(self, path: str) -> None:
+        with self._reaching(path), contextlib.suppress(FileNotFoundError):
+            self._fs.rm(self._full(path), recursive=True)
+
+    def open_input(self, path: str, size: int | None = None) -> BinaryIO:
+        """A random-access file that fetches exactly the byte ranges asked for, one GET each.
+
+        Giving ``size`` (the index records it) saves the HEAD request that would look it up.
+        """
+        return _RangeReader(self, path, size)
+
+    def local_copy(self, path: str) -> str:
+        """Download ``path`` into the local cache unless the cached copy is still current.
+
+        One metadata request per call; the object itself is fetched only when it changed.
+        """
+        with self._reaching(path):
+            version = _version_of(self._fs.info(self._full(path)))
+        folder = os.path.join(cache_root(), _short_hash(self.url))
+        stem = f"{_short_hash(path)}-"
+        cached = os.path.join(folder, f"{stem}{_short_hash(version)}-{os.path.basename(path)}")
+        if os.path.exists(cached):
+            return cached
+        os.makedirs(folder, exist_ok=True)
+        partial = f"{cached}.partial-{uuid.uuid4().hex}"
+        try:
+            with self._reaching(path):
+                self._fs.get_file(self._full(path), partial)
+            os.replace(partial, cached)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        for name in os.listdir(folder):
+            # Older versions of this object: a process still reading one keeps its open handle.
+            if name.startswith(stem) and not cached.endswith(name) and ".partial-" not in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        return cached
+
+    @functools.cached_property
+    def _scratch(self) -> tempfile.TemporaryDirectory:
+        # Removed when this storage object goes away (or at exit), with whatever a failed run left in it.
+        return tempfile.TemporaryDirectory(prefix="pocaduck-staging-")
+
+    def staging_dir(self, path: str) -> str:
+        folder = os.path.join(self._scratch.name, *path.split("/"))
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def lock(self, path: str) -> contextlib.AbstractContextManager[bool]:
+        """A lock on this machine only: object stores offer no lock that dies with its holder."""
+        locks = os.path.join(tempfile.gettempdir(), "pocaduck-locks")
+        return file_lock(os.path.join(locks, _short_hash(self.describe(path)) + ".lock"))
+
+
+class _RangeReader(io.RawIOBase):
+    """A read-only file over one object: each read is one ranged GET, with our error translation."""
+
+    def __init__(self, storage: FsspecStorage, path: str, size: int | None):
+        self._storage, self._path, self._size, self._position = storage, path, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            with self._storage._reaching(self._path):
+                self._size = int(self._storage._fs.size(self._storage._full(self._path)))
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self._position + len(buffer), self.size)
+        if end <= self._position:
+            return 0
+        with self._storage._reaching(self._path):
+            data = self._storage._fs.cat_file(self._storage._full(self._path), start=self._position, end=end)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+@functools.cache
+def _transport_error_types() -> tuple[type[BaseException], ...]:
+    """Errors meaning the store could not be reached, from whichever client libraries are installed."""
+    types: list[type[BaseException]] = [OSError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        from botocore.exceptions import BotoCoreError
+
+        types.append(BotoCoreError)
+    with contextlib.suppress(ImportError):
+        from aiohttp import ClientError
+
+        types.append(ClientError)
+    with contextlib.suppress(ImportError):
+        from azure.core.exceptions import AzureError
+
+        types.append(AzureError)
+    return tuple(types)
+
+
+def _is_transport_error(error: BaseException) -> bool:
+    return isinstance(error, _transport_error_types())

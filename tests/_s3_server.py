@@ -1,0 +1,133 @@
+"""An S3-compatible server on loopback for the tests and the request benchmark: moto in server mode.
+
+It runs in a thread of the calling process on a free port. Objects live in
+moto's in-memory backend, not in the server, so ``stop()`` then ``start()``
+is a server that disappears and comes back with its data. Requests are signed
+and checked against one IAM key made at start, so a wrong key is refused as a
+real S3 would. Every answered request is logged, for counting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass
+
+import boto3
+from moto import settings as moto_settings
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from pocaduck import StorageConfig
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    byte_range: str | None
+    status: int
+
+
+class _LoggingHandler(MotoRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        status = int(getattr(code, "value", code)) if str(getattr(code, "value", code)).isdigit() else 0
+        self.server.requests.append(Request(self.command, self.path, self.headers.get("Range"), status))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class S3Server:
+    """moto's S3 on 127.0.0.1, with one bucket and one valid access key."""
+
+    region = "us-east-1"
+
+    def __init__(self, bucket: str = "pocaduck-test"):
+        self.bucket = bucket
+        self.port = _free_port()
+        self.requests: list[Request] = []
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._app = DomainDispatcherApplication(create_backend_app)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True, request_handler=_LoggingHandler)
+        self._server.connections = set()
+        self._server.requests = self.requests
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Go away: stop listening and cut the connections clients keep alive."""
+        self._server.shutdown()
+        self._server.server_close()
+        for connection in list(self._server.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._thread.join()
+
+    def enable_auth(self) -> None:
+        """Make an IAM user allowed everything, then refuse any request not signed with its key."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="pocaduck")
+        iam.put_user_policy(
+            UserName="pocaduck",
+            PolicyName="everything",
+            PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}',
+        )
+        key = iam.create_access_key(UserName="pocaduck")["AccessKey"]
+        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self._previous_auth = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+    def disable_auth(self) -> None:
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._previous_auth
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def config(self, prefix: str, **overrides) -> StorageConfig:
+        """A store under ``prefix`` of the bucket, with the valid key and fast failure when the server is gone."""
+        options = {
+            "s3_region": self.region,
+            "s3_access_key_id": self.access_key_id,
+            "s3_secret_access_key": self.secret_access_key,
+            "s3_endpoint_url": self.endpoint_url,
+            # Fail at once rather than retry for seconds: the tests stop the server on purpose.
+            "extra_config": {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}},
+            **overrides,
+        }
+        return StorageConfig(f"s3://{self.bucket}/{prefix}", **options)
+
+    def object_keys(self, prefix: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix + "/")
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
