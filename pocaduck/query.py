@@ -244,12 +244,14 @@ class Query:
             block_type = "VARCHAR" if self.schema.block_id_type == "string" else "BIGINT"
             sql += f" AND block_id = ANY(?::{block_type}[])"
             params.append(list(blocks))
-        rows = self.db_connection.execute(sql + " ORDER BY label, file_id, row_offset", params).fetchnumpy()
+        # Sorting a label's few rows here costs microseconds; an ORDER BY costs DuckDB a quarter millisecond.
+        rows = self.db_connection.execute(sql, params).fetchnumpy()
+        order = np.lexsort((rows["row_offset"], rows["file_id"], rows["label"]))
         return {
-            "label": rows["label"].astype(np.uint64),
-            "file_id": rows["file_id"].astype(np.int64),
-            "row_offset": rows["row_offset"].astype(np.int64),
-            "point_count": rows["point_count"].astype(np.int64),
+            "label": rows["label"][order].astype(np.uint64),
+            "file_id": rows["file_id"][order].astype(np.int64),
+            "row_offset": rows["row_offset"][order].astype(np.int64),
+            "point_count": rows["point_count"][order].astype(np.int64),
         }
 
     def _read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
