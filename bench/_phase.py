@@ -76,7 +76,7 @@ def ingest_writes(impl: Any, store: str, slabs: list[list[workloads.Write]]) -> 
 
 
 def ingest(impl: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Write a workload (one worker after another), then consolidate; time both."""
+    """Write a workload (one worker after another), then consolidate; time both (median of ``attempts``)."""
     started = time.perf_counter()
     workload = make_workload(params["workload"], impl.below_2_63)
     generated_s = time.perf_counter() - started
@@ -86,14 +86,19 @@ def ingest(impl: Any, params: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(warmup)
     input_rss = current_rss_mib()
 
-    started = time.perf_counter()
-    ingest_writes(impl, params["store"], slabs)
-    ingest_s = time.perf_counter() - started
-    consolidate_s = None
-    if impl.consolidates and params.get("consolidate", True):
+    attempts = params.get("attempts", 1)  # the last attempt's store is kept for the queries
+    ingest_times, consolidate_times = [], []
+    for attempt in range(attempts):
+        store = params["store"] if attempt == attempts - 1 else f"{params['store']}-attempt{attempt}"
         started = time.perf_counter()
-        impl.consolidate(params["store"])
-        consolidate_s = time.perf_counter() - started
+        ingest_writes(impl, store, slabs)
+        ingest_times.append(time.perf_counter() - started)
+        if impl.consolidates and params.get("consolidate", True):
+            started = time.perf_counter()
+            impl.consolidate(store)
+            consolidate_times.append(time.perf_counter() - started)
+        if store != params["store"]:
+            shutil.rmtree(store)
     apparent, allocated = disk_usage(params["store"])
     probe_labels = {label for labels in workload.probes.values() for label in labels}
     expected: dict[int, int] = {}
@@ -106,8 +111,9 @@ def ingest(impl: Any, params: dict[str, Any]) -> dict[str, Any]:
         "points": workload.point_count,
         "workers": len(slabs),
         "generate_s": generated_s,
-        "ingest_s": ingest_s,
-        "consolidate_s": consolidate_s,
+        "ingest_s": float(np.median(ingest_times)),
+        "ingest_s_each": ingest_times,
+        "consolidate_s": float(np.median(consolidate_times)) if consolidate_times else None,
         "bytes": apparent,
         "allocated_bytes": allocated,
         "input_rss_mib": input_rss,
@@ -172,11 +178,14 @@ def index_rows(impl: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def consolidate(impl: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Time one consolidation of a store whose workers are all finalized."""
+    """Time consolidations of a store whose workers are all finalized (it rebuilds the same index each time)."""
     input_rss = current_rss_mib()
-    started = time.perf_counter()
-    impl.consolidate(params["store"])
-    return {"consolidate_s": time.perf_counter() - started, "input_rss_mib": input_rss}
+    times = []
+    for _ in range(params.get("attempts", 1)):
+        started = time.perf_counter()
+        impl.consolidate(params["store"])
+        times.append(time.perf_counter() - started)
+    return {"consolidate_s": float(np.median(times)), "consolidate_s_each": times, "input_rss_mib": input_rss}
 
 
 PHASES = {"ingest": ingest, "query": query, "index_rows": index_rows, "consolidate": consolidate}

@@ -38,7 +38,7 @@ class Sizes:
     """How big each workload is; ``--quick`` shrinks all of them."""
 
     small_writes: int = 10_000
-    original_small_writes: tuple[int, ...] = (300, 1_000, 3_000)
+    original_small_writes: tuple[int, ...] = (300, 1_000, 3_000, 10_000)
     large_writes: int = 200
     original_large_writes: int = 10
     points_per_large_write: int = 100_000
@@ -47,7 +47,8 @@ class Sizes:
     scale_points: tuple[int, int] = (10_000_000, 100_000_000)
     scale_workers: int = 8
     repeats: int = 5
-    original_timeout_s: float = 240.0
+    attempts: int = 3
+    original_timeout_s: float = 420.0
 
 
 QUICK = Sizes(
@@ -58,6 +59,7 @@ QUICK = Sizes(
     consolidation_rows=10_000,
     scale_points=(1_000_000, 10_000_000),
     repeats=3,
+    attempts=1,
     original_timeout_s=60.0,
 )
 
@@ -166,7 +168,9 @@ def measure(runner: PhaseRunner, sizes: Sizes, seed: int) -> dict[str, Any]:
     results: dict[str, Any] = {"small": {}, "original_small": {}, "large": {}, "scale": {}}
     small = {"kind": "small", "seed": seed, "writes": sizes.small_writes}
     for implementation in ("ours", "npz"):
-        results["small"][implementation] = ingest_and_query(runner, implementation, "small", small, sizes)
+        results["small"][implementation] = ingest_and_query(
+            runner, implementation, "small", small, sizes, attempts=sizes.attempts
+        )
     for write_count in sizes.original_small_writes:
         limited = {**small, "limit": write_count}
         is_last = write_count == sizes.original_small_writes[-1]
@@ -184,7 +188,9 @@ def measure(runner: PhaseRunner, sizes: Sizes, seed: int) -> dict[str, Any]:
         "points_per_write": sizes.points_per_large_write,
     }
     for implementation in ("ours", "npz"):
-        results["large"][implementation] = ingest_and_query(runner, implementation, "large", large, sizes)
+        results["large"][implementation] = ingest_and_query(
+            runner, implementation, "large", large, sizes, attempts=sizes.attempts
+        )
     results["large"]["original"] = ingest_and_query(
         runner,
         "original",
@@ -220,7 +226,7 @@ def measure_consolidation(runner: PhaseRunner, sizes: Sizes, seed: int) -> dict[
         [{"store": store, "worker_ids": half, "rows": sizes.consolidation_rows, "seed": seed} for half in halves],
     )
     build_s = time.perf_counter() - started
-    timed = runner.run("ours", "consolidate", store=store)
+    timed = runner.run("ours", "consolidate", store=store, attempts=sizes.attempts)
     shutil.rmtree(store, ignore_errors=True)
     return {"workers": len(workers), "rows": sizes.consolidation_rows, "build_s": build_s, **timed}
 
@@ -240,8 +246,11 @@ def mib(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} MiB"
 
 
-def size(apparent: int, allocated: int) -> str:
-    return f"{apparent / 2**20:,.1f} MiB ({allocated / 2**20:,.1f} allocated)"
+def size(outcome: dict[str, Any]) -> str:
+    return (
+        f"{outcome['bytes'] / outcome['points']:.1f} B/point: {outcome['bytes'] / 2**20:,.1f} MiB "
+        f"({outcome['allocated_bytes'] / 2**20:,.1f} allocated)"
+    )
 
 
 def latency(figures: dict[str, float] | None) -> str:
@@ -300,8 +309,8 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
         small_ingest["npz"],
     )
     add(
-        "… bytes on disk (allocated)",
-        lambda r: size(r["bytes"], r["allocated_bytes"]),
+        "… bytes on disk per point, total (allocated)",
+        size,
         small_ingest["ours"],
         orig_ingest,
         small_ingest["npz"],
@@ -323,7 +332,7 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
     )
     add("… writes/s per worker", lambda r: rate(r["writes"], r["ingest_s"]), *large_ingest.values())
     add("… peak RSS of the ingest process (+ above the input)", memory, *large_ingest.values())
-    add("… bytes on disk (allocated)", lambda r: size(r["bytes"], r["allocated_bytes"]), *large_ingest.values())
+    add("… bytes on disk per point, total (allocated)", size, *large_ingest.values())
 
     consolidation = results["consolidation"]
     rows.append(
@@ -395,7 +404,10 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
     text = "\n".join(lines)
     text += "\n\n" + original_growth_table(results, small_ingest["ours"])
     targets = evaluate_targets(results, sizes, original, growth)
-    text += "\n\n### targets\n\n| target | measured | |\n|---|---|---|\n"
+    text += "\n\n### targets\n\n"
+    if sizes != Sizes():
+        text += "**Quick run: the sizes are reduced, so these verdicts are only indicative.**\n\n"
+    text += "| target | measured | |\n|---|---|---|\n"
     text += "\n".join(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for t in targets)
     text += "\n\n" + notes(results, sizes, seed, elapsed_s)
     return text, {"targets": targets, "growth": growth}
@@ -493,6 +505,17 @@ def evaluate_targets(results, sizes: Sizes, original, growth) -> list[dict[str, 
     return targets
 
 
+def engine_version() -> str:
+    """The commit measured; ``-dirty`` when the working tree had uncommitted engine changes."""
+    described = subprocess.run(
+        ["git", "-C", REPO, "describe", "--always", "--dirty", "--exclude", "*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or "unknown"
+
+
 def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -> str:
     mismatches = [
         (name, m)
@@ -505,18 +528,19 @@ def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) ->
         [
             "Notes:",
             f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, {os.cpu_count()} cores shared "
-            f"with other jobs; seed {seed}; whole run {elapsed_s / 60:.1f} min{' (--quick: reduced sizes)' if sizes != Sizes() else ''}.",
+            f"with other jobs; pocaduck at {engine_version()}; seed {seed}; whole run {elapsed_s / 60:.1f} min{' (--quick: reduced sizes)' if sizes != Sizes() else ''}.",
             "- Data: int32 x, y, z; labels are neuron-like paths through 256³-voxel blocks, points clustered per block; "
             "writes in block order. Labels span the whole uint64 range (half ≥ 2**63) except for the original, which "
             "overflows there: it gets the same data with the top bit of every label cleared.",
-            "- Each phase runs in its own process. writes/s and points/s include finalize (the last flush). "
+            "- Each phase runs in its own process. writes/s and points/s include finalize (the last flush); ours and "
+            f"npz: median of {sizes.attempts} attempt(s) on fresh stores (consolidation too); the original: one attempt. "
             "Peak RSS is ru_maxrss of that process; '+' is what it grew above the generated input.",
             "- cold = a new Query (reader) per call, opening the index included; warm = one Query, label read once before; "
             "ours runs with cache_size=0 except the 'cache on' row. Files are in the OS page cache in both (just written).",
-            f"- The original is quadratic in writes (a DataFrame concat per write), so it is measured on fewer writes "
-            f"({', '.join(results['original_small'])}) with a {sizes.original_timeout_s:.0f} s cap; its queries run on "
-            "its largest store, which holds the same probe labels but fewer filler points. Its get_points returns "
-            "np.unique(points), so labels with repeated voxels come back shorter.",
+            f"- The original is quadratic in writes (a DataFrame concat per write): it runs at growing write counts "
+            f"({', '.join(results['original_small'])}) with a {sizes.original_timeout_s:.0f} s cap per run; the "
+            "rows marked with its write count come from its largest finished run, whose store keeps every probe "
+            "label. Its get_points returns np.unique(points), so labels with repeated voxels come back shorter.",
             f"- Point counts that differed from what was written: ours/npz {mismatches or 'none'}; "
             f"original {len(original_mismatches)} labels (np.unique).",
         ]
