@@ -20,7 +20,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from _s3_server import S3Server
 from _support import as_row_set, worker_points
 
-from pocaduck import Ingestor, Query, StorageConfig
+from pocaduck import Ingestor, Query, StorageConfig, compact, make_demo_volume, scan_volume
 from pocaduck.errors import (
     PocaduckError,
     SchemaMismatchError,
@@ -233,3 +233,29 @@ def test_ingest_consolidate_query_on_gcs(gcs_store):
         assert query.get_labels().tolist() == LABELS
         for label in LABELS:
             assert as_row_set(query.get_points(label)) == expected[label]
+
+
+def test_compaction_on_s3_answers_the_same_with_one_get_per_label(s3, s3_store):
+    expected = merged(ingest(s3_store, 0, range(3)), ingest(s3_store, 1, range(3, 6)))
+    Ingestor.consolidate_indexes(s3_store)
+    with Query(s3_store) as query:
+        blocks = {label: query.get_blocks_for_label(label) for label in LABELS}
+    assert compact(s3_store, workers=1).points_written == sum(len(rows) for rows in expected.values())
+    with Query(s3_store) as query:
+        query.get_points(LABELS[0], use_cache=False)  # reads the compacted file's footer once
+        for label in LABELS:
+            before = len(s3.requests)
+            assert as_row_set(query.get_points(label, use_cache=False)) == expected[label]
+            assert [r.method for r in s3.requests[before:]] == ["GET"]
+            assert query.get_blocks_for_label(label) == blocks[label]
+
+
+def test_a_volume_scan_into_s3_stores_what_a_local_scan_stores(s3_store, tmp_path):
+    volume = make_demo_volume(32, seed=4)
+    scan_volume(volume, s3_store, block_shape=16, workers=2)
+    scan_volume(volume, str(tmp_path / "local"), block_shape=16, workers=1)
+    with Query(s3_store) as remote, Query(str(tmp_path / "local")) as local:
+        labels = local.get_labels()
+        assert remote.get_labels().tolist() == labels.tolist() and len(labels) > 3
+        for label in labels:
+            assert as_row_set(remote.get_points(label)) == as_row_set(local.get_points(label))
