@@ -117,7 +117,10 @@ def write_point_file(
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     if pa.types.is_string(chunk_blocks.type):
-        block_rows = pa.DictionaryArray.from_arrays(chunk_of_row, chunk_blocks)
+        # One dictionary entry per distinct block, not per chunk: Parquet repeats the whole
+        # dictionary in every row group, so a per-chunk dictionary grows files quadratically.
+        distinct = chunk_blocks.dictionary_encode()
+        block_rows = pa.DictionaryArray.from_arrays(distinct.indices.take(chunk_of_row), distinct.dictionary)
     else:
         block_rows = chunk_blocks.take(chunk_of_row)
     table = pa.table(
