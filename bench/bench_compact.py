@@ -1,0 +1,278 @@
+"""Compaction benchmark: get_points before and after compaction, beside the original 0.1.1 and npz-per-block files.
+
+    .venv/bin/python bench/bench_compact.py            # about 3 minutes on 2 shared cores
+    .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute
+
+Each label spans 50 distinct blocks of an 8x8x8 grid, 20 points per (label,
+block), so a label has 1,000 points; blocks go to 8 workers round-robin, so
+every label is written by all 8 workers, as a blockwise scan produces it. The
+"probe" store (200 labels) is built by all three implementations from the
+same arrays; the "throughput" store (ours only, 20x more labels) gives the
+compaction rate at a more realistic size. The original runs in its own
+process (same import name, its package first on ``PYTHONPATH``). The table is
+printed and written to ``bench/results/compact.md``, raw figures to
+``compact.json``. Timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+from _npz_layout import NpzReader, NpzWriter
+from bench_store import DEFAULT_ORIGINAL_DIR, ensure_original
+
+from pocaduck import Ingestor, Query, compact, consolidate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+GRID_BLOCKS = 8**3
+BLOCK_SIZE = 64
+WORKERS = 8
+BLOCKS_PER_LABEL = 50
+POINTS_PER_WRITE = 20
+# The larger store's workers flush every 20,000 points, so each writes many files, as a lab-scale worker
+# writes many 10M-point files: a label's blocks then sit in many files. The probe store keeps the default
+# (one or two files per worker), the case least favourable to compaction.
+BIG_POINTS_PER_FILE = 20_000
+
+# Runs under the original package; reads the workload arrays, writes its store, times get_points.
+_ORIGINAL = """
+import json, sys, time
+import numpy as np
+from pocaduck import Ingestor, Query, StorageConfig
+
+workload, store, probes, passes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+data = np.load(workload)
+config = StorageConfig(base_path=store)
+ends = np.cumsum(data["counts"])
+started = time.perf_counter()
+for worker in range(int(data["workers"].max()) + 1):
+    ingestor = Ingestor(config, worker_id=worker)
+    for i in np.flatnonzero(data["workers"] == worker):
+        points = data["points"][ends[i] - data["counts"][i] : ends[i]]
+        ingestor.write(int(data["labels"][i]), str(data["blocks"][i]), points)
+    ingestor.finalize()
+Ingestor.consolidate_indexes(config)
+ingest_seconds = time.perf_counter() - started
+query = Query(config, cache_size=0)
+query.get_points(probes[0], use_cache=False)
+seconds = []
+for _ in range(passes):
+    for label in probes:
+        t = time.perf_counter(); points = query.get_points(label, use_cache=False); seconds.append(time.perf_counter() - t)
+print(json.dumps({"seconds": seconds, "ingest_seconds": ingest_seconds, "points": len(points)}))
+"""
+
+
+def make_workload(seed: int, label_count: int) -> dict[str, np.ndarray]:
+    """Writes (label, block, worker, points) in the order each worker scans its blocks."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(2**62, size=label_count, replace=False).astype(np.uint64)
+    blocks = np.stack([rng.choice(GRID_BLOCKS, BLOCKS_PER_LABEL, replace=False) for _ in range(label_count)])
+    write_labels = np.repeat(labels, BLOCKS_PER_LABEL)
+    write_blocks = blocks.reshape(-1)
+    order = np.lexsort((write_labels, write_blocks, write_blocks % WORKERS))
+    write_labels, write_blocks = write_labels[order], write_blocks[order]
+    origins = np.stack(np.unravel_index(write_blocks, (8, 8, 8)), axis=1) * BLOCK_SIZE
+    voxels = np.stack([rng.choice(BLOCK_SIZE**3, POINTS_PER_WRITE, replace=False) for _ in range(len(order))])
+    offsets = np.stack(np.unravel_index(voxels, (BLOCK_SIZE,) * 3), axis=2)
+    points = (origins[:, None, :] + offsets).astype(np.int32).reshape(-1, 3)
+    return {
+        "labels": write_labels,
+        "blocks": np.array([f"{b // 64}_{b // 8 % 8}_{b % 8}" for b in write_blocks]),
+        "workers": (write_blocks % WORKERS).astype(np.int32),
+        "counts": np.full(len(order), POINTS_PER_WRITE, np.int64),
+        "points": points,
+    }
+
+
+def writes_of(workload: dict[str, np.ndarray], worker: int):
+    ends = np.cumsum(workload["counts"])
+    for i in np.flatnonzero(workload["workers"] == worker):
+        points = workload["points"][ends[i] - workload["counts"][i] : ends[i]]
+        yield int(workload["labels"][i]), str(workload["blocks"][i]), points
+
+
+def ingest_ours(workload: dict[str, np.ndarray], store: str, max_points_per_file: int = 10_000_000) -> float:
+    started = time.perf_counter()
+    for worker in range(WORKERS):
+        with Ingestor(store, worker, max_points_per_file=max_points_per_file) as ingestor:
+            for label, block, points in writes_of(workload, worker):
+                ingestor.write(label, block, points)
+    consolidate(store)
+    return time.perf_counter() - started
+
+
+def ingest_npz(workload: dict[str, np.ndarray], root: str) -> float:
+    started = time.perf_counter()
+    writer = NpzWriter(root)
+    for worker in range(WORKERS):
+        for label, block, points in writes_of(workload, worker):
+            writer.write(label, block, points)
+    return time.perf_counter() - started
+
+
+def time_reads(get_points, probes: list[int], passes: int) -> list[float]:
+    get_points(probes[0])  # open files and warm the page cache once
+    seconds = []
+    for _ in range(passes):
+        for label in probes:
+            started = time.perf_counter()
+            get_points(label)
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def time_ours(store: str, probes: list[int], passes: int) -> dict[str, Any]:
+    with Query(store, cache_size=0) as query:
+        seconds = time_reads(query.get_points, probes, passes)
+        shape = query.info()
+    return {"seconds": seconds, "files": shape["files"], "index_rows": shape["index_rows"]}
+
+
+def time_original(original_dir: str, workload_file: str, store: str, probes: list[int], passes: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": original_dir}
+    command = [sys.executable, "-c", _ORIGINAL, workload_file, store, json.dumps(probes), str(passes)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    values = np.array(seconds) * 1e3
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "n": len(values)}
+
+
+def run_compaction(store: str, workers: int, points_per_file: int) -> dict[str, Any]:
+    return compact(store, workers=workers, points_per_file=points_per_file).to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller stores, fewer passes")
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="compaction worker processes")
+    parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR)
+    args = parser.parse_args()
+    probe_labels, big_labels, passes = (60, 400, 2) if args.quick else (200, 4_000, 5)
+    original_dir = ensure_original(args.original_dir)
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "seed": args.seed,
+        "compaction_workers": args.workers,
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-compact-") as workdir:
+        workload = make_workload(args.seed, probe_labels)
+        workload_file = os.path.join(workdir, "workload.npz")
+        np.savez(workload_file, **workload)
+        writers_per_label = [
+            len(np.unique(workload["workers"][workload["labels"] == label]))
+            for label in np.unique(workload["labels"])[:50]
+        ]
+        probes = [int(label) for label in np.unique(workload["labels"])[:100]]
+        results["probe_store"] = {
+            "labels": probe_labels,
+            "points": int(workload["counts"].sum()),
+            "min_workers_per_label": int(min(writers_per_label)),
+        }
+
+        ours = os.path.join(workdir, "ours")
+        results["ours_ingest_s"] = ingest_ours(workload, ours)
+        results["before"] = time_ours(ours, probes, passes)
+        results["compaction"] = run_compaction(ours, args.workers, 10**7)
+        results["after"] = time_ours(ours, probes, passes)
+        npz = os.path.join(workdir, "npz")
+        results["npz_ingest_s"] = ingest_npz(workload, npz)
+        results["npz"] = {"seconds": time_reads(NpzReader(npz, dtype="int32").get_points, probes, passes)}
+        results["original"] = time_original(
+            original_dir, workload_file, os.path.join(workdir, "original"), probes, passes
+        )
+
+        big = make_workload(args.seed + 1, big_labels)
+        big_store = os.path.join(workdir, "big")
+        results["big_store"] = {"labels": big_labels, "points": int(big["counts"].sum())}
+        results["big_ingest_s"] = ingest_ours(big, big_store, BIG_POINTS_PER_FILE)
+        big_probes = [int(label) for label in np.unique(big["labels"])[:: max(1, big_labels // 100)]]
+        results["big_before"] = time_ours(big_store, big_probes, passes)
+        results["big_compaction"] = run_compaction(big_store, args.workers, int(big["counts"].sum()) // 4)
+        results["big_after"] = time_ours(big_store, big_probes, passes)
+    results["elapsed_s"] = time.perf_counter() - started
+    text = render(results)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "compact.json"), "w") as out:
+        json.dump(results, out, indent=2)
+    with open(os.path.join(HERE, "results", "compact.md"), "w") as out:
+        out.write(text)
+    print(text)
+
+
+def render(results: dict[str, Any]) -> str:
+    before, after = percentiles_ms(results["before"]["seconds"]), percentiles_ms(results["after"]["seconds"])
+    npz, original = percentiles_ms(results["npz"]["seconds"]), percentiles_ms(results["original"]["seconds"])
+    big_before, big_after = (
+        percentiles_ms(results["big_before"]["seconds"]),
+        percentiles_ms(results["big_after"]["seconds"]),
+    )
+    probe, big = results["probe_store"], results["big_store"]
+    rows = [
+        (
+            "ours, before compaction",
+            before,
+            f"{results['before']['files']} files, {results['before']['index_rows']} index rows",
+        ),
+        (
+            "ours, after compaction",
+            after,
+            f"{results['after']['files']} files, {results['after']['index_rows']} index rows",
+        ),
+        ("original 0.1.1, un-optimized", original, "its `optimize` script is not in the registry package"),
+        ("npz per (label, block)", npz, f"{BLOCKS_PER_LABEL} files per label"),
+    ]
+    lines = [
+        f"## get_points of a 1,000-point label spanning {BLOCKS_PER_LABEL} blocks written by {probe['min_workers_per_label']}+ workers",
+        "",
+        f"Probe store: {probe['labels']} labels, {probe['points']:,} points; p50/p95 over {before['n']} reads "
+        "(points cache off, page cache warm, files kept open).",
+        "",
+        "| layout | p50 ms | p95 ms | shape |",
+        "|---|---:|---:|---|",
+        *(f"| {name} | {f['p50']:.3f} | {f['p95']:.3f} | {shape} |" for name, f, shape in rows),
+        "",
+        f"Compaction speed-up (p50): **{before['p50'] / after['p50']:.1f}x**; "
+        f"vs the original: {original['p50'] / after['p50']:.0f}x; vs npz: {npz['p50'] / after['p50']:.1f}x.",
+        "",
+        f"## Larger store (ours): {big['labels']:,} labels, {big['points']:,} points, "
+        f"workers flushing every {BIG_POINTS_PER_FILE:,} points",
+        "",
+        "| | p50 ms | p95 ms | shape |",
+        "|---|---:|---:|---|",
+        f"| before compaction | {big_before['p50']:.3f} | {big_before['p95']:.3f} | "
+        f"{results['big_before']['files']} files, {results['big_before']['index_rows']} index rows |",
+        f"| after compaction | {big_after['p50']:.3f} | {big_after['p95']:.3f} | "
+        f"{results['big_after']['files']} files, {results['big_after']['index_rows']} index rows |",
+        "",
+        f"Speed-up (p50): **{big_before['p50'] / big_after['p50']:.1f}x**.",
+        "",
+        f"Compaction throughput ({results['compaction_workers']} worker processes; shards: "
+        f"{results['compaction']['shards']} / {results['big_compaction']['shards']}): "
+        f"probe store {results['compaction']['points_per_second']:,} points/s "
+        f"({results['compaction']['seconds']:.2f} s), larger store "
+        f"{results['big_compaction']['points_per_second']:,} points/s ({results['big_compaction']['seconds']:.2f} s).",
+        "",
+        f"Ingestion of the probe store: ours {results['ours_ingest_s']:.1f} s, original {results['original']['ingest_seconds']:.1f} s, "
+        f"npz {results['npz_ingest_s']:.1f} s. Machine: {results['machine']}; whole run {results['elapsed_s']:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
