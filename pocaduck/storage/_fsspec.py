@@ -115,7 +115,8 @@ class FsspecStorage(Storage):
 
     def read_bytes(self, path: str) -> bytes:
         with self._reaching(path):
-            return self._fs.cat_file(self._full(path))
+            # An open-ended range is one GET; without one, s3fs first asks for the size (a HEAD).
+            return self._fs.cat_file(self._full(path), start=0)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         with self._reaching(path):

@@ -1,0 +1,148 @@
+"""Requests per ``get_points`` on an S3 store, counted by the server: before and after compaction.
+
+    .venv/bin/python bench/bench_requests.py            # about two minutes on 2 shared cores
+    .venv/bin/python bench/bench_requests.py --quick    # smoke run, under a minute
+
+The store is written to moto's S3 server on loopback (the one the tests use,
+``tests/_s3_server.py``), which logs every request it answers: the counts
+are the server's, not the client's. Each label spans 50 blocks of an 8x8x8
+grid with 20 points per block (1,000 points); blocks go to 8 workers
+round-robin, and each worker flushes a file every 5,000 points, so a label is
+scattered over many files of every worker, as a blockwise scan leaves it.
+
+Counted once the unified index is in the local cache:
+
+- *open*: the requests of ``Query(store)`` (manifest, index freshness check);
+- *cold*: one ``get_points`` in a fresh Query (Parquet footers not yet read);
+- *warm*: one ``get_points`` in a Query that already read the footers of the
+  files it touches (footers stay cached while a Query is open).
+
+The table is printed and written to ``bench/results/requests.md``, raw
+figures to ``requests.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from _s3_server import S3Server  # noqa: E402
+
+from pocaduck import Ingestor, Query, compact, consolidate  # noqa: E402
+
+GRID = 8
+WORKERS = 8
+BLOCKS_PER_LABEL = 50
+POINTS_PER_BLOCK = 20
+POINTS_PER_FILE = 5_000
+
+
+def write_store(server: S3Server, prefix: str, labels: int, seed: int) -> Any:
+    """Ingest ``labels`` labels, each over BLOCKS_PER_LABEL random blocks, with WORKERS workers."""
+    config = server.config(prefix)
+    rng = np.random.default_rng(seed)
+    blocks_of = [rng.choice(GRID**3, BLOCKS_PER_LABEL, replace=False) for _ in range(labels)]
+    for worker in range(WORKERS):
+        with Ingestor(config, worker_id=worker, max_points_per_file=POINTS_PER_FILE) as ingestor:
+            for block in range(worker, GRID**3, WORKERS):
+                for label, blocks in enumerate(blocks_of, start=1):
+                    if block in blocks:
+                        points = rng.integers(0, 64, size=(POINTS_PER_BLOCK, 3), dtype=np.int32) + block * 64
+                        ingestor.write(label, f"block-{block}", points)
+    consolidate(config)
+    return config
+
+
+def counted(server: S3Server, action: Any) -> tuple[Any, Counter]:
+    """What ``action()`` returns, and the requests the server answered meanwhile, by method."""
+    before = len(server.requests)
+    result = action()
+    return result, Counter(request.method for request in server.requests[before:])
+
+
+def count_layout(server: S3Server, config: Any, probes: list[int]) -> dict[str, Any]:
+    """Request counts of opening a Query and of cold and warm get_points, per probe label."""
+    with Query(config):
+        pass  # puts the unified index in the local cache
+    opened: list[Counter] = []
+    cold: list[Counter] = []
+    for label in probes:
+        query, opening = counted(server, lambda: Query(config))
+        with query:
+            opened.append(opening)
+            cold.append(counted(server, lambda q=query, lab=label: q.get_points(lab, use_cache=False))[1])
+    with Query(config) as query:
+        for label in probes:
+            query.get_points(label, use_cache=False)
+        warm = [counted(server, lambda q=query, lab=label: q.get_points(lab, use_cache=False))[1] for label in probes]
+        files = query.info()["files"]
+    return {"files": files, "open": _summary(opened), "cold": _summary(cold), "warm": _summary(warm)}
+
+
+def _summary(counts: list[Counter]) -> dict[str, Any]:
+    gets = np.array([c["GET"] for c in counts])
+    others = np.array([sum(c.values()) - c["GET"] for c in counts])
+    return {"get_p50": float(np.median(gets)), "get_max": int(gets.max()), "other_max": int(others.max())}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        f"Requests per get_points on S3 (moto on loopback), {results['labels']} labels of "
+        f"{BLOCKS_PER_LABEL * POINTS_PER_BLOCK} points over {BLOCKS_PER_LABEL} blocks, {WORKERS} workers, "
+        f"{len(results['probes'])} probe labels; unified index already cached locally.",
+        "",
+        "| layout | files | Query open: GETs / other | cold get_points: GETs p50 (max) | warm get_points: GETs p50 (max) | other requests in get_points |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ("before compaction", "after compaction"):
+        row = results[name]
+        lines.append(
+            f"| {name} | {row['files']} | {row['open']['get_p50']:.0f} / {row['open']['other_max']} | "
+            f"{row['cold']['get_p50']:.0f} ({row['cold']['get_max']}) | {row['warm']['get_p50']:.0f} "
+            f"({row['warm']['get_max']}) | {max(row['cold']['other_max'], row['warm']['other_max'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer labels and probes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    labels, probe_count = (40, 10) if args.quick else (200, 40)
+    os.environ.setdefault("POCADUCK_CACHE_DIR", tempfile.mkdtemp(prefix="pocaduck-bench-cache-"))
+    server = S3Server()
+    server.start()
+    server.enable_auth()
+    server.client().create_bucket(Bucket=server.bucket)
+    try:
+        config = write_store(server, "requests", labels, args.seed)
+        probes = np.random.default_rng(args.seed + 1).choice(np.arange(1, labels + 1), probe_count, replace=False)
+        results: dict[str, Any] = {"labels": labels, "probes": [int(p) for p in probes]}
+        results["before compaction"] = count_layout(server, config, results["probes"])
+        compact(config, workers=1)
+        results["after compaction"] = count_layout(server, config, results["probes"])
+    finally:
+        server.disable_auth()
+        server.stop()
+    text = render(results)
+    print(text)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "requests.md"), "w") as out:
+        out.write(text)
+    with open(os.path.join(HERE, "results", "requests.json"), "w") as out:
+        json.dump(results, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
