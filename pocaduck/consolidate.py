@@ -88,7 +88,12 @@ def consolidate(
 
 
 def compaction_in_force(storage: Storage) -> str | None:
-    """The compaction generation the current unified index is built on, if any."""
+    """The compaction generation the current unified index is built on, if any.
+
+    >>> import tempfile
+    >>> compaction_in_force(open_storage(StorageConfig(tempfile.mkdtemp()))) is None
+    True
+    """
     if not storage.exists(layout.UNIFIED_INDEX):
         return None
     con = duckdb.connect(":memory:")
@@ -102,7 +107,7 @@ def compaction_in_force(storage: Storage) -> str | None:
         con.close()
 
 
-def covered_sessions(storage: Storage, generation: str) -> dict[str, str]:
+def _covered_sessions(storage: Storage, generation: str) -> dict[str, str]:
     """Worker → session for every session whose points a compaction generation holds."""
     with duckdb.connect(storage.local_copy(layout.compaction_index(generation)), read_only=True) as con:
         return dict(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
@@ -115,8 +120,14 @@ def publish_unified_index(
     generation: str | None,
     output_path: str | None = None,
 ) -> str:
-    """Build and publish the unified index over ``generation`` (if any) plus the finalized sessions it does not cover."""
-    covered = covered_sessions(storage, generation) if generation else {}
+    """Build and publish the unified index over ``generation`` (if any) plus the finalized sessions it does not cover.
+
+    ``consolidate`` passes the generation in force, compaction its new one.
+
+    >>> publish_unified_index(storage, schema, {"worker-0": "20260101T000000-abc"}, None)  # doctest: +SKIP
+    '/data/store/unified_index.duckdb'
+    """
+    covered = _covered_sessions(storage, generation) if generation else {}
     stale = sorted(w for w, s in covered.items() if _finalized_session(storage, w) != s)
     if stale:
         logger.warning(
