@@ -17,6 +17,7 @@ Conventions, fixed for every scan:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ import numpy as np
 from ..config import StorageConfig, as_config
 from ..consolidate import consolidate as consolidate_store
 from ..consolidate import worker_states
+from ..errors import EmptyStoreError
 from ..layout import create_store
 from ..progress import ProgressEvent
 from ..storage import open_storage
@@ -89,7 +91,9 @@ class ScanHandle:
     >>> handle.wait()  # doctest: +SKIP
     """
 
-    def __init__(self, run: Callable[[ScanHandle], ScanResult], progress: Progress):
+    def __init__(
+        self, run: Callable[[Callable[[ProgressEvent], None], threading.Event], ScanResult], progress: Progress
+    ):
         self.events = EventLog()
         self._run = run
         self._stop = threading.Event()
@@ -103,7 +107,7 @@ class ScanHandle:
 
     def _execute(self) -> None:
         try:
-            self._result = self._run(self)
+            self._result = self._run(self.events.append, self._stop)
         except BaseException as error:
             self._error = error
         finally:
@@ -112,12 +116,12 @@ class ScanHandle:
             self.events.close()
             self._finished.set()
 
-    def start(self) -> ScanHandle:
+    def _start(self) -> ScanHandle:
         self._thread = threading.Thread(target=self._execute, name="pocaduck-scan", daemon=True)
         self._thread.start()
         return self
 
-    def run_here(self) -> ScanResult:
+    def _run_here(self) -> ScanResult:
         """Run in the calling thread (Ctrl-C stops the workers, then propagates) and return the result."""
         self._execute()
         return self.wait()
@@ -162,7 +166,7 @@ def scan_volume(
     resume: bool = False,
     retries: int = 0,
     background: bool = False,
-    max_points_per_file: int = 10_000_000,
+    max_points_per_file: int = 2_000_000,
     report_interval: float = 0.25,
 ) -> ScanResult | ScanHandle:
     """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
@@ -204,34 +208,46 @@ def scan_volume(
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
     _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
-    skip = set(worker_states(open_storage(config))[0]) if resume else set()
-    plan = [(f"scan-{i}", blocks) for i, blocks in enumerate(runs) if f"scan-{i}" not in skip]
-
-    def run(handle: ScanHandle) -> ScanResult:
-        started = time.perf_counter()
-        task = ScanTask(
-            "", config, None, grid, range(0), selection, voxel_offset, dtype, max_points_per_file, report_interval
+    finished = set(worker_states(open_storage(config))[0]) if resume else set()
+    tasks = [
+        ScanTask(
+            f"scan-{i}", config, None, grid, run, selection, voxel_offset, dtype, max_points_per_file, report_interval
         )
-        if client is None:
-            source, temporary = share_with_processes(volume)
-            try:
-                tasks = [dataclasses.replace(task, worker_id=w, source=source, blocks=b) for w, b in plan]
-                results = run_local(tasks, len(runs), handle.events.append, handle._stop, retries)
-            finally:
-                if temporary is not None:
-                    os.unlink(temporary)
-        else:
-            tasks = [
-                dataclasses.replace(
-                    task, worker_id=w, blocks=b, source=share_with_task(volume, *grid.region(b, selection.halo))
-                )
-                for w, b in plan
-            ]
-            results = run_dask(client, tasks, handle.events.append, handle._stop, retries)
+        for i, run in enumerate(runs)
+        if f"scan-{i}" not in finished
+    ]
+
+    def execute(emit: Callable[[ProgressEvent], None], stop: threading.Event) -> ScanResult:
+        started = time.perf_counter()
+        results = _run_tasks(volume, tasks, client, len(runs), retries, emit, stop)
         return _finish(config, results, consolidate, started)
 
-    handle = ScanHandle(run, progress)
-    return handle.start() if background else handle.run_here()
+    handle = ScanHandle(execute, progress)
+    return handle._start() if background else handle._run_here()
+
+
+def _run_tasks(
+    volume: Any,
+    tasks: list[ScanTask],
+    client: Any,
+    workers: int,
+    retries: int,
+    emit: Callable[[ProgressEvent], None],
+    stop: threading.Event,
+) -> dict:
+    """Send the volume the cheapest way the executor allows, then run the tasks."""
+    if client is not None:
+        tasks = [
+            dataclasses.replace(t, source=share_with_task(volume, *t.grid.region(t.blocks, t.selection.halo)))
+            for t in tasks
+        ]
+        return run_dask(client, tasks, emit, stop, retries)
+    source, temporary = share_with_processes(volume)
+    try:
+        return run_local([dataclasses.replace(t, source=source) for t in tasks], workers, emit, stop, retries)
+    finally:
+        if temporary is not None:
+            os.unlink(temporary)
 
 
 def _prepare_store(
@@ -277,8 +293,9 @@ def _finish(config: StorageConfig, results: dict, consolidate: bool, started: fl
         )
     timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write")}
     clock = time.perf_counter()
-    if consolidate and outcomes:
-        consolidate_store(config, ignore_unfinalized=bool(failures))
+    if consolidate:
+        with contextlib.suppress(EmptyStoreError):  # nothing finished, or no labels at all: nothing to index
+            consolidate_store(config, ignore_unfinalized=bool(failures))
     timings["consolidate"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - started
     if failures:

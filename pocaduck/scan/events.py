@@ -9,6 +9,7 @@ event per worker, for polling).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,15 @@ from typing import Any
 from ..progress import ProgressEvent
 
 Callback = Callable[[ProgressEvent], None]
+logger = logging.getLogger("pocaduck")
+
+
+def _deliver(callback: Callback, event: ProgressEvent) -> None:
+    """A failing display must not fail the scan it displays: log its error and go on."""
+    try:
+        callback(event)
+    except Exception:
+        logger.exception("progress callback %r failed on %s", callback, event)
 
 
 class EventLog:
@@ -42,7 +52,7 @@ class EventLog:
             subscribers = list(self._subscribers)
             self._changed.notify_all()
         for callback in subscribers:
-            callback(event)
+            _deliver(callback, event)
 
     def close(self) -> None:
         """Mark the stream complete: iterators end after the last event."""
@@ -60,7 +70,7 @@ class EventLog:
             past = list(self._events)
             self._subscribers.append(callback)
         for event in past:
-            callback(event)
+            _deliver(callback, event)
 
     def latest(self) -> dict[str, ProgressEvent]:
         """The most recent event of each worker."""

@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -81,15 +82,21 @@ class _Tracker:
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """forkserver where available: no fork of a parent holding DuckDB or thread state, and no re-import of __main__."""
+    """forkserver where available: no fork of a parent holding DuckDB or thread state, and no re-import of __main__.
+
+    The server imports the worker's modules once, pandas included (pyarrow
+    imports it on a worker's first Parquet write, 0.2-0.4 s), so each worker
+    starts warm.
+    """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["pocaduck.scan.worker"])
+        context.set_forkserver_preload(["pocaduck.scan.worker", "pandas"])
         return context
     return multiprocessing.get_context("spawn")
 
 
 def _process_main(task: ScanTask, messages: Any, stop_flag: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us through stop_flag
     try:
         result: Any = run_scan_task(task, messages.put, stop_flag.is_set)
     except (ScanWorkerError, ScanCancelledError) as error:

@@ -32,7 +32,7 @@ class ScanTask:
 
     worker_id: str
     store: StorageConfig
-    source: VolumeSource
+    source: VolumeSource | None  # set just before the tasks are sent
     grid: BlockGrid
     blocks: range
     selection: PointSelection
