@@ -4,14 +4,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test
-INSTALLED := $(VENV)/.installed-$(EXTRAS)
+EXTRAS := test,widgets,browser-test,scan,dask,s3
+INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint browser demo bench clean
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
@@ -21,7 +21,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The widget tests drive Debian's Chromium headless; install it when it is missing (needs root, as in CI).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 demo: install
