@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import DataFileError, ReadOnlySQLError, StoreNotConsolidatedError, StoreNotFoundError
+from .errors import (
+    DataFileError,
+    ReadOnlySQLError,
+    StorageAccessError,
+    StorageUnavailableError,
+    StoreNotConsolidatedError,
+    StoreNotFoundError,
+)
 from .index import attach_read_only
 from .ingest import check_label
 from .storage import open_storage
@@ -285,6 +292,9 @@ class Query:
             else:
                 self._open_files.move_to_end(file_id)
             return parquet.read_row_groups(groups, columns=list(self.schema.columns))
+        except (StorageAccessError, StorageUnavailableError):
+            self._open_files.pop(file_id, None)
+            raise  # the store is fine, reaching it is not
         except (OSError, pa.ArrowException) as error:
             self._open_files.pop(file_id, None)
             raise DataFileError(

@@ -143,13 +143,15 @@ def test_a_wrong_secret_key_is_refused_clearly_and_nothing_is_written(s3, s3_sto
 
 def test_a_server_that_disappears_mid_ingestion_fails_clearly_and_a_rerun_makes_the_store_exact(s3, s3_store):
     finished = ingest(s3_store, 0, range(3))
-    with pytest.raises(PocaduckError) as gone, Ingestor(s3_store, worker_id=1, max_points_per_file=60) as ingestor:
-        for block in range(20):
-            if block == 5:
-                s3.stop()
-            for label in LABELS:
-                ingestor.write(label, f"1/{block}", worker_points(1, label, block))
-    s3.start()
+    try:
+        with pytest.raises(PocaduckError) as gone, Ingestor(s3_store, worker_id=1, max_points_per_file=60) as ingestor:
+            for block in range(20):
+                if block == 5:
+                    s3.stop()
+                for label in LABELS:
+                    ingestor.write(label, f"1/{block}", worker_points(1, label, block))
+    finally:
+        s3.start()
     # The Ingestor may raise it directly or as the cause of the write that failed in the background.
     assert isinstance(gone.value, StorageUnavailableError) or isinstance(gone.value.__cause__, StorageUnavailableError)
     assert "could not be reached" in str(gone.value) and s3_store.base_path in str(gone.value)
@@ -259,3 +261,16 @@ def test_a_volume_scan_into_s3_stores_what_a_local_scan_stores(s3_store, tmp_pat
         assert remote.get_labels().tolist() == labels.tolist() and len(labels) > 3
         for label in labels:
             assert as_row_set(remote.get_points(label)) == as_row_set(local.get_points(label))
+
+
+def test_a_query_whose_server_goes_away_says_so_and_works_again_when_it_is_back(s3, s3_store):
+    expected = ingest(s3_store, 0, range(2))
+    Ingestor.consolidate_indexes(s3_store)
+    with Query(s3_store) as query:
+        s3.stop()
+        try:
+            with pytest.raises(StorageUnavailableError, match="could not be reached"):
+                query.get_points(LABELS[0])
+        finally:
+            s3.start()
+        assert as_row_set(query.get_points(LABELS[0])) == expected[LABELS[0]]
