@@ -84,7 +84,7 @@ def test_legend_lists_each_label_with_swatch_count_and_toggle(query):
     rows = viewer._legend.children
     assert len(rows) == 2
     toggle, text = rows[0].children
-    assert "<code>1</code>" in text.value and "600 pts" in text.value and label_color(1) in text.value
+    assert ">1</code> 600 pts" in text.value and label_color(1) in text.value
     toggle.value = False
     assert viewer._shown[1].cloud.visible is False
     viewer.set_visible(1, True)

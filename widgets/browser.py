@@ -115,8 +115,9 @@ class LabelBrowser(w.VBox):
         self._where_box.observe(lambda change: setattr(self, "where", change["new"]), "value")
         self._select_box.observe(lambda change: setattr(self, "select", change["new"]), "value")
         self._jump_box.observe(self._on_jump_box, "value")
-        for name in ("order_by", "descending", "selected"):
-            t.link((self, "selected_labels" if name == "selected" else name), (self._table, name))
+        t.link((self, "order_by"), (self._table, "order_by"))
+        t.link((self, "descending"), (self._table, "descending"))
+        t.link((self, "selected_labels"), (self._table, "selected"))
         self._counted: tuple[str, str, int] | None = None
         self._good: dict[str, Any] = {}
         super().__init__(
@@ -131,9 +132,7 @@ class LabelBrowser(w.VBox):
             **kwargs,
         )
         self._quiet = False
-        self._apply()
-        if self.error:
-            raise PocaduckError(f"cannot show the labels of {self.query.storage_config.base_path}: {self.error}")
+        self._show(*self._fetch())  # a store whose index cannot be listed fails here, loudly
 
     # -- public ------------------------------------------------------------
 
@@ -242,6 +241,9 @@ class LabelBrowser(w.VBox):
                     setattr(self, name, value)
             self._show_error(error)
             return
+        self._show(page, total)
+
+    def _show(self, page: pa.Table, total: int) -> None:
         self.page, self.total_rows, self.error = page, total, ""
         self._good = {name: getattr(self, name) for name in _STATE}
         self._error_view.value = ""

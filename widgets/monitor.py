@@ -77,7 +77,7 @@ class WorkerPanel(w.VBox):
         counters = [
             f"blocks {event.blocks_done:,}/{event.blocks_total:,}",
             f"{event.points_written:,} points",
-            f"{event.files_written:,} files",
+            f"{event.files_written:,} file{'' if event.files_written == 1 else 's'}",
             _size(event.bytes_written),
             f"{event.points_per_second:,.0f} points/s",
             f"elapsed {_duration(event.elapsed)}",

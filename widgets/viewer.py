@@ -88,7 +88,7 @@ class PointCloudViewer(w.VBox):
         for name, control in {**controls, "show_box": box_toggle, "show_axes": axes_toggle}.items():
             w.link((self, name), (control, "value"))
         self._status = w.HTML()
-        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="0 0 13em"))
+        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="0 0 17em"))
         self._toggles: dict[int, w.Checkbox] = {}
         controls = w.HBox([self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle])
         super().__init__(
@@ -112,7 +112,7 @@ class PointCloudViewer(w.VBox):
 
     def add(self, labels: int | Iterable[int]) -> None:
         """Show these labels too (labels already shown stay as they are)."""
-        wanted = [check_label(label) for label in ([labels] if isinstance(labels, int) else labels)]
+        wanted = _label_list(labels)
         new = [label for label in dict.fromkeys(wanted) if label not in self._shown]
         if not new:
             return
@@ -125,7 +125,7 @@ class PointCloudViewer(w.VBox):
 
     def remove(self, labels: int | Iterable[int]) -> None:
         """Stop showing these labels."""
-        self._forget([check_label(label) for label in ([labels] if isinstance(labels, int) else labels)])
+        self._forget(_label_list(labels))
         self._redraw()
 
     def clear(self) -> None:
@@ -269,7 +269,7 @@ class PointCloudViewer(w.VBox):
                 f"<span style='display:inline-block;width:1em;height:1em;background:{label_color(label)};"
                 f"vertical-align:middle;margin-right:4px'></span>"
             )
-            text = f"{swatch}<code>{label}</code> &nbsp;{len(shown.points):,} pts"
+            text = f"{swatch}<code style='font-size:11px'>{label}</code> {len(shown.points):,} pts"
             rows.append(
                 w.HBox([toggle, w.HTML(text, layout=w.Layout(width="auto"))], _dom_classes=["pocaduck-legend-row"])
             )
@@ -315,3 +315,8 @@ class PointCloudViewer(w.VBox):
 
     def _color_choices(self) -> list[str]:
         return [COLOR_BY_LABEL, COLOR_BY_DEPTH, *self.query.schema.columns[3:]]
+
+
+def _label_list(labels: int | Iterable[int]) -> list[int]:
+    """One label or many, checked, as a list of Python ints."""
+    return [check_label(label) for label in (np.atleast_1d(labels).tolist() if np.ndim(labels) == 0 else labels)]

@@ -122,11 +122,13 @@ def run_all_cells(page) -> None:
 
 
 def wait_for_kernel_idle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until no cell is queued or running (every prompt shows a number)."""
+    """Wait until the kernel is idle and no cell is queued or running (no ``[*]`` prompt)."""
     page.wait_for_function(
         """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
             const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            return kernel && kernel.status === 'idle' && !prompts.some(p => p.textContent.includes('*'));
         }""",
         timeout=timeout_ms,
     )

@@ -30,7 +30,7 @@ def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(HERE / "widgets.ipynb", root / "widgets.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
-    with jupyter_lab(root, env={"POCADUCK_TESTS_DIR": str(HERE.parent)}) as url, chromium() as browser:
+    with jupyter_lab(root) as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1700, "height": 1100})
         open_notebook(page, url, "widgets.ipynb")
         run_all_cells(page)
@@ -41,7 +41,8 @@ def page(tmp_path_factory):
 
 def test_the_table_shows_rows_of_labels(page):
     rows = page.locator(".pocaduck-table tbody tr")
-    assert rows.count() == 6  # the six labels the workers wrote
+    assert rows.count() == 50  # a first page of the synthetic volume's labels
+    assert "of 56" in page.locator(".widget-hbox", has_text="of 56").first.inner_text()  # 56 labels in the volume
     headers = page.locator(".pocaduck-table th").all_inner_texts()
     assert headers[0] == "label" and headers[1].startswith("point_count")
     page.locator(".pocaduck-table").screenshot(path=ARTIFACTS / "label-table.png")
@@ -54,17 +55,19 @@ def test_the_monitor_reaches_finished_for_every_worker(page):
     )
     assert page.locator(".pocaduck-worker").count() == WORKERS
     assert "3 of 3 workers finished" in page.locator(".jp-OutputArea-output").first.inner_text()
+    page.locator(".jp-OutputArea-output").first.screenshot(path=ARTIFACTS / "monitor.png")
 
 
 def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
     row = page.locator(".pocaduck-table tbody tr").first
     label = row.get_attribute("data-label")
+    point_count = int(row.locator("td").nth(1).inner_text())
     row.click()
     assert "selected" in row.get_attribute("class")
     legend = page.locator(".pocaduck-legend-row")
     legend.first.wait_for(timeout=60_000)
     assert legend.count() == 1 and label in legend.first.inner_text()
-    assert "1,200 pts" in legend.first.inner_text()  # 400 points from each of the 3 workers
+    assert f"{point_count:,} pts" in legend.first.inner_text()
     canvas = page.locator(".jp-OutputArea-output canvas").last
     canvas.wait_for(timeout=60_000)
     differing, total = 0, 1
