@@ -50,8 +50,12 @@ _INT32_LIMIT = 2**31
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What a scan did. ``timings`` holds worker seconds summed over workers (read, extract, write) and wall
-    seconds (consolidate, total)."""
+    """What a scan did. ``timings`` holds worker seconds summed over workers (read, extract, write, and
+    cpu: the workers' CPU time over all their threads) and wall seconds (consolidate, total).
+
+    >>> ScanResult("s", 2, 8, 10**6, 5000, 2, 10**5, {"total": 0.5}).voxels_per_second
+    2000000.0
+    """
 
     store: str
     workers: int
@@ -128,10 +132,12 @@ class ScanHandle:
 
     @property
     def done(self) -> bool:
+        """True once the scan has ended, whether it succeeded, failed or was cancelled."""
         return self._finished.is_set()
 
     @property
     def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
         return self._stop.is_set()
 
     def cancel(self) -> None:
@@ -205,6 +211,8 @@ def scan_volume(
     grid = BlockGrid(shape, block_shape)
     runs = grid.split(workers)
     config = as_config(store)
+    if config.is_local:  # workers may run in another directory (a forkserver, a Dask node)
+        config = dataclasses.replace(config, base_path=config.local_root)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
     _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
@@ -291,7 +299,7 @@ def _finish(config: StorageConfig, results: dict, consolidate: bool, started: fl
             f"the scan of {config.base_path} was cancelled after {len(outcomes)} of {len(results)} workers finished; "
             f"run the same scan again to finish it (resume=True keeps the finished workers)"
         )
-    timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write")}
+    timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write", "cpu")}
     clock = time.perf_counter()
     if consolidate:
         with contextlib.suppress(EmptyStoreError):  # nothing finished, or no labels at all: nothing to index

@@ -25,7 +25,11 @@ _SHARED_MEMORY_DIR = "/dev/shm"
 
 
 def check_volume(volume: Any) -> tuple[tuple[int, int, int], np.dtype]:
-    """Shape and dtype of a 3D integer array-like, or :class:`InvalidVolumeError` saying what is missing."""
+    """Shape and dtype of a 3D integer array-like, or :class:`InvalidVolumeError` saying what is missing.
+
+    >>> check_volume(np.zeros((2, 3, 4), np.uint32))
+    ((2, 3, 4), dtype('uint32'))
+    """
     if not all(hasattr(volume, name) for name in ("shape", "dtype", "__getitem__")):
         raise InvalidVolumeError(
             f"a volume needs shape, dtype and slicing (numpy, zarr, tensorstore, ...); got {type(volume).__name__}"

@@ -90,6 +90,7 @@ def run_scan_task(
     """
     meter = _Meter(task.worker_id, len(task.blocks))
     timings = {"read": 0.0, "extract": 0.0, "write": 0.0}
+    cpu_at_start = time.process_time()
     block_number = None
     try:
         volume, origin = task.source.open()
@@ -110,6 +111,7 @@ def run_scan_task(
             clock = time.perf_counter()
             ingestor.finalize()
             timings["write"] += time.perf_counter() - clock
+        timings["cpu"] = time.process_time() - cpu_at_start  # every thread: extraction and the Parquet writer
         return WorkerOutcome(meter.event("finished", ingestor), meter.voxels, timings)
     except (ScanCancelledError, ScanWorkerError):
         raise
