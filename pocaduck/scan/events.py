@@ -9,6 +9,8 @@ event per worker, for polling).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +31,10 @@ def _deliver(callback: Callback, event: ProgressEvent) -> None:
 
 
 class EventLog:
-    """Thread-safe, append-only list of a scan's events that can be followed live.
+    """Thread-safe, append-only stream of a scan's events that can be followed live.
+
+    It keeps the last ``history`` events (a long scan on many workers reports
+    millions), and always the latest event of every worker.
 
     >>> log = EventLog()
     >>> log.append(ProgressEvent("0", "running", blocks_done=1, blocks_total=2))
@@ -38,21 +43,26 @@ class EventLog:
     ([1], 'running')
     """
 
-    def __init__(self) -> None:
-        self._events: list[ProgressEvent] = []
+    def __init__(self, history: int = 100_000) -> None:
+        self._events: collections.deque[ProgressEvent] = collections.deque(maxlen=history)
+        self._forgotten = 0  # events pushed out of the history
         self._latest: dict[str, ProgressEvent] = {}
         self._subscribers: list[Callback] = []
         self._changed = threading.Condition()
+        self._delivering = threading.RLock()  # subscribers see events once each, in order
         self._closed = False
 
     def append(self, event: ProgressEvent) -> None:
-        with self._changed:
-            self._events.append(event)
-            self._latest[event.worker_id] = event
-            subscribers = list(self._subscribers)
-            self._changed.notify_all()
-        for callback in subscribers:
-            _deliver(callback, event)
+        with self._delivering:
+            with self._changed:
+                if len(self._events) == self._events.maxlen:
+                    self._forgotten += 1
+                self._events.append(event)
+                self._latest[event.worker_id] = event
+                subscribers = list(self._subscribers)
+                self._changed.notify_all()
+            for callback in subscribers:
+                _deliver(callback, event)
 
     def close(self) -> None:
         """Mark the stream complete: iterators end after the last event."""
@@ -65,12 +75,13 @@ class EventLog:
         return self._closed
 
     def subscribe(self, callback: Callback) -> None:
-        """Call ``callback`` with every event so far, then with each new one, in the thread that receives it."""
-        with self._changed:
-            past = list(self._events)
-            self._subscribers.append(callback)
-        for event in past:
-            _deliver(callback, event)
+        """Call ``callback`` with the kept events, then with each new one, in the thread that receives it."""
+        with self._delivering:
+            with self._changed:
+                past = list(self._events)
+                self._subscribers.append(callback)
+            for event in past:
+                _deliver(callback, event)
 
     def latest(self) -> dict[str, ProgressEvent]:
         """The most recent event of each worker."""
@@ -81,14 +92,15 @@ class EventLog:
         return len(self._events)
 
     def __iter__(self) -> Iterator[ProgressEvent]:
-        seen = 0
+        """The kept events, then each new one as it arrives, until the scan ends (a slow reader skips forgotten ones)."""
+        seen = 0  # events appended so far that this iterator has yielded or skipped
         while True:
             with self._changed:
-                self._changed.wait_for(lambda seen=seen: seen < len(self._events) or self._closed)
-                batch = self._events[seen:]
+                self._changed.wait_for(lambda seen=seen: seen < self._forgotten + len(self._events) or self._closed)
+                batch = list(itertools.islice(self._events, max(seen - self._forgotten, 0), None))
+                seen = self._forgotten + len(self._events)
             if not batch:
                 return
-            seen += len(batch)
             yield from batch
 
 
