@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_requests.py --quick    # smoke run, under a minute
 
 The store is written to moto's S3 server on loopback (the one the tests use,
-``tests/_s3_server.py``), which logs every request it answers: the counts
+``tests/_object_servers.py``), which logs every request it answers: the counts
 are the server's, not the client's. Each label spans 50 blocks of an 8x8x8
 grid with 20 points per block (1,000 points); blocks go to 8 workers
 round-robin, and each worker flushes a file every 5,000 points, so a label is
@@ -36,7 +36,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from _s3_server import S3Server  # noqa: E402
+from _object_servers import S3Server  # noqa: E402
 
 from pocaduck import Ingestor, Query, compact, consolidate  # noqa: E402
 

@@ -1,17 +1,26 @@
-"""An S3-compatible server on loopback for the tests and the request benchmark: moto in server mode.
+"""Object stores on loopback for the tests and the request benchmark: S3, GCS and Azure emulators.
 
-It runs in a thread of the calling process on a free port. Objects live in
-moto's in-memory backend, not in the server, so ``stop()`` then ``start()``
-is a server that disappears and comes back with its data. Requests are signed
-and checked against one IAM key made at start, so a wrong key is refused as a
-real S3 would. Every answered request is logged, for counting.
+S3 is moto in server mode, in a thread of the calling process on a free port.
+Objects live in moto's in-memory backend, not in the server, so ``stop()``
+then ``start()`` is a server that disappears and comes back with its data.
+Requests are signed and checked against one IAM key made at start, so a wrong
+key is refused as a real S3 would. Every answered request is logged, for
+counting.
+
+GCS is gcp-storage-emulator (a thread, no authentication); Azure is Azurite's
+blob service (a Node.js process, found on PATH or in ``node_modules/.bin``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
@@ -131,3 +140,72 @@ class S3Server:
     def object_keys(self, prefix: str) -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix + "/")
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@contextlib.contextmanager
+def gcs_emulator(bucket: str) -> Iterator[None]:
+    """gcp-storage-emulator on a free port, with ``bucket``; gcsfs finds it through STORAGE_EMULATOR_HOST."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["STORAGE_EMULATOR_HOST"]
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        server.stop()
+
+
+# Azurite's documented development account: a public, well-known key, not a secret.
+_AZURITE_ACCOUNT = "devstoreaccount1"
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_command() -> str | None:
+    """The ``azurite-blob`` executable, on PATH or installed by ``npm install azurite`` in the repository."""
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return shutil.which("azurite-blob") or shutil.which(
+        "azurite-blob", path=os.path.join(repository, "node_modules", ".bin")
+    )
+
+
+@contextlib.contextmanager
+def azurite(container: str) -> Iterator[str]:
+    """Azurite's blob service on a free port, with ``container``; yields its connection string."""
+    from azure.storage.blob import BlobServiceClient
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            azurite_command(),
+            *("--blobHost", "127.0.0.1", "--blobPort", str(port)),
+            *("--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={_AZURITE_ACCOUNT};AccountKey={_AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{_AZURITE_ACCOUNT};"
+        )
+        BlobServiceClient.from_connection_string(connection_string).create_container(container)
+        yield connection_string
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen) -> None:
+    while process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the emulator exited with code {process.returncode} before listening on port {port}")

@@ -1,7 +1,7 @@
 """Stores in object storage: the same round trip as on disk, against real servers on loopback.
 
-S3 is moto in server mode (with signed requests checked against one IAM key);
-GCS is gcp-storage-emulator. Both run in this process, on free ports.
+S3 is moto in server mode (with signed requests checked against one IAM key),
+GCS is gcp-storage-emulator, Azure is Azurite (skipped when it is not installed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 # lookup; this must be set before gcsfs is first imported.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from _s3_server import S3Server
+from _object_servers import S3Server, azurite, azurite_command, gcs_emulator
 from _support import as_row_set, worker_points
 
 from pocaduck import Ingestor, Query, StorageConfig, compact, make_demo_volume, scan_volume
@@ -213,19 +213,10 @@ def test_an_unknown_scheme_says_what_is_supported():
 
 @pytest.fixture(scope="module")
 def gcs_store():
-    emulator = pytest.importorskip("gcp_storage_emulator.server")
+    pytest.importorskip("gcp_storage_emulator")
     pytest.importorskip("gcsfs")
-    server = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket="pocaduck-gcs")
-    server.start()
-    host, port = server._api._httpd.server_address[:2]
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://{host}:{port}"
-    yield StorageConfig("gs://pocaduck-gcs/store", gcs_project_id="test", gcs_credentials="anon")
-    if previous is None:
-        del os.environ["STORAGE_EMULATOR_HOST"]
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
-    server.stop()
+    with gcs_emulator("pocaduck-gcs"):
+        yield StorageConfig("gs://pocaduck-gcs/store", gcs_project_id="test", gcs_credentials="anon")
 
 
 def test_ingest_consolidate_query_on_gcs(gcs_store):
@@ -274,3 +265,41 @@ def test_a_query_whose_server_goes_away_says_so_and_works_again_when_it_is_back(
         finally:
             s3.start()
         assert as_row_set(query.get_points(LABELS[0])) == expected[LABELS[0]]
+
+
+@pytest.fixture(scope="module")
+def azure_connection_string():
+    pytest.importorskip("adlfs")
+    if azurite_command() is None:
+        pytest.skip("Azurite is not installed (npm install azurite)")
+    with azurite("pocaduck") as connection_string:
+        yield connection_string
+
+
+def test_ingest_consolidate_compact_query_on_azure(azure_connection_string):
+    config = StorageConfig("az://pocaduck/store", azure_storage_connection_string=azure_connection_string)
+    expected = merged(ingest(config, 0, range(3)), ingest(config, 1, range(3, 5)))
+    Ingestor.consolidate_indexes(config)
+    compact(config, workers=1)
+    with Query(config) as query:
+        for label in LABELS:
+            assert as_row_set(query.get_points(label)) == expected[label]
+    storage = open_storage(config)
+    assert (storage.create_exclusive("claim", b"one"), storage.create_exclusive("claim", b"two")) == (True, False)
+
+
+def test_a_wrong_azure_key_is_refused_clearly(azure_connection_string):
+    wrong_key = "A" * 86 + "=="
+    config = StorageConfig(
+        "az://pocaduck/refused",
+        azure_storage_connection_string=azure_connection_string.replace(
+            _account_key(azure_connection_string), wrong_key
+        ),
+    )
+    with pytest.raises(StorageAccessError) as refused:
+        Query(config)
+    assert wrong_key not in str(refused.value) and "az://pocaduck/refused" in str(refused.value)
+
+
+def _account_key(connection_string: str) -> str:
+    return dict(part.split("=", 1) for part in connection_string.split(";") if part)["AccountKey"]

@@ -83,19 +83,19 @@ class FsspecStorage(Storage):
             yield
         except (FileNotFoundError, FileExistsError):
             raise
-        except PermissionError as error:
-            raise StorageAccessError(
-                f"{self.describe(path)}: access refused ({error}). Check the credentials (StorageConfig's "
-                f"s3_*/gcs_*/azure_* keywords or the AWS_*/GOOGLE_*/AZURE_* environment variables) and the "
-                f"permissions on the bucket"
-            ) from error
         except Exception as error:
-            if not _is_transport_error(error):
-                raise
-            raise StorageUnavailableError(
-                f"{self.describe(path)}: the store could not be reached ({type(error).__name__}: {error}). "
-                f"Nothing half-written is visible; run the same step again when the store is back"
-            ) from error
+            if _is_access_refusal(error):
+                raise StorageAccessError(
+                    f"{self.describe(path)}: access refused ({error}). Check the credentials (StorageConfig's "
+                    f"s3_*/gcs_*/azure_* keywords or the AWS_*/GOOGLE_*/AZURE_* environment variables) and the "
+                    f"permissions on the bucket"
+                ) from error
+            if _is_transport_error(error):
+                raise StorageUnavailableError(
+                    f"{self.describe(path)}: the store could not be reached ({type(error).__name__}: {error}). "
+                    f"Nothing half-written is visible; run the same step again when the store is back"
+                ) from error
+            raise
 
     def exists(self, path: str) -> bool:
         with self._reaching(path):
@@ -254,6 +254,12 @@ def _transport_error_types() -> tuple[type[BaseException], ...]:
 
         types.append(AzureError)
     return tuple(types)
+
+
+def _is_access_refusal(error: BaseException) -> bool:
+    """A PermissionError (s3fs), or an HTTP 401/403 from a client that does not translate it (adlfs, gcsfs)."""
+    status = getattr(error, "status_code", None) or getattr(error, "code", None)
+    return isinstance(error, PermissionError) or status in (401, 403)
 
 
 def _is_transport_error(error: BaseException) -> bool:
