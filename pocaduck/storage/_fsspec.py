@@ -30,12 +30,8 @@ from ._base import Storage
 from ._local import file_lock
 
 
-def cache_root() -> str:
-    """Where downloaded index files are kept: ``$POCADUCK_CACHE_DIR`` or ``~/.cache/pocaduck``.
-
-    >>> os.path.basename(cache_root()) in ("pocaduck", os.path.basename(os.environ.get("POCADUCK_CACHE_DIR", "")))
-    True
-    """
+def _cache_root() -> str:
+    """Where downloaded index files are kept: ``$POCADUCK_CACHE_DIR`` or ``~/.cache/pocaduck``; safe to delete."""
     return os.environ.get("POCADUCK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "pocaduck")
 
 
@@ -162,7 +158,7 @@ class FsspecStorage(Storage):
         """
         with self._reaching(path):
             version = _version_of(self._fs.info(self._full(path)))
-        folder = os.path.join(cache_root(), _short_hash(self.url))
+        folder = os.path.join(_cache_root(), _short_hash(self.url))
         stem = f"{_short_hash(path)}-"
         cached = os.path.join(folder, f"{stem}{_short_hash(version)}-{os.path.basename(path)}")
         if os.path.exists(cached):
