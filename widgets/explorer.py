@@ -11,7 +11,7 @@ from ._source import StoreLike, open_query
 from .browser import LabelBrowser
 from .viewer import PointCloudViewer
 
-_BLOCKS_LISTED = 20
+_BLOCKS_LISTED = 6
 
 
 class Explorer(w.HBox):
@@ -24,7 +24,9 @@ class Explorer(w.HBox):
         self.query = open_query(store)
         self.browser = LabelBrowser(self.query, layout=w.Layout(flex="1 1 0", min_width="0"))
         self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=480, height=400)
-        self.details = w.HTML(layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px", overflow="auto"))
+        self.details = w.HTML(
+            layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px", max_height="480px", overflow="auto")
+        )
         self.browser.observe(self._on_selection, "selected_labels")
         super().__init__([self.browser, self.viewer, self.details], **kwargs)
         self._describe([])

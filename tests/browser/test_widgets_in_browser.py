@@ -78,6 +78,18 @@ def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
             break
         page.wait_for_timeout(500)
     (ARTIFACTS / "viewer-canvas.png").write_bytes(shot)
-    page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
     assert differing > 200, f"only {differing} of {total} canvas pixels differ from the background"
     assert differing < total  # and it is not a blank canvas of another color either
+
+
+def test_shift_click_selects_a_range_of_rows_and_shows_them_all(page):
+    rows = page.locator(".pocaduck-table tbody tr")
+    labels = [rows.nth(i).get_attribute("data-label") for i in range(5)]
+    rows.nth(0).click()
+    rows.nth(4).click(modifiers=["Shift"])
+    legend = page.locator(".pocaduck-legend-row")
+    page.wait_for_function("() => document.querySelectorAll('.pocaduck-legend-row').length === 5", timeout=60_000)
+    assert [label in legend.nth(i).inner_text() for i, label in enumerate(labels)] == [True] * 5
+    assert page.locator(".pocaduck-table tbody tr.selected").count() == 5
+    page.wait_for_timeout(1000)  # let the new geometry draw before the picture for the README
+    page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
