@@ -21,6 +21,7 @@ from _object_servers import S3Server, azurite, azurite_command, gcs_emulator
 from _support import as_row_set, worker_points
 
 from pocaduck import Ingestor, Query, StorageConfig, compact, make_demo_volume, scan_volume
+from pocaduck.cli import main
 from pocaduck.errors import (
     PocaduckError,
     SchemaMismatchError,
@@ -91,7 +92,7 @@ def test_ingest_consolidate_query_on_s3(s3, s3_store, private_folders):
         assert query.info()["workers"] == 2
     keys = s3.object_keys(s3_store.base_path.split("/", 3)[3])
     assert not [key for key in keys if ".tmp" in key or "building" in key]
-    assert os.listdir(private_folders) == ["pocaduck-locks"]  # staging folders are gone, only lock files stay
+    assert os.listdir(private_folders) == [f"pocaduck-locks-{os.getuid()}"]  # staging folders are gone
 
 
 def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_store):
@@ -193,7 +194,7 @@ def test_credentials_never_show_in_reprs_errors_logs_or_the_manifest(s3, s3_stor
     assert not [r for r in caplog.records if secret in r.getMessage() or "not-the-secret" in r.getMessage()]
 
 
-def test_the_usual_environment_variables_are_enough(s3, s3_store, monkeypatch):
+def test_the_usual_environment_variables_are_enough_for_the_library_and_the_command(s3, s3_store, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_access_key)
@@ -204,6 +205,12 @@ def test_the_usual_environment_variables_are_enough(s3, s3_store, monkeypatch):
     Ingestor.consolidate_indexes(plain)
     with Query(plain) as query:
         assert query.get_points(5).tolist() == [[1, 1, 1]] * 4
+    assert main(["info", plain]) == 0
+    assert '"points": 4' in capsys.readouterr().out
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-9012")
+    assert main(["info", plain]) == 1
+    refusal = capsys.readouterr().err
+    assert "access refused" in refusal and "not-the-secret-9012" not in refusal
 
 
 def test_an_unknown_scheme_says_what_is_supported():

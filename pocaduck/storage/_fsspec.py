@@ -191,7 +191,7 @@ class FsspecStorage(Storage):
 
     def lock(self, path: str) -> contextlib.AbstractContextManager[bool]:
         """A lock on this machine only: object stores offer no lock that dies with its holder."""
-        locks = os.path.join(tempfile.gettempdir(), "pocaduck-locks")
+        locks = os.path.join(tempfile.gettempdir(), f"pocaduck-locks-{os.getuid()}")  # per user: no shared folder
         return file_lock(os.path.join(locks, _short_hash(self.describe(path)) + ".lock"))
 
 
