@@ -213,6 +213,27 @@ def test_the_usual_environment_variables_are_enough_for_the_library_and_the_comm
     assert "access refused" in refusal and "not-the-secret-9012" not in refusal
 
 
+@pytest.mark.parametrize(
+    ("url", "package", "location"),
+    [
+        ("s3://bucket/a/store", "s3fs", "s3://bucket/a/store/x"),
+        ("gs://bucket/store", "gcsfs", "gs://bucket/store/x"),
+        ("gcs://bucket/store", "gcsfs", "gcs://bucket/store/x"),
+        ("az://container/store", "adlfs", "az://container/store/x"),
+        ("azure://container/store", "adlfs", "az://container/store/x"),
+    ],
+)
+def test_every_url_spelling_of_the_original_names_the_same_objects(url, package, location):
+    pytest.importorskip(package)
+    config = StorageConfig(url, gcs_credentials="anon", azure_storage_connection_string=_OFFLINE_AZURE)
+    storage = open_storage(config)
+    assert storage.describe("x") == location
+    assert storage._full("x") == location.split("://", 1)[1]
+
+
+_OFFLINE_AZURE = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/a;"
+
+
 def test_an_unknown_scheme_says_what_is_supported():
     with pytest.raises(UnsupportedStorageError, match="s3://, gs:// or az://"):
         open_storage(StorageConfig("ftp://host/store"))

@@ -43,4 +43,7 @@ def open_storage(config: StorageConfig) -> Storage:
     import fsspec
 
     filesystem = fsspec.filesystem(PROTOCOLS[config.storage_type], **filesystem_options(config))
-    return FsspecStorage(filesystem, config.base_path)
+    scheme, rest = config.base_path.split("://", 1)
+    # The original spelled Azure URLs azure://, which adlfs does not know: it knows az:// and abfs://.
+    url = f"az://{rest}" if scheme.lower() == "azure" else config.base_path
+    return FsspecStorage(filesystem, url)
