@@ -6,6 +6,7 @@ is a failure, never a skip.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -17,8 +18,20 @@ HERE = Path(__file__).parent
 BACKGROUND = (0x11, 0x14, 0x18)  # the viewer's scene background
 WORKERS = 3
 
-if not os.path.exists(CHROMIUM):
-    message = f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set POCADUCK_CHROMIUM)"
+_MISSING = [
+    *(
+        [f"Chromium ({CHROMIUM}): apt-get install chromium, or set POCADUCK_CHROMIUM"]
+        if not os.path.exists(CHROMIUM)
+        else []
+    ),
+    *(
+        f"the {name} package: pip install -e '.[browser-test]'"
+        for name in ("playwright", "jupyterlab")
+        if importlib.util.find_spec(name) is None
+    ),
+]
+if _MISSING:
+    message = "browser tests need " + "; ".join(_MISSING)
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)
@@ -93,3 +106,24 @@ def test_shift_click_selects_a_range_of_rows_and_shows_them_all(page):
     assert page.locator(".pocaduck-table tbody tr.selected").count() == 5
     page.wait_for_timeout(1000)  # let the new geometry draw before the picture for the README
     page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
+
+
+def test_clicking_a_header_sorts_by_that_column_and_again_reverses(page):
+    header = page.locator(".pocaduck-table th[data-column='block_count']")
+    for arrow, descending in (("▼", True), ("▲", False)):
+        header.click()
+        # The arrow turns at once; the kernel's sorted page follows: wait for both.
+        page.wait_for_function(
+            """([arrow, descending]) => {
+                const header = document.querySelector(".pocaduck-table th[data-column='block_count']");
+                const cells = [...document.querySelectorAll('.pocaduck-table tbody tr td:nth-child(3)')];
+                const values = cells.map((cell) => Number(cell.textContent));
+                const sorted = [...values].sort((a, b) => (descending ? b - a : a - b));
+                return header.textContent.endsWith(arrow) && values.length === 50
+                    && values.every((value, i) => value === sorted[i]);
+            }""",
+            arg=[arrow, descending],
+            timeout=30_000,
+        )
+        values = [int(text) for text in page.locator(".pocaduck-table tbody tr td:nth-child(3)").all_inner_texts()]
+        assert values == sorted(values, reverse=descending)
