@@ -8,7 +8,14 @@ import time
 
 import numpy as np
 import pytest
-from test_scan_helpers import BrokenVolume, SlowVolume, assert_store_holds, expected_points, surface_mask
+from test_scan_helpers import (
+    BrokenVolume,
+    SlowVolume,
+    assert_store_holds,
+    expected_points,
+    last_worker_blocks,
+    surface_mask,
+)
 
 from pocaduck import Query, make_demo_volume, scan_volume
 from pocaduck.cli import main
@@ -52,7 +59,7 @@ def test_sample_mode_caps_each_label_per_block_and_draws_the_same_points_on_any_
     with Query(tmp_path / "one") as one, Query(tmp_path / "three") as three:
         for label in one.get_labels().tolist():
             points = one.get_points(label)
-            assert np.array_equal(points, three.get_points(label))
+            assert np.array_equal(np.unique(points, axis=0), np.unique(three.get_points(label), axis=0))
             inside = volume[points[:, 2], points[:, 1], points[:, 0]]
             assert (inside == label).all() and len(np.unique(points, axis=0)) == len(points)
             blocks = one.sql(
@@ -101,21 +108,19 @@ def test_rescanning_replaces_instead_of_duplicating_and_other_settings_are_refus
     scan_volume(volume, store, block_shape=BLOCKS, workers=2)
     scan_volume(volume, store, block_shape=BLOCKS, workers=2)
     assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), BLOCKS)
-    with pytest.raises(ScanConflictError, match="other settings"):
+    with pytest.raises(ScanConflictError, match=r"block_shape \[16, 20, 24\] \(this scan: \[32, 32, 32\]\)"):
         scan_volume(volume, store, block_shape=32, workers=2)
 
 
 def test_a_failing_worker_is_named_with_its_block_and_the_others_stay_queryable(volume, store):
-    broken = BrokenVolume(volume, broken_from=33)  # only the last block layer (z 32..40) is unreadable
     with pytest.raises(ScanWorkerError) as raised:
-        scan_volume(broken, store, block_shape=BLOCKS, workers=3, mode="all")
+        scan_volume(BrokenVolume(volume), store, block_shape=BLOCKS, workers=3, mode="all")
     error = raised.value
+    failing_block, lost = last_worker_blocks(volume, BLOCKS, workers=3)
     assert error.worker_id == "scan-2" and "unreadable" in str(error)
-    assert error.block_position == (2, 0, 0) and error.block_id == block_id_of((2, 0, 0))
+    assert error.block_position == failing_block and error.block_id == block_id_of(failing_block)
     assert [f.worker_id for f in error.failures] == ["scan-2"]
-    readable = volume.copy()
-    readable[32:] = 0  # what the two finished workers scanned
-    assert_store_holds(store, volume, readable != 0, BLOCKS)
+    assert_store_holds(store, volume, (volume != 0) & ~lost, BLOCKS)
 
     scan_volume(volume, store, block_shape=BLOCKS, workers=3, mode="all", resume=True)
     assert_store_holds(store, volume, volume != 0, BLOCKS)
@@ -123,7 +128,7 @@ def test_a_failing_worker_is_named_with_its_block_and_the_others_stay_queryable(
 
 def test_a_background_scan_can_be_followed_cancelled_and_run_again(volume, store):
     slow = SlowVolume(volume, delay=0.05)
-    handle = scan_volume(slow, store, block_shape=8, workers=2, background=True, report_interval=0)
+    handle = scan_volume(slow, store, block_shape=8, workers=2, background=True, report_interval=0, tile_bytes=1)
     for event in handle.events:
         if event.state == "running" and event.blocks_done >= 2:
             break
@@ -135,7 +140,7 @@ def test_a_background_scan_can_be_followed_cancelled_and_run_again(volume, store
     assert {e.worker_id for e in finals} == {"scan-0", "scan-1"} and {e.error for e in finals} == {"cancelled"}
     assert not os.path.exists(os.path.join(store, "unified_index.duckdb"))
 
-    scan_volume(volume, store, block_shape=8, workers=2)
+    scan_volume(volume, store, block_shape=8, workers=2, tile_bytes=1)
     assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), (8, 8, 8))
 
 

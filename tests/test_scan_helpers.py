@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from pocaduck import Query
-from pocaduck.scan import block_id_of
+from pocaduck.scan import BlockGrid, block_id_of
 
 
 def surface_mask(volume: np.ndarray) -> np.ndarray:
@@ -86,22 +86,38 @@ class SlowVolume:
 
 
 class BrokenVolume:
-    """A numpy volume that fails to read anything below z index ``broken_from``, like a missing chunk."""
+    """A numpy volume that cannot read its far corner voxel, like a missing chunk there."""
 
-    def __init__(self, data: np.ndarray, broken_from: int):
-        self.data, self.broken_from = data, broken_from
+    def __init__(self, data: np.ndarray):
+        self.data = data
         self.shape, self.dtype = data.shape, data.dtype
 
     def __getitem__(self, key):
-        if key[0].stop > self.broken_from:
-            raise OSError(f"chunk at z >= {self.broken_from} is unreadable")
+        if all(k.stop >= n for k, n in zip(key, self.shape, strict=True)):
+            raise OSError("the chunk at the far corner is unreadable")
         return self.data[key]
+
+
+def last_worker_blocks(volume: np.ndarray, block_shape, workers: int) -> tuple[tuple, np.ndarray]:
+    """Where the last worker (the one reading the far corner) starts, and a mask of the voxels of all its blocks.
+
+    Follows the documented plan: contiguous runs of tiles in raster order, tiles read whole.
+    """
+    grid = BlockGrid(volume.shape, block_shape)
+    tiles = grid.tiles(workers, volume.dtype.itemsize)
+    run = tiles.split(workers)[-1]
+    numbers = np.concatenate([grid.numbers_within(*tiles.bounds(tile)) for tile in run])
+    owned = np.zeros(volume.shape, bool)
+    for number in numbers.tolist():
+        start, stop = grid.bounds(number)
+        owned[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = True
+    return grid.position(int(grid.numbers_within(*tiles.bounds(run[-1]))[0])), owned
 
 
 class FlakyVolume:
     """A numpy volume whose ``fail_on``-th read fails the first time only (a marker file remembers it failed)."""
 
-    def __init__(self, data: np.ndarray, marker: str, fail_on: int = 3):
+    def __init__(self, data: np.ndarray, marker: str, fail_on: int = 2):
         self.data, self.marker, self.fail_on = data, marker, fail_on
         self.shape, self.dtype = data.shape, data.dtype
         self.reads = 0

@@ -173,14 +173,16 @@ def scan_volume(
     retries: int = 0,
     background: bool = False,
     max_points_per_file: int = 2_000_000,
+    tile_bytes: int = 128 * 2**20,
     report_interval: float = 0.25,
 ) -> ScanResult | ScanHandle:
     """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
 
     ``volume`` is any ``[z, y, x]`` integer array-like with ``shape``, ``dtype``
     and slicing (numpy, ``np.load(..., mmap_mode="r")``, zarr, tensorstore).
-    Each worker gets a contiguous run of blocks (raster order) and one worker
-    id, ``scan-<i>``. ``mode`` is ``"surface"``, ``"all"`` or ``"sample"``
+    Each worker gets one worker id, ``scan-<i>``, and a contiguous run (in
+    raster order) of tiles, boxes of blocks it reads at once, up to
+    ``tile_bytes`` of labels (see :mod:`pocaduck.scan.blocks`). ``mode`` is ``"surface"``, ``"all"`` or ``"sample"``
     (at most ``sample_cap`` points per label per block, seeded by ``seed``);
     see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0) is skipped;
     None keeps every label.
@@ -201,7 +203,7 @@ def scan_volume(
     >>> result.blocks, result.voxels
     (8, 110592)
     """
-    shape, _ = check_volume(volume)
+    shape, volume_dtype = check_volume(volume)
     block_shape = _per_axis("block_shape", block_shape, int)
     voxel_size = _per_axis("voxel_size", voxel_size, float)
     voxel_offset = _per_axis("voxel_offset", voxel_offset, int)
@@ -209,17 +211,28 @@ def scan_volume(
     if workers < 1 or retries < 0:
         raise ValueError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
     grid = BlockGrid(shape, block_shape)
-    runs = grid.split(workers)
+    tile_grid = grid.tiles(workers, volume_dtype.itemsize, tile_bytes)
+    runs = tile_grid.split(workers)
     config = as_config(store)
     if config.is_local:  # workers may run in another directory (a forkserver, a Dask node)
         config = dataclasses.replace(config, base_path=config.local_root)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
-    _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
+    _prepare_store(config, dtype, grid, tile_grid, selection, voxel_size, voxel_offset, len(runs))
     finished = set(worker_states(open_storage(config))[0]) if resume else set()
     tasks = [
         ScanTask(
-            f"scan-{i}", config, None, grid, run, selection, voxel_offset, dtype, max_points_per_file, report_interval
+            f"scan-{i}",
+            config,
+            None,
+            grid,
+            tile_grid,
+            run,
+            selection,
+            voxel_offset,
+            dtype,
+            max_points_per_file,
+            report_interval,
         )
         for i, run in enumerate(runs)
         if f"scan-{i}" not in finished
@@ -246,7 +259,7 @@ def _run_tasks(
     """Send the volume the cheapest way the executor allows, then run the tasks."""
     if client is not None:
         tasks = [
-            dataclasses.replace(t, source=share_with_task(volume, *t.grid.region(t.blocks, t.selection.halo)))
+            dataclasses.replace(t, source=share_with_task(volume, *t.tile_grid.region(t.tiles, t.selection.halo)))
             for t in tasks
         ]
         return run_dask(client, tasks, emit, stop, retries)
@@ -262,6 +275,7 @@ def _prepare_store(
     config: StorageConfig,
     dtype: str,
     grid: BlockGrid,
+    tile_grid: BlockGrid,
     selection: PointSelection,
     voxel_size: tuple,
     voxel_offset: tuple,
@@ -275,6 +289,7 @@ def _prepare_store(
         "scan": {
             "axes": "zyx",
             "block_shape": list(grid.block_shape),
+            "tile_shape": list(tile_grid.block_shape),
             "block_id": "gz << 42 | gy << 21 | gx",
             "mode": selection.mode,
             "ignore_label": selection.ignore_label,
@@ -284,10 +299,17 @@ def _prepare_store(
         },
     }
     schema = create_store(config, columns=COLUMNS, dtype=dtype, block_id_type="int64", **metadata)
-    if schema.metadata != json.loads(json.dumps(metadata)):
+    wanted = json.loads(json.dumps(metadata))
+    if schema.metadata != wanted:
+        held = {**schema.metadata, **schema.metadata.get("scan", {})}
+        differences = ", ".join(
+            f"{key} {held.get(key)!r} (this scan: {value!r})"
+            for key, value in {**wanted, **wanted["scan"]}.items()
+            if key != "scan" and held.get(key) != value
+        )
         raise ScanConflictError(
-            f"{config.base_path} holds a scan made with other settings ({schema.metadata}); re-run with those "
-            f"settings to redo or finish it, or scan into a new store"
+            f"{config.base_path} holds a scan made with other settings: {differences}. Re-run with the store's "
+            f"settings to redo or finish that scan (tile_shape follows workers and tile_bytes), or use a new store"
         )
 
 

@@ -77,11 +77,20 @@ class BlockPoints:
 
 
 def read_padded(
-    volume: Any, origin: tuple[int, ...], volume_shape: tuple[int, ...], start: tuple, stop: tuple, halo: int
+    volume: Any,
+    origin: tuple[int, ...],
+    volume_shape: tuple[int, ...],
+    start: tuple,
+    stop: tuple,
+    halo: int,
+    buffer: np.ndarray | None = None,
 ) -> np.ndarray:
     """Voxels ``[start - halo, stop + halo)`` as a C-contiguous array; outside the volume is filled with 0.
 
     ``volume`` may be a cutout of the whole volume that begins at ``origin``.
+    The result lives in ``buffer`` (a flat array) when it is big enough and of
+    the volume's dtype: reusing memory is much cheaper than touching fresh
+    pages for every read.
     """
     wanted_start = [s - halo for s in start]
     wanted_stop = [s + halo for s in stop]
@@ -89,9 +98,14 @@ def read_padded(
     inside_stop = [min(s, v) for s, v in zip(wanted_stop, volume_shape, strict=True)]
     cut = tuple(slice(a - o, b - o) for a, b, o in zip(inside_start, inside_stop, origin, strict=True))
     data = np.asarray(volume[cut])
-    if inside_start == wanted_start and inside_stop == wanted_stop:
-        return np.ascontiguousarray(data)
-    padded = np.zeros([b - a for a, b in zip(wanted_start, wanted_stop, strict=True)], dtype=data.dtype)
+    shape = [b - a for a, b in zip(wanted_start, wanted_stop, strict=True)]
+    size = int(np.prod(shape))
+    if buffer is not None and buffer.size >= size and buffer.dtype == data.dtype:
+        padded = buffer[:size].reshape(shape)
+    else:
+        padded = np.empty(shape, dtype=data.dtype)
+    if inside_start != wanted_start or inside_stop != wanted_stop:
+        padded.fill(0)
     place = tuple(slice(a - w, b - w) for a, b, w in zip(inside_start, inside_stop, wanted_start, strict=True))
     padded[place] = data
     return padded

@@ -21,7 +21,7 @@ from ..progress import ProgressEvent
 from .blocks import BlockGrid
 from .errors import ScanCancelledError, ScanWorkerError
 from .extract import PointSelection, extract_block, read_padded
-from .volumes import VolumeSource
+from .volumes import VolumeSource, check_volume
 
 COLUMNS = ("x", "y", "z")
 
@@ -34,12 +34,21 @@ class ScanTask:
     store: StorageConfig
     source: VolumeSource | None  # set just before the tasks are sent
     grid: BlockGrid
-    blocks: range
+    tile_grid: BlockGrid
+    tiles: range  # numbers in tile_grid; the worker's blocks are the blocks of these tiles
     selection: PointSelection
     voxel_offset: tuple[int, int, int]
     dtype: str
     max_points_per_file: int
     report_interval: float
+
+    def tile_blocks(self, tile: int) -> np.ndarray:
+        """Numbers (in ``grid``) of the blocks of one tile, in raster order."""
+        return self.grid.numbers_within(*self.tile_grid.bounds(tile))
+
+    @property
+    def block_count(self) -> int:
+        return sum(len(self.tile_blocks(tile)) for tile in self.tiles)
 
 
 @dataclass
@@ -88,25 +97,36 @@ def run_scan_task(
     ``task.report_interval`` seconds; the caller emits the final event from the
     returned outcome. ``stop_requested`` is polled between blocks.
     """
-    meter = _Meter(task.worker_id, len(task.blocks))
+    meter = _Meter(task.worker_id, task.block_count)
     timings = {"read": 0.0, "extract": 0.0, "write": 0.0}
     cpu_at_start = time.process_time()
     block_number = None
     try:
         volume, origin = task.source.open()
+        tile_voxels = int(np.prod([b + 2 * task.selection.halo for b in task.tile_grid.block_shape]))
+        buffer = np.empty(tile_voxels, dtype=check_volume(volume)[1])  # one tile's memory, reused for every tile
         report(meter.event("running", None))
         last_report = time.perf_counter()
         with Ingestor(
             task.store, task.worker_id, max_points_per_file=task.max_points_per_file, columns=COLUMNS
         ) as ingestor:
-            for block_number in task.blocks:
-                if stop_requested():
-                    raise ScanCancelledError(f"worker {task.worker_id} stopped: the scan was cancelled")
-                _scan_block(task, volume, origin, block_number, ingestor, meter, timings)
-                meter.blocks_done += 1
-                if time.perf_counter() - last_report >= task.report_interval:
-                    report(meter.event("running", ingestor))
-                    last_report = time.perf_counter()
+            for tile in task.tiles:
+                blocks = task.tile_blocks(tile).tolist()
+                block_number = blocks[0]  # a failed tile read is reported on its first block
+                tile_start, tile_stop = task.tile_grid.bounds(tile)
+                clock = time.perf_counter()
+                padded_tile = read_padded(
+                    volume, origin, task.grid.volume_shape, tile_start, tile_stop, task.selection.halo, buffer
+                )
+                timings["read"] += time.perf_counter() - clock
+                for block_number in blocks:
+                    if stop_requested():
+                        raise ScanCancelledError(f"worker {task.worker_id} stopped: the scan was cancelled")
+                    _scan_block(task, padded_tile, tile_start, block_number, ingestor, meter, timings)
+                    meter.blocks_done += 1
+                    if time.perf_counter() - last_report >= task.report_interval:
+                        report(meter.event("running", ingestor))
+                        last_report = time.perf_counter()
             block_number = None
             clock = time.perf_counter()
             ingestor.finalize()
@@ -124,17 +144,20 @@ def run_scan_task(
 
 def _scan_block(
     task: ScanTask,
-    volume: object,
-    origin: tuple[int, ...],
+    padded_tile: np.ndarray,
+    tile_start: tuple[int, ...],
     block_number: int,
     ingestor: Ingestor,
     meter: _Meter,
     timings: dict[str, float],
 ) -> None:
+    """Extract one block from its tile (the tile's halo-padded array) and write its labels' points."""
     start, stop = task.grid.bounds(block_number)
+    halo = task.selection.halo
     block_id = task.grid.block_id(block_number)
     clock = time.perf_counter()
-    padded = read_padded(volume, origin, task.grid.volume_shape, start, stop, task.selection.halo)
+    box = tuple(slice(a - t, b - t + 2 * halo) for a, b, t in zip(start, stop, tile_start, strict=True))
+    padded = np.ascontiguousarray(padded_tile[box])
     read_done = time.perf_counter()
     points = extract_block(
         padded,
