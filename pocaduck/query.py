@@ -338,7 +338,7 @@ class Query:
         result = self.db_connection.execute(statement, params or [])
         if output == "numpy":
             return result.fetchnumpy()
-        return result.arrow() if output == "arrow" else result.df()
+        return result.to_arrow_table() if output == "arrow" else result.df()
 
     def info(self) -> dict[str, Any]:
         """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""

@@ -161,3 +161,11 @@ def test_quotes_spaces_and_unicode_in_paths_ids_and_blocks(tmp_path, name):
         assert query.get_blocks_for_label(1) == ["block 'x'; DROP TABLE files; --"]
         assert query.get_points(1, blocks=["block 'x'; DROP TABLE files; --"]).shape == (2, 3)
         assert query.sql("SELECT worker_id FROM workers")["worker_id"].tolist() == [worker_id]
+
+
+@pytest.mark.parametrize(("output", "kind"), [("pandas", pd.DataFrame), ("arrow", pa.Table), ("numpy", dict)])
+def test_sql_results_in_the_format_asked_for(store, output, kind):
+    query = build(store, [(1, "b", np.ones((2, 3))), (2, "b", np.ones((5, 3)))])
+    result = query.sql("SELECT label, point_count FROM labels WHERE point_count > ? ORDER BY label", [3], output=output)
+    assert isinstance(result, kind)
+    assert list(result["label"]) == [2] and list(result["point_count"]) == [5]
