@@ -168,4 +168,5 @@ def test_sql_results_in_the_format_asked_for(store, output, kind):
     query = build(store, [(1, "b", np.ones((2, 3))), (2, "b", np.ones((5, 3)))])
     result = query.sql("SELECT label, point_count FROM labels WHERE point_count > ? ORDER BY label", [3], output=output)
     assert isinstance(result, kind)
-    assert list(result["label"]) == [2] and list(result["point_count"]) == [5]
+    columns = result.to_pydict() if output == "arrow" else result
+    assert list(columns["label"]) == [2] and list(columns["point_count"]) == [5]
