@@ -1,5 +1,6 @@
 # The README's two commands, each doing everything on a fresh machine:
 #   make test   create .venv, install, lint, run the whole suite
+#   make lab    create .venv, install, build the notebooks' demo store if missing, start JupyterLab on notebooks/
 #   make demo   create .venv, install, build a demo store with worker processes and query it
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint browser demo bench clean
+.PHONY: install test lint browser lab demo bench clean
 
 install: $(INSTALLED)
 
@@ -27,6 +28,19 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest
+
+# JupyterLab on loopback by default (LAB_IP=0.0.0.0 to reach it from other machines), with Jupyter's token;
+# served from the repository root so the notebooks sit under notebooks/. --allow-root: containers run as root.
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+DEMO_STORE := notebooks/demo_store/unified_index.duckdb
+
+$(DEMO_STORE): | $(INSTALLED)
+	$(BIN)/python notebooks/demo_data.py
+
+lab: install $(DEMO_STORE)
+	$(BIN)/jupyter lab --no-browser --allow-root --ServerApp.ip=$(LAB_IP) --ServerApp.port=$(LAB_PORT) \
+		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/01_quick_start.ipynb
 
 demo: install
 	$(BIN)/python -m pocaduck.demo demo_store

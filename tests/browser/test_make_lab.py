@@ -1,0 +1,84 @@
+"""`make lab`, as a user runs it: JupyterLab comes up on loopback, prints its URL, and lists the notebooks.
+
+It runs the real target in this repository (installing only if pyproject.toml
+changed, building notebooks/demo_store only if it is missing), with Jupyter's
+own files in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from lab import free_port
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted(path.name for path in (REPOSITORY / "notebooks").glob("*.ipynb"))
+
+
+def wait_for_url(output, port: int, timeout: float) -> str:
+    """The first line of ``output`` carrying the server's URL with its token, or AssertionError with all lines."""
+    pattern = re.compile(rf"http://127\.0\.0\.1:{port}/\S*token=\w+")
+    lines: list[str] = []
+    found: list[str] = []
+
+    def read() -> None:
+        for line in output:
+            lines.append(line)
+            if match := pattern.search(line):
+                found.append(match.group(0))
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert found, "make lab printed no URL:\n" + "".join(lines[-40:])
+    return found[0]
+
+
+def test_make_lab_serves_the_notebooks_from_the_repository_root(tmp_path):
+    port = free_port()
+    jupyter_home = {name: str(tmp_path / name) for name in ("config", "data", "runtime", "settings", "workspaces")}
+    environment = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": jupyter_home["config"],
+        "JUPYTER_DATA_DIR": jupyter_home["data"],
+        "JUPYTER_RUNTIME_DIR": jupyter_home["runtime"],
+        "JUPYTERLAB_SETTINGS_DIR": jupyter_home["settings"],
+        "JUPYTERLAB_WORKSPACES_DIR": jupyter_home["workspaces"],
+    }
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", f"LAB_PORT={port}"],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: stopping it stops JupyterLab too
+    )
+    try:
+        url = wait_for_url(make.stdout, port, timeout=900)  # a first run installs and builds the demo store
+        assert "/lab/tree/notebooks/01_quick_start.ipynb" in url
+        token = url.rsplit("token=", 1)[1]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/contents/notebooks", headers={"Authorization": f"token {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            listing = json.load(response)
+        names = sorted(item["name"] for item in listing["content"] if item["type"] == "notebook")
+        assert names == NOTEBOOKS and len(names) == 5
+        assert (REPOSITORY / "notebooks" / "demo_store" / "unified_index.duckdb").exists()
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # and nobody else gets in without the token
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks", timeout=30)
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(timeout=60)
+        make.stdout.close()
