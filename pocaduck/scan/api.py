@@ -179,7 +179,8 @@ def scan_volume(
     """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
 
     ``volume`` is any ``[z, y, x]`` integer array-like with ``shape``, ``dtype``
-    and slicing (numpy, ``np.load(..., mmap_mode="r")``, zarr, tensorstore).
+    and slicing from index 0 (numpy, ``np.load(..., mmap_mode="r")``, zarr, a
+    tensorstore array after ``.translate_to[0, 0, 0]``).
     Each worker gets one worker id, ``scan-<i>``, and a contiguous run (in
     raster order) of tiles, boxes of blocks it reads at once, up to
     ``tile_bytes`` of labels (see :mod:`pocaduck.scan.blocks`). ``mode`` is ``"surface"``, ``"all"`` or ``"sample"``
