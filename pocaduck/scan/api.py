@@ -189,7 +189,9 @@ def scan_volume(
     None keeps every label.
 
     Workers are local processes, or Dask tasks when ``client`` (a
-    ``distributed.Client``) is given; ``retries`` re-runs a failed worker. On
+    ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
+    see :mod:`pocaduck.scan.executors`) is given; ``retries`` re-runs a failed
+    worker. On
     ``progress`` (a callable, or ``"tqdm"`` for bars) arrive
     :class:`~pocaduck.ProgressEvent` s while the scan runs. A failed worker
     does not stop the others: the scan consolidates what finished and raises

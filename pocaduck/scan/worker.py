@@ -72,7 +72,7 @@ class _Meter:
         self.voxels = 0
         self.started = time.perf_counter()
 
-    def event(self, state: str, ingestor: Ingestor | None, error: str | None = None) -> ProgressEvent:
+    def event(self, state: str, ingestor: Ingestor | None) -> ProgressEvent:
         stats = ingestor.stats if ingestor is not None else None
         return ProgressEvent(
             self.worker_id,
@@ -84,7 +84,6 @@ class _Meter:
             files_written=stats.files if stats else 0,
             bytes_written=stats.bytes if stats else 0,
             elapsed=time.perf_counter() - self.started,
-            error=error,
         )
 
 
