@@ -180,19 +180,18 @@ def scan_volume(
 
     ``volume`` is any ``[z, y, x]`` integer array-like with ``shape``, ``dtype``
     and slicing from index 0 (numpy, ``np.load(..., mmap_mode="r")``, zarr, a
-    tensorstore array after ``.translate_to[0, 0, 0]``).
-    Each worker gets one worker id, ``scan-<i>``, and a contiguous run (in
-    raster order) of tiles, boxes of blocks it reads at once, up to
-    ``tile_bytes`` of labels (see :mod:`pocaduck.scan.blocks`). ``mode`` is ``"surface"``, ``"all"`` or ``"sample"``
-    (at most ``sample_cap`` points per label per block, seeded by ``seed``);
-    see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0) is skipped;
-    None keeps every label.
+    tensorstore array after ``.translate_to[0, 0, 0]``). Each worker gets one
+    worker id, ``scan-<i>``, and a contiguous run (raster order) of tiles:
+    boxes of blocks it reads at once, up to ``tile_bytes`` of labels (see
+    :mod:`pocaduck.scan.blocks`). ``mode`` is ``"surface"``, ``"all"`` or
+    ``"sample"`` (at most ``sample_cap`` points per label per block, seeded by
+    ``seed``); see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0)
+    is skipped; None keeps every label.
 
     Workers are local processes, or Dask tasks when ``client`` (a
     ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
     see :mod:`pocaduck.scan.executors`) is given; ``retries`` re-runs a failed
-    worker. On
-    ``progress`` (a callable, or ``"tqdm"`` for bars) arrive
+    worker. ``progress`` (a callable, or ``"tqdm"`` for bars) receives
     :class:`~pocaduck.ProgressEvent` s while the scan runs. A failed worker
     does not stop the others: the scan consolidates what finished and raises
     :class:`ScanWorkerError` naming the worker and block. Re-running the same
