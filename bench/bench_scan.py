@@ -1,6 +1,6 @@
 """Scan benchmark: throughput of ``scan_volume`` on the synthetic neuron volume, and of its extraction step alone.
 
-    .venv/bin/python bench/bench_scan.py            # 256³ and 512³, 1/2/4 workers, surface and all: ~3-6 minutes
+    .venv/bin/python bench/bench_scan.py            # 256³ and 512³, 1/2/4 workers, surface and all: ~2 minutes
     .venv/bin/python bench/bench_scan.py --quick    # 256³, 1/2 workers: well under a minute
 
 End to end means: read the blocks, extract the points, write Parquet files and
@@ -193,11 +193,11 @@ def markdown(generation: list[dict], extraction: list[dict], scans: list[dict]) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="256³ only, 1 and 2 workers, one run each")
-    parser.add_argument("--repeats", type=int, help="runs per configuration (default 2, 1 with --quick)")
+    parser.add_argument("--repeats", type=int, help="runs per configuration (default 3, 1 with --quick)")
     args = parser.parse_args()
     sizes = [256] if args.quick else [256, 512]
     worker_counts = [1, 2] if args.quick else [1, 2, 4]
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
     os.makedirs(RESULTS, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="bench-scan-volumes-")
     generation, scans = [], []
