@@ -67,7 +67,12 @@ def counted(server: S3Server, action: Any) -> tuple[Any, Counter]:
     """What ``action()`` returns, and the requests the server answered meanwhile, by method."""
     before = len(server.requests)
     result = action()
-    return result, Counter(request.method for request in server.requests[before:])
+    return result, Counter(_kind(request) for request in server.requests[before:])
+
+
+def _kind(request: Any) -> str:
+    """GET of an object, LIST (a GET on the bucket), HEAD, PUT..."""
+    return "LIST" if request.method == "GET" and "list-type=" in request.path else request.method
 
 
 def count_layout(server: S3Server, config: Any, probes: list[int]) -> dict[str, Any]:
@@ -91,8 +96,14 @@ def count_layout(server: S3Server, config: Any, probes: list[int]) -> dict[str, 
 
 def _summary(counts: list[Counter]) -> dict[str, Any]:
     gets = np.array([c["GET"] for c in counts])
-    others = np.array([sum(c.values()) - c["GET"] for c in counts])
-    return {"get_p50": float(np.median(gets)), "get_max": int(gets.max()), "other_max": int(others.max())}
+    others = Counter()
+    for count in counts:
+        others |= Counter({kind: n for kind, n in count.items() if kind != "GET"})  # the most of each kind
+    return {"get_p50": float(np.median(gets)), "get_max": int(gets.max()), "others": dict(others)}
+
+
+def _others(summary: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(summary["others"].items())) or "none"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -101,15 +112,17 @@ def render(results: dict[str, Any]) -> str:
         f"{BLOCKS_PER_LABEL * POINTS_PER_BLOCK} points over {BLOCKS_PER_LABEL} blocks, {WORKERS} workers, "
         f"{len(results['probes'])} probe labels; unified index already cached locally.",
         "",
-        "| layout | files | Query open: GETs / other | cold get_points: GETs p50 (max) | warm get_points: GETs p50 (max) | other requests in get_points |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| layout | files | Query open | cold get_points: GETs p50 (max) | warm get_points: GETs p50 (max) "
+        "| other requests in get_points |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
     ]
     for name in ("before compaction", "after compaction"):
         row = results[name]
+        opening = f"{row['open']['get_p50']:.0f} GET, {_others(row['open'])}"
         lines.append(
-            f"| {name} | {row['files']} | {row['open']['get_p50']:.0f} / {row['open']['other_max']} | "
-            f"{row['cold']['get_p50']:.0f} ({row['cold']['get_max']}) | {row['warm']['get_p50']:.0f} "
-            f"({row['warm']['get_max']}) | {max(row['cold']['other_max'], row['warm']['other_max'])} |"
+            f"| {name} | {row['files']} | {opening} | {row['cold']['get_p50']:.0f} ({row['cold']['get_max']}) | "
+            f"{row['warm']['get_p50']:.0f} ({row['warm']['get_max']}) | "
+            f"cold: {_others(row['cold'])}; warm: {_others(row['warm'])} |"
         )
     return "\n".join(lines) + "\n"
 
