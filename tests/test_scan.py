@@ -19,7 +19,14 @@ from test_scan_helpers import (
 
 from pocaduck import Query, make_demo_volume, scan_volume
 from pocaduck.cli import main
-from pocaduck.scan import ScanCancelledError, ScanConflictError, ScanWorkerError, block_id_of, block_position
+from pocaduck.scan import (
+    InvalidVolumeError,
+    ScanCancelledError,
+    ScanConflictError,
+    ScanWorkerError,
+    block_id_of,
+    block_position,
+)
 
 BLOCKS = (16, 20, 24)  # divides none of the volume's axes
 
@@ -180,3 +187,15 @@ def test_cli_scans_an_npy_file(volume, tmp_path, capsys):
     with Query(store) as query:
         assert np.array_equal(query.get_labels(), np.unique(labels))
         assert query.schema.metadata["voxel_size"] == [8, 8, 33]
+
+
+def test_bad_volumes_and_settings_are_refused_before_anything_is_written(store):
+    with pytest.raises(InvalidVolumeError, match="integers"):
+        scan_volume(np.zeros((4, 4, 4), np.float32), store)
+    with pytest.raises(InvalidVolumeError, match="3 non-empty axes"):
+        scan_volume(np.zeros((4, 4), np.uint64), store)
+    with pytest.raises(ValueError, match="mode"):
+        scan_volume(np.zeros((4, 4, 4), np.uint64), store, mode="edges")
+    with pytest.raises(ValueError, match="voxel_size"):
+        scan_volume(np.zeros((4, 4, 4), np.uint64), store, voxel_size=(1, 0, 1))
+    assert not os.path.exists(store)

@@ -210,6 +210,8 @@ def scan_volume(
     voxel_size = _per_axis("voxel_size", voxel_size, float)
     voxel_offset = _per_axis("voxel_offset", voxel_offset, int)
     selection = PointSelection(mode, None if ignore_label is None else int(ignore_label), int(sample_cap), int(seed))
+    if min(voxel_size) <= 0:
+        raise ValueError(f"voxel_size must be positive along every axis, got {voxel_size}")
     if workers < 1 or retries < 0:
         raise ValueError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
     grid = BlockGrid(shape, block_shape)

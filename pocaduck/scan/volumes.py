@@ -36,8 +36,8 @@ def check_volume(volume: Any) -> tuple[tuple[int, int, int], np.dtype]:
         )
     shape = tuple(int(n) for n in volume.shape)
     dtype = np.dtype(getattr(volume.dtype, "numpy_dtype", volume.dtype))
-    if len(shape) != 3:
-        raise InvalidVolumeError(f"the volume must have 3 axes (z, y, x), got shape {shape}")
+    if len(shape) != 3 or min(shape) < 1:
+        raise InvalidVolumeError(f"the volume must have 3 non-empty axes (z, y, x), got shape {shape}")
     if dtype.kind not in "ui":
         raise InvalidVolumeError(f"labels must be integers, the volume has dtype {dtype}")
     return shape, dtype
