@@ -6,6 +6,7 @@ Each verb is a ``_verb_*`` function registered in :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -76,28 +77,29 @@ def _verb_migrate(args: argparse.Namespace) -> None:
 
 
 def _verb_scan(args: argparse.Namespace) -> None:
-    client = None
-    if args.scheduler:
-        from distributed import Client
+    with contextlib.ExitStack() as resources:
+        client = None
+        if args.scheduler:
+            from distributed import Client
 
-        client = Client(args.scheduler)
-    result = scan_volume(
-        open_volume(args.volume),
-        args.store,
-        block_shape=args.block_shape,
-        workers=args.workers,
-        mode=args.mode,
-        client=client,
-        progress=None if args.no_progress else "tqdm",
-        ignore_label=args.ignore_label,
-        sample_cap=args.sample_cap,
-        seed=args.seed,
-        voxel_size=args.voxel_size,
-        voxel_offset=args.voxel_offset,
-        consolidate=not args.no_consolidate,
-        resume=args.resume,
-        retries=args.retries,
-    )
+            client = resources.enter_context(Client(args.scheduler))
+        result = scan_volume(
+            open_volume(args.volume),
+            args.store,
+            block_shape=args.block_shape,
+            workers=args.workers,
+            mode=args.mode,
+            client=client,
+            progress=None if args.no_progress else "tqdm",
+            ignore_label=args.ignore_label,
+            sample_cap=args.sample_cap,
+            seed=args.seed,
+            voxel_size=args.voxel_size,
+            voxel_offset=args.voxel_offset,
+            consolidate=not args.no_consolidate,
+            resume=args.resume,
+            retries=args.retries,
+        )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
     print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_scan_helpers import (
@@ -14,6 +16,7 @@ from test_scan_helpers import (
 )
 
 from pocaduck import make_demo_volume, scan_volume
+from pocaduck.cli import main
 from pocaduck.scan import ScanCancelledError, ScanWorkerError
 
 distributed = pytest.importorskip("distributed")
@@ -81,3 +84,15 @@ def test_cancelling_a_background_dask_scan_stops_its_tasks_and_a_rerun_is_exact(
         handle.wait(timeout=60)
     scan_volume(volume, store, block_shape=8, workers=2, client=client, tile_bytes=1)
     assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), (8, 8, 8))
+
+
+def test_cli_scans_a_zarr_volume_on_a_dask_scheduler(client, volume, tmp_path, capsys):
+    zarr = pytest.importorskip("zarr")
+    array = zarr.create_array(store=str(tmp_path / "labels.zarr"), shape=volume.shape, chunks=BLOCKS, dtype="uint64")
+    array[:] = volume
+    store = str(tmp_path / "store")
+    address = client.scheduler.address
+    arguments = ["scan", str(tmp_path / "labels.zarr"), store, "--workers", "3", "--block-shape", "16,20,24"]
+    assert main([*arguments, "--scheduler", address, "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"] == 3
+    assert_store_holds(store, volume, surface_mask(volume) & (volume != 0), BLOCKS)
