@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from test_scan_helpers import (
     BrokenVolume,
+    DyingVolume,
     SlowVolume,
     assert_store_holds,
     expected_points,
@@ -131,6 +132,14 @@ def test_a_failing_worker_is_named_with_its_block_and_the_others_stay_queryable(
 
     scan_volume(volume, store, block_shape=BLOCKS, workers=3, mode="all", resume=True)
     assert_store_holds(store, volume, volume != 0, BLOCKS)
+
+
+def test_a_worker_process_that_dies_is_reported_and_the_others_stay_queryable(volume, store):
+    with pytest.raises(ScanWorkerError, match="process died") as raised:
+        scan_volume(DyingVolume(volume), store, block_shape=BLOCKS, workers=3, mode="all")
+    assert raised.value.worker_id == "scan-2"
+    _, lost = last_worker_blocks(volume, BLOCKS, workers=3)
+    assert_store_holds(store, volume, (volume != 0) & ~lost, BLOCKS)
 
 
 def test_a_background_scan_can_be_followed_cancelled_and_run_again(volume, store):

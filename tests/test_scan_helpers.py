@@ -7,6 +7,7 @@ The volume wrappers live in an importable module because worker processes
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -131,4 +132,13 @@ class FlakyVolume:
                 pass
             else:
                 raise OSError("transient read error (injected once)")
+        return self.data[key]
+
+
+class DyingVolume(BrokenVolume):
+    """A numpy volume whose reader process is killed (as by the OOM killer) when it reads the far corner."""
+
+    def __getitem__(self, key):
+        if all(k.stop >= n for k, n in zip(key, self.shape, strict=True)):
+            os.kill(os.getpid(), signal.SIGKILL)
         return self.data[key]
