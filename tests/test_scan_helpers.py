@@ -14,6 +14,8 @@ import numpy as np
 
 from pocaduck import Query
 from pocaduck.scan import BlockGrid, block_id_of
+from pocaduck.scan.extract import PointSelection
+from pocaduck.scan.worker import ScanTask
 
 
 def surface_mask(volume: np.ndarray) -> np.ndarray:
@@ -100,19 +102,31 @@ class BrokenVolume:
 
 
 def last_worker_blocks(volume: np.ndarray, block_shape, workers: int) -> tuple[tuple, np.ndarray]:
-    """Where the last worker (the one reading the far corner) starts, and a mask of the voxels of all its blocks.
+    """Where the last worker (the one reading the far corner) fails, and a mask of the voxels of all its blocks.
 
-    Follows the documented plan: contiguous runs of tiles in raster order, tiles read whole.
+    Follows the documented plan: contiguous runs of blocks in raster order, read tile by tile.
     """
     grid = BlockGrid(volume.shape, block_shape)
-    tiles = grid.tiles(workers, volume.dtype.itemsize)
-    run = tiles.split(workers)[-1]
-    numbers = np.concatenate([grid.numbers_within(*tiles.bounds(tile)) for tile in run])
+    run = grid.split(workers)[-1]
+    task = ScanTask(
+        "",
+        None,
+        None,
+        grid,
+        run,
+        grid.tiles(workers, volume.dtype.itemsize),
+        PointSelection("all"),
+        (0, 0, 0),
+        "int32",
+        1,
+        1,
+    )
+    failing = next(blocks[0] for _, stop, blocks in task.reads() if stop == volume.shape)
     owned = np.zeros(volume.shape, bool)
-    for number in numbers.tolist():
+    for number in run:
         start, stop = grid.bounds(number)
         owned[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = True
-    return grid.position(int(grid.numbers_within(*tiles.bounds(run[-1]))[0])), owned
+    return grid.position(failing), owned
 
 
 class FlakyVolume:

@@ -181,9 +181,10 @@ def scan_volume(
     ``volume`` is any ``[z, y, x]`` integer array-like with ``shape``, ``dtype``
     and slicing from index 0 (numpy, ``np.load(..., mmap_mode="r")``, zarr, a
     tensorstore array after ``.translate_to[0, 0, 0]``). Each worker gets one
-    worker id, ``scan-<i>``, and a contiguous run (raster order) of tiles:
-    boxes of blocks it reads at once, up to ``tile_bytes`` of labels (see
-    :mod:`pocaduck.scan.blocks`). ``mode`` is ``"surface"``, ``"all"`` or
+    worker id, ``scan-<i>``, and a contiguous run of blocks in raster order.
+    It reads them by tiles, boxes of blocks up to ``tile_bytes`` of labels,
+    when the volume is chunked (see :mod:`pocaduck.scan.blocks`); numpy
+    arrays are read block by block. ``mode`` is ``"surface"``, ``"all"`` or
     ``"sample"`` (at most ``sample_cap`` points per label per block, seeded by
     ``seed``); see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0)
     is skipped; None keeps every label.
@@ -215,14 +216,15 @@ def scan_volume(
     if workers < 1 or retries < 0:
         raise ValueError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
     grid = BlockGrid(shape, block_shape)
-    tile_grid = grid.tiles(workers, volume_dtype.itemsize, tile_bytes)
-    runs = tile_grid.split(workers)
+    # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
+    tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)
+    runs = grid.split(workers)
     config = as_config(store)
     if config.is_local:  # workers may run in another directory (a forkserver, a Dask node)
         config = dataclasses.replace(config, base_path=config.local_root)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
-    _prepare_store(config, dtype, grid, tile_grid, selection, voxel_size, voxel_offset, len(runs))
+    _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
     finished = set(worker_states(open_storage(config))[0]) if resume else set()
     tasks = [
         ScanTask(
@@ -230,8 +232,8 @@ def scan_volume(
             config,
             None,
             grid,
-            tile_grid,
             run,
+            tile_grid,
             selection,
             voxel_offset,
             dtype,
@@ -263,7 +265,7 @@ def _run_tasks(
     """Send the volume the cheapest way the executor allows, then run the tasks."""
     if client is not None:
         tasks = [
-            dataclasses.replace(t, source=share_with_task(volume, *t.tile_grid.region(t.tiles, t.selection.halo)))
+            dataclasses.replace(t, source=share_with_task(volume, *t.grid.region(t.blocks, t.selection.halo)))
             for t in tasks
         ]
         return run_dask(client, tasks, emit, stop, retries)
@@ -279,7 +281,6 @@ def _prepare_store(
     config: StorageConfig,
     dtype: str,
     grid: BlockGrid,
-    tile_grid: BlockGrid,
     selection: PointSelection,
     voxel_size: tuple,
     voxel_offset: tuple,
@@ -293,7 +294,6 @@ def _prepare_store(
         "scan": {
             "axes": "zyx",
             "block_shape": list(grid.block_shape),
-            "tile_shape": list(tile_grid.block_shape),
             "block_id": "gz << 42 | gy << 21 | gx",
             "mode": selection.mode,
             "ignore_label": selection.ignore_label,
@@ -313,7 +313,7 @@ def _prepare_store(
         )
         raise ScanConflictError(
             f"{config.base_path} holds a scan made with other settings: {differences}. Re-run with the store's "
-            f"settings to redo or finish that scan (tile_shape follows workers and tile_bytes), or use a new store"
+            f"settings to redo or finish that scan, or use a new store"
         )
 
 

@@ -6,10 +6,12 @@ volume. A block's id is its grid position packed into one int64,
 ``gz << 42 | gy << 21 | gx`` (21 bits per axis), so ids sort in raster
 (z-major) order and decode without a lookup table.
 
-Workers read the volume by *tiles*: boxes of whole blocks, read once (with the
-one-voxel halo surface mode needs) and cut into blocks in memory. Reading block
-by block with a halo would decode up to 27 chunks of a chunked array (zarr,
-tensorstore) per block; a tile of 4³ blocks decodes about 3.4 per block.
+Each worker owns a contiguous run of block numbers (raster order), which
+depends only on the grid and the worker count. It reads the volume by *tiles*:
+boxes of whole blocks, read once (with the one-voxel halo surface mode needs)
+and cut into blocks in memory. Reading block by block with a halo would decode
+up to 27 chunks of a chunked array (zarr, tensorstore) per block; a tile of 4³
+blocks decodes about 3.4 per block.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class BlockGrid:
         """Cut the block numbers into ``parts`` contiguous runs of near-equal length (fewer if blocks run out).
 
         Contiguous runs keep each worker on one slab of the volume, which is all
-        a worker needs to be sent when the volume travels with its task.
+        a worker needs to be sent when the volume travels with its task, and
+        runs depend on nothing else, so a re-run gives each worker id the same
+        blocks whatever the volume's type or the reading tiles.
 
         >>> BlockGrid((10, 10, 10), (4, 4, 4)).split(4)
         [range(0, 7), range(7, 14), range(14, 20), range(20, 27)]

@@ -54,7 +54,7 @@ class _Tracker:
     def __init__(self, tasks: Sequence[ScanTask], sink: Sink):
         self.sink = sink
         self.results: Results = {}
-        self.latest = {t.worker_id: ProgressEvent(t.worker_id, "queued", blocks_total=t.block_count) for t in tasks}
+        self.latest = {t.worker_id: ProgressEvent(t.worker_id, "queued", blocks_total=len(t.blocks)) for t in tasks}
         for event in self.latest.values():
             sink(event)
 
@@ -183,7 +183,7 @@ def _collect_dead(
             process, task = running.pop(worker_id)
             done = tracker.latest[worker_id].blocks_done
             text = (
-                f"its process died (exit code {process.exitcode}) after about {done} of its {task.block_count} blocks"
+                f"its process died (exit code {process.exitcode}) after about {done} of its {len(task.blocks)} blocks"
             )
             tracker.finish(worker_id, ScanWorkerError(worker_id, None, None, text))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,21 +34,35 @@ class ScanTask:
     store: StorageConfig
     source: VolumeSource | None  # set just before the tasks are sent
     grid: BlockGrid
-    tile_grid: BlockGrid
-    tiles: range  # numbers in tile_grid; the worker's blocks are the blocks of these tiles
+    blocks: range  # block numbers of this worker: a contiguous run in raster order
+    tile_grid: BlockGrid  # how the volume is read: tile by tile
     selection: PointSelection
     voxel_offset: tuple[int, int, int]
     dtype: str
     max_points_per_file: int
     report_interval: float
 
-    def tile_blocks(self, tile: int) -> np.ndarray:
-        """Numbers (in ``grid``) of the blocks of one tile, in raster order."""
-        return self.grid.numbers_within(*self.tile_grid.bounds(tile))
+    def reads(self) -> Iterator[tuple[tuple[int, ...], tuple[int, ...], list[int]]]:
+        """The worker's reads, tile by tile: the box holding its blocks of the tile, and those blocks.
 
-    @property
-    def block_count(self) -> int:
-        return sum(len(self.tile_blocks(tile)) for tile in self.tiles)
+        >>> grid = BlockGrid((8, 8, 8), (4, 4, 4))
+        >>> task = ScanTask("0", None, None, grid, range(2, 6), grid.tiles(1, 1, 512), PointSelection(), (0, 0, 0), "int32", 1, 1)
+        >>> list(task.reads())
+        [((0, 4, 0), (4, 8, 8), [2, 3]), ((4, 0, 0), (8, 4, 8), [4, 5])]
+        """
+        runs_from, runs_to = self.grid.position(self.blocks[0])[0], self.grid.position(self.blocks[-1])[0]
+        block_z = self.grid.block_shape[0]
+        for tile in range(self.tile_grid.count):
+            start, stop = self.tile_grid.bounds(tile)
+            if stop[0] <= runs_from * block_z or start[0] > runs_to * block_z:
+                continue
+            numbers = self.grid.numbers_within(start, stop)
+            mine = numbers[(numbers >= self.blocks.start) & (numbers < self.blocks.stop)]
+            if len(mine):
+                positions = np.array(np.unravel_index(mine, self.grid.grid_shape))
+                first = positions.min(axis=1) * self.grid.block_shape
+                last = np.minimum((positions.max(axis=1) + 1) * self.grid.block_shape, self.grid.volume_shape)
+                yield tuple(first.tolist()), tuple(last.tolist()), mine.tolist()
 
 
 @dataclass
@@ -96,7 +110,7 @@ def run_scan_task(
     ``task.report_interval`` seconds; the caller emits the final event from the
     returned outcome. ``stop_requested`` is polled between blocks.
     """
-    meter = _Meter(task.worker_id, task.block_count)
+    meter = _Meter(task.worker_id, len(task.blocks))
     timings = {"read": 0.0, "extract": 0.0, "write": 0.0}
     cpu_at_start = time.process_time()
     block_number = None
@@ -109,10 +123,8 @@ def run_scan_task(
         with Ingestor(
             task.store, task.worker_id, max_points_per_file=task.max_points_per_file, columns=COLUMNS
         ) as ingestor:
-            for tile in task.tiles:
-                blocks = task.tile_blocks(tile).tolist()
-                block_number = blocks[0]  # a failed tile read is reported on its first block
-                tile_start, tile_stop = task.tile_grid.bounds(tile)
+            for tile_start, tile_stop, blocks in task.reads():
+                block_number = blocks[0]  # a failed read is reported on its first block
                 clock = time.perf_counter()
                 padded_tile = read_padded(
                     volume, origin, task.grid.volume_shape, tile_start, tile_stop, task.selection.halo, buffer
