@@ -6,7 +6,8 @@
 End to end means: read the blocks, extract the points, write Parquet files and
 worker indexes (``write``), and consolidate (``index``), starting from a
 ``.npy`` opened with ``mmap_mode="r"`` (what ``pocaduck scan`` does) whose
-pages are already cached. Each configuration runs ``--repeats`` times and the
+pages are already cached, and for the smaller volume also from a zarr array
+with 64³ chunks (read by tiles). Each configuration runs ``--repeats`` times and the
 fastest run is kept: the machine is shared, and the fastest run is the one
 least disturbed. The extraction comparison runs on the 64³ blocks of the
 largest volume in this process: ours (runs of equal labels, sorted), a plain
@@ -105,8 +106,9 @@ def bench_extraction(volume: np.ndarray, block: int = 64) -> list[dict[str, Any]
     return rows
 
 
-def bench_scans(path: str, size: int, modes: list[str], worker_counts: list[int], repeats: int) -> list[dict[str, Any]]:
-    volume = np.load(path, mmap_mode="r")
+def bench_scans(
+    volume: Any, source: str, size: int, modes: list[str], worker_counts: list[int], repeats: int
+) -> list[dict[str, Any]]:
     rows = []
     for mode in modes:
         for workers in worker_counts:
@@ -130,6 +132,7 @@ def bench_scans(path: str, size: int, modes: list[str], worker_counts: list[int]
             cores = t["cpu"] / (total - t["consolidate"])
             rows.append(
                 {
+                    "source": source,
                     "size": size,
                     "mode": mode,
                     "workers": workers,
@@ -148,6 +151,16 @@ def bench_scans(path: str, size: int, modes: list[str], worker_counts: list[int]
         single = next(r for r in rows if r["mode"] == row["mode"] and r["workers"] == worker_counts[0])
         row["speedup"] = single["seconds"] / row["seconds"] * worker_counts[0]
     return rows
+
+
+def as_zarr(path: str, folder: str) -> Any:
+    """The volume as a zarr array with 64³ chunks (default compression), opened read-only."""
+    import zarr
+
+    target = os.path.join(folder, os.path.basename(path).replace(".npy", ".zarr"))
+    volume = np.load(path, mmap_mode="r")
+    zarr.create_array(store=target, shape=volume.shape, chunks=(64, 64, 64), dtype=volume.dtype)[:] = volume
+    return zarr.open_array(target, mode="r")
 
 
 def markdown(generation: list[dict], extraction: list[dict], scans: list[dict]) -> str:
@@ -175,14 +188,14 @@ def markdown(generation: list[dict], extraction: list[dict], scans: list[dict]) 
         "",
     ]
     lines += [
-        "| volume | mode | workers | seconds | M voxels/s | M voxels/s/worker | M points/s | speed-up | cores busy "
+        "| volume | source | mode | workers | seconds | M voxels/s | M voxels/s/worker | M points/s | speed-up | cores busy "
         "| M voxels/CPU s | extraction | writing | indexing | other |"
     ]
-    lines += ["|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in scans:
         s = r["shares"]
         lines.append(
-            f"| {r['size']}³ | {r['mode']} | {r['workers']} | {r['seconds']:.2f} | {r['mvoxels_per_s']:.0f} | "
+            f"| {r['size']}³ | {r['source']} | {r['mode']} | {r['workers']} | {r['seconds']:.2f} | {r['mvoxels_per_s']:.0f} | "
             f"{r['mvoxels_per_s_per_worker']:.0f} | {r['mpoints_per_s']:.1f} | {r['speedup']:.2f}× | {r['cores_busy']:.1f} | "
             f"{r['mvoxels_per_cpu_s']:.0f} | "
             f"{s['extraction']:.0%} | {s['writing']:.0%} | {s['indexing']:.0%} | {s['other']:.0%} |"
@@ -218,7 +231,9 @@ def main() -> None:
                 np.load(path, mmap_mode="r"), os.path.join(folder, "warm-up"), workers=max(worker_counts), mode="all"
             )
             shutil.rmtree(os.path.join(folder, "warm-up"))
-            scans += bench_scans(path, size, ["surface", "all"], worker_counts, repeats)
+            scans += bench_scans(np.load(path, mmap_mode="r"), "npy", size, ["surface", "all"], worker_counts, repeats)
+            if size == sizes[0]:
+                scans += bench_scans(as_zarr(path, folder), "zarr", size, ["surface"], worker_counts, repeats)
             print(f"{size}³ done", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
