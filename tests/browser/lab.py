@@ -159,3 +159,39 @@ def pixels_unlike(page, png: bytes, background: tuple[int, int, int], tolerance:
             [base64.b64encode(png).decode(), list(background), tolerance],
         )
     )
+
+
+VIEWER_BACKGROUND = (0x11, 0x14, 0x18)  # the point cloud viewer's scene background
+
+
+def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 60) -> tuple[int, int, bytes]:
+    """Screenshot ``canvas`` until more than ``least`` pixels differ from the viewer's background (the first
+    frame comes after the buffers); return (differing pixels, all pixels, last screenshot)."""
+    differing, total, shot = 0, 1, b""
+    for _ in range(attempts):
+        shot = canvas.screenshot()
+        differing, total = pixels_unlike(page, shot, VIEWER_BACKGROUND)
+        if differing > least:
+            break
+        page.wait_for_timeout(500)
+    return differing, total, shot
+
+
+def wait_for_every_cell_run(page, timeout_ms: int = 300_000) -> None:
+    """Wait until every code cell of the open notebook has an execution count and the kernel is idle.
+
+    Unlike :func:`wait_for_kernel_idle` this cannot pass in the moment before a run-all has queued its cells.
+    """
+    page.wait_for_function(
+        """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
+            const cells = panel.content.model.cells;
+            for (let i = 0; i < cells.length; i++) {
+                const cell = cells.get(i);
+                if (cell.type === 'code' && !cell.executionCount) return false;
+            }
+            return kernel && kernel.status === 'idle';
+        }""",
+        timeout=timeout_ms,
+    )

@@ -1,0 +1,99 @@
+"""The quick start and render notebooks, run in real JupyterLab in headless Chromium: their widgets appear.
+
+The notebooks run from a copy of notebooks/ with no demo store yet, as on a
+fresh checkout. Screenshots of both go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from lab import (
+    ARTIFACTS,
+    CHROMIUM,
+    chromium,
+    jupyter_lab,
+    open_notebook,
+    run_all_cells,
+    wait_for_drawing,
+    wait_for_every_cell_run,
+)
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+ERROR_OUTPUTS = """() => {
+    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    const errors = [];
+    for (let i = 0; i < cells.length; i++) {
+        const cell = cells.get(i);
+        if (cell.type !== 'code') continue;
+        for (const output of cell.outputs.toJSON()) {
+            if (output.output_type === 'error') errors.push(`cell ${i}: ${output.ename}: ${output.evalue}`);
+        }
+    }
+    return errors;
+}"""
+
+if not os.path.exists(CHROMIUM):
+    message = f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set POCADUCK_CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab over a copy of notebooks/, and a headless Chromium; one each per notebook, as a user opens one
+    notebook in a fresh JupyterLab (a second page would restore the first's tabs and run-all would go there)."""
+    root = tmp_path
+    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("*_store", "__pycache__", "*.zarr"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with jupyter_lab(root) as url, chromium() as browser:
+        yield url, browser
+
+
+def run_notebook_in_browser(lab, name: str):
+    """A page with the notebook opened and every cell run, no error output."""
+    url, browser = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_notebook(page, url, f"notebooks/{name}")
+    run_all_cells(page)
+    wait_for_every_cell_run(page)
+    assert page.evaluate(ERROR_OUTPUTS) == []
+    return page
+
+
+def test_the_quick_start_shows_every_worker_finish_and_draws_the_biggest_neurons(lab):
+    page = run_notebook_in_browser(lab, "01_quick_start.ipynb")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === 4", timeout=60_000
+    )
+    assert page.locator(".pocaduck-worker").count() == 4
+    assert page.get_by_text("4 of 4 workers finished").count() == 1
+    assert page.locator(".pocaduck-legend-row").count() == 3
+    differing, total, shot = wait_for_drawing(page, page.locator(".jp-OutputArea-output canvas").last)
+    (ARTIFACTS / "quick-start-viewer.png").write_bytes(shot)
+    page.screenshot(path=ARTIFACTS / "notebook-01-quick-start.png", full_page=True)
+    assert 200 < differing < total
+
+
+def test_the_render_notebook_draws_every_viewer(lab):
+    page = run_notebook_in_browser(lab, "03_render_neurons.ipynb")
+    canvases = page.locator(".jp-OutputArea-output canvas")
+    assert canvases.count() == 5  # one, several, supervoxels, anisotropic, point budget
+    for index in range(5):
+        differing, total, shot = wait_for_drawing(page, canvases.nth(index))
+        (ARTIFACTS / f"render-viewer-{index + 1}.png").write_bytes(shot)
+        assert 200 < differing < total, f"viewer {index + 1} drew {differing} of {total} pixels"
+    legend_rows = [viewer.locator(".pocaduck-legend-row").count() for viewer in _viewers(page)]
+    assert legend_rows == [1, 5, 2, 1, 1]
+    assert page.get_by_text("showing 5,000 of").count() >= 1  # the budget's note under the last viewer
+    page.screenshot(path=ARTIFACTS / "notebook-03-render.png", full_page=True)
+
+
+def _viewers(page):
+    """Each viewer's output area, in notebook order."""
+    outputs = page.locator(".jp-OutputArea-output", has=page.locator("canvas"))
+    return [outputs.nth(i) for i in range(outputs.count())]
