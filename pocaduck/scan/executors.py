@@ -81,16 +81,17 @@ class _Tracker:
 # -- local processes -----------------------------------------------------------
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
+def _process_context(volume_library: str) -> multiprocessing.context.BaseContext:
     """forkserver where available: no fork of a parent holding DuckDB or thread state, and no re-import of __main__.
 
-    The server imports the worker's modules once, pandas included (pyarrow
-    imports it on a worker's first Parquet write, 0.2-0.4 s), so each worker
-    starts warm.
+    The server imports, once, the worker's modules, pandas (pyarrow imports it
+    on a worker's first Parquet write, 0.2-0.4 s) and the volume's library
+    (zarr, tensorstore, ...), so each worker starts warm. The server starts
+    with a process's first scan; later scans share it.
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["pocaduck.scan.worker", "pandas"])
+        context.set_forkserver_preload(["pocaduck.scan.worker", "pandas", volume_library])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -106,7 +107,7 @@ def _process_main(task: ScanTask, messages: Any, stop_flag: Any) -> None:
 
 def run_local(tasks: Sequence[ScanTask], workers: int, sink: Sink, stop: threading.Event, retries: int = 0) -> Results:
     """Run ``tasks`` in at most ``workers`` local processes; a crashed process counts as a failed worker."""
-    context = _process_context()
+    context = _process_context(_library_of(tasks[0].source) if tasks else "numpy")
     messages = context.Queue()
     stop_flag = context.Event()
     tracker = _Tracker(tasks, sink)
@@ -164,6 +165,11 @@ def run_local(tasks: Sequence[ScanTask], workers: int, sink: Sink, stop: threadi
                 process.join()
         messages.close()
     return tracker.results
+
+
+def _library_of(source: Any) -> str:
+    """The top-level package a volume source needs in the worker (zarr for a zarr array)."""
+    return type(getattr(source, "volume", source)).__module__.split(".")[0]
 
 
 def _collect_dead(
