@@ -331,3 +331,16 @@ def test_a_wrong_azure_key_is_refused_clearly(azure_connection_string):
 
 def _account_key(connection_string: str) -> str:
     return dict(part.split("=", 1) for part in connection_string.split(";") if part)["AccountKey"]
+
+
+def test_a_rebuilt_index_of_the_same_size_is_still_fetched_again(s3_store):
+    storage = open_storage(s3_store)
+    sizes = []
+    for value in (1, 2):
+        with Ingestor(s3_store, worker_id=0) as ingestor:
+            ingestor.write(9, "b", np.full((5, 3), value))
+        Ingestor.consolidate_indexes(s3_store)
+        sizes.append(len(storage.read_bytes("unified_index.duckdb")))
+        with Query(s3_store) as query:
+            assert query.get_points(9).tolist() == [[value] * 3] * 5
+    assert sizes[0] == sizes[1]  # so only the ETag could tell the two indexes apart
