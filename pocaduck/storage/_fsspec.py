@@ -172,11 +172,16 @@ class FsspecStorage(Storage):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)
-        for name in os.listdir(folder):
-            # Older versions of this object: a process still reading one keeps its open handle.
-            if name.startswith(stem) and not cached.endswith(name) and ".partial-" not in name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
+        older = [
+            os.path.join(folder, name)
+            for name in os.listdir(folder)
+            if name.startswith(stem) and ".partial-" not in name and not cached.endswith(name)
+        ]
+        # Keep the version just replaced: another process may have been handed its path a moment
+        # ago and not opened it yet. Readers of even older ones keep their open handles.
+        with contextlib.suppress(FileNotFoundError):  # another process tidying at the same time
+            for stale in sorted(older, key=os.path.getmtime)[:-1]:
+                os.unlink(stale)
         return cached
 
     @functools.cached_property
