@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint browser lab demo bench clean
+.PHONY: install test lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean
 
 install: $(INSTALLED)
 
@@ -26,7 +26,11 @@ lint: install
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: lint browser
+# The Azure tests run against Azurite, Microsoft's storage emulator, from the npm registry.
+azurite:
+	test -x node_modules/.bin/azurite-blob || npm install --no-save --no-audit --no-fund --loglevel=error azurite@3.37.0
+
+test: lint browser azurite
 	$(BIN)/python -m pytest
 
 # JupyterLab on loopback by default (LAB_IP=0.0.0.0 to reach it from other machines), with Jupyter's token;
@@ -48,5 +52,17 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench_store.py
 
+bench-scan: install
+	$(BIN)/python bench/bench_scan.py
+
+bench-compact: install
+	$(BIN)/python bench/bench_compact.py
+
+bench-requests: install
+	$(BIN)/python bench/bench_requests.py
+
+bench-widgets: install browser
+	$(BIN)/python bench/bench_widgets.py
+
 clean:
-	rm -rf $(VENV) demo_store .pytest_cache
+	rm -rf $(VENV) demo_store notebooks/demo_store node_modules .pytest_cache test-artifacts
