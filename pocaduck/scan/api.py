@@ -189,7 +189,9 @@ def scan_volume(
     ``seed``); see :mod:`pocaduck.scan.extract`. Label ``ignore_label`` (0)
     is skipped; None keeps every label.
 
-    Workers are local processes, or Dask tasks when ``client`` (a
+    Workers are local processes (from a script, call this under
+    ``if __name__ == "__main__":``, as for any multiprocessing code), or Dask
+    tasks when ``client`` (a
     ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
     see :mod:`pocaduck.scan.executors`) is given; ``retries`` re-runs a failed
     worker. ``progress`` (a callable, or ``"tqdm"`` for bars) receives

@@ -82,7 +82,11 @@ class _Tracker:
 
 
 def _process_context(volume_library: str) -> multiprocessing.context.BaseContext:
-    """forkserver where available: no fork of a parent holding DuckDB or thread state, and no re-import of __main__.
+    """forkserver where available: no fork of a parent holding DuckDB or thread state.
+
+    As with spawn, each worker imports the caller's main script (as
+    ``__mp_main__``), so a script must call the scan under
+    ``if __name__ == "__main__":``; notebooks and ``python -c`` need nothing.
 
     The server imports, once, the worker's modules, pandas (pyarrow imports it
     on a worker's first Parquet write, 0.2-0.4 s) and the volume's library
@@ -191,6 +195,11 @@ def _collect_dead(
             text = (
                 f"its process died (exit code {process.exitcode}) after about {done} of its {len(task.blocks)} blocks"
             )
+            if process.exitcode == 1 and tracker.latest[worker_id].state == "queued":
+                text += (
+                    "; it never started: if the scan runs from a script, call it under "
+                    '`if __name__ == "__main__":` (worker processes import the main script)'
+                )
             tracker.finish(worker_id, ScanWorkerError(worker_id, None, None, text))
 
 
