@@ -238,8 +238,10 @@ def compact_shard(storage_config: StorageConfig, generation: str, shard: int) ->
     A plain function of picklable arguments, so any executor can run it; running
     it twice rewrites the same file. Returns the shard's counts.
 
-    >>> compact_shard(StorageConfig("/data/store"), "3f2a9c0d51e7b864", 0)  # doctest: +SKIP
-    {'shard': 0, 'labels': 812, 'segments': 40600, 'points_read': 4000000, 'points': 4000000, ...}
+    Example::
+
+        compact_shard(StorageConfig("/data/store"), "3f2a9c0d51e7b864", 0)
+        # -> {'shard': 0, 'labels': 812, 'segments': 40600, 'points_read': 4000000, 'points': 4000000, ...}
     """
     started = time.perf_counter()
     storage = open_storage(storage_config)

@@ -124,8 +124,10 @@ def publish_unified_index(
 
     ``consolidate`` passes the generation in force, compaction its new one.
 
-    >>> publish_unified_index(storage, schema, {"worker-0": "20260101T000000-abc"}, None)  # doctest: +SKIP
-    '/data/store/unified_index.duckdb'
+    Example::
+
+        publish_unified_index(storage, schema, {"worker-0": "20260101T000000-abc"}, None)
+        # -> '/data/store/unified_index.duckdb'
     """
     covered = _covered_sessions(storage, generation) if generation else {}
     stale = sorted(w for w, s in covered.items() if _finalized_session(storage, w) != s)

@@ -19,7 +19,7 @@ from .query import Query
 
 GRID = 4  # blocks per axis
 BLOCK = 64  # voxels per block side
-LABELS = [2**63 + 11, 2**64 - 1] + list(range(1, 49))
+LABELS = [2**63 + 11, 2**64 - 1, *range(1, 49)]
 
 
 def _label_points_in_block(label: int, block: tuple[int, int, int]) -> np.ndarray:

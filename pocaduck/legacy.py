@@ -89,9 +89,11 @@ def _points_of(data: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
 class LegacyQuery:
     """Read-only queries on an original-library store, answering exactly as ``pocaduck==0.1.1`` did.
 
-    >>> query = Query("/path/to/old_store")  # doctest: +SKIP
-    >>> type(query).__name__, query.get_points(42).dtype  # doctest: +SKIP
-    ('LegacyQuery', dtype('int64'))
+    Example::
+
+        query = Query("/path/to/old_store")
+        type(query).__name__, query.get_points(42).dtype
+        # -> ('LegacyQuery', dtype('int64'))
     """
 
     def __init__(
@@ -235,8 +237,10 @@ def migrate(
     optimized data (the original drops block ids there) is migrated with the
     block id ``""``.
 
-    >>> migrate("/data/old_store", "/data/new_store")  # doctest: +SKIP
-    '/data/new_store/unified_index.duckdb'
+    Example::
+
+        migrate("/data/old_store", "/data/new_store")
+        # -> '/data/new_store/unified_index.duckdb'
     """
     old = open_storage(as_config(old_store))
     if not old.root_exists() or not is_legacy_store(old):

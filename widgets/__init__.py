@@ -3,8 +3,10 @@
 Install with ``pip install pocaduck[widgets]``. The browser, viewer and
 explorer take a store path, a ``StorageConfig`` or an open ``Query``.
 
->>> from pocaduck.widgets import Explorer
->>> Explorer(store)  # doctest: +SKIP
+Example::
+
+    from pocaduck.widgets import Explorer
+    Explorer(store)
 """
 
 from .browser import LabelBrowser, LabelNotFoundError

@@ -66,10 +66,12 @@ class LabelBrowser(w.VBox):
     index tables (``labels``, ``point_index``, ``files``, ``workers``). A bad
     expression sets ``error`` and leaves the table as it was.
 
-    >>> browser = LabelBrowser(store)  # doctest: +SKIP
-    >>> browser.where = "point_count > 1000"  # doctest: +SKIP
-    >>> browser.order_by, browser.descending = "block_count", True  # doctest: +SKIP
-    >>> browser.selected_labels = [42]  # doctest: +SKIP
+    Example::
+
+        browser = LabelBrowser(store)
+        browser.where = "point_count > 1000"
+        browser.order_by, browser.descending = "block_count", True
+        browser.selected_labels = [42]
     """
 
     select = t.Unicode("", help="a whole SELECT used instead of the labels table; empty for the labels table")
@@ -144,7 +146,9 @@ class LabelBrowser(w.VBox):
     def jump_to(self, label: int) -> None:
         """Show the page holding ``label`` in the current filter and order, and select it.
 
-        >>> browser.jump_to(2**64 - 1)  # doctest: +SKIP
+        Example::
+
+            browser.jump_to(2**64 - 1)
         """
         if "label" not in self.columns:
             raise LabelNotFoundError("the current table has no 'label' column to jump by")

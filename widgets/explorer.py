@@ -17,7 +17,9 @@ _BLOCKS_LISTED = 6
 class Explorer(w.HBox):
     """Find labels in the table; the selected ones appear in 3D and their details beside.
 
-    >>> Explorer(store)  # doctest: +SKIP
+    Example::
+
+        Explorer(store)
     """
 
     def __init__(self, store: StoreLike, *, point_budget: int = 1_500_000, **kwargs: Any):

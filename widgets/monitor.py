@@ -143,7 +143,9 @@ class IngestionMonitor(w.VBox):
     def follow(self, events: Any, *, background: bool = True) -> threading.Thread | None:
         """Consume events from a scan handle (its ``events``) or any iterable, then draw the final state.
 
-        >>> monitor.follow(handle)  # doctest: +SKIP
+        Example::
+
+            monitor.follow(handle)
         """
         source: Iterable[ProgressEvent] = getattr(events, "events", events)
 

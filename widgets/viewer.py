@@ -41,9 +41,11 @@ class _Shown:
 class PointCloudViewer(w.VBox):
     """Show labels' point clouds in 3D, one stable color per label, with a legend.
 
-    >>> viewer = PointCloudViewer(store)  # doctest: +SKIP
-    >>> viewer.show([42, 43])  # doctest: +SKIP
-    >>> viewer.color_by = "depth"  # doctest: +SKIP
+    Example::
+
+        viewer = PointCloudViewer(store)
+        viewer.show([42, 43])
+        viewer.color_by = "depth"
     """
 
     labels = t.List(t.Int(), read_only=True, help="labels shown, in the order they were added")
@@ -103,7 +105,9 @@ class PointCloudViewer(w.VBox):
     def show(self, labels: int | Iterable[int]) -> None:
         """Replace what is shown by these labels and fit the camera to them.
 
-        >>> viewer.show(42)  # doctest: +SKIP
+        Example::
+
+            viewer.show(42)
         """
         self._forget(list(self._shown))
         self._origin = None

@@ -90,9 +90,11 @@ def _per_axis(name: str, value: int | float | Sequence, kind: type) -> tuple:
 class ScanHandle:
     """A scan running in a background thread: follow ``events``, ``wait()`` for the result, or ``cancel()``.
 
-    >>> handle = scan_volume(volume, "store", background=True)  # doctest: +SKIP
-    >>> handle.events.subscribe(print)  # doctest: +SKIP
-    >>> handle.wait()  # doctest: +SKIP
+    Example::
+
+        handle = scan_volume(volume, "store", background=True)
+        handle.events.subscribe(print)
+        handle.wait()
     """
 
     def __init__(

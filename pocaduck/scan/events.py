@@ -110,9 +110,11 @@ class TqdmProgress:
     ``progress="tqdm"`` in :func:`~pocaduck.scan_volume` makes one and closes it
     at the end; close one you made yourself with :meth:`close`.
 
-    >>> bars = TqdmProgress(ncols=100)
-    >>> scan_volume(volume, store, progress=bars)  # doctest: +SKIP
-    >>> bars.close()
+    Example::
+
+        bars = TqdmProgress(ncols=100)
+        scan_volume(volume, store, progress=bars)
+        bars.close()
     """
 
     def __init__(self, **tqdm_options: Any) -> None:
