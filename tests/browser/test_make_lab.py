@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,23 +26,39 @@ NOTEBOOKS = sorted(path.name for path in (REPOSITORY / "notebooks").glob("*.ipyn
 
 
 def wait_for_url(output, port: int, timeout: float) -> str:
-    """The first line of ``output`` carrying the server's URL with its token, or AssertionError with all lines."""
+    """The server's URL with its token, from the first line of ``output`` that has it; ``output`` is drained
+    to the end in the background so the server never blocks on a full pipe."""
     pattern = re.compile(rf"http://127\.0\.0\.1:{port}/\S*token=\w+")
     lines: list[str] = []
     found: list[str] = []
+    seen = threading.Event()
 
     def read() -> None:
         for line in output:
             lines.append(line)
-            if match := pattern.search(line):
+            if not found and (match := pattern.search(line)):
                 found.append(match.group(0))
-                return
+                seen.set()
+        seen.set()  # the end of output: make stopped
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
+    threading.Thread(target=read, daemon=True).start()
+    seen.wait(timeout)
     assert found, "make lab printed no URL:\n" + "".join(lines[-40:])
     return found[0]
+
+
+def get_when_up(url: str, token: str, attempts: int = 100) -> dict:
+    """GET a JSON answer, retrying while the server, which logs its URL before it listens, refuses connections."""
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ConnectionRefusedError):
+                raise
+            time.sleep(0.2)
+    raise AssertionError(f"{url} still refuses connections")
 
 
 def test_make_lab_serves_the_notebooks_from_the_repository_root(tmp_path):
@@ -68,11 +85,7 @@ def test_make_lab_serves_the_notebooks_from_the_repository_root(tmp_path):
         url = wait_for_url(make.stdout, port, timeout=900)  # a first run installs and builds the demo store
         assert "/lab/tree/notebooks/01_quick_start.ipynb" in url
         token = url.rsplit("token=", 1)[1]
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/contents/notebooks", headers={"Authorization": f"token {token}"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            listing = json.load(response)
+        listing = get_when_up(f"http://127.0.0.1:{port}/api/contents/notebooks", token)
         names = sorted(item["name"] for item in listing["content"] if item["type"] == "notebook")
         assert names == NOTEBOOKS and len(names) == 5
         assert (REPOSITORY / "notebooks" / "demo_store" / "unified_index.duckdb").exists()
