@@ -21,8 +21,6 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from test_notebooks import NAMES, problems_in
 
-tomllib = pytest.importorskip("tomllib")
-
 REPOSITORY = Path(__file__).resolve().parents[1]
 BINDER_EXTRAS = ("widgets", "scan", "dask")  # what binder/postBuild installs pocaduck with
 LAB = ("jupyterlab", "ipykernel")  # JupyterLab itself, whose bounds the browser-test extra sets
@@ -45,6 +43,7 @@ def binder_pins() -> dict[str, Version]:
 
 def pyproject_requirements() -> list[Requirement]:
     """What pyproject.toml asks for on Binder: the dependencies, the extras postBuild names, JupyterLab."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     wanted = [Requirement(text) for text in project["dependencies"]]
