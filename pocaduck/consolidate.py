@@ -164,45 +164,60 @@ def _finalized_session(storage: Storage, worker_id: str) -> str | None:
 def _build_unified_index(
     storage: Storage, schema: layout.Schema, sessions: dict[str, str], generation: str | None, target: str
 ) -> None:
+    """Fill ``target`` from every source index in a few set-based statements.
+
+    The sources are ATTACHed to one connection (a read-only connection per file
+    costs ~20× more) and read through UNION ALL, so every row is copied once,
+    straight into the sorted ``point_index``.
+    """
     con = duckdb.connect(target)
     try:
         create_worker_tables(con, schema)
-        con.execute("CREATE TEMP TABLE unsorted AS SELECT * FROM point_index LIMIT 0")
         con.execute(
             "CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)"
         )
-        sources = [(layout.session_index(w, s), w, s) for w, s in sorted(sessions.items())]
+        aliases = []
         if generation is not None:
-            sources.insert(0, (layout.compaction_index(generation), None, None))
             attach_read_only(con, storage.local_copy(layout.compaction_index(generation)), "generation")
             con.execute("INSERT INTO workers SELECT * FROM generation.workers")
             con.execute("CREATE TABLE compaction AS SELECT * FROM generation.compaction")
-            con.execute("DETACH generation")
-        file_id_offset = 0
-        for source, worker_id, session_id in sources:
-            with duckdb.connect(storage.local_copy(source), read_only=True) as src:
-                files = src.execute("SELECT * FROM files ORDER BY file_id").to_arrow_table()
-                rows = src.execute("SELECT * FROM point_index").to_arrow_table()
-            con.register("worker_files", files)
-            con.register("worker_rows", rows)
+            aliases.append("generation")
+        session_aliases = {}
+        for number, (worker_id, session_id) in enumerate(sorted(sessions.items())):
+            alias = f"session_{number}"
+            attach_read_only(con, storage.local_copy(layout.session_index(worker_id, session_id)), alias)
+            session_aliases[alias] = (worker_id, session_id)
+        aliases += session_aliases
+        # Worker file ids run 0..n-1; shift each source's past the ones before it.
+        offsets, total = [], 0
+        for alias in aliases:
+            offsets.append(total)
+            total += con.execute(f"SELECT count(*) FROM {alias}.files").fetchone()[0]
+        con.execute(
+            "INSERT INTO files "
+            + _union(aliases, "SELECT file_id + ?, path, row_count, row_group_size, byte_size FROM {}.files"),
+            offsets,
+        )
+        con.execute(
+            "INSERT INTO point_index SELECT * FROM ("
+            + _union(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
+            + ") ORDER BY label, file_id, row_offset",
+            offsets,
+        )
+        if session_aliases:
             con.execute(
-                "INSERT INTO files SELECT file_id + ?, path, row_count, row_group_size, byte_size FROM worker_files",
-                [file_id_offset],
+                "INSERT INTO workers "
+                + _union(session_aliases, "SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM {}.files"),
+                [value for pair in session_aliases.values() for value in pair],
             )
-            con.execute(
-                "INSERT INTO unsorted SELECT * REPLACE (file_id + ? AS file_id) FROM worker_rows", [file_id_offset]
-            )
-            if worker_id is not None:
-                con.execute(
-                    "INSERT INTO workers SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM worker_files",
-                    [worker_id, session_id],
-                )
-            con.unregister("worker_files")
-            con.unregister("worker_rows")
-            file_id_offset += files.num_rows
-        con.execute("INSERT INTO point_index SELECT * FROM unsorted ORDER BY label, file_id, row_offset")
-        con.execute("DROP TABLE unsorted")
+        for alias in aliases:
+            con.execute(f"DETACH {alias}")
         create_summary_tables(con, schema)
         con.execute("CHECKPOINT")
     finally:
         con.close()
+
+
+def _union(aliases: list[str] | dict[str, object], select: str) -> str:
+    """``select`` once per attached database alias (our own identifiers), joined by UNION ALL."""
+    return " UNION ALL ".join(select.format(alias) for alias in aliases)
