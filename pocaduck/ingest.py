@@ -13,8 +13,10 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -42,6 +44,10 @@ from .layout import Schema
 from .storage import Storage, open_storage
 
 logger = logging.getLogger("pocaduck")
+
+# Parquet encodes one file on one core; two files encoded at once keep both cores of a small machine busy
+# and halve the wait for the last file at finalize().
+FILES_IN_FLIGHT = 2
 
 _UINT64_LIMIT = 2**64
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
@@ -210,8 +216,9 @@ class Ingestor:
                 f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
             )
         self._index: duckdb.DuckDBPyConnection | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocaduck-writer")
-        self._in_flight: Future | None = None
+        self._writer = ThreadPoolExecutor(max_workers=FILES_IN_FLIGHT, thread_name_prefix="pocaduck-writer")
+        self._in_flight: deque[Future] = deque()
+        self._index_lock = threading.Lock()  # the writer threads share the index connection
         self._next_file_id = 0
         self._closed = False
         self._resources = ExitStack()
@@ -260,7 +267,7 @@ class Ingestor:
     def close(self) -> None:
         """Release the worker without finalizing: its session will be discarded by the next run."""
         self._writer.shutdown(wait=True)
-        self._in_flight = None
+        self._in_flight.clear()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -372,20 +379,20 @@ class Ingestor:
         return self._index
 
     def _flush(self) -> None:
-        """Hand the buffer to the writer thread, which sorts, encodes and indexes it while we keep buffering."""
+        """Hand the buffer to a writer thread, which sorts, encodes and indexes it while we keep buffering."""
         if not self._chunks:
             return
         buffered = (self._labels, self._block_ids, self._chunks)
         self._labels, self._block_ids, self._chunks = [], [], []
         self._buffered_points = self._buffered_bytes = 0
-        self._wait_for_writer()  # at most one file in flight: memory stays bounded by two buffers
-        self._in_flight = self._writer.submit(self._publish_file, self._next_file_id, *buffered)
+        self._wait_for_writer(keep=FILES_IN_FLIGHT - 1)  # memory stays bounded by FILES_IN_FLIGHT + 1 buffers
+        self._in_flight.append(self._writer.submit(self._publish_file, self._next_file_id, *buffered))
         self._next_file_id += 1
 
-    def _wait_for_writer(self) -> None:
-        """Block until the file in flight is published; raise its failure here if it failed."""
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
+    def _wait_for_writer(self, keep: int = 0) -> None:
+        """Block until at most ``keep`` files are in flight, oldest first; raise a failure here if one failed."""
+        while len(self._in_flight) > keep:
+            in_flight = self._in_flight.popleft()
             try:
                 in_flight.result()
             except Exception as error:
@@ -396,7 +403,7 @@ class Ingestor:
 
     def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
         """Sort buffered chunks by label, write them as one Parquet file, then commit the index rows
-        that point at it (runs on the writer thread)."""
+        that point at it (runs on a writer thread; files are encoded in parallel, indexed one at a time)."""
         schema = self._schema
         unsorted_labels = np.array(labels, dtype=np.uint64)
         order = np.argsort(unsorted_labels, kind="stable")
@@ -418,20 +425,20 @@ class Ingestor:
             compression=self.compression,
         )
         rows = chunk_index_rows(schema, chunk_labels, chunk_blocks, file_id, counts, values)
-        index = self._open_index()
-        index.begin()
-        index.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-            [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
-        )
-        index.register("new_rows", rows)
-        index.execute("INSERT INTO point_index SELECT * FROM new_rows")
-        index.unregister("new_rows")
-        index.commit()
-
-        self.stats.files += 1
-        self.stats.bytes += byte_size
-        self.stats.points += int(counts.sum())
+        with self._index_lock:
+            index = self._open_index()
+            index.begin()
+            index.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
+            )
+            index.register("new_rows", rows)
+            index.execute("INSERT INTO point_index SELECT * FROM new_rows")
+            index.unregister("new_rows")
+            index.commit()
+            self.stats.files += 1
+            self.stats.bytes += byte_size
+            self.stats.points += int(counts.sum())
         if self.verbose:
             logger.info("worker %s: wrote %s (%d points, %d bytes)", self.worker_id, path, counts.sum(), byte_size)
 
