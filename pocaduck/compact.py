@@ -51,7 +51,6 @@ from .storage import Storage, open_storage
 logger = logging.getLogger("pocaduck")
 
 DEFAULT_POINTS_PER_FILE = 4_000_000
-DEFAULT_ROW_GROUP_SIZE = 8_192  # small groups: a label read decodes little beyond its own rows
 COMPACTION_LOCK = f"{layout.COMPACTED}/.lock"
 _PLAN = "plan.json"
 _SOURCE = "source.duckdb"
@@ -87,7 +86,7 @@ def compact(
     client: Any = None,
     deduplicate: bool = False,
     points_per_file: int = DEFAULT_POINTS_PER_FILE,
-    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    row_group_size: int = layout.ROW_GROUP_SIZE,
     compression: str = "lz4",
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> CompactionReport:

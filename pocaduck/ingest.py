@@ -193,7 +193,7 @@ class Ingestor:
         *,
         columns: list[str] | tuple[str, ...] | None = None,
         max_bytes_per_file: int = 512 * 2**20,
-        row_group_size: int = 32_768,
+        row_group_size: int = layout.ROW_GROUP_SIZE,
         compression: str = "lz4",
     ):
         if max_points_per_file < 1 or max_bytes_per_file < 1 or row_group_size < 1:
