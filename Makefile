@@ -65,4 +65,4 @@ bench-widgets: install browser
 	$(BIN)/python bench/bench_widgets.py
 
 clean:
-	rm -rf $(VENV) demo_store notebooks/demo_store node_modules .pytest_cache test-artifacts
+	rm -rf $(VENV) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts
