@@ -257,8 +257,7 @@ def compact_shard(storage_config: StorageConfig, generation: str, shard: int) ->
             output="numpy",
         )
         counts = pieces["point_count"].astype(np.int64)
-        # Query's own row-range reader: it reads only the row groups holding these rows.
-        points = source._read_rows(pieces["file_id"].astype(np.int64), pieces["row_offset"].astype(np.int64), counts)
+        points = source.read_rows(pieces["file_id"].astype(np.int64), pieces["row_offset"].astype(np.int64), counts)
     labels = pieces["label"].astype(np.uint64)
     blocks = np.asarray(pieces["block_id"])
     starts = np.flatnonzero(np.concatenate([[True], (labels[1:] != labels[:-1]) | (blocks[1:] != blocks[:-1])]))

@@ -230,7 +230,7 @@ class Query:
         with clock.phase("index_lookup_time"):
             rows = self._lookup(labels, blocks)
         with clock.phase("data_read_time"):
-            points = self._read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+            points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         clock.update(files_queried=len(np.unique(rows["file_id"])), points_returned=len(points))
         point_labels = np.repeat(rows["label"], rows["point_count"])
         result = self._shape_result(labels, single, point_labels, points, output)
@@ -261,8 +261,18 @@ class Query:
             "point_count": rows["point_count"][order].astype(np.int64),
         }
 
-    def _read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Gather the given row ranges of the given files into one (N, D) array, in the given order."""
+    def read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Gather row ranges of the store's files, as ``point_index`` rows name them, into one (N, D) array.
+
+        The ranges come back in the given order; only the row groups holding them are read.
+        Compaction reads whole label ranges this way.
+
+        Example::
+
+            rows = query.sql("SELECT file_id, row_offset, point_count FROM point_index WHERE block_id = '3_1_4'",
+                             output="numpy")
+            points = query.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+        """
         columns = self.schema.columns
         points = np.empty((int(counts.sum()), len(columns)), dtype=self.schema.dtype)
         destinations = np.cumsum(counts) - counts

@@ -83,6 +83,20 @@ def test_rollover_into_many_files_keeps_every_point(store):
         assert as_row_set(query.get_points(label)) == as_row_set(expected)
 
 
+def test_read_rows_gathers_index_rows_across_files_in_the_order_given(store):
+    rng = np.random.default_rng(2)
+    writes = [(label, f"b{b}", rng.integers(0, 99, (5, 3))) for b in range(6) for label in (7, 8)]
+    query = build(store, writes, max_points_per_file=8, row_group_size=3)
+    rows = query.sql(
+        "SELECT file_id, row_offset, point_count FROM point_index WHERE block_id = 'b4' ORDER BY label DESC, file_id, row_offset",
+        output="numpy",
+    )
+    assert len(np.unique(rows["file_id"])) > 1  # the block's two writes sit in different files
+    points = query.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+    expected = [p for lab in (8, 7) for lab2, block, p in writes if lab2 == lab and block == "b4"]
+    assert points.tolist() == np.concatenate(expected).tolist()
+
+
 def test_many_labels_in_one_call_as_dict_and_as_table(store):
     writes = [(label, "b", np.full((label + 1, 3), label)) for label in range(5)]
     query = build(store, writes)
