@@ -122,29 +122,42 @@ def write_point_file(
     at ``path`` atomically; returns its size in bytes.
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    if pa.types.is_string(chunk_blocks.type):
-        # One dictionary entry per distinct block, not per chunk: Parquet repeats the whole
-        # dictionary in every row group, so a per-chunk dictionary grows files quadratically.
-        distinct = chunk_blocks.dictionary_encode()
-        block_rows = pa.DictionaryArray.from_arrays(distinct.indices.take(chunk_of_row), distinct.dictionary)
-    else:
-        block_rows = chunk_blocks.take(chunk_of_row)
-    table = pa.table(
-        [np.repeat(chunk_labels, counts), block_rows, *values], names=["label", "block_id", *schema.columns]
+    point_labels = np.repeat(chunk_labels, counts)
+    string_blocks = pa.types.is_string(chunk_blocks.type)
+    block_type = pa.dictionary(pa.int32(), pa.string()) if string_blocks else chunk_blocks.type
+    arrow_schema = pa.schema(
+        [
+            ("label", pa.uint64()),
+            ("block_id", block_type),
+            *((name, pa.from_numpy_dtype(schema.dtype)) for name in schema.columns),
+        ]
     )
     temp = os.path.join(staging, os.path.basename(path) + ".tmp")
     # Delta encoding (integers) and byte-stream-split (floats) shrink clustered neuron
     # coordinates several times at no cost in write or read speed.
     value_encoding = "DELTA_BINARY_PACKED" if schema.dtype.kind in "iu" else "BYTE_STREAM_SPLIT"
-    pq.write_table(
-        table,
+    with pq.ParquetWriter(
         temp,
-        row_group_size=row_group_size,
+        arrow_schema,
         compression=compression,
         use_dictionary=["label", "block_id"],
         write_statistics=["label"],
         column_encoding=dict.fromkeys(schema.columns, value_encoding),
-    )
+    ) as writer:
+        # One row group per call, so every group but the last holds exactly row_group_size rows (queries
+        # locate rows by that), each with a dictionary of only its own labels and blocks: a file-wide block
+        # dictionary is repeated in every row group, which made files of many small writes ~10x larger.
+        for start in range(0, len(point_labels), row_group_size):
+            rows = slice(start, start + row_group_size)
+            chunks = chunk_of_row[rows]
+            if string_blocks:
+                first = int(chunks[0])
+                dictionary = chunk_blocks.slice(first, int(chunks[-1]) - first + 1)
+                blocks = pa.DictionaryArray.from_arrays(pa.array(chunks - first), dictionary)
+            else:
+                blocks = chunk_blocks.take(pa.array(chunks))
+            group = pa.table([point_labels[rows], blocks, *(column[rows] for column in values)], schema=arrow_schema)
+            writer.write_table(group, row_group_size=row_group_size)
     byte_size = os.path.getsize(temp)
     storage.publish(temp, path)
     return byte_size
