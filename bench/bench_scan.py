@@ -183,7 +183,7 @@ def markdown(generation: list[dict], extraction: list[dict], scans: list[dict]) 
         "End to end (read, extract, write, consolidate), 64³ blocks, best of the repeats. Cores busy: the workers' CPU"
         " seconds (all threads) per wall second of scanning; below the worker count, other jobs had the CPU. M voxels"
         " per CPU s: voxels / (workers' CPU seconds + consolidation seconds), the figure other jobs disturb least."
-        " Shares are of wall time; writing counts only the time a worker waits for its Parquet writer thread, the"
+        " Shares are of wall time; writing counts only the time a worker waits for its Parquet writer threads, the"
         " rest of the writing overlaps extraction.",
         "",
     ]

@@ -65,6 +65,22 @@ def _row_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
 
 
+def _coalesced(
+    file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge every row range that continues the previous one in the same file; also say where each lands.
+
+    >>> [a.tolist() for a in _coalesced(np.array([0, 0, 1]), np.array([10, 15, 15]), np.array([5, 2, 3]))]
+    [[0, 1], [10, 15], [7, 3], [0, 7]]
+    """
+    destinations = np.cumsum(counts) - counts
+    continues = np.zeros(len(counts), dtype=bool)
+    continues[1:] = (file_ids[1:] == file_ids[:-1]) & (offsets[1:] == offsets[:-1] + counts[:-1])
+    heads = np.flatnonzero(~continues)
+    merged = np.add.reduceat(counts, heads) if len(heads) else counts
+    return file_ids[heads], offsets[heads], merged, destinations[heads]
+
+
 class Query:
     """Read points and summaries of labels from a consolidated store.
 
@@ -275,18 +291,27 @@ class Query:
         """
         columns = self.schema.columns
         points = np.empty((int(counts.sum()), len(columns)), dtype=self.schema.dtype)
-        destinations = np.cumsum(counts) - counts
+        file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
         for file_id in np.unique(file_ids):
             mine = np.flatnonzero(file_ids == file_id)
             path, group_size, byte_size = self._files[int(file_id)]
             first_group = offsets[mine] // group_size
             last_group = (offsets[mine] + counts[mine] - 1) // group_size
-            groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+            if len(mine) == 1:  # the usual case: a label's rows in a file are adjacent, so slices do
+                groups = np.arange(first_group[0], last_group[0] + 1)
+                start, destination, count = (
+                    int(offsets[mine[0]] % group_size),
+                    int(destinations[mine[0]]),
+                    int(counts[mine[0]]),
+                )
+                take, put = slice(start, start + count), slice(destination, destination + count)
+            else:
+                groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+                # Every group read before the last one of a file is full, so rank * size locates it.
+                sources = np.searchsorted(groups, first_group) * group_size + offsets[mine] % group_size
+                take = _row_ranges(sources, counts[mine])
+                put = _row_ranges(destinations[mine], counts[mine])
             table = self._read_row_groups(int(file_id), path, byte_size, groups.tolist())
-            # Every group read before the last one of a file is full, so rank * size locates it.
-            sources = np.searchsorted(groups, first_group) * group_size + offsets[mine] - first_group * group_size
-            take = _row_ranges(sources, counts[mine])
-            put = _row_ranges(destinations[mine], counts[mine])
             for j, name in enumerate(columns):
                 points[put, j] = table.column(name).to_numpy()[take]
         return points
