@@ -182,11 +182,10 @@ def _build_unified_index(
             con.execute("INSERT INTO workers SELECT * FROM generation.workers")
             con.execute("CREATE TABLE compaction AS SELECT * FROM generation.compaction")
             aliases.append("generation")
-        session_aliases = {}
-        for number, (worker_id, session_id) in enumerate(sorted(sessions.items())):
-            alias = f"session_{number}"
+        attached = [(f"session_{number}", w, s) for number, (w, s) in enumerate(sorted(sessions.items()))]
+        for alias, worker_id, session_id in attached:
             attach_read_only(con, storage.local_copy(layout.session_index(worker_id, session_id)), alias)
-            session_aliases[alias] = (worker_id, session_id)
+        session_aliases = [alias for alias, _, _ in attached]
         aliases += session_aliases
         # Worker file ids run 0..n-1; shift each source's past the ones before it.
         offsets, total = [], 0
@@ -208,7 +207,7 @@ def _build_unified_index(
             con.execute(
                 "INSERT INTO workers "
                 + _union(session_aliases, "SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM {}.files"),
-                [value for pair in session_aliases.values() for value in pair],
+                [value for _, worker_id, session_id in attached for value in (worker_id, session_id)],
             )
         for alias in aliases:
             con.execute(f"DETACH {alias}")
@@ -218,6 +217,6 @@ def _build_unified_index(
         con.close()
 
 
-def _union(aliases: list[str] | dict[str, object], select: str) -> str:
+def _union(aliases: list[str], select: str) -> str:
     """``select`` once per attached database alias (our own identifiers), joined by UNION ALL."""
     return " UNION ALL ".join(select.format(alias) for alias in aliases)
