@@ -122,7 +122,6 @@ def write_point_file(
     at ``path`` atomically; returns its size in bytes.
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    point_labels = np.repeat(chunk_labels, counts)
     string_blocks = pa.types.is_string(chunk_blocks.type)
     block_type = pa.dictionary(pa.int32(), pa.string()) if string_blocks else chunk_blocks.type
     arrow_schema = pa.schema(
@@ -147,7 +146,7 @@ def write_point_file(
         # One row group per call, so every group but the last holds exactly row_group_size rows (queries
         # locate rows by that), each with a dictionary of only its own labels and blocks: a file-wide block
         # dictionary is repeated in every row group, which made files of many small writes ~10x larger.
-        for start in range(0, len(point_labels), row_group_size):
+        for start in range(0, len(chunk_of_row), row_group_size):
             rows = slice(start, start + row_group_size)
             chunks = chunk_of_row[rows]
             if string_blocks:
@@ -156,7 +155,7 @@ def write_point_file(
                 blocks = pa.DictionaryArray.from_arrays(pa.array(chunks - first), dictionary)
             else:
                 blocks = chunk_blocks.take(pa.array(chunks))
-            group = pa.table([point_labels[rows], blocks, *(column[rows] for column in values)], schema=arrow_schema)
+            group = pa.table([chunk_labels[chunks], blocks, *(column[rows] for column in values)], schema=arrow_schema)
             writer.write_table(group, row_group_size=row_group_size)
     byte_size = os.path.getsize(temp)
     storage.publish(temp, path)
