@@ -46,6 +46,18 @@ class StoreNotFoundError(PocaduckError, FileNotFoundError):
     """The store path does not exist or holds no pocaduck store."""
 
 
+class InvalidArgumentError(PocaduckError, ValueError):
+    """An argument has the wrong type or lies outside its range (a size, a count, a timeout, a box)."""
+
+
+class StoreWriteError(PocaduckError, OSError):
+    """Writing into the store failed (disk full, read-only, file too large); what was published before is intact."""
+
+
+class DamagedStoreError(PocaduckError, OSError):
+    """A file that describes the store (manifest, ``finalized.json``, an index) is unreadable or corrupt."""
+
+
 class StoreNotConsolidatedError(PocaduckError, RuntimeError):
     """The store has worker data but no unified index yet."""
 
@@ -72,6 +84,14 @@ class StorageUnavailableError(PocaduckError, ConnectionError):
 
 class ReadOnlySQLError(PocaduckError, ValueError):
     """``Query.sql`` was given something other than a single read-only SELECT."""
+
+
+class SQLError(PocaduckError, ValueError):
+    """DuckDB rejected a statement given to ``Query.sql`` (syntax, unknown column, wrong type)."""
+
+
+class QueryTimeoutError(PocaduckError, TimeoutError):
+    """A ``Query.sql`` statement ran past its ``timeout`` and was interrupted."""
 
 
 class WorkerWriteError(PocaduckError, RuntimeError):
