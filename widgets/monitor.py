@@ -120,7 +120,7 @@ class IngestionMonitor(w.VBox):
         self._drawing = threading.Lock()  # a timer and an event's thread may flush at once
         self._pending = False
         self._timer: threading.Timer | None = None
-        self._last_draw = 0.0
+        self._last_draw: float | None = None  # not 0.0: time.monotonic() counts from boot, so 0.0 can be seconds ago
         self.draws = 0
         heading = w.HTML(f"<b>{html.escape(title)}</b>")
         super().__init__([heading, self.total_bar, self.summary, self._worker_box], min_interval=min_interval, **kwargs)
@@ -131,7 +131,7 @@ class IngestionMonitor(w.VBox):
         with self._lock:
             self.latest[event.worker_id] = event
             self._pending = True
-            wait = self._last_draw + self.min_interval - time.monotonic()
+            wait = 0.0 if self._last_draw is None else self._last_draw + self.min_interval - time.monotonic()
             if wait > 0:
                 if self._timer is None:
                     self._timer = threading.Timer(wait, self.flush)
