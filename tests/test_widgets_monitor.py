@@ -85,7 +85,7 @@ def test_follows_a_background_scan_to_its_end(volume, tmp_path):
     handle = scan_volume(volume, tmp_path / "store", block_shape=16, workers=2, background=True)
     follower = monitor.follow(handle)
     result = handle.wait(timeout=120)
-    follower.join(timeout=30)
+    follower.join(timeout=120)
     assert sorted(monitor.panels) == ["scan-0", "scan-1"]
     assert all(panel.bar.value == 1.0 for panel in monitor.panels.values())
     assert sum(event.points_written for event in monitor.latest.values()) == result.points
@@ -106,5 +106,5 @@ def test_redraws_are_throttled_but_the_last_event_always_lands():
 def test_follows_an_iterable_of_events_in_the_background():
     monitor = IngestionMonitor(min_interval=0)
     events = [ProgressEvent(str(i), "finished", blocks_done=1, blocks_total=1) for i in range(3)]
-    monitor.follow(events).join(timeout=10)
+    monitor.follow(events).join(timeout=120)
     assert monitor.finished and sorted(monitor.panels) == ["0", "1", "2"]

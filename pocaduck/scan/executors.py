@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import multiprocessing
 import queue
 import signal
@@ -211,7 +212,7 @@ def _dask_main(task: ScanTask, topic: str, cancel_name: str) -> WorkerOutcome:
 
     worker = get_worker()
     cancel = Event(cancel_name)
-    checked = [0.0, False]
+    checked = [-math.inf, False]  # not 0.0: time.monotonic() counts from boot
 
     def stop_requested() -> bool:  # a scheduler round trip: ask at most twice a second
         if time.monotonic() - checked[0] > 0.5:

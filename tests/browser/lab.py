@@ -164,9 +164,12 @@ def pixels_unlike(page, png: bytes, background: tuple[int, int, int], tolerance:
 VIEWER_BACKGROUND = (0x11, 0x14, 0x18)  # the point cloud viewer's scene background
 
 
-def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 60) -> tuple[int, int, bytes]:
+def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 360) -> tuple[int, int, bytes]:
     """Screenshot ``canvas`` until more than ``least`` pixels differ from the viewer's background (the first
-    frame comes after the buffers); return (differing pixels, all pixels, last screenshot)."""
+    frame comes after the buffers); return (differing pixels, all pixels, last screenshot).
+
+    Software WebGL on a machine whose cores another job keeps busy can take long over a first frame: the
+    attempts (half a second apart, three minutes in all) are a safety net, not a speed requirement."""
     differing, total, shot = 0, 1, b""
     for _ in range(attempts):
         shot = canvas.screenshot()

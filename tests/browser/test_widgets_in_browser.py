@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lab import ARTIFACTS, CHROMIUM, chromium, jupyter_lab, open_notebook, pixels_unlike, run_all_cells
+from lab import ARTIFACTS, CHROMIUM, chromium, jupyter_lab, open_notebook, run_all_cells, wait_for_drawing
 
 HERE = Path(__file__).parent
-BACKGROUND = (0x11, 0x14, 0x18)  # the viewer's scene background
 WORKERS = 3
 
 _MISSING = [
@@ -83,13 +82,7 @@ def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
     assert f"{point_count:,} pts" in legend.first.inner_text()
     canvas = page.locator(".jp-OutputArea-output canvas").last
     canvas.wait_for(timeout=60_000)
-    differing, total = 0, 1
-    for _ in range(60):  # the first frame arrives after the buffers do
-        shot = canvas.screenshot()
-        differing, total = pixels_unlike(page, shot, BACKGROUND)
-        if differing > 200:
-            break
-        page.wait_for_timeout(500)
+    differing, total, shot = wait_for_drawing(page, canvas)
     (ARTIFACTS / "viewer-canvas.png").write_bytes(shot)
     assert differing > 200, f"only {differing} of {total} canvas pixels differ from the background"
     assert differing < total  # and it is not a blank canvas of another color either
