@@ -30,22 +30,27 @@ logger = logging.getLogger("pocaduck")
 
 
 def worker_states(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
-    """Split the store's workers into finalized ones (worker → session) and unfinished ones (worker → reason)."""
+    """The store's workers: each one's last finalized session (worker → session) and the unfinished ones
+    (worker → reason).
+
+    A worker can be in both: a re-run that crashed or is still running leaves its last finalized
+    session in force, which ``consolidate(ignore_unfinalized=True)`` keeps serving.
+    """
     finalized: dict[str, str] = {}
     unfinished: dict[str, str] = {}
     for worker_id in storage.listdir(layout.WORKERS):
+        record_path = layout.worker_finalized(worker_id)
+        record = json.loads(storage.read_bytes(record_path)) if storage.exists(record_path) else None
+        if record is not None and record.get("session") is not None:
+            finalized[worker_id] = record["session"]
         with storage.lock(layout.worker_lock(worker_id)) as free:
             if not free:
                 unfinished[worker_id] = "an Ingestor is still writing it"
                 continue
-        record_path = layout.worker_finalized(worker_id)
-        record = json.loads(storage.read_bytes(record_path)) if storage.exists(record_path) else None
         known = {None if record is None else record.get("session"), *(record or {}).get("superseded", [])}
         stray = [s for s in storage.listdir(layout.sessions_dir(worker_id)) if s not in known]
         if record is None or stray:
             unfinished[worker_id] = "it started but never called finalize() (still running, or crashed)"
-        elif record["session"] is not None:
-            finalized[worker_id] = record["session"]
     return finalized, unfinished
 
 
@@ -58,7 +63,8 @@ def consolidate(
     """Build the unified index over every finalized worker and return its location.
 
     Workers that have not finalized make it fail, naming them, unless
-    ``ignore_unfinalized`` is set: then their last finalized run (if any) is used.
+    ``ignore_unfinalized`` is set: then their last finalized run (if any) is used,
+    even when a later run of that worker crashed.
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor

@@ -229,7 +229,11 @@ def scan_volume(
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
     _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
-    finished = set(worker_states(open_storage(config))[0]) if resume else set()
+    if resume:  # a worker whose later run did not finish is redone, though its earlier run is still served
+        finalized, unfinished = worker_states(open_storage(config))
+        finished = set(finalized) - set(unfinished)
+    else:
+        finished = set()
     tasks = [
         ScanTask(
             f"scan-{i}",
