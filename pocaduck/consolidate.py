@@ -13,7 +13,6 @@ workers and the index is rebuilt from the sessions alone (compact again).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -22,7 +21,7 @@ import duckdb
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
+from .errors import DamagedStoreError, EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
 from .index import attach_read_only, create_summary_tables, create_worker_tables
 from .storage import Storage, open_storage
 
@@ -39,8 +38,11 @@ def worker_states(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
     finalized: dict[str, str] = {}
     unfinished: dict[str, str] = {}
     for worker_id in storage.listdir(layout.WORKERS):
-        record_path = layout.worker_finalized(worker_id)
-        record = json.loads(storage.read_bytes(record_path)) if storage.exists(record_path) else None
+        try:
+            record = layout.read_finalized(storage, worker_id)
+        except DamagedStoreError as error:
+            unfinished[worker_id] = f"{error}; re-running the worker rewrites it"
+            continue
         if record is not None and record.get("session") is not None:
             finalized[worker_id] = record["session"]
         with storage.lock(layout.worker_lock(worker_id)) as free:
@@ -163,8 +165,11 @@ def publish_unified_index(
 
 
 def _finalized_session(storage: Storage, worker_id: str) -> str | None:
-    record_path = layout.worker_finalized(worker_id)
-    return json.loads(storage.read_bytes(record_path)).get("session") if storage.exists(record_path) else None
+    try:
+        record = layout.read_finalized(storage, worker_id)
+    except DamagedStoreError:
+        return None  # its sessions cannot be told apart: the compaction is treated as out of date
+    return None if record is None else record.get("session")
 
 
 def _build_unified_index(

@@ -31,7 +31,9 @@ from . import layout
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
 from .errors import (
+    DamagedStoreError,
     IngestorClosedError,
+    InvalidArgumentError,
     InvalidBlockIdError,
     InvalidLabelError,
     InvalidPointsError,
@@ -85,6 +87,14 @@ def block_id_type_of(block_id: object) -> tuple[object, str]:
     ('0_1_2', 'string')
     """
     if type(block_id) is str:
+        if not block_id.isascii():
+            try:
+                block_id.encode()
+            except UnicodeEncodeError as error:  # a lone surrogate: Parquet would refuse it only at finalize()
+                raise InvalidBlockIdError(
+                    f"block id {block_id!r} is not valid UTF-8 text ({error.reason}); decode it properly or use "
+                    f"an integer block id"
+                ) from error
         return block_id, "string"
     if type(block_id) is int or isinstance(block_id, np.integer):
         value = int(block_id)
@@ -92,6 +102,29 @@ def block_id_type_of(block_id: object) -> tuple[object, str]:
             raise InvalidBlockIdError(f"integer block id {value} is outside the int64 range")
         return value, "int64"
     raise InvalidBlockIdError(f"block id must be a str or an int, got {type(block_id).__name__} {block_id!r}")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _check_compression(compression: object) -> str:
+    """Try the codec on a one-row table now, so a bad name fails here and not at the first file.
+
+    pyarrow's codecs depend on how it was built, so asking its writer is the only exact test.
+    """
+    if isinstance(compression, str):
+        try:
+            pq.write_table(pa.table({"probe": [0]}), pa.BufferOutputStream(), compression=compression)
+            return compression
+        except (pa.ArrowException, ValueError):
+            pass
+    raise InvalidArgumentError(
+        f"compression {compression!r} is not a codec pyarrow's Parquet writer accepts: use 'lz4', 'zstd', "
+        f"'snappy', 'gzip', 'brotli' or 'none'"
+    )
 
 
 def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
@@ -208,19 +241,15 @@ class Ingestor:
         row_group_size: int = layout.ROW_GROUP_SIZE,
         compression: str = "lz4",
     ):
-        if max_points_per_file < 1 or max_bytes_per_file < 1 or row_group_size < 1:
-            raise ValueError("max_points_per_file, max_bytes_per_file and row_group_size must be positive")
+        self.max_points_per_file = _positive_int("max_points_per_file", max_points_per_file)
+        self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
+        self.row_group_size = _positive_int("row_group_size", row_group_size)
+        self.compression = _check_compression(compression)
         self.storage_config = as_config(storage_config)
         self.worker_id = layout.check_worker_id(worker_id)
-        self.max_points_per_file = int(max_points_per_file)
-        self.max_bytes_per_file = int(max_bytes_per_file)
-        self.row_group_size = int(row_group_size)
-        self.compression = compression
         self.verbose = verbose
         self.stats = IngestStats()
-        self._requested_columns = tuple(columns) if columns is not None else None
-        if self._requested_columns is not None:
-            layout.check_columns(self._requested_columns)
+        self._requested_columns = layout.column_names(columns) if columns is not None else None
         self._storage = open_storage(self.storage_config)
         self._schema = layout.read_schema(self._storage)
         if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
@@ -234,7 +263,9 @@ class Ingestor:
         self._next_file_id = 0
         self._closed = False
         self._resources = ExitStack()
-        if not self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id))):
+        with layout.writing(self._storage, layout.worker_lock(self.worker_id)):
+            free = self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id)))
+        if not free:
             self._resources.close()
             raise WorkerBusyError(
                 f"worker {self.worker_id!r} is already being written by another live Ingestor on "
@@ -242,7 +273,8 @@ class Ingestor:
             )
         try:
             self._previous = self._read_finalized()
-            self._discard_unfinished_sessions()
+            with layout.writing(self._storage, layout.sessions_dir(self.worker_id)):
+                self._discard_unfinished_sessions()
         except BaseException:
             self.close()
             raise
@@ -256,8 +288,16 @@ class Ingestor:
     # -- lifecycle -------------------------------------------------------
 
     def _read_finalized(self) -> dict:
-        path = layout.worker_finalized(self.worker_id)
-        return json.loads(self._storage.read_bytes(path)) if self._storage.exists(path) else {}
+        """The last run's record; if it is damaged, every session on disk counts as superseded.
+
+        The unified index in force may still refer to any of them, so none may be deleted now:
+        ``pocaduck gc`` removes those that no index refers to.
+        """
+        try:
+            return layout.read_finalized(self._storage, self.worker_id) or {}
+        except DamagedStoreError as error:
+            logger.warning("worker %s: %s; keeping its sessions until gc", self.worker_id, error)
+            return {"session": None, "superseded": self._storage.listdir(layout.sessions_dir(self.worker_id))}
 
     def _discard_unfinished_sessions(self) -> None:
         """Remove sessions of earlier runs that never finalized: no index anywhere refers to them."""
@@ -353,7 +393,8 @@ class Ingestor:
             raise SchemaMismatchError(
                 f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns"
             )
-        self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
+        with layout.writing(self._storage, layout.MANIFEST):
+            self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
         return self._schema
 
     @staticmethod
