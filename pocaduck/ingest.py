@@ -9,6 +9,7 @@ after the file exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -50,6 +51,9 @@ logger = logging.getLogger("pocaduck")
 # Parquet encodes one file on one core; two files encoded at once keep both cores of a small machine busy
 # and halve the wait for the last file at finalize().
 FILES_IN_FLIGHT = 2
+
+# What a writer thread turns into one file: its file id, then the labels, block ids and (D, n) chunks.
+_Buffer = tuple[int, list[int], list[object], list[np.ndarray]]
 
 _UINT64_LIMIT = 2**64
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
@@ -258,7 +262,8 @@ class Ingestor:
             )
         self._index: duckdb.DuckDBPyConnection | None = None
         self._writer = ThreadPoolExecutor(max_workers=FILES_IN_FLIGHT, thread_name_prefix="pocaduck-writer")
-        self._in_flight: deque[Future] = deque()
+        self._in_flight: deque[tuple[Future, _Buffer]] = deque()
+        self._failed: list[_Buffer] = []  # buffers whose file could not be written, kept for finalize() to retry
         self._index_lock = threading.Lock()  # the writer threads share the index connection
         self._next_file_id = 0
         self._closed = False
@@ -320,6 +325,7 @@ class Ingestor:
         """Release the worker without finalizing: its session will be discarded by the next run."""
         self._writer.shutdown(wait=True)
         self._in_flight.clear()
+        self._failed.clear()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -327,25 +333,37 @@ class Ingestor:
         self._resources.close()
 
     def finalize(self) -> None:
-        """Flush what is buffered, publish this worker's index and mark the worker complete."""
+        """Flush what is buffered, publish this worker's index and mark the worker complete.
+
+        If a file cannot be written (disk full, file too large, store read-only), this raises and
+        the Ingestor stays open holding every write not yet published: fix the cause and call
+        ``finalize()`` again (or ``close()`` to give the run up).
+        """
         self._require_open()
-        try:
-            self._flush()
-            self._wait_for_writer()
-            record = {"session": None, **asdict(self.stats)}
+        failed, self._failed = self._failed, []
+        for buffer in failed:
+            self._submit(buffer)
+        self._flush()
+        self._wait_for_writer()
+        record = {"session": None, **asdict(self.stats)}
+        if self.stats.files:
             if self._index is not None:
                 self._index.execute("CHECKPOINT")
                 self._index.close()
                 self._index = None
-                self._storage.publish(self._local_index_path, layout.session_index(self.worker_id, self.session_id))
-                record["session"] = self.session_id
-            superseded = [s for s in (self._previous.get("session"), *self._previous.get("superseded", [])) if s]
-            record["superseded"] = superseded
+            session_index = layout.session_index(self.worker_id, self.session_id)
+            # Already there after a retried finalize(), or on local disk where the index is built in place.
+            if not self._storage.exists(session_index):
+                with layout.writing(self._storage, session_index):
+                    self._storage.publish(self._local_index_path, session_index)
+            record["session"] = self.session_id
+        superseded = [s for s in (self._previous.get("session"), *self._previous.get("superseded", [])) if s]
+        record["superseded"] = superseded
+        with layout.writing(self._storage, layout.worker_finalized(self.worker_id)):
             self._storage.write_bytes(layout.worker_finalized(self.worker_id), json.dumps(record).encode())
-            if self.verbose:
-                logger.info("worker %s finalized: %s", self.worker_id, record)
-        finally:
-            self.close()
+        if self.verbose:
+            logger.info("worker %s finalized: %s", self.worker_id, record)
+        self.close()
 
     def _require_open(self) -> None:
         if self._closed:
@@ -435,23 +453,30 @@ class Ingestor:
         """Hand the buffer to a writer thread, which sorts, encodes and indexes it while we keep buffering."""
         if not self._chunks:
             return
-        buffered = (self._labels, self._block_ids, self._chunks)
+        buffer = (self._next_file_id, self._labels, self._block_ids, self._chunks)
+        self._next_file_id += 1
         self._labels, self._block_ids, self._chunks = [], [], []
         self._buffered_points = self._buffered_bytes = 0
+        self._submit(buffer)
+
+    def _submit(self, buffer: _Buffer) -> None:
         self._wait_for_writer(keep=FILES_IN_FLIGHT - 1)  # memory stays bounded by FILES_IN_FLIGHT + 1 buffers
-        self._in_flight.append(self._writer.submit(self._publish_file, self._next_file_id, *buffered))
-        self._next_file_id += 1
+        self._in_flight.append((self._writer.submit(self._publish_file, *buffer), buffer))
 
     def _wait_for_writer(self, keep: int = 0) -> None:
-        """Block until at most ``keep`` files are in flight, oldest first; raise a failure here if one failed."""
+        """Block until at most ``keep`` files are in flight, oldest first; raise a failure here if one failed.
+
+        A failed file's buffer stays with the Ingestor, so no write is lost to a full disk or a passing fault.
+        """
         while len(self._in_flight) > keep:
-            in_flight = self._in_flight.popleft()
+            in_flight, buffer = self._in_flight.popleft()
             try:
                 in_flight.result()
             except Exception as error:
+                self._failed.append(buffer)
                 raise WorkerWriteError(
                     f"worker {self.worker_id!r} could not write or index a file in {self._staging}: {error}. "
-                    f"The worker is not finalized: re-run it"
+                    f"Nothing is lost: the Ingestor keeps its points. Fix the cause and call finalize() again"
                 ) from error
 
     def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
@@ -481,14 +506,19 @@ class Ingestor:
         with self._index_lock:
             index = self._open_index()
             index.begin()
-            index.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
-            )
-            index.register("new_rows", rows)
-            index.execute("INSERT INTO point_index SELECT * FROM new_rows")
-            index.unregister("new_rows")
-            index.commit()
+            try:
+                index.execute(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                    [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
+                )
+                index.register("new_rows", rows)
+                index.execute("INSERT INTO point_index SELECT * FROM new_rows")
+                index.unregister("new_rows")
+                index.commit()
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # a failed commit may have ended the transaction itself
+                    index.rollback()  # a retry of this file inserts its rows afresh
+                raise
             self.stats.files += 1
             self.stats.bytes += byte_size
             self.stats.points += int(counts.sum())
