@@ -13,7 +13,6 @@ workers and the index is rebuilt from the sessions alone (compact again).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -22,7 +21,7 @@ import duckdb
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
+from .errors import DamagedStoreError, EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
 from .index import attach_read_only, create_summary_tables, create_worker_tables
 from .storage import Storage, open_storage
 
@@ -30,22 +29,30 @@ logger = logging.getLogger("pocaduck")
 
 
 def worker_states(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
-    """Split the store's workers into finalized ones (worker → session) and unfinished ones (worker → reason)."""
+    """The store's workers: each one's last finalized session (worker → session) and the unfinished ones
+    (worker → reason).
+
+    A worker can be in both: a re-run that crashed or is still running leaves its last finalized
+    session in force, which ``consolidate(ignore_unfinalized=True)`` keeps serving.
+    """
     finalized: dict[str, str] = {}
     unfinished: dict[str, str] = {}
     for worker_id in storage.listdir(layout.WORKERS):
+        try:
+            record = layout.read_finalized(storage, worker_id)
+        except DamagedStoreError as error:
+            unfinished[worker_id] = f"{error}; re-running the worker rewrites it"
+            continue
+        if record is not None and record.get("session") is not None:
+            finalized[worker_id] = record["session"]
         with storage.lock(layout.worker_lock(worker_id)) as free:
             if not free:
                 unfinished[worker_id] = "an Ingestor is still writing it"
                 continue
-        record_path = layout.worker_finalized(worker_id)
-        record = json.loads(storage.read_bytes(record_path)) if storage.exists(record_path) else None
         known = {None if record is None else record.get("session"), *(record or {}).get("superseded", [])}
         stray = [s for s in storage.listdir(layout.sessions_dir(worker_id)) if s not in known]
         if record is None or stray:
             unfinished[worker_id] = "it started but never called finalize() (still running, or crashed)"
-        elif record["session"] is not None:
-            finalized[worker_id] = record["session"]
     return finalized, unfinished
 
 
@@ -58,7 +65,8 @@ def consolidate(
     """Build the unified index over every finalized worker and return its location.
 
     Workers that have not finalized make it fail, naming them, unless
-    ``ignore_unfinalized`` is set: then their last finalized run (if any) is used.
+    ``ignore_unfinalized`` is set: then their last finalized run (if any) is used,
+    even when a later run of that worker crashed.
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor
@@ -157,8 +165,11 @@ def publish_unified_index(
 
 
 def _finalized_session(storage: Storage, worker_id: str) -> str | None:
-    record_path = layout.worker_finalized(worker_id)
-    return json.loads(storage.read_bytes(record_path)).get("session") if storage.exists(record_path) else None
+    try:
+        record = layout.read_finalized(storage, worker_id)
+    except DamagedStoreError:
+        return None  # its sessions cannot be told apart: the compaction is treated as out of date
+    return None if record is None else record.get("session")
 
 
 def _build_unified_index(

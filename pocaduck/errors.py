@@ -95,7 +95,7 @@ class QueryTimeoutError(PocaduckError, TimeoutError):
 
 
 class WorkerWriteError(PocaduckError, RuntimeError):
-    """Writing or indexing one of a worker's files failed; the worker stays unfinished and must be re-run."""
+    """Writing or indexing one of a worker's files failed; the Ingestor keeps its points: fix the cause, finalize again."""
 
 
 class CompactionError(PocaduckError, RuntimeError):

@@ -9,6 +9,7 @@ after the file exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -31,7 +32,9 @@ from . import layout
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
 from .errors import (
+    DamagedStoreError,
     IngestorClosedError,
+    InvalidArgumentError,
     InvalidBlockIdError,
     InvalidLabelError,
     InvalidPointsError,
@@ -48,6 +51,9 @@ logger = logging.getLogger("pocaduck")
 # Parquet encodes one file on one core; two files encoded at once keep both cores of a small machine busy
 # and halve the wait for the last file at finalize().
 FILES_IN_FLIGHT = 2
+
+# What a writer thread turns into one file: its file id, then the labels, block ids and (D, n) chunks.
+_Buffer = tuple[int, list[int], list[object], list[np.ndarray]]
 
 _UINT64_LIMIT = 2**64
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
@@ -85,6 +91,14 @@ def block_id_type_of(block_id: object) -> tuple[object, str]:
     ('0_1_2', 'string')
     """
     if type(block_id) is str:
+        if not block_id.isascii():
+            try:
+                block_id.encode()
+            except UnicodeEncodeError as error:  # a lone surrogate: Parquet would refuse it only at finalize()
+                raise InvalidBlockIdError(
+                    f"block id {block_id!r} is not valid UTF-8 text ({error.reason}); decode it properly or use "
+                    f"an integer block id"
+                ) from error
         return block_id, "string"
     if type(block_id) is int or isinstance(block_id, np.integer):
         value = int(block_id)
@@ -92,6 +106,29 @@ def block_id_type_of(block_id: object) -> tuple[object, str]:
             raise InvalidBlockIdError(f"integer block id {value} is outside the int64 range")
         return value, "int64"
     raise InvalidBlockIdError(f"block id must be a str or an int, got {type(block_id).__name__} {block_id!r}")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _check_compression(compression: object) -> str:
+    """Try the codec on a one-row table now, so a bad name fails here and not at the first file.
+
+    pyarrow's codecs depend on how it was built, so asking its writer is the only exact test.
+    """
+    if isinstance(compression, str):
+        try:
+            pq.write_table(pa.table({"probe": [0]}), pa.BufferOutputStream(), compression=compression)
+            return compression
+        except (pa.ArrowException, ValueError):
+            pass
+    raise InvalidArgumentError(
+        f"compression {compression!r} is not a codec pyarrow's Parquet writer accepts: use 'lz4', 'zstd', "
+        f"'snappy', 'gzip', 'brotli' or 'none'"
+    )
 
 
 def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
@@ -208,19 +245,15 @@ class Ingestor:
         row_group_size: int = layout.ROW_GROUP_SIZE,
         compression: str = "lz4",
     ):
-        if max_points_per_file < 1 or max_bytes_per_file < 1 or row_group_size < 1:
-            raise ValueError("max_points_per_file, max_bytes_per_file and row_group_size must be positive")
+        self.max_points_per_file = _positive_int("max_points_per_file", max_points_per_file)
+        self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
+        self.row_group_size = _positive_int("row_group_size", row_group_size)
+        self.compression = _check_compression(compression)
         self.storage_config = as_config(storage_config)
         self.worker_id = layout.check_worker_id(worker_id)
-        self.max_points_per_file = int(max_points_per_file)
-        self.max_bytes_per_file = int(max_bytes_per_file)
-        self.row_group_size = int(row_group_size)
-        self.compression = compression
         self.verbose = verbose
         self.stats = IngestStats()
-        self._requested_columns = tuple(columns) if columns is not None else None
-        if self._requested_columns is not None:
-            layout.check_columns(self._requested_columns)
+        self._requested_columns = layout.column_names(columns) if columns is not None else None
         self._storage = open_storage(self.storage_config)
         self._schema = layout.read_schema(self._storage)
         if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
@@ -229,12 +262,15 @@ class Ingestor:
             )
         self._index: duckdb.DuckDBPyConnection | None = None
         self._writer = ThreadPoolExecutor(max_workers=FILES_IN_FLIGHT, thread_name_prefix="pocaduck-writer")
-        self._in_flight: deque[Future] = deque()
+        self._in_flight: deque[tuple[Future, _Buffer]] = deque()
+        self._failed: list[_Buffer] = []  # buffers whose file could not be written, kept for finalize() to retry
         self._index_lock = threading.Lock()  # the writer threads share the index connection
         self._next_file_id = 0
         self._closed = False
         self._resources = ExitStack()
-        if not self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id))):
+        with layout.writing(self._storage, layout.worker_lock(self.worker_id)):
+            free = self._resources.enter_context(self._storage.lock(layout.worker_lock(self.worker_id)))
+        if not free:
             self._resources.close()
             raise WorkerBusyError(
                 f"worker {self.worker_id!r} is already being written by another live Ingestor on "
@@ -242,7 +278,8 @@ class Ingestor:
             )
         try:
             self._previous = self._read_finalized()
-            self._discard_unfinished_sessions()
+            with layout.writing(self._storage, layout.sessions_dir(self.worker_id)):
+                self._discard_unfinished_sessions()
         except BaseException:
             self.close()
             raise
@@ -256,8 +293,16 @@ class Ingestor:
     # -- lifecycle -------------------------------------------------------
 
     def _read_finalized(self) -> dict:
-        path = layout.worker_finalized(self.worker_id)
-        return json.loads(self._storage.read_bytes(path)) if self._storage.exists(path) else {}
+        """The last run's record; if it is damaged, every session on disk counts as superseded.
+
+        The unified index in force may still refer to any of them, so none may be deleted now:
+        ``pocaduck gc`` removes those that no index refers to.
+        """
+        try:
+            return layout.read_finalized(self._storage, self.worker_id) or {}
+        except DamagedStoreError as error:
+            logger.warning("worker %s: %s; keeping its sessions until gc", self.worker_id, error)
+            return {"session": None, "superseded": self._storage.listdir(layout.sessions_dir(self.worker_id))}
 
     def _discard_unfinished_sessions(self) -> None:
         """Remove sessions of earlier runs that never finalized: no index anywhere refers to them."""
@@ -280,6 +325,7 @@ class Ingestor:
         """Release the worker without finalizing: its session will be discarded by the next run."""
         self._writer.shutdown(wait=True)
         self._in_flight.clear()
+        self._failed.clear()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -287,25 +333,37 @@ class Ingestor:
         self._resources.close()
 
     def finalize(self) -> None:
-        """Flush what is buffered, publish this worker's index and mark the worker complete."""
+        """Flush what is buffered, publish this worker's index and mark the worker complete.
+
+        If a file cannot be written (disk full, file too large, store read-only), this raises and
+        the Ingestor stays open holding every write not yet published: fix the cause and call
+        ``finalize()`` again (or ``close()`` to give the run up).
+        """
         self._require_open()
-        try:
-            self._flush()
-            self._wait_for_writer()
-            record = {"session": None, **asdict(self.stats)}
+        failed, self._failed = self._failed, []
+        for buffer in failed:
+            self._submit(buffer)
+        self._flush()
+        self._wait_for_writer()
+        record = {"session": None, **asdict(self.stats)}
+        if self.stats.files:
             if self._index is not None:
                 self._index.execute("CHECKPOINT")
                 self._index.close()
                 self._index = None
-                self._storage.publish(self._local_index_path, layout.session_index(self.worker_id, self.session_id))
-                record["session"] = self.session_id
-            superseded = [s for s in (self._previous.get("session"), *self._previous.get("superseded", [])) if s]
-            record["superseded"] = superseded
+            session_index = layout.session_index(self.worker_id, self.session_id)
+            # Already there after a retried finalize(), or on local disk where the index is built in place.
+            if not self._storage.exists(session_index):
+                with layout.writing(self._storage, session_index):
+                    self._storage.publish(self._local_index_path, session_index)
+            record["session"] = self.session_id
+        superseded = [s for s in (self._previous.get("session"), *self._previous.get("superseded", [])) if s]
+        record["superseded"] = superseded
+        with layout.writing(self._storage, layout.worker_finalized(self.worker_id)):
             self._storage.write_bytes(layout.worker_finalized(self.worker_id), json.dumps(record).encode())
-            if self.verbose:
-                logger.info("worker %s finalized: %s", self.worker_id, record)
-        finally:
-            self.close()
+        if self.verbose:
+            logger.info("worker %s finalized: %s", self.worker_id, record)
+        self.close()
 
     def _require_open(self) -> None:
         if self._closed:
@@ -353,7 +411,8 @@ class Ingestor:
             raise SchemaMismatchError(
                 f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns"
             )
-        self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
+        with layout.writing(self._storage, layout.MANIFEST):
+            self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
         return self._schema
 
     @staticmethod
@@ -394,23 +453,30 @@ class Ingestor:
         """Hand the buffer to a writer thread, which sorts, encodes and indexes it while we keep buffering."""
         if not self._chunks:
             return
-        buffered = (self._labels, self._block_ids, self._chunks)
+        buffer = (self._next_file_id, self._labels, self._block_ids, self._chunks)
+        self._next_file_id += 1
         self._labels, self._block_ids, self._chunks = [], [], []
         self._buffered_points = self._buffered_bytes = 0
+        self._submit(buffer)
+
+    def _submit(self, buffer: _Buffer) -> None:
         self._wait_for_writer(keep=FILES_IN_FLIGHT - 1)  # memory stays bounded by FILES_IN_FLIGHT + 1 buffers
-        self._in_flight.append(self._writer.submit(self._publish_file, self._next_file_id, *buffered))
-        self._next_file_id += 1
+        self._in_flight.append((self._writer.submit(self._publish_file, *buffer), buffer))
 
     def _wait_for_writer(self, keep: int = 0) -> None:
-        """Block until at most ``keep`` files are in flight, oldest first; raise a failure here if one failed."""
+        """Block until at most ``keep`` files are in flight, oldest first; raise a failure here if one failed.
+
+        A failed file's buffer stays with the Ingestor, so no write is lost to a full disk or a passing fault.
+        """
         while len(self._in_flight) > keep:
-            in_flight = self._in_flight.popleft()
+            in_flight, buffer = self._in_flight.popleft()
             try:
                 in_flight.result()
             except Exception as error:
+                self._failed.append(buffer)
                 raise WorkerWriteError(
                     f"worker {self.worker_id!r} could not write or index a file in {self._staging}: {error}. "
-                    f"The worker is not finalized: re-run it"
+                    f"Nothing is lost: the Ingestor keeps its points. Fix the cause and call finalize() again"
                 ) from error
 
     def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
@@ -440,14 +506,19 @@ class Ingestor:
         with self._index_lock:
             index = self._open_index()
             index.begin()
-            index.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
-            )
-            index.register("new_rows", rows)
-            index.execute("INSERT INTO point_index SELECT * FROM new_rows")
-            index.unregister("new_rows")
-            index.commit()
+            try:
+                index.execute(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                    [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
+                )
+                index.register("new_rows", rows)
+                index.execute("INSERT INTO point_index SELECT * FROM new_rows")
+                index.unregister("new_rows")
+                index.commit()
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # a failed commit may have ended the transaction itself
+                    index.rollback()  # a retry of this file inserts its rows afresh
+                raise
             self.stats.files += 1
             self.stats.bytes += byte_size
             self.stats.points += int(counts.sum())

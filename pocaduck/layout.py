@@ -23,15 +23,26 @@ covers and adds newer sessions beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .config import as_config
-from .errors import InvalidWorkerIdError, SchemaMismatchError, StoreNotFoundError
+from .errors import (
+    DamagedStoreError,
+    InvalidArgumentError,
+    InvalidWorkerIdError,
+    PocaduckError,
+    SchemaMismatchError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
 from .storage import Storage, open_storage
 
 FORMAT_NAME = "pocaduck-store"
@@ -52,6 +63,7 @@ BLOCK_ID_TYPES = ("string", "int64")
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_COLUMNS = {"label", "block_id"}
 _DEFAULT_COLUMNS = ("x", "y", "z")
+_NAME_MAX = 255  # bytes in one folder name on common filesystems (ext4, xfs, apfs, ntfs)
 
 
 def worker_dir(worker_id: str) -> str:
@@ -95,15 +107,33 @@ def compaction_file(generation: str, shard: int) -> str:
 
 
 def check_worker_id(worker_id: object) -> str:
-    """Worker ids become folder names: any text without path separators.
+    """Worker ids become folder names: text without path separators, or an integer (numpy's too, not bool).
 
-    >>> check_worker_id(7)
+    Other types are refused rather than turned into folders named "None" or "3.5".
+
+    >>> check_worker_id(np.int64(7))
     '7'
     """
-    text = str(worker_id)
+    if isinstance(worker_id, (bool, np.bool_)) or not isinstance(worker_id, (str, int, np.integer)):
+        raise InvalidWorkerIdError(
+            f"worker id must be a str or an int, got {type(worker_id).__name__} {worker_id!r}: "
+            f"give each worker a distinct text or integer id"
+        )
+    text = worker_id if isinstance(worker_id, str) else str(int(worker_id))
     if not text or text in (".", "..") or any(c in text for c in "/\\\0") or text.startswith("."):
         raise InvalidWorkerIdError(
             f"worker id {worker_id!r} cannot name a folder: use text without '/', '\\' or NUL that does not start with '.'"
+        )
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as error:
+        raise InvalidWorkerIdError(
+            f"worker id {worker_id!r} cannot name a folder: it is not valid UTF-8 text"
+        ) from error
+    if size > _NAME_MAX:
+        raise InvalidWorkerIdError(
+            f"worker id {text[:20]!r}... is {size} bytes long, and a folder name holds at most {_NAME_MAX}: "
+            f"use a shorter id"
         )
     return text
 
@@ -153,7 +183,7 @@ class Schema:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Schema:
-        body = json.loads(data)
+        body = _json_object(data, where)
         if body.get("format") != FORMAT_NAME:
             raise StoreNotFoundError(f"{where} is not a pocaduck store manifest")
         if body.get("format_version", 0) > FORMAT_VERSION:
@@ -162,12 +192,55 @@ class Schema:
                 f"{FORMAT_VERSION}: upgrade pocaduck"
             )
         known = {"format", "format_version", "columns", "dtype", "block_id_type"}
+        if not isinstance(body.get("columns"), list) or not {"dtype", "block_id_type"} <= body.keys():
+            raise DamagedStoreError(
+                f"{where} lacks the store's columns, dtype or block id type: restore it from a backup, or rewrite "
+                f"it with create_store(...) and the store's columns, dtype and block id type"
+            )
         return cls(
             columns=tuple(body["columns"]),
-            dtype=np.dtype(body["dtype"]),
+            dtype=_dtype(body["dtype"]),
             block_id_type=body["block_id_type"],
             metadata={k: v for k, v in body.items() if k not in known},
         )
+
+
+def _json_object(data: bytes, where: str) -> dict:
+    """A JSON object read from a store file; anything else means the file is damaged (a torn copy, an editor)."""
+    try:
+        body = json.loads(data)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+        body = error
+    if not isinstance(body, dict):
+        problem = body if isinstance(body, ValueError) else f"holds a {type(body).__name__}, not an object"
+        raise DamagedStoreError(
+            f"{where} is not a valid JSON object ({problem}): restore it from a backup; a manifest can be rewritten "
+            f"with create_store(...) and the store's columns, dtype and block id type, a worker's finalized.json "
+            f"by re-running that worker"
+        )
+    return body
+
+
+def _dtype(name: object) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError as error:
+        raise SchemaMismatchError(
+            f"dtype {name!r} is not supported; use one of {', '.join(d.name for d in SUPPORTED_DTYPES)}"
+        ) from error
+
+
+def column_names(columns: object) -> tuple[str, ...]:
+    """Column names as a tuple; one string is refused, since "xyz" would silently become x, y, z.
+
+    >>> column_names(["x", "y", "z"])
+    ('x', 'y', 'z')
+    """
+    if isinstance(columns, str) or not isinstance(columns, (list, tuple)):
+        raise SchemaMismatchError(f"columns must be a list of column names such as ['x', 'y', 'z'], got {columns!r}")
+    names = tuple(columns)
+    check_columns(names)
+    return names
 
 
 def check_columns(columns: tuple[str, ...]) -> None:
@@ -188,6 +261,33 @@ def read_schema(storage: Storage) -> Schema | None:
     if not storage.exists(MANIFEST):
         return None
     return Schema.from_json(storage.read_bytes(MANIFEST), storage.describe(MANIFEST))
+
+
+def read_finalized(storage: Storage, worker_id: str) -> dict | None:
+    """A worker's ``finalized.json`` record (its session and the superseded ones), or None before its first finalize."""
+    path = worker_finalized(worker_id)
+    if not storage.exists(path):
+        return None
+    return _json_object(storage.read_bytes(path), storage.describe(path))
+
+
+@contextlib.contextmanager
+def writing(storage: Storage, path: str) -> Iterator[None]:
+    """Report an OSError met while writing ``path`` as a StoreWriteError naming it, with what to do."""
+    try:
+        yield
+    except PocaduckError:
+        raise
+    except (NotADirectoryError, FileExistsError) as error:  # a file stands where a folder must be
+        raise StoreWriteError(
+            f"cannot write {storage.describe(path)}: {storage.describe('')} or a folder in that path is a file, "
+            f"not a folder; name a folder (new or existing) for the store"
+        ) from error
+    except OSError as error:
+        raise StoreWriteError(
+            f"cannot write {storage.describe(path)}: {error.strerror or error}. Make the store writable by this "
+            f"user and give it room, then run again; what was published before is intact"
+        ) from error
 
 
 def establish_schema(storage: Storage, proposed: Schema) -> Schema:
@@ -231,5 +331,33 @@ def create_store(
     >>> create_store(tempfile.mkdtemp(), columns=("x", "y", "z", "supervoxel"), voxel_size=[8, 8, 33]).columns
     ('x', 'y', 'z', 'supervoxel')
     """
-    proposed = Schema(tuple(columns), np.dtype(dtype), block_id_type, metadata)
-    return establish_schema(open_storage(as_config(store)), proposed)
+    for key in ("voxel_size", "voxel_offset"):
+        if key in metadata:
+            check_voxel_setting(key, metadata[key])
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"store metadata must be plain JSON without NaN or infinity: {error}") from error
+    proposed = Schema(column_names(columns), _dtype(dtype), block_id_type, metadata)
+    storage = open_storage(as_config(store))
+    with writing(storage, MANIFEST):
+        return establish_schema(storage, proposed)
+
+
+def check_voxel_setting(name: str, values: object) -> None:
+    """``voxel_size`` (finite, positive) or ``voxel_offset`` (finite): three numbers, one per axis.
+
+    A NaN would be written into the manifest and make the next identical run refuse its own store.
+
+    >>> check_voxel_setting("voxel_size", [8, 8, float("nan")])
+    Traceback (most recent call last):
+    pocaduck.errors.InvalidArgumentError: voxel_size must be 3 finite numbers, one per axis, got [8, 8, nan]
+    """
+    numbers = values if isinstance(values, (list, tuple)) else ()
+    if len(numbers) != 3 or not all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in numbers
+    ):
+        raise InvalidArgumentError(f"{name} must be 3 finite numbers, one per axis, got {values!r}")
+    if name == "voxel_size" and min(numbers) <= 0:
+        raise InvalidArgumentError(f"voxel_size must be positive along every axis, got {values!r}")

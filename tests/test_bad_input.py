@@ -188,8 +188,9 @@ def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
     while not list(sessions.glob("*/part-*.parquet")):
         time.sleep(0.01)
     shutil.rmtree(os.path.join(store, "workers", "0", "sessions"))  # the disk loses the session folder
-    with pytest.raises(WorkerWriteError, match="re-run it"):
+    with pytest.raises(WorkerWriteError, match=r"call finalize\(\) again"):
         ingestor.write(2, "b", GOOD)
         ingestor.finalize()
     with pytest.raises(WorkerNotFinalizedError, match="worker '0'"):
         consolidate(store)
+    ingestor.close()

@@ -32,7 +32,7 @@ import numpy as np
 from ..config import StorageConfig, as_config
 from ..consolidate import consolidate as consolidate_store
 from ..consolidate import worker_states
-from ..errors import EmptyStoreError
+from ..errors import EmptyStoreError, InvalidArgumentError
 from ..layout import create_store
 from ..progress import ProgressEvent
 from ..storage import open_storage
@@ -80,10 +80,20 @@ def _xyz(values: Sequence) -> list:
 
 
 def _per_axis(name: str, value: int | float | Sequence, kind: type) -> tuple:
+    """One value per axis (z, y, x), each finite and, for ``int``, whole: a NaN would reach the manifest.
+
+    >>> _per_axis("voxel_offset", 2.0, int)
+    (2, 2, 2)
+    """
     values = (value,) * 3 if np.isscalar(value) else tuple(value)
     values = values * 3 if len(values) == 1 else values
     if len(values) != 3:
-        raise ValueError(f"{name} needs 3 values in z, y, x order, got {value!r}")
+        raise InvalidArgumentError(f"{name} needs 3 values in z, y, x order, got {value!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise InvalidArgumentError(f"{name} must be finite numbers in z, y, x order, got {value!r}")
+        if kind is int and v != int(v):
+            raise InvalidArgumentError(f"{name} must be whole numbers of voxels, got {value!r}")
     return tuple(kind(v) for v in values)
 
 
@@ -216,9 +226,9 @@ def scan_volume(
     voxel_offset = _per_axis("voxel_offset", voxel_offset, int)
     selection = PointSelection(mode, None if ignore_label is None else int(ignore_label), int(sample_cap), int(seed))
     if min(voxel_size) <= 0:
-        raise ValueError(f"voxel_size must be positive along every axis, got {voxel_size}")
+        raise InvalidArgumentError(f"voxel_size must be positive along every axis, got {voxel_size}")
     if workers < 1 or retries < 0:
-        raise ValueError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
+        raise InvalidArgumentError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
     grid = BlockGrid(shape, block_shape)
     # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
     tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)
@@ -229,7 +239,11 @@ def scan_volume(
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
     _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
-    finished = set(worker_states(open_storage(config))[0]) if resume else set()
+    if resume:  # a worker whose later run did not finish is redone, though its earlier run is still served
+        finalized, unfinished = worker_states(open_storage(config))
+        finished = set(finalized) - set(unfinished)
+    else:
+        finished = set()
     tasks = [
         ScanTask(
             f"scan-{i}",
