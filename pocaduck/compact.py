@@ -39,9 +39,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
+from ._lifeline import exit_with
 from .config import StorageConfig, as_config
-from .consolidate import compaction_in_force, publish_unified_index, worker_states
-from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError, StoreNotFoundError
+from .consolidate import compaction_in_force, publish_unified_index, worker_states, write_failures_reported
+from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError
 from .index import attach_read_only, create_worker_tables
 from .ingest import chunk_index_rows, write_point_file
 from .progress import ProgressEvent
@@ -115,8 +116,7 @@ def compact(
         raise ValueError("points_per_file and row_group_size must be positive")
     config = as_config(storage_config)
     storage = open_storage(config)
-    if not storage.root_exists():
-        raise StoreNotFoundError(f"no store at {config.base_path}")
+    schema = layout.require_store(storage, "compaction")
     if not storage.exists(layout.UNIFIED_INDEX):
         raise StoreNotConsolidatedError(
             f"{config.base_path} has no unified index: run `pocaduck consolidate STORE` before compacting"
@@ -128,7 +128,7 @@ def compact(
         "compression": compression,
     }
     started = time.perf_counter()
-    with storage.lock(COMPACTION_LOCK) as free:
+    with storage.lock(COMPACTION_LOCK) as free, write_failures_reported(storage, "compaction"):
         if not free:
             raise CompactionBusyError(f"another compaction or gc is running on {config.base_path}; wait for it")
         generation = _prepare(storage, settings)
@@ -139,9 +139,8 @@ def compact(
         task = partial(compact_shard, config, generation)
         for result in _run_shards(task, pending, workers, client, progress):
             logger.info("compaction %s: shard %d done (%d points)", generation, result["shard"], result["points"])
-        totals = _assemble(storage, layout.read_schema(storage), generation, plan)
-        finalized, _ = worker_states(storage)
-        publish_unified_index(storage, layout.read_schema(storage), finalized, generation)
+        totals = _assemble(storage, schema, generation, plan)
+        publish_unified_index(storage, lambda: (schema, worker_states(storage)[0], generation))
         _tidy(storage, generation)
     return CompactionReport(
         generation,
@@ -390,7 +389,10 @@ def _in_processes(
     # forkserver/spawn: never fork a parent that may hold DuckDB or pyarrow threads.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(shards)), mp_context=multiprocessing.get_context(method)
+        max_workers=min(workers, len(shards)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=exit_with,
+        initargs=(os.getpid(),),
     ) as pool:
         futures = {pool.submit(task, shard): shard for shard in shards}
         try:

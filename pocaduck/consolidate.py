@@ -3,7 +3,9 @@
 The unified index is rebuilt from scratch from every finalized worker session,
 so running consolidation twice gives the same index, and running it again after
 more workers finish simply includes them. It is built under a temporary name
-and published with one atomic replace: readers see the old index or the new.
+and published with one atomic compare-and-swap: readers see the old index or
+the new, and of overlapping consolidations the one that read the workers last
+wins (see :class:`UnifiedIndexBuild`).
 
 A compacted store stays compacted: the sessions a compaction generation covers
 are served from its files, and only newer sessions are added beside them. If a
@@ -13,17 +15,27 @@ workers and the index is rebuilt from the sessions alone (compact again).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import uuid
+from collections.abc import Callable, Iterator
 
 import duckdb
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import DamagedStoreError, EmptyStoreError, StoreNotFoundError, WorkerNotFinalizedError
+from .errors import (
+    DamagedStoreError,
+    EmptyStoreError,
+    IndexConflictError,
+    StoreNotFoundError,
+    StoreWriteError,
+    WorkerNotFinalizedError,
+)
 from .index import attach_read_only, create_summary_tables, create_worker_tables
-from .storage import Storage, open_storage
+from .storage import Storage, file_lock, open_storage
 
 logger = logging.getLogger("pocaduck")
 
@@ -66,7 +78,8 @@ def consolidate(
 
     Workers that have not finalized make it fail, naming them, unless
     ``ignore_unfinalized`` is set: then their last finalized run (if any) is used,
-    even when a later run of that worker crashed.
+    even when a later run of that worker crashed. Consolidations may overlap: an
+    older view never replaces a newer one.
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor
@@ -80,19 +93,23 @@ def consolidate(
     storage = open_storage(config)
     if not storage.root_exists():
         raise StoreNotFoundError(f"no store at {config.base_path}")
-    schema = layout.read_schema(storage)
-    finalized, unfinished = worker_states(storage)
-    if unfinished and not ignore_unfinalized:
-        listing = "; ".join(f"worker {w!r}: {why}" for w, why in unfinished.items())
-        raise WorkerNotFinalizedError(
-            f"cannot consolidate {config.base_path}: {listing}. Finish or re-run those workers, or pass "
-            f"ignore_unfinalized=True (CLI: --ignore-unfinalized) to consolidate the others"
-        )
-    if unfinished:
-        logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
-    if schema is None or not finalized:
-        raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
-    return publish_unified_index(storage, schema, finalized, compaction_in_force(storage), output_path)
+
+    def sources() -> tuple[layout.Schema, dict[str, str], str | None]:
+        schema = layout.read_schema(storage)
+        finalized, unfinished = worker_states(storage)
+        if unfinished and not ignore_unfinalized:
+            listing = "; ".join(f"worker {w!r}: {why}" for w, why in unfinished.items())
+            raise WorkerNotFinalizedError(
+                f"cannot consolidate {config.base_path}: {listing}. Finish or re-run those workers, or pass "
+                f"ignore_unfinalized=True (CLI: --ignore-unfinalized) to consolidate the others"
+            )
+        if unfinished:
+            logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
+        if schema is None or not finalized:
+            raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
+        return schema, finalized, compaction_in_force(storage)
+
+    return publish_unified_index(storage, sources, output_path)
 
 
 def compaction_in_force(storage: Storage) -> str | None:
@@ -102,15 +119,20 @@ def compaction_in_force(storage: Storage) -> str | None:
     >>> compaction_in_force(open_storage(StorageConfig(tempfile.mkdtemp()))) is None
     True
     """
-    if not storage.exists(layout.UNIFIED_INDEX):
-        return None
+    return _coverage(storage)[1] if storage.exists(layout.UNIFIED_INDEX) else None
+
+
+def _coverage(storage: Storage) -> tuple[set[tuple[str, str]], str | None]:
+    """The (worker, session) pairs the current unified index serves, and the compaction generation it uses."""
     con = duckdb.connect(":memory:")
     try:
         attach_read_only(con, storage.local_copy(layout.UNIFIED_INDEX), "current")
+        sessions = set(con.execute("SELECT worker_id, session_id FROM current.workers").fetchall())
         tables = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'current' AND table_name = 'compaction'"
         ).fetchone()[0]
-        return con.execute("SELECT generation FROM current.compaction").fetchone()[0] if tables else None
+        generation = con.execute("SELECT generation FROM current.compaction").fetchone()[0] if tables else None
+        return sessions, generation
     finally:
         con.close()
 
@@ -121,47 +143,142 @@ def _covered_sessions(storage: Storage, generation: str) -> dict[str, str]:
         return dict(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
 
 
-def publish_unified_index(
-    storage: Storage,
-    schema: layout.Schema,
-    finalized: dict[str, str],
-    generation: str | None,
-    output_path: str | None = None,
-) -> str:
-    """Build and publish the unified index over ``generation`` (if any) plus the finalized sessions it does not cover.
+Sources = Callable[[], tuple[layout.Schema, dict[str, str], str | None]]
+_PUBLISH_ATTEMPTS = 5
 
-    ``consolidate`` passes the generation in force, compaction its new one.
+
+def publish_unified_index(storage: Storage, sources: Sources, output_path: str | None = None) -> str:
+    """Build the unified index from ``sources()`` and publish it unless a newer one appeared meanwhile.
+
+    ``sources`` returns the schema, the finalized sessions and the compaction
+    generation to serve (``consolidate`` passes the one in force, compaction its
+    new one). It is called again when another consolidation published first
+    with less than this one holds, so the retry sees the workers as they are now.
 
     Example::
 
-        publish_unified_index(storage, schema, {"worker-0": "20260101T000000-abc"}, None)
+        publish_unified_index(storage, lambda: (schema, {"worker-0": "20260101T000000-abc"}, None))
         # -> '/data/store/unified_index.duckdb'
     """
-    covered = _covered_sessions(storage, generation) if generation else {}
-    stale = sorted(w for w, s in covered.items() if _finalized_session(storage, w) != s)
-    if stale:
-        logger.warning(
-            "compaction %s is out of date (workers %s were re-run since): rebuilding from the sessions; compact again",
-            generation,
-            ", ".join(stale),
-        )
-        generation, covered = None, {}
-    sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
+    with write_failures_reported(storage, "consolidation"):
+        for _ in range(_PUBLISH_ATTEMPTS):
+            with UnifiedIndexBuild(storage, output_path) as build:
+                build.fill(*sources())
+                if build.publish():
+                    return output_path or storage.describe(layout.UNIFIED_INDEX)
+            logger.info("the unified index changed while it was rebuilt, without this run's workers: building again")
+    raise IndexConflictError(
+        f"the unified index of {storage.describe('')} was replaced {_PUBLISH_ATTEMPTS} times while this run "
+        f"rebuilt it: other consolidations keep running. Run it again once they are done"
+    )
 
-    # Build beside the destination so the final rename stays on one filesystem.
-    build_dir = os.path.dirname(os.path.abspath(output_path)) if output_path else storage.staging_dir("")
-    built = os.path.join(build_dir, f".{layout.UNIFIED_INDEX}.building-{uuid.uuid4().hex}")
-    try:
-        _build_unified_index(storage, schema, sessions, generation, built)
-        if output_path is not None:
-            os.replace(built, output_path)
-            return output_path
-        storage.publish(built, layout.UNIFIED_INDEX)
-        return storage.describe(layout.UNIFIED_INDEX)
-    finally:
-        for leftover in (built, built + ".wal"):
-            if os.path.exists(leftover):
+
+class UnifiedIndexBuild:
+    """One attempt at a new unified index: ``fill`` it, then ``publish`` it (a compare-and-swap).
+
+    It remembers the version of the published index it started from, before
+    reading any worker state, and publishing replaces only that version: an
+    older view can never replace a newer one. It is built under a temporary
+    name beside the destination, with a lock held while the build lives, so
+    ``collect_garbage`` removes the file of a killed build and never a live one.
+
+    Example::
+
+        with UnifiedIndexBuild(storage) as build:
+            build.fill(schema, {"worker-0": "20260101T000000-abc"}, None)
+            build.publish()  # False: another run published an index without worker-0's session meanwhile
+    """
+
+    def __init__(self, storage: Storage, output_path: str | None = None):
+        self.storage, self.output_path = storage, output_path
+        # Beside the destination so the final rename stays on one filesystem.
+        folder = os.path.dirname(os.path.abspath(output_path)) if output_path else storage.staging_dir("")
+        self.path = os.path.join(folder, f"{layout.BUILDING_PREFIX}{uuid.uuid4().hex}")
+        self.sessions: set[tuple[str, str]] = set()
+        self.generation: str | None = None
+        self._lock = file_lock(self.path + ".lock")
+
+    def __enter__(self) -> UnifiedIndexBuild:
+        self._lock.__enter__()  # a fresh name: always free
+        self.based_on = self.storage.version(layout.UNIFIED_INDEX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for leftover in (self.path, self.path + ".wal", self.path + ".lock"):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+        self._lock.__exit__(*exc_info)
+
+    def fill(self, schema: layout.Schema, finalized: dict[str, str], generation: str | None) -> None:
+        """Build over ``generation`` (if any) plus the finalized sessions it does not cover."""
+        covered = _covered_sessions(self.storage, generation) if generation else {}
+        stale = sorted(w for w, s in covered.items() if _finalized_session(self.storage, w) != s)
+        if stale:
+            logger.warning(
+                "compaction %s is out of date (workers %s were re-run since): rebuilding from the sessions; "
+                "compact again",
+                generation,
+                ", ".join(stale),
+            )
+            generation, covered = None, {}
+        sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
+        self.sessions = _build_unified_index(self.storage, schema, sessions, generation, self.path)
+        self.generation = generation
+
+    def publish(self) -> bool:
+        """Make this build the unified index unless it changed since; False means build again from fresh state.
+
+        When it changed, the newer index is kept (True) if it already serves
+        every session this build holds, on the same compaction generation.
+        """
+        if self.output_path is not None:
+            os.replace(self.path, self.output_path)
+            return True
+        if self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on):
+            return True
+        sessions, generation = _coverage(self.storage)
+        return self.sessions <= sessions and generation == self.generation
+
+
+@contextlib.contextmanager
+def write_failures_reported(storage: Storage, verb: str) -> Iterator[None]:
+    """Turn a write that failed for lack of room (or a read-only store) into StoreWriteError saying what to do.
+
+    Everything is built under temporary names and published last, so such a
+    failure leaves what was published before untouched.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not _is_write_failure(error):
+            raise
+        raise StoreWriteError(
+            f"the {verb} of {storage.describe('')} could not write its files ({error}). Nothing published was "
+            f"changed: the unified index serves what it did before. Free space (or make the store writable) "
+            f"and run the {verb} again"
+        ) from error
+
+
+_WRITE_FAILURES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+def _is_write_failure(error: BaseException | None) -> bool:
+    """True for a full disk, a file size limit, a quota or a read-only filesystem, also when wrapped.
+
+    DuckDB (an IOException, or a FatalException at a checkpoint) and pyarrow give the system's message, no errno.
+
+    >>> _is_write_failure(duckdb.IOException("Could not write file: No space left on device"))
+    True
+    """
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
+            return True
+        if isinstance(error, (OSError, duckdb.Error)) and any(
+            os.strerror(code) in str(error) for code in _WRITE_FAILURES
+        ):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _finalized_session(storage: Storage, worker_id: str) -> str | None:
@@ -174,8 +291,8 @@ def _finalized_session(storage: Storage, worker_id: str) -> str | None:
 
 def _build_unified_index(
     storage: Storage, schema: layout.Schema, sessions: dict[str, str], generation: str | None, target: str
-) -> None:
-    """Fill ``target`` from every source index in a few set-based statements.
+) -> set[tuple[str, str]]:
+    """Fill ``target`` from every source index in a few set-based statements; return the sessions it serves.
 
     The sources are ATTACHed to one connection (a read-only connection per file
     costs ~20× more) and read through UNION ALL, so every row is copied once,
@@ -224,6 +341,7 @@ def _build_unified_index(
             con.execute(f"DETACH {alias}")
         create_summary_tables(con, schema)
         con.execute("CHECKPOINT")
+        return set(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
     finally:
         con.close()
 

@@ -58,6 +58,10 @@ class DamagedStoreError(PocaduckError, OSError):
     """A file that describes the store (manifest, ``finalized.json``, an index) is unreadable or corrupt."""
 
 
+class IndexConflictError(PocaduckError, RuntimeError):
+    """The unified index kept being replaced by other consolidations while this one rebuilt it."""
+
+
 class StoreNotConsolidatedError(PocaduckError, RuntimeError):
     """The store has worker data but no unified index yet."""
 

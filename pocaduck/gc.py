@@ -8,7 +8,11 @@ back. ``collect_garbage`` removes, after those readers have reopened:
   (including the parts of a killed compaction: it then starts over),
 - leftovers of building the generation in force,
 - sessions that ``workers/*/finalized.json`` lists as superseded and that the
-  unified index no longer refers to.
+  unified index no longer refers to,
+- the half-built unified index of a killed consolidation (never a live one's:
+  each build holds a lock while its process lives).
+
+It refuses a folder that holds no pocaduck store, deleting nothing there.
 
 It keeps every worker's finalized session, even one a compaction covers:
 consolidation rebuilds from those when a covered worker is re-run.
@@ -26,9 +30,9 @@ from . import layout
 from .compact import COMPACTION_LOCK
 from .config import StorageConfig, as_config
 from .consolidate import compaction_in_force
-from .errors import CompactionBusyError, StoreNotFoundError
+from .errors import CompactionBusyError
 from .index import attach_read_only
-from .storage import Storage, open_storage
+from .storage import Storage, file_lock, open_storage
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,15 @@ def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_ru
     may still read those files: run this once they have reopened.
 
     >>> import tempfile
-    >>> collect_garbage(tempfile.mkdtemp()).removed
+    >>> from pocaduck import create_store
+    >>> store = tempfile.mkdtemp()
+    >>> _ = create_store(store)
+    >>> collect_garbage(store).removed
     []
     """
     config = as_config(storage_config)
     storage = open_storage(config)
-    if not storage.root_exists():
-        raise StoreNotFoundError(f"no store at {config.base_path}")
+    layout.require_store(storage, "gc")
     with storage.lock(COMPACTION_LOCK) as free:
         if not free:
             raise CompactionBusyError(f"a compaction is running on {config.base_path}; collect garbage after it")
@@ -61,7 +67,8 @@ def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_ru
         if not dry_run:
             for path in garbage:
                 storage.delete_tree(path)
-    return GarbageReport(garbage, dry_run)
+        builds = _dead_builds(storage, dry_run)
+    return GarbageReport(garbage + builds, dry_run)
 
 
 def _referenced_paths(storage: Storage) -> set[str]:
@@ -107,3 +114,26 @@ def _unreferenced_sessions(storage: Storage, referenced: set[str]) -> list[str]:
             if session_id in on_disk and session not in in_use:
                 garbage.append(session)
     return garbage
+
+
+def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
+    """The files of unified index builds whose process is gone (their lock is free), removed unless ``dry_run``.
+
+    Builds happen in the local folder ``staging_dir("")``: the store's own on a
+    local disk (where a killed one stays behind), a private scratch folder otherwise.
+    """
+    folder = storage.staging_dir("")
+    names = [name for name in os.listdir(folder) if name.startswith(layout.BUILDING_PREFIX)]
+    # A lock file alone may be a build that is just starting: only a build with data is judged.
+    builds = sorted({name.removesuffix(".wal") for name in names if not name.endswith(".lock")})
+    removed = []
+    for build in builds:
+        with file_lock(os.path.join(folder, build + ".lock")) as free:
+            if not free:
+                continue
+            for name in (build, build + ".wal", build + ".lock"):
+                if os.path.exists(os.path.join(folder, name)):
+                    removed.append(name)
+                    if not dry_run:
+                        os.unlink(os.path.join(folder, name))
+    return removed

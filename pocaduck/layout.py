@@ -5,6 +5,8 @@
     STORE/
       pocaduck.json                          manifest: format version, columns, dtype, block id type
       unified_index.duckdb                   consolidated index (replaced atomically)
+      .unified_index.duckdb.building-<id>    a consolidation's index while it is built (+ .wal, and
+                                             .lock, held while it runs): gc removes a dead one's
       workers/<worker_id>/
         .lock                                held by the worker's live Ingestor
         finalized.json                       names the worker's finalized session
@@ -51,6 +53,7 @@ MANIFEST = "pocaduck.json"
 UNIFIED_INDEX = "unified_index.duckdb"
 WORKERS = "workers"
 COMPACTED = "compacted"
+BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
 # Rows per Parquet row group, for ingestion and compaction alike. A label read decodes whole row groups:
 # 8,192 rows read a small label ~3x faster than 32,768; files grow a little (each group has its own dictionaries).
 ROW_GROUP_SIZE = 8_192
@@ -288,6 +291,41 @@ def writing(storage: Storage, path: str) -> Iterator[None]:
             f"cannot write {storage.describe(path)}: {error.strerror or error}. Make the store writable by this "
             f"user and give it room, then run again; what was published before is intact"
         ) from error
+
+
+def require_store(storage: Storage, verb: str) -> Schema:
+    """The schema of the store at ``storage``; refuse (before ``verb`` deletes or rewrites anything) if it is none.
+
+    >>> import tempfile
+    >>> require_store(open_storage(as_config(tempfile.mkdtemp())), "gc")
+    Traceback (most recent call last):
+    ...
+    pocaduck.errors.StoreNotFoundError: ... holds no pocaduck store (no pocaduck.json; it is empty): gc changes nothing there...
+    """
+    schema = read_schema(storage) if storage.root_exists() else None
+    if schema is None:
+        raise StoreNotFoundError(
+            f"{storage.describe('')} holds no pocaduck store (no {MANIFEST}; {_what_is_there(storage)}): "
+            f"{verb} changes nothing there. Give the folder of a store, the one holding {MANIFEST}"
+        )
+    return schema
+
+
+def require_store_or_empty(storage: Storage, verb: str) -> Schema | None:
+    """Like ``require_store``, but a folder that is absent or empty is fine too (``verb`` will create the store)."""
+    if not storage.root_exists() or not storage.listdir(""):
+        return None
+    return require_store(storage, verb)
+
+
+def _what_is_there(storage: Storage) -> str:
+    if not storage.root_exists():
+        return "it does not exist"
+    names = storage.listdir("")
+    if not names:
+        return "it is empty"
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"it holds {shown}"
 
 
 def establish_schema(storage: Storage, proposed: Schema) -> Schema:

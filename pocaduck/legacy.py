@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from . import layout
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
-from .errors import LegacyStoreError, StoreNotFoundError
+from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
 from .index import attach_read_only
 from .ingest import Ingestor, check_label
 from .progress import ProgressEvent
@@ -233,7 +233,9 @@ def migrate(
     Every row the original's index refers to is copied with its label, block id
     and values (in their stored dtype, no de-duplication). Each original worker
     becomes a worker of the new store, so running it again after an
-    interruption rewrites them and the result is the same. A store that has only
+    interruption rewrites them and the result is the same. The new store must be
+    absent, empty, or such an interrupted migration of the same old store:
+    anything else is refused before a file is written. A store that has only
     optimized data (the original drops block ids there) is migrated with the
     block id ``""``.
 
@@ -248,6 +250,7 @@ def migrate(
             f"{as_config(old_store).base_path} is not a store written by the original pocaduck "
             f"(no {LEGACY_INDEX} or {LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
         )
+    _check_target(as_config(old_store).base_path, open_storage(as_config(new_store)))
     optimized_only = not old.exists(LEGACY_INDEX)
     pairs = _indexed_pairs(old, LEGACY_OPTIMIZED_INDEX if optimized_only else LEGACY_INDEX)
     files = sorted(pairs)
@@ -280,6 +283,16 @@ def migrate(
                 )
         report(ProgressEvent(worker_id, "finished", len(paths), len(paths), points_written=ingestor.stats.points))
     return consolidate(new_store)
+
+
+def _check_target(source: str, new: Storage) -> None:
+    """Refuse a target that holds anything but an earlier (interrupted) migration of the same store."""
+    schema = layout.require_store_or_empty(new, "migrate")
+    if schema is not None and schema.metadata.get("migrated_from") != source:
+        raise InvalidArgumentError(
+            f"{new.describe('')} already holds a pocaduck store (not a migration of {source}): "
+            f"migrate writes nothing there. Give a new or empty folder"
+        )
 
 
 def _indexed_pairs(storage: Storage, index: str) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _children
 import numpy as np
 import pytest
 from _support import as_row_set
@@ -16,7 +18,7 @@ from _support import as_row_set
 from pocaduck import Ingestor, Query, consolidate
 from pocaduck.cli import main as cli
 from pocaduck.compact import COMPACTION_LOCK, compact
-from pocaduck.errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError
+from pocaduck.errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError, StoreNotFoundError
 from pocaduck.gc import collect_garbage
 from pocaduck.storage import LocalStorage
 
@@ -308,3 +310,39 @@ def test_cli_compacts_and_collects_garbage(scattered, capsys):
     assert "already compact" in capsys.readouterr().out
     assert cli(["gc", scattered, "--dry-run"]) == 0
     assert answers(scattered) == before
+
+
+def test_gc_and_compact_refuse_a_folder_that_is_not_a_store_and_delete_nothing(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "compacted" / "holiday").mkdir(parents=True)
+    (folder / "compacted" / "holiday" / "beach.jpg").write_bytes(b"jpeg")
+    (folder / ".unified_index.duckdb.building-1").write_bytes(b"not ours")
+    before = sorted(str(p) for p in folder.rglob("*"))
+    for verb in (collect_garbage, compact):
+        with pytest.raises(StoreNotFoundError, match=r"holds no pocaduck store \(no pocaduck.json; it holds "):
+            verb(str(folder))
+    assert cli(["gc", str(folder)]) == 1
+    assert "Give the folder of a store" in capsys.readouterr().err
+    assert sorted(str(p) for p in folder.rglob("*")) == before
+
+
+def test_a_full_disk_fails_the_compaction_clearly_and_the_store_answers_as_before(scattered):
+    before = answers(scattered)
+    child = _children.start("under_file_size_limit", "compact", scattered, str(16 * 1024))
+    outcome = json.loads(_children.read_until(child, bool)[0])
+    child.wait()
+    assert outcome["type"] == "StoreWriteError"
+    assert scattered in outcome["message"] and "Nothing published was changed" in outcome["message"]
+    assert "Free space" in outcome["message"] and "run the compaction again" in outcome["message"]
+    assert answers(scattered) == before
+    assert compaction_generation(scattered) is None
+
+
+def test_a_killed_compaction_leaves_no_pool_process_behind():
+    child = _children.start("compaction_pool", "2")
+    try:
+        pool = [int(pid) for pid in _children.read_until(child, lambda lines: len(lines) == 2)]
+    finally:
+        child.kill()
+        child.wait()
+    assert _children.wait_until_ended(pool) == []

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import _children
 import duckdb
 import numpy as np
 import pytest
 from _support import as_row_set
 
-from pocaduck import EmptyStoreError, Ingestor, Query, WorkerNotFinalizedError, consolidate
+from pocaduck import EmptyStoreError, Ingestor, Query, StorageConfig, WorkerNotFinalizedError, consolidate
+from pocaduck.consolidate import UnifiedIndexBuild, publish_unified_index, worker_states
+from pocaduck.gc import collect_garbage
+from pocaduck.layout import BUILDING_PREFIX, read_schema
+from pocaduck.storage import open_storage
 
 
 def write_worker(store, worker_id, label_points):
@@ -99,3 +105,84 @@ def test_original_table_name_is_available_for_sql(store):
     with Query(store) as query:
         frame = query.sql("SELECT label, block_id, file_path, point_count FROM point_cloud_index")
         assert frame["point_count"].tolist() == [2] and frame["file_path"][0].endswith(".parquet")
+
+
+def test_an_older_view_published_last_keeps_the_worker_that_finished_in_between(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    storage = open_storage(StorageConfig(store))
+    with UnifiedIndexBuild(storage) as older:
+        older.fill(read_schema(storage), worker_states(storage)[0], None)  # sees worker 0 only
+        write_worker(store, 1, {2: np.ones((4, 3))})
+        consolidate(store)  # a later run sees both and publishes first
+        assert older.publish()  # the newer index already serves all the older view has: it stays
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1, 2]
+        assert query.get_point_count(2) == 4
+
+
+def test_a_view_missing_a_worker_never_replaces_one_that_has_it(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    write_worker(store, 1, {2: np.ones((4, 3))})
+    storage = open_storage(StorageConfig(store))
+    schema, finalized = read_schema(storage), worker_states(storage)[0]
+    with UnifiedIndexBuild(storage) as full, UnifiedIndexBuild(storage) as partial:
+        full.fill(schema, finalized, None)
+        partial.fill(schema, {"0": finalized["0"]}, None)  # read before worker 1 finished
+        assert partial.publish()
+        assert not full.publish()  # the index moved on since this build started: build again
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1]  # the published index, intact
+
+
+def test_a_consolidation_overtaken_by_one_that_misses_a_worker_rebuilds_and_keeps_it(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    storage = open_storage(StorageConfig(store))
+    calls = []
+
+    def sources():
+        calls.append(len(calls))
+        if len(calls) == 1:  # while this run builds: another publishes, then worker 1 finishes
+            consolidate(store)
+            write_worker(store, 1, {2: np.ones((4, 3))})
+        return read_schema(storage), worker_states(storage)[0], None
+
+    publish_unified_index(storage, sources)
+    assert calls == [0, 1]
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1, 2]
+
+
+def test_gc_removes_a_killed_consolidations_build_and_never_a_live_one(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    consolidate(store)
+    child = _children.start("build_and_wait", store)
+    try:
+        (building,) = _children.read_until(child, bool)
+        assert building.startswith(BUILDING_PREFIX) and building in os.listdir(store)
+        assert collect_garbage(store).removed == []  # its process lives: hands off
+        assert building in os.listdir(store)
+    finally:
+        child.kill()
+        child.wait()
+    removed = collect_garbage(store).removed
+    assert building in removed
+    assert not [name for name in os.listdir(store) if name.startswith(BUILDING_PREFIX)]
+    with Query(store) as query:
+        assert query.get_point_count(1) == 2
+
+
+def test_a_full_disk_fails_clearly_and_the_published_index_stays(store):
+    write_worker(store, 0, {1: np.ones((2, 3))})
+    before = index_content(consolidate(store))
+    write_worker(store, 1, {2: np.ones((4, 3))})
+    child = _children.start("under_file_size_limit", "consolidate", store, str(16 * 1024))
+    outcome = json.loads(_children.read_until(child, bool)[0])
+    child.wait()
+    assert outcome["type"] == "StoreWriteError"
+    assert store in outcome["message"] and "Nothing published was changed" in outcome["message"]
+    assert "Free space" in outcome["message"]
+    assert index_content(os.path.join(store, "unified_index.duckdb")) == before
+    assert not [name for name in os.listdir(store) if name.startswith(BUILDING_PREFIX)]
+    with Query(store) as query:
+        assert query.get_point_count(1) == 2

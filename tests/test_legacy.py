@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from _support import as_row_set
 
-from pocaduck import Query, compact
+from pocaduck import Ingestor, Query, compact, consolidate
 from pocaduck.cli import main as cli
-from pocaduck.errors import LegacyStoreError
+from pocaduck.errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
 from pocaduck.legacy import LegacyQuery, migrate
 
 # Runs under the original package (same import name: it comes first on PYTHONPATH).
@@ -223,3 +223,22 @@ def test_optimized_original_stores_are_read_as_the_original_reads_them(original_
 def test_migrate_refuses_what_is_not_an_original_store(tmp_path):
     with pytest.raises(LegacyStoreError, match="original pocaduck"):
         migrate(str(tmp_path), str(tmp_path / "new"))
+
+
+def test_migrate_writes_only_into_a_new_empty_or_its_own_earlier_target(original_stores, tmp_path):
+    store, _ = original_stores("int64", 1)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    with pytest.raises(StoreNotFoundError, match=r"holds no pocaduck store .*thesis\.tex"):
+        migrate(str(store), str(other))
+    assert os.listdir(other) == ["thesis.tex"]
+
+    unrelated = tmp_path / "unrelated"
+    with Ingestor(str(unrelated), 0) as ingestor:
+        ingestor.write(5, "b", np.ones((2, 3), np.int64))
+    consolidate(str(unrelated))
+    with pytest.raises(InvalidArgumentError, match="already holds a pocaduck store"):
+        migrate(str(store), str(unrelated))
+    with Query(str(unrelated)) as query:
+        assert query.get_labels().tolist() == [5]

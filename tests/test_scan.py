@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+import _children
 import numpy as np
 import pytest
 from test_scan_helpers import (
@@ -18,7 +19,7 @@ from test_scan_helpers import (
     surface_mask,
 )
 
-from pocaduck import Query, make_demo_volume, scan_volume
+from pocaduck import Query, StoreNotFoundError, make_demo_volume, scan_volume
 from pocaduck.cli import main
 from pocaduck.scan import (
     InvalidVolumeError,
@@ -208,3 +209,22 @@ def test_bad_volumes_and_settings_are_refused_before_anything_is_written(store):
     with pytest.raises(ValueError, match="voxel_size"):
         scan_volume(np.zeros((4, 4, 4), np.uint64), store, voxel_size=(1, 0, 1))
     assert not os.path.exists(store)
+
+
+def test_a_scan_into_a_folder_of_other_files_is_refused_and_writes_nothing(volume, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreNotFoundError, match=r"holds no pocaduck store .*it holds notes.txt"):
+        scan_volume(volume, str(folder), block_shape=BLOCKS, workers=2)
+    assert os.listdir(folder) == ["notes.txt"]
+
+
+def test_a_killed_scan_leaves_no_worker_process_behind(store):
+    child = _children.start("scan", store, "2")
+    try:
+        workers = {int(pid) for pid in _children.read_until(child, lambda lines: len(set(lines)) == 2)}
+    finally:
+        child.kill()
+        child.wait()
+    assert _children.wait_until_ended(sorted(workers)) == []

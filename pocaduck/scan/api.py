@@ -33,7 +33,7 @@ from ..config import StorageConfig, as_config
 from ..consolidate import consolidate as consolidate_store
 from ..consolidate import worker_states
 from ..errors import EmptyStoreError, InvalidArgumentError
-from ..layout import create_store
+from ..layout import create_store, require_store_or_empty
 from ..progress import ProgressEvent
 from ..storage import open_storage
 from .blocks import BlockGrid
@@ -304,7 +304,11 @@ def _prepare_store(
     voxel_offset: tuple,
     workers: int,
 ) -> None:
-    """Declare the schema and scan settings; a store scanned with other settings is refused, not mixed."""
+    """Declare the schema and scan settings; a store scanned with other settings is refused, not mixed.
+
+    A folder that holds files but no pocaduck store is refused before anything is written.
+    """
+    require_store_or_empty(open_storage(config), "scan")
     metadata = {
         "voxel_size": _xyz(voxel_size),
         "voxel_offset": _xyz(voxel_offset),

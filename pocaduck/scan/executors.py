@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import math
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._lifeline import exit_with
 from ..progress import ProgressEvent
 from .errors import ScanCancelledError, ScanWorkerError
 from .worker import ScanTask, WorkerOutcome, run_scan_task
@@ -101,7 +103,8 @@ def _process_context(volume_library: str) -> multiprocessing.context.BaseContext
     return multiprocessing.get_context("spawn")
 
 
-def _process_main(task: ScanTask, messages: Any, stop_flag: Any) -> None:
+def _process_main(task: ScanTask, messages: Any, stop_flag: Any, parent_pid: int) -> None:
+    exit_with(parent_pid)  # a killed scan leaves no workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us through stop_flag
     try:
         result: Any = run_scan_task(task, messages.put, stop_flag.is_set)
@@ -147,7 +150,9 @@ def run_local(tasks: Sequence[ScanTask], workers: int, sink: Sink, stop: threadi
             while waiting and len(running) < workers:
                 task = waiting.popleft()
                 process = context.Process(
-                    target=_process_main, args=(task, messages, stop_flag), name=f"pocaduck-scan-{task.worker_id}"
+                    target=_process_main,
+                    args=(task, messages, stop_flag, os.getpid()),
+                    name=f"pocaduck-scan-{task.worker_id}",
                 )
                 process.start()
                 running[task.worker_id] = (process, task)

@@ -40,6 +40,18 @@ class Storage(abc.ABC):
         """Move a complete local file into the store at ``path`` atomically."""
 
     @abc.abstractmethod
+    def version(self, path: str) -> str | None:
+        """A token that changes whenever ``path`` is replaced (None when absent), for ``publish_if_unchanged``."""
+
+    @abc.abstractmethod
+    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> bool:
+        """``publish`` only if ``path`` still has version ``expected`` (None: still absent); False if it changed.
+
+        The check and the replace are one atomic step, so of two writers that
+        started from the same version exactly one wins. The loser's file stays.
+        """
+
+    @abc.abstractmethod
     def listdir(self, path: str) -> list[str]:
         """Names directly below ``path``; empty when it does not exist."""
 

@@ -8,6 +8,9 @@ Object stores have no rename and no file locks, so the interface maps onto them 
   ``ifGenerationMatch=0`` on GCS), so racing workers agree on one manifest;
 - ``local_copy`` downloads into a local cache and reuses the copy while the
   object's ETag (or generation) is unchanged, because DuckDB reads only local files;
+- ``publish_if_unchanged`` is a conditional PUT on S3 (``If-Match`` on the ETag,
+  ``If-None-Match: *`` for a first publish); on GCS and Azure it checks the
+  version, then uploads, which leaves a narrow window between the two;
 - ``lock`` is a lock file on this machine: it keeps two Ingestors of one worker
   id apart on one machine, but two machines using the same worker id at once are
   not detected.
@@ -130,6 +133,35 @@ class FsspecStorage(Storage):
         with self._reaching(path):
             self._fs.put_file(local_file, self._full(path))
         os.unlink(local_file)
+
+    def version(self, path: str) -> str | None:
+        self._fs.invalidate_cache(self._full(path))  # another process may have replaced it since we looked
+        with self._reaching(path):
+            try:
+                return _version_of(self._fs.info(self._full(path)))
+            except FileNotFoundError:
+                return None
+
+    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> bool:
+        if "s3" not in self._fs.protocol:
+            if self.version(path) != expected:
+                return False
+            self.publish(local_file, path)
+            return True
+        bucket, key, _ = self._fs.split_path(self._full(path))
+        condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        # One PUT (up to 5 GB), since s3fs's multipart upload takes no condition.
+        with self._reaching(path), open(local_file, "rb") as body:
+            try:
+                self._fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+            except OSError as error:
+                if _condition_failed(error):
+                    return False
+                raise
+            finally:
+                self._fs.invalidate_cache(self._full(path))
+        os.unlink(local_file)
+        return True
 
     def listdir(self, path: str) -> list[str]:
         with self._reaching(path):
@@ -261,6 +293,14 @@ def _is_access_refusal(error: BaseException) -> bool:
     """A PermissionError (s3fs), or an HTTP 401/403 from a client that does not translate it (adlfs, gcsfs)."""
     status = getattr(error, "status_code", None) or getattr(error, "code", None)
     return isinstance(error, PermissionError) or status in (401, 403)
+
+
+def _condition_failed(error: OSError) -> bool:
+    """A conditional PUT refused: the object changed (412, 409 for a concurrent one) or is gone (404)."""
+    if isinstance(error, (FileExistsError, FileNotFoundError)):
+        return True
+    response = getattr(error.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
 
 
 def _is_transport_error(error: BaseException) -> bool:

@@ -61,6 +61,29 @@ class LocalStorage(Storage):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(local_file, target)
 
+    def version(self, path: str) -> str | None:
+        try:
+            found = os.stat(self._abs(path))
+        except FileNotFoundError:
+            return None
+        # publish renames a new file over the old: a new inode, and a new mtime even if the inode is reused
+        return f"{found.st_ino}-{found.st_mtime_ns}-{found.st_size}"
+
+    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> bool:
+        target = self._abs(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        # One lock on the folder (no extra file in the store) held across the check and the rename;
+        # it dies with its holder.
+        folder = os.open(os.path.dirname(target), os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            if self.version(path) != expected:
+                return False
+            os.replace(local_file, target)
+            return True
+        finally:
+            os.close(folder)
+
     def listdir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(self._abs(path)))

@@ -1,0 +1,127 @@
+"""Child processes that tests limit, hold half-way or kill: ``python _children.py NAME ARG...`` runs ``NAME(*ARGS)``.
+
+Each body tells the test where it stands by printing lines, so the test waits
+for a line, never for time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+
+SAFETY_SECONDS = 120  # only against a hang: every wait ends on an event long before
+
+
+def start(*args: str) -> subprocess.Popen:
+    """Run one of this module's bodies in a new Python process, its stdout a pipe the test reads."""
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )
+
+
+def read_until(process: subprocess.Popen, enough: Callable[[list[str]], bool]) -> list[str]:
+    """The lines ``process`` printed, once they are ``enough``; fails if it stops printing first."""
+    text = b""
+    while not enough(text.decode().splitlines()):
+        ready, _, _ = select.select([process.stdout], [], [], SAFETY_SECONDS)
+        chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
+        if not chunk:
+            raise AssertionError(f"the child process printed only {text!r} and then stopped")
+        text += chunk
+    return text.decode().splitlines()
+
+
+def wait_until_ended(pids: list[int]) -> list[int]:
+    """Wait for the processes to end (their pidfds become readable); return those still alive at the safety deadline."""
+    watched = {}
+    for pid in pids:
+        try:
+            watched[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:  # already gone
+            continue
+    try:
+        while watched:
+            ended, _, _ = select.select(list(watched), [], [], SAFETY_SECONDS)
+            if not ended:
+                break
+            for handle in ended:
+                os.close(handle)
+                del watched[handle]
+        return sorted(watched.values())
+    finally:
+        for handle in watched:
+            os.close(handle)
+
+
+def under_file_size_limit(verb: str, store: str, limit: str) -> None:
+    """Run ``verb`` on ``store`` as on a nearly full disk: no file may grow past ``limit`` bytes; print the outcome."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    from pocaduck import compact, consolidate
+
+    try:
+        consolidate(store) if verb == "consolidate" else compact(store, workers=1)
+        outcome = {"type": None}
+    except Exception as error:
+        outcome = {"type": type(error).__name__, "message": str(error)}
+    print(json.dumps(outcome), flush=True)
+
+
+def build_and_wait(store: str) -> None:
+    """Build a unified index, then hold the build open (unpublished) until stdin closes or we are killed."""
+    from pocaduck import StorageConfig
+    from pocaduck.consolidate import UnifiedIndexBuild, worker_states
+    from pocaduck.layout import read_schema
+    from pocaduck.storage import open_storage
+
+    storage = open_storage(StorageConfig(store))
+    with UnifiedIndexBuild(storage) as build:
+        build.fill(read_schema(storage), worker_states(storage)[0], None)
+        print(os.path.basename(build.path), flush=True)
+        sys.stdin.read()
+
+
+def blocking_shard(shard: int) -> dict:
+    """A compaction shard that never ends, once it has printed its process id."""
+    print(os.getpid(), flush=True)
+    signal.pause()
+    return {}
+
+
+def compaction_pool(workers: str) -> None:
+    """Run never-ending shards on compaction's process pool."""
+    from pocaduck.compact import _run_shards
+
+    for _ in _run_shards(blocking_shard, list(range(int(workers))), int(workers), None, None):
+        pass
+
+
+class BlockingVolume:
+    """A label volume whose reads never end, once the reading process has printed its id."""
+
+    shape = (8, 8, 8)
+    dtype = np.dtype("uint8")
+
+    def __getitem__(self, box: object) -> np.ndarray:
+        print(os.getpid(), flush=True)
+        signal.pause()
+        return np.zeros((1, 1, 1), self.dtype)
+
+
+def scan(store: str, workers: str) -> None:
+    """Scan a volume whose reads never end, with local worker processes."""
+    from pocaduck import scan_volume
+
+    scan_volume(BlockingVolume(), store, block_shape=4, workers=int(workers))
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
