@@ -51,6 +51,7 @@ from .scan import (
     scan_volume,
 )
 from .synthetic import make_demo_volume
+from .verify import VerifyReport, verify
 
 __version__ = "0.2.0"
 
@@ -91,6 +92,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreWriteError",
     "UnsupportedStorageError",
+    "VerifyReport",
     "WorkerBusyError",
     "WorkerNotFinalizedError",
     "WorkerWriteError",
@@ -101,4 +103,5 @@ __all__ = [
     "make_demo_volume",
     "migrate",
     "scan_volume",
+    "verify",
 ]
