@@ -29,10 +29,10 @@ class Ours:
 
         consolidate(store)
 
-    def open_reader(self, store: str, cache_size: int = 0) -> Any:
+    def open_reader(self, store: str, cache_size: int = 0, **options: Any) -> Any:
         from pocaduck import Query
 
-        return Query(store, cache_size=cache_size)
+        return Query(store, cache_size=cache_size, **options)
 
 
 class Original:

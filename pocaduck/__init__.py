@@ -52,6 +52,7 @@ from .scan import (
     scan_volume,
 )
 from .synthetic import make_demo_volume
+from .verify import VerifyReport, verify
 
 __version__ = "0.2.0"
 
@@ -93,6 +94,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreWriteError",
     "UnsupportedStorageError",
+    "VerifyReport",
     "WorkerBusyError",
     "WorkerNotFinalizedError",
     "WorkerWriteError",
@@ -103,4 +105,5 @@ __all__ = [
     "make_demo_volume",
     "migrate",
     "scan_volume",
+    "verify",
 ]

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from . import layout
 from .compact import compact
 from .config import StorageConfig
 from .consolidate import consolidate
-from .errors import PocaduckError
+from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
 from .legacy import migrate
 from .query import Query
 from .scan import open_volume, scan_volume
+from .verify import verify
 
 
 def _verb_info(args: argparse.Namespace) -> None:
@@ -74,6 +76,16 @@ def _verb_migrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     path = migrate(args.old, args.new)
     print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
+
+
+def _verb_verify(args: argparse.Namespace) -> None:
+    report = verify(args.store, deep=args.deep)
+    print(report.summary())
+    if not report.ok:
+        in_index = any(problem.path in (layout.MANIFEST, layout.UNIFIED_INDEX) for problem in report.problems)
+        raise (DamagedStoreError if in_index else DataFileError)(
+            f"{len(report.problems)} problems found; to repair: {'; '.join(report.repairs)}"
+        )
 
 
 def _verb_scan(args: argparse.Namespace) -> None:
@@ -133,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     garbage.add_argument("store")
     garbage.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     garbage.set_defaults(run=_verb_gc)
+
+    check = verbs.add_parser("verify", help="check the index and every data file; exit 1 naming what to re-run")
+    check.add_argument("store")
+    check.add_argument("--deep", action="store_true", help="also read every byte: file and Parquet page checksums")
+    check.set_defaults(run=_verb_verify)
 
     migration = verbs.add_parser("migrate", help="convert a store written by the original pocaduck 0.1.x")
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")

@@ -278,7 +278,7 @@ def compact_shard(storage_config: StorageConfig, generation: str, shard: int) ->
     block_column = pa.array(segment_blocks, block_type)
     values = np.ascontiguousarray(points.T)
     path = layout.compaction_file(generation, shard)
-    byte_size = write_point_file(
+    byte_size, file_checksum = write_point_file(
         storage,
         storage.staging_dir(layout.compaction_dir(generation)),
         path,
@@ -304,6 +304,7 @@ def compact_shard(storage_config: StorageConfig, generation: str, shard: int) ->
         "row_count": len(points),
         "row_group_size": plan["row_group_size"],
         "byte_size": byte_size,
+        "checksum": file_checksum,
     }
     marker = rows.replace_schema_metadata({"file": json.dumps(file_row), "result": json.dumps(result)})
     buffer = io.BytesIO()
@@ -428,8 +429,15 @@ def _assemble(storage: Storage, schema: layout.Schema, generation: str, plan: di
             metadata = marker.schema.metadata
             file_row, result = json.loads(metadata[b"file"]), json.loads(metadata[b"result"])
             con.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                [shard, file_row["path"], file_row["row_count"], file_row["row_group_size"], file_row["byte_size"]],
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    shard,
+                    file_row["path"],
+                    file_row["row_count"],
+                    file_row["row_group_size"],
+                    file_row["byte_size"],
+                    file_row.get("checksum"),  # absent from a shard written before checksums were recorded
+                ],
             )
             con.register("shard_rows", marker.replace_schema_metadata(None))
             con.execute("INSERT INTO point_index SELECT * FROM shard_rows")

@@ -320,9 +320,11 @@ def _build_unified_index(
         for alias in aliases:
             offsets.append(total)
             total += con.execute(f"SELECT count(*) FROM {alias}.files").fetchone()[0]
+        # By name: an index written before files had a checksum column gives NULL there.
         con.execute(
-            "INSERT INTO files "
-            + _union(aliases, "SELECT file_id + ?, path, row_count, row_group_size, byte_size FROM {}.files"),
+            "INSERT INTO files BY NAME ("
+            + " UNION ALL BY NAME ".join(f"SELECT * REPLACE (file_id + ? AS file_id) FROM {a}.files" for a in aliases)
+            + ")",
             offsets,
         )
         con.execute(

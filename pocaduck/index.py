@@ -1,6 +1,7 @@
 """The index tables, shared by every worker index and by the unified index.
 
-``files`` lists each Parquet file once; ``point_index`` has one row per write
+``files`` lists each Parquet file once, with its size and checksum (NULL in
+indexes written before checksums were recorded); ``point_index`` has one row per write
 (per file piece of a write): where its rows sit in which file, and its bounding
 box. The unified index adds ``labels`` (one summary row per label) and
 ``workers``. Column identifiers come only from the validated schema.
@@ -41,7 +42,8 @@ def create_worker_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None
     value_type = duckdb_type(schema.dtype)
     bbox = ", ".join(f"{name} {value_type}" for name in bbox_columns(schema))
     con.execute(
-        "CREATE TABLE files (file_id INTEGER, path VARCHAR, row_count BIGINT, row_group_size INTEGER, byte_size BIGINT)"
+        "CREATE TABLE files (file_id INTEGER, path VARCHAR, row_count BIGINT, row_group_size INTEGER, byte_size BIGINT, "
+        "checksum VARCHAR)"
     )
     con.execute(
         f"CREATE TABLE point_index (label UBIGINT, block_id {BLOCK_ID_SQL_TYPES[schema.block_id_type]}, "

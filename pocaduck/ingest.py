@@ -151,12 +151,13 @@ def write_point_file(
     *,
     row_group_size: int,
     compression: str,
-) -> int:
+) -> tuple[int, str]:
     """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's Parquet files.
 
     Ingestion and compaction both write through here, so every payload file has
-    the layout queries expect. The file is built in ``staging`` and published
-    at ``path`` atomically; returns its size in bytes.
+    the layout queries expect, page checksums included. The file is built in
+    ``staging`` and published at ``path`` atomically; returns its size in bytes
+    and its checksum, taken from the local copy before publishing.
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     string_blocks = pa.types.is_string(chunk_blocks.type)
@@ -179,6 +180,7 @@ def write_point_file(
         use_dictionary=["label", "block_id"],
         write_statistics=["label"],
         column_encoding=dict.fromkeys(schema.columns, value_encoding),
+        write_page_checksum=True,  # queries verify them: a flipped bit fails the read instead of moving a point
     ) as writer:
         # One row group per call, so every group but the last holds exactly row_group_size rows (queries
         # locate rows by that), each with a dictionary of only its own labels and blocks: a file-wide block
@@ -195,8 +197,10 @@ def write_point_file(
             group = pa.table([chunk_labels[chunks], blocks, *(column[rows] for column in values)], schema=arrow_schema)
             writer.write_table(group, row_group_size=row_group_size)
     byte_size = os.path.getsize(temp)
+    with open(temp, "rb") as written:
+        file_checksum = layout.checksum(iter(functools.partial(written.read, 2**22), b""))
     storage.publish(temp, path)
-    return byte_size
+    return byte_size, file_checksum
 
 
 def chunk_index_rows(
@@ -490,7 +494,7 @@ class Ingestor:
         values = np.concatenate([chunks[i] for i in order], axis=1)
         chunk_blocks = self._block_column([block_ids[i] for i in order])
         path = layout.data_file(self.worker_id, self.session_id, file_id)
-        byte_size = write_point_file(
+        byte_size, file_checksum = write_point_file(
             self._storage,
             self._staging,
             path,
@@ -508,8 +512,8 @@ class Ingestor:
             index.begin()
             try:
                 index.execute(
-                    "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                    [file_id, path, int(counts.sum()), self.row_group_size, byte_size],
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                    [file_id, path, int(counts.sum()), self.row_group_size, byte_size, file_checksum],
                 )
                 index.register("new_rows", rows)
                 index.execute("INSERT INTO point_index SELECT * FROM new_rows")

@@ -155,6 +155,7 @@ def test_migrate_converts_every_stored_row_exactly(original_stores, tmp_path, dt
             assert as_row_set(query.get_points(label)) == rows  # every row, no de-duplication
             assert query.get_blocks_for_label(label) == blocks
             assert query.get_point_count(label) == count  # the true count, even if the original double-counted
+        assert query.sql("SELECT bool_and(starts_with(checksum, 'crc32:')) AS ok FROM files")["ok"][0]
         migrated = {label: as_row_set(query.get_points(label)) for label in truth}
 
     migrate(str(store), new_store)  # running it again (e.g. after an interruption) gives the same store

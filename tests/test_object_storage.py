@@ -20,7 +20,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from _object_servers import S3Server, azurite, azurite_command, gcs_emulator
 from _support import as_row_set, worker_points
 
-from pocaduck import Ingestor, Query, StorageConfig, compact, consolidate, make_demo_volume, scan_volume
+from pocaduck import Ingestor, Query, StorageConfig, compact, consolidate, make_demo_volume, scan_volume, verify
 from pocaduck.cli import main
 from pocaduck.consolidate import UnifiedIndexBuild, worker_states
 from pocaduck.errors import (
@@ -94,6 +94,29 @@ def test_ingest_consolidate_query_on_s3(s3, s3_store, private_folders):
     keys = s3.object_keys(s3_store.base_path.split("/", 3)[3])
     assert not [key for key in keys if ".tmp" in key or "building" in key]
     assert os.listdir(private_folders) == [f"pocaduck-locks-{os.getuid()}"]  # staging folders are gone
+
+
+def test_verify_on_s3_finds_a_missing_and_a_flipped_object_and_writes_nothing(s3, s3_store):
+    ingest(s3_store, 0, range(4))
+    ingest(s3_store, 1, range(4, 7))
+    Ingestor.consolidate_indexes(s3_store)
+    assert verify(s3_store, deep=True).ok
+    prefix = s3_store.base_path.split("/", 3)[3]
+    data = [key for key in s3.object_keys(prefix) if key.endswith(".parquet")]
+    missing = next(key for key in data if "/workers/0/" in key)
+    flipped = next(key for key in data if "/workers/1/" in key)
+    client = s3.client()
+    client.delete_object(Bucket=s3.bucket, Key=missing)
+    body = bytearray(client.get_object(Bucket=s3.bucket, Key=flipped)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    client.put_object(Bucket=s3.bucket, Key=flipped, Body=bytes(body))
+    before = len(s3.requests)
+    report = verify(s3_store, deep=True)
+    assert {r.method for r in s3.requests[before:]} <= {"GET", "HEAD"}
+    assert [(p.what.split()[0], p.repair) for p in report.problems] == [
+        ("missing", "re-run worker '0', then consolidate"),
+        ("checksum", "re-run worker '1', then consolidate"),
+    ]
 
 
 def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_store):

@@ -28,6 +28,10 @@ class Storage(abc.ABC):
     def read_bytes(self, path: str) -> bytes: ...
 
     @abc.abstractmethod
+    def size(self, path: str) -> int:
+        """Bytes in ``path``; ``FileNotFoundError`` when it does not exist."""
+
+    @abc.abstractmethod
     def write_bytes(self, path: str, data: bytes) -> None:
         """Replace ``path`` atomically: readers see the old content or the new, never half."""
 

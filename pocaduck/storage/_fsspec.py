@@ -117,6 +117,10 @@ class FsspecStorage(Storage):
             # An open-ended range is one GET; without one, s3fs first asks for the size (a HEAD).
             return self._fs.cat_file(self._full(path), start=0)
 
+    def size(self, path: str) -> int:
+        with self._reaching(path):
+            return int(self._fs.size(self._full(path)))
+
     def write_bytes(self, path: str, data: bytes) -> None:
         with self._reaching(path):
             self._fs.pipe_file(self._full(path), data)
@@ -250,8 +254,7 @@ class _RangeReader(io.RawIOBase):
     @property
     def size(self) -> int:
         if self._size is None:
-            with self._storage._reaching(self._path):
-                self._size = int(self._storage._fs.size(self._storage._full(self._path)))
+            self._size = self._storage.size(self._path)
         return self._size
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:

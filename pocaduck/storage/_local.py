@@ -32,6 +32,9 @@ class LocalStorage(Storage):
         with open(self._abs(path), "rb") as f:
             return f.read()
 
+    def size(self, path: str) -> int:
+        return os.path.getsize(self._abs(path))
+
     def _temp_beside(self, target: str) -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         return f"{target}.tmp-{uuid.uuid4().hex}"
