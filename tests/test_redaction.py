@@ -76,11 +76,14 @@ def test_an_unreachable_endpoint_with_a_password_fails_without_showing_it():
 
 
 @pytest.mark.parametrize(
-    "store", [f"s3://AKIA:{SECRET}@bucket/prefix", f"https://user:{SECRET}@example.org/store"], ids=["s3", "https"]
+    "store",
+    [f"s3://AKIA:{SECRET}@bucket/prefix", f"https://user:{SECRET}@example.org/store", f"file://me:{SECRET}@/no/store"],
+    ids=["s3", "https", "file"],
 )
-def test_the_command_never_prints_the_password(store):
+@pytest.mark.parametrize("debug", [[], ["--debug"]], ids=["plain", "debug"])
+def test_the_command_never_prints_the_password(store, debug):
     result = subprocess.run(
-        [sys.executable, "-m", "pocaduck.cli", "info", store], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pocaduck.cli", *debug, "info", store], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1
     assert SECRET not in result.stderr + result.stdout and ":***@" in result.stderr
