@@ -1,6 +1,10 @@
 """The ``pocaduck`` command: inspect, consolidate and read stores from a shell.
 
-Each verb is a ``_verb_*`` function registered in :func:`build_parser`.
+Each verb is a ``_verb_*`` function registered in :func:`build_parser`. A verb
+reports failure by raising: :func:`main` turns any exception into one line on
+stderr, ``pocaduck VERB: what is wrong; what to do``, with exit status 1 (2 for
+a wrong command line, caught by argparse types before anything runs; 130 when
+interrupted). ``pocaduck --debug VERB ...`` prints the traceback too.
 """
 
 from __future__ import annotations
@@ -9,16 +13,20 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from . import layout
 from .compact import compact
-from .config import StorageConfig
+from .config import StorageConfig, redact_url
 from .consolidate import consolidate
 from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
@@ -49,10 +57,8 @@ def _verb_points(args: argparse.Namespace) -> None:
         np.save(output, np.column_stack([column.to_numpy() for column in table.columns]))
     elif output.endswith(".csv"):
         table.to_pandas().to_csv(output, index=False)
-    elif output.endswith(".parquet"):
+    else:  # .parquet: _output_file let nothing else through
         pq.write_table(table, output)
-    else:
-        raise SystemExit(f"pocaduck points: cannot write {output!r}: use a .npy, .csv or .parquet file name")
     if output is not None:
         print(f"wrote {table.num_rows} points of label {args.label} to {output}", file=sys.stderr)
 
@@ -116,8 +122,67 @@ def _verb_scan(args: argparse.Namespace) -> None:
     print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose complaint is one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _integer(least: int, below: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least`` (and below ``below``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least or (below is not None and value >= below):
+            span = f"of at least {least}" if below is None else f"from {least} to {below - 1}"
+            raise argparse.ArgumentTypeError(f"needs an integer {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+_label = _integer(0, below=2**64)
+
+
+def _per_axis(kind: type[int] | type[float], positive: bool) -> Callable[[str], tuple]:
+    """An argparse type: one finite value for every axis, or three as ``Z,Y,X``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) not in (1, 3) or not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+            what = ("positive " if positive else "") + ("integer" if kind is int else "number")
+            raise argparse.ArgumentTypeError(f"needs one {what} or three as Z,Y,X, got {text!r}")
+        return values
+
+    return parse
+
+
+def _output_file(text: str) -> str:
+    """An argparse type: a .npy, .csv or .parquet file in a folder that exists, checked before the store is read."""
+    if not text.endswith((".npy", ".csv", ".parquet")):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: use a .npy, .csv or .parquet file name")
+    folder = os.path.dirname(text) or "."
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder {folder!r} does not exist; create it first")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pocaduck", description="Point clouds indexed by uint64 labels.")
+    """The ``pocaduck`` argument parser: ``--debug``, then a verb and its arguments.
+
+    >>> args = build_parser().parse_args(["--debug", "gc", "/data/store", "--dry-run"])
+    >>> args.debug, args.verb, args.store, args.dry_run
+    (True, 'gc', '/data/store', True)
+    """
+    parser = _Parser(prog="pocaduck", description="Point clouds indexed by uint64 labels.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure (goes before the verb)")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     info = verbs.add_parser("info", help="print a store's totals and schema")
@@ -131,13 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     points = verbs.add_parser("points", help="print or save one label's points")
     points.add_argument("store")
-    points.add_argument("label", type=int, help="uint64 label id")
-    points.add_argument("-o", "--output", help="file to write: .npy, .csv or .parquet (default: CSV to stdout)")
+    points.add_argument("label", type=_label, help="uint64 label id")
+    points.add_argument(
+        "-o", "--output", type=_output_file, help="file to write: .npy, .csv or .parquet (default: CSV to stdout)"
+    )
     points.set_defaults(run=_verb_points)
 
     compaction = verbs.add_parser("compact", help="rewrite the store so each label's points are contiguous")
     compaction.add_argument("store")
-    compaction.add_argument("--workers", type=int, help="local worker processes (default: one per CPU)")
+    compaction.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
     compaction.set_defaults(run=_verb_compact)
 
@@ -155,22 +222,33 @@ def build_parser() -> argparse.ArgumentParser:
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
     migration.add_argument("new", help="where to write the store in this library's layout")
     migration.set_defaults(run=_verb_migrate)
-    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
-    numbers = lambda text: tuple(float(v) for v in text.split(","))  # noqa: E731
     scan = verbs.add_parser("scan", help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store")
     scan.add_argument("volume", help="a .npy file or a zarr array path")
     scan.add_argument("store")
-    scan.add_argument("--workers", type=int, default=4, help="parallel workers (default 4)")
-    scan.add_argument("--block-shape", type=ints, default=(64,), help="Z,Y,X or one size for all axes (default 64)")
+    scan.add_argument("--workers", type=_integer(1), default=4, help="parallel workers (default 4)")
+    scan.add_argument(
+        "--block-shape",
+        type=_per_axis(int, positive=True),
+        default=(64,),
+        help="Z,Y,X or one size for all axes (default 64)",
+    )
     scan.add_argument("--mode", choices=("all", "surface", "sample"), default="surface", help="default surface")
     scan.add_argument(
-        "--voxel-size", type=numbers, default=(1.0,), help="Z,Y,X in physical units, kept in the manifest"
+        "--voxel-size",
+        type=_per_axis(float, positive=True),
+        default=(1.0,),
+        help="Z,Y,X in physical units, kept in the manifest",
     )
-    scan.add_argument("--voxel-offset", type=ints, default=(0,), help="Z,Y,X voxel index of the volume's first voxel")
-    scan.add_argument("--ignore-label", type=lambda t: None if t == "none" else int(t), default=0, help="or 'none'")
-    scan.add_argument("--sample-cap", type=int, default=1000, help="sample mode: points per label per block")
-    scan.add_argument("--seed", type=int, default=0, help="sample mode: random seed")
-    scan.add_argument("--retries", type=int, default=0, help="re-run a failed worker this many times")
+    scan.add_argument(
+        "--voxel-offset",
+        type=_per_axis(int, positive=False),
+        default=(0,),
+        help="Z,Y,X voxel index of the volume's first voxel",
+    )
+    scan.add_argument("--ignore-label", type=lambda t: None if t == "none" else _label(t), default=0, help="or 'none'")
+    scan.add_argument("--sample-cap", type=_integer(1), default=1000, help="sample mode: points per label per block")
+    scan.add_argument("--seed", type=_integer(0), default=0, help="sample mode: random seed")
+    scan.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed worker this many times")
     scan.add_argument("--resume", action="store_true", help="keep workers a previous run of this scan finished")
     scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -180,13 +258,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status: 0, 1 when it failed, 2 for a wrong command line, 130 if interrupted.
+
+    >>> main(["info", "/no/such/store"])  # stderr: pocaduck info: no store at /no/such/store: ...
+    1
+    """
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        return _report(args, "interrupted; run the same command again to finish", 130)
     except PocaduckError as error:
-        print(f"pocaduck {args.verb}: {error}", file=sys.stderr)
-        return 1
+        return _report(args, str(error), 1)
+    except Exception as error:  # unforeseen (a DuckDB or disk error, a bug): still one line, the traceback on request
+        hint = f"re-run as `pocaduck --debug {args.verb} ...` to see where it failed"
+        return _report(args, f"{type(error).__name__}: {error}; {hint}", 1)
     return 0
+
+
+def _report(args: argparse.Namespace, message: str, status: int) -> int:
+    """Print the exception being handled as one line (after its traceback with ``--debug``), minus URL passwords."""
+    if args.debug:
+        sys.stderr.write(redact_url(traceback.format_exc()))
+    print(f"pocaduck {args.verb}: {redact_url(' '.join(message.splitlines()))}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

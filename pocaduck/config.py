@@ -1,15 +1,17 @@
 """Where a store lives and how to reach it.
 
 ``StorageConfig`` keeps the original pocaduck's keyword names so scripts written
-for it run unchanged. Secrets are excluded from ``repr`` so they never reach
-logs or tracebacks.
+for it run unchanged. Secrets are excluded from ``repr``, and passwords written
+into URLs are redacted wherever a URL is shown, so they never reach logs or
+tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,8 +26,24 @@ _SCHEME_TO_TYPE = {
     "abfs": "azure",
 }
 
+# scheme://user:password@ — the password runs to the last @ before the path, as urlparse reads it.
+_PASSWORD_IN_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s]*@")
 
-@dataclass
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it shown as ``***``.
+
+    Works on a URL or on a whole message that quotes URLs; the user name stays, to tell accounts apart.
+
+    >>> redact_url("s3://AKIA:secret@bucket/prefix")
+    's3://AKIA:***@bucket/prefix'
+    >>> redact_url("abfs://container@account.dfs.core.windows.net/store")  # no password: unchanged
+    'abfs://container@account.dfs.core.windows.net/store'
+    """
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
+
+
+@dataclass(repr=False)
 class StorageConfig:
     """Location of a store: a local folder or a bucket URL, plus credentials.
 
@@ -44,6 +62,12 @@ class StorageConfig:
     azure_storage_connection_string: str | None = field(default=None, repr=False)
     extra_config: dict[str, Any] = field(default_factory=dict, repr=False)
     s3_endpoint_url: str | None = None
+
+    def __repr__(self) -> str:
+        # The fields a dataclass repr would show, with a password inside base_path or s3_endpoint_url redacted.
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown = ", ".join(f"{name}={(redact_url(v) if isinstance(v, str) else v)!r}" for name, v in values.items())
+        return f"{type(self).__name__}({shown})"
 
     def __post_init__(self) -> None:
         self.base_path = os.fspath(self.base_path)

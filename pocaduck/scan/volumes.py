@@ -46,6 +46,8 @@ def check_volume(volume: Any) -> tuple[tuple[int, int, int], np.dtype]:
 def open_volume(path: str | os.PathLike) -> Any:
     """Open a label volume file lazily: a ``.npy`` memory-mapped, anything else as a zarr array.
 
+    A path that holds neither raises :class:`InvalidVolumeError` naming it.
+
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "labels.npy")
     >>> np.save(path, np.zeros((2, 3, 4), np.uint64))
@@ -53,11 +55,16 @@ def open_volume(path: str | os.PathLike) -> Any:
     (2, 3, 4)
     """
     path = os.fspath(path)
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    import zarr
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, mmap_mode="r")
+        import zarr
 
-    return zarr.open_array(path, mode="r")
+        return zarr.open_array(path, mode="r")
+    except (OSError, ValueError) as error:  # missing, unreadable, or another format (zarr's errors are ValueErrors)
+        raise InvalidVolumeError(
+            f"cannot open {path} as a label volume ({type(error).__name__}: {error}); give a .npy file or a zarr array"
+        ) from error
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ Everything above this package speaks only to :class:`Storage`; only
 from __future__ import annotations
 
 import importlib
+from urllib.parse import urlparse
 
-from ..config import StorageConfig
+from ..config import StorageConfig, redact_url
 from ..errors import UnsupportedStorageError
 from ._base import Storage
 from ._credentials import PACKAGES, PROTOCOLS, filesystem_options
@@ -28,6 +29,11 @@ def open_storage(config: StorageConfig) -> Storage:
     """
     if config.is_local:
         return LocalStorage(config.local_root)
+    if urlparse(config.base_path).password is not None:  # no client reads it, and messages would quote it
+        raise UnsupportedStorageError(
+            f"{redact_url(config.base_path)}: credentials in the URL are not supported; pass them as "
+            f"StorageConfig's s3_*/gcs_*/azure_* keywords or the AWS_*/GOOGLE_*/AZURE_* environment variables"
+        )
     if config.storage_type not in PROTOCOLS:
         raise UnsupportedStorageError(
             f"storage type {config.storage_type!r} ({config.base_path}) is not supported; "

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from ..config import redact_url
 from ..errors import StorageAccessError, StorageUnavailableError
 from ._base import Storage
 from ._local import file_lock
@@ -67,13 +68,13 @@ class FsspecStorage(Storage):
         self._root = filesystem._strip_protocol(self.url).rstrip("/")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        return f"{type(self).__name__}({redact_url(self.url)!r})"
 
     def _full(self, path: str) -> str:
         return f"{self._root}/{path}" if path else self._root
 
     def describe(self, path: str) -> str:
-        return f"{self.url}/{path}" if path else self.url
+        return redact_url(f"{self.url}/{path}" if path else self.url)
 
     @contextlib.contextmanager
     def _reaching(self, path: str) -> Iterator[None]:

@@ -9,11 +9,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 
+from ..errors import StoreNotFoundError
 from ._base import Storage
 
 
 class LocalStorage(Storage):
     def __init__(self, root: str):
+        if os.path.exists(root) and not os.path.isdir(root):  # else each write fails on a bare NotADirectoryError
+            raise StoreNotFoundError(
+                f"{root} is a file, not a store folder; give the path of a folder, new or existing"
+            )
         self.root = root
 
     def _abs(self, path: str) -> str:
