@@ -111,12 +111,13 @@ def cluster(tmp_path) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def s3():
-    server = S3Server()
+    """moto's S3 in this process, without its IAM check: moto's users and buckets are shared by the whole
+    process, so the test keeps to a bucket of its own and adds no user that test_object_storage makes too."""
+    server = S3Server(bucket="pocaduck-dask-cluster")
+    server.access_key_id, server.secret_access_key = "test-key", "test-secret"
     server.start()
-    server.enable_auth()
     server.client().create_bucket(Bucket=server.bucket)
     yield server
-    server.disable_auth()
     server.stop()
 
 

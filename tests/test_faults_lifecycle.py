@@ -218,7 +218,13 @@ class StoreLifecycle(RuleBasedStateMachine):
                 assert as_row_set(query.get_points(label)) == self.answer.get(label, [])
 
 
+# derandomize: the suite runs the same 30 lifecycles every time, so a failure is a change in the code, not a
+# new draw. To hunt for more, run it with e.g. max_examples=500, derandomize=False.
 StoreLifecycle.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=30,
+    stateful_step_count=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 test_store_lifecycle = StoreLifecycle.TestCase
