@@ -1,0 +1,230 @@
+"""Random lifecycles of a store: three workers writing, finalizing, crashing and re-running, between
+consolidations, compactions and garbage collections. After every step the store answers exactly what the
+finished workers wrote in their last finalized run.
+
+The model, from a user's side:
+
+* a worker's *last finalized run* is what it wrote between opening an Ingestor and ``finalize()``; a
+  re-run (a new Ingestor for the same id) replaces it only once it finalizes;
+* a worker is *unfinished* while an Ingestor is open for it, when it never finalized at all, or when a run
+  ended without ``finalize()`` after publishing files (a crash). A crashed run that published nothing left no
+  trace: the worker's last finalized run stands;
+* ``consolidate`` refuses, naming the worker, while one is unfinished; with ``ignore_unfinalized=True`` it
+  publishes every worker's last finalized run. ``compact`` publishes the same (or, when the store is already
+  compact, leaves it as it is) with each label's points together; ``collect_garbage`` changes no answer;
+* what the store answers is what the last successful consolidation or compaction published.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from _support import as_row_set
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from pocaduck import (
+    EmptyStoreError,
+    Ingestor,
+    Query,
+    StoreNotConsolidatedError,
+    StoreNotFoundError,
+    WorkerNotFinalizedError,
+    collect_garbage,
+    compact,
+    consolidate,
+)
+
+WORKERS = (0, 1, 2)
+LABELS = (0, 7, 2**63, 2**64 - 1)
+POINTS_PER_FILE = 20  # small: most runs publish several files, and a crash mid-run leaves some behind
+
+Rows = dict[int, list[tuple]]
+
+
+def points_after_a_crashed_rerun_is_ignored(store: str) -> int:
+    """Worker 0 finalizes 3 points, worker 1 2 points; worker 0 re-runs, publishes a file and crashes.
+
+    Consolidating with ``ignore_unfinalized=True`` must still serve worker 0's finalized run: 5 points.
+    """
+    with Ingestor(store, 0) as ingestor:
+        ingestor.write(7, "a", np.ones((3, 3), np.int64))
+    with Ingestor(store, 1) as ingestor:
+        ingestor.write(7, "b", np.full((2, 3), 2, np.int64))
+    consolidate(store)
+    crashed = Ingestor(store, 0, max_points_per_file=1)
+    crashed.write(7, "a", np.zeros((2, 3), np.int64))
+    crashed.close()
+    consolidate(store, ignore_unfinalized=True)
+    with Query(store) as query:
+        return len(query.get_points(7))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug, being fixed in consolidate's worker_states: an unfinished re-run hides the worker's "
+    "finalized run from consolidate(ignore_unfinalized=True)",
+)
+def test_known_bug_a_crashed_rerun_hides_the_workers_finalized_run_when_unfinished_workers_are_ignored(tmp_path):
+    assert points_after_a_crashed_rerun_is_ignored(str(tmp_path / "store")) == 5
+
+
+@functools.cache
+def engine_hides_unfinished_workers() -> bool:
+    """Whether the known bug above is still there. While it is, the machine below does not step into the one
+    state that triggers it (consolidating, or compacting, with ignore_unfinalized while a finalized worker is
+    unfinished): its model stays the right one, and it explores that state again by itself once the fix lands."""
+    with tempfile.TemporaryDirectory() as folder:
+        return points_after_a_crashed_rerun_is_ignored(os.path.join(folder, "store")) != 5
+
+
+class StoreLifecycle(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.folder = tempfile.mkdtemp(prefix="pocaduck-lifecycle-")
+        self.store = os.path.join(self.folder, "store")  # made by the first Ingestor
+        self.ingestors: dict[int, Ingestor] = {}
+        self.written: dict[int, Rows] = {}  # the open run of each worker
+        self.run_points: dict[int, int] = {}
+        self.finalized: dict[int, Rows] = {}  # each worker's last finalized run (empty: finalized with no points)
+        self.crashed_with_files: set[int] = set()
+        self.started: set[int] = set()
+        self.answer: Rows | None = None  # what the published unified index holds; None before the first
+        self.draws = 0
+
+    def teardown(self):
+        for ingestor in self.ingestors.values():
+            ingestor.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- the model ---------------------------------------------------------
+
+    def unfinished(self) -> set[int]:
+        never_finalized = self.started - set(self.finalized)
+        return set(self.ingestors) | self.crashed_with_files | never_finalized
+
+    def last_finalized_runs(self) -> Rows:
+        merged: Rows = {}
+        for rows in self.finalized.values():
+            for label, points in rows.items():
+                merged.setdefault(label, []).extend(points)
+        return {label: sorted(points) for label, points in merged.items() if points}
+
+    # -- workers -----------------------------------------------------------
+
+    @precondition(lambda self: len(self.ingestors) < len(WORKERS))
+    @rule(data=st.data())
+    def start_run(self, data):
+        """Open an Ingestor: a first run, or a re-run after a finalize or a crash."""
+        worker = data.draw(st.sampled_from([w for w in WORKERS if w not in self.ingestors]), label="worker")
+        self.ingestors[worker] = Ingestor(self.store, worker, max_points_per_file=POINTS_PER_FILE, row_group_size=8)
+        self.written[worker], self.run_points[worker] = {}, 0
+        self.crashed_with_files.discard(worker)  # the new run discards what the crashed one left
+        self.started.add(worker)
+
+    @precondition(lambda self: self.ingestors)
+    @rule(data=st.data(), label=st.sampled_from(LABELS), block=st.integers(0, 3), count=st.integers(1, 30))
+    def write(self, data, label, block, count):
+        worker = data.draw(st.sampled_from(sorted(self.ingestors)), label="worker")
+        self.draws += 1
+        points = np.random.default_rng([worker, self.draws]).integers(-50, 50, size=(count, 3))
+        self.ingestors[worker].write(label, f"{worker}/{block}", points)
+        self.written[worker].setdefault(label, []).extend(as_row_set(points))
+        self.run_points[worker] += count
+
+    @precondition(lambda self: self.ingestors)
+    @rule(data=st.data())
+    def finalize(self, data):
+        worker = data.draw(st.sampled_from(sorted(self.ingestors)), label="worker")
+        self.ingestors.pop(worker).finalize()
+        self.finalized[worker] = self.written.pop(worker)
+
+    @precondition(lambda self: self.ingestors)
+    @rule(data=st.data())
+    def crash(self, data):
+        """The worker's process goes away: its Ingestor is dropped without finalize()."""
+        worker = data.draw(st.sampled_from(sorted(self.ingestors)), label="worker")
+        self.ingestors.pop(worker).close()
+        del self.written[worker]
+        if self.run_points[worker] >= POINTS_PER_FILE:  # it filled, hence published, at least one file
+            self.crashed_with_files.add(worker)
+
+    # -- store verbs -------------------------------------------------------
+
+    def known_bug_would_show(self) -> bool:
+        return bool(self.unfinished() & set(self.finalized)) and engine_hides_unfinished_workers()
+
+    @rule()
+    def consolidate(self):
+        unfinished = self.unfinished()
+        if unfinished:
+            with pytest.raises(WorkerNotFinalizedError) as refused:
+                consolidate(self.store)
+            for worker in unfinished:
+                assert f"worker '{worker}'" in str(refused.value)
+            return
+        self.publish(consolidate)
+
+    @precondition(lambda self: not self.known_bug_would_show())
+    @rule()
+    def consolidate_ignoring_unfinished(self):
+        self.publish(functools.partial(consolidate, ignore_unfinalized=True))
+
+    def publish(self, consolidate_store):
+        expected = self.last_finalized_runs()
+        if not expected:  # the published index, if any, stays
+            with pytest.raises(EmptyStoreError if self.started else StoreNotFoundError):
+                consolidate_store(self.store)
+            return
+        consolidate_store(self.store)
+        self.answer = expected
+
+    @precondition(lambda self: not self.known_bug_would_show())  # compaction publishes through worker_states too
+    @rule()
+    def compact(self):
+        if self.answer is None:
+            with pytest.raises(StoreNotConsolidatedError if self.started else StoreNotFoundError):
+                compact(self.store, workers=1, points_per_file=40, row_group_size=8)
+            return
+        report = compact(self.store, workers=1, points_per_file=40, row_group_size=8)
+        if report.generation is not None:
+            self.answer = self.last_finalized_runs()
+
+    @rule()
+    def collect_garbage(self):
+        if not self.started:
+            with pytest.raises(StoreNotFoundError):
+                collect_garbage(self.store)
+            return
+        collect_garbage(self.store)
+
+    # -- what the store answers --------------------------------------------
+
+    @invariant()
+    def store_answers_the_published_runs(self):
+        if self.answer is None:
+            with pytest.raises(StoreNotConsolidatedError if self.started else StoreNotFoundError):
+                Query(self.store)
+            return
+        with Query(self.store) as query:
+            assert query.get_labels().tolist() == sorted(self.answer)
+            for label in LABELS:
+                assert as_row_set(query.get_points(label)) == self.answer.get(label, [])
+
+
+# derandomize: the suite runs the same 30 lifecycles every time, so a failure is a change in the code, not a
+# new draw. To hunt for more, run it with e.g. max_examples=500, derandomize=False.
+StoreLifecycle.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_store_lifecycle = StoreLifecycle.TestCase
