@@ -222,6 +222,8 @@ class UnifiedIndexBuild:
             )
             generation, covered = None, {}
         sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
+        if generation is None and not sessions:  # e.g. every worker's last run finalized without a point
+            raise EmptyStoreError(f"{self.storage.describe('')} has no finalized worker data to index")
         self.sessions = _build_unified_index(self.storage, schema, sessions, generation, self.path)
         self.generation = generation
 

@@ -117,9 +117,9 @@ def test_an_unknown_dtype_is_a_schema_error(store):
 def test_a_store_path_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "not-a-folder"
     path.write_text("mine")
-    with pytest.raises(PocaduckError, match="not a folder"):
+    with pytest.raises(PocaduckError, match="is a file, not a store folder"):
         Ingestor(str(path), 0)
-    with pytest.raises(PocaduckError, match="not a folder"):
+    with pytest.raises(PocaduckError, match="is a file, not a store folder"):
         create_store(str(path))
     assert path.read_text() == "mine"
 
@@ -161,8 +161,9 @@ def test_cli_scan_with_a_nan_voxel_size_writes_nothing(tmp_path, capsys):
     np.save(volume, np.ones((4, 4, 4), np.uint8))
     store = tmp_path / "store"
     arguments = ["scan", str(volume), str(store), "--workers", "1", "--block-shape", "4", "--no-progress"]
-    assert main([*arguments, "--voxel-size", "nan,1,1"]) == 1
-    assert "voxel_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage_error:  # refused by the argument parser: a usage error
+        main([*arguments, "--voxel-size", "nan,1,1"])
+    assert usage_error.value.code == 2 and "--voxel-size" in capsys.readouterr().err
     assert not store.exists()
     assert main([*arguments, "--voxel-size", "1,1,1"]) == 0
     assert main([*arguments, "--voxel-size", "1,1,1"]) == 0  # the same scan again accepts its own store

@@ -18,7 +18,13 @@ from _support import as_row_set
 from pocaduck import Ingestor, Query, consolidate
 from pocaduck.cli import main as cli
 from pocaduck.compact import COMPACTION_LOCK, compact
-from pocaduck.errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError, StoreNotFoundError
+from pocaduck.errors import (
+    CompactionBusyError,
+    CompactionError,
+    EmptyStoreError,
+    StoreNotConsolidatedError,
+    StoreNotFoundError,
+)
 from pocaduck.gc import collect_garbage
 from pocaduck.storage import LocalStorage
 
@@ -346,3 +352,14 @@ def test_a_killed_compaction_leaves_no_pool_process_behind():
         child.kill()
         child.wait()
     assert _children.wait_until_ended(pool) == []
+
+
+def test_compacting_when_every_last_run_finalized_empty_says_so_and_the_index_stays(store):
+    with Ingestor(store, 1) as ingestor:
+        ingestor.write(0, "b", np.zeros((1, 3), np.int64))
+    consolidate(store)
+    Ingestor(store, 1).finalize()  # a re-run that found nothing to write
+    with pytest.raises(EmptyStoreError, match="no finalized worker data"):
+        compact(store, workers=1)
+    with Query(store) as query:
+        assert query.get_points(0).tolist() == [[0, 0, 0]]
