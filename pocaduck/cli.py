@@ -43,7 +43,7 @@ def _verb_info(args: argparse.Namespace) -> None:
 
 def _verb_consolidate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = consolidate(args.store, ignore_unfinalized=args.ignore_unfinalized)
+    path = consolidate(args.store, ignore_unfinalized=args.ignore_unfinalized, from_sessions=args.from_sessions)
     print(f"consolidated {args.store} into {path} in {time.perf_counter() - started:.2f} s")
 
 
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge = verbs.add_parser("consolidate", help="merge the finalized worker indexes into the unified index")
     merge.add_argument("store")
     merge.add_argument("--ignore-unfinalized", action="store_true", help="skip workers that did not finalize")
+    merge.add_argument(
+        "--from-sessions", action="store_true", help="index the workers' own files, not the compaction in force"
+    )
     merge.set_defaults(run=_verb_consolidate)
 
     points = verbs.add_parser("points", help="print or save one label's points")

@@ -73,13 +73,16 @@ def consolidate(
     output_path: str | None = None,
     *,
     ignore_unfinalized: bool = False,
+    from_sessions: bool = False,
 ) -> str:
     """Build the unified index over every finalized worker and return its location.
 
     Workers that have not finalized make it fail, naming them, unless
     ``ignore_unfinalized`` is set: then their last finalized run (if any) is used,
     even when a later run of that worker crashed. Consolidations may overlap: an
-    older view never replaces a newer one.
+    older view never replaces a newer one. ``from_sessions=True`` leaves the
+    compaction in force aside and indexes the workers' own files again: the repair
+    for a damaged compacted file (compact again afterwards).
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor
@@ -107,7 +110,7 @@ def consolidate(
             logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
         if schema is None or not finalized:
             raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
-        return schema, finalized, compaction_in_force(storage)
+        return schema, finalized, None if from_sessions else compaction_in_force(storage)
 
     return publish_unified_index(storage, sources, output_path)
 

@@ -134,7 +134,9 @@ def rewrite_advice(path: str) -> str:
     parts = path.split("/")
     if parts[0] == WORKERS and len(parts) > 2:
         return f"re-run worker {parts[1]!r}, then consolidate"
-    return "run the compaction again"
+    return (
+        "rebuild the index from the workers' sessions (pocaduck consolidate --from-sessions STORE), then compact again"
+    )
 
 
 def check_worker_id(worker_id: object) -> str:

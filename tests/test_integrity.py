@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _support import as_row_set
 
-from pocaduck import DataFileError, Ingestor, Query, compact, consolidate
+from pocaduck import DataFileError, Ingestor, Query, compact, consolidate, verify
 from pocaduck.layout import session_index
 
 LABELS = range(300)
@@ -77,7 +77,21 @@ def test_a_flipped_byte_in_a_compacted_file_is_refused_never_returned(store, fra
     assert path.startswith("compacted/")
     absolute = os.path.join(store, path)
     flip_byte(absolute, int(os.path.getsize(absolute) * fraction))
-    assert reads_are_exact_or_refused(store, expected, "compaction") > 0
+    assert reads_are_exact_or_refused(store, expected, "consolidate --from-sessions") > 0
+
+
+def test_the_advice_for_a_damaged_compacted_file_repairs_the_store(store):
+    expected = build_store(store)
+    compact(store, workers=1)
+    (path,) = data_files(store)
+    flip_byte(os.path.join(store, path), os.path.getsize(os.path.join(store, path)) // 2)
+    assert reads_are_exact_or_refused(store, expected, "consolidate --from-sessions") > 0
+    consolidate(store, from_sessions=True)  # the advice, step one: the workers' own files serve again
+    assert reads_are_exact_or_refused(store, expected, "") == 0
+    compact(store, workers=1)  # step two: the compaction is written anew
+    assert data_files(store)[0].startswith("compacted/")
+    assert reads_are_exact_or_refused(store, expected, "") == 0
+    assert verify(store, deep=True).ok
 
 
 def checksums(store: str) -> list[str | None]:

@@ -94,7 +94,7 @@ def test_a_flipped_byte_in_a_compacted_file_says_to_compact_again(two_workers):
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte ^ 0x01]))
     (problem,) = verify(two_workers, deep=True).problems
-    assert "compaction" in problem.repair
+    assert "consolidate --from-sessions" in problem.repair and "compact again" in problem.repair
 
 
 def test_an_index_row_past_the_end_of_its_file_is_found(two_workers):
