@@ -1,17 +1,24 @@
 """Label queries: the index says which rows of which files hold a label; only those are read.
 
 The unified index is attached read-only with external access disabled, so
-neither our queries nor SQL typed by a user can touch the store. Point rows are
-read with pyarrow, row group by row group, never scanning files or row groups
-that do not hold the label.
+neither our queries nor SQL typed by a user can touch the store. DuckDB still
+lets such a connection read its temp directory and report its own settings, so
+``Query.sql`` also parses each statement and accepts only SELECTs over the
+index tables. Point rows are read with pyarrow, row group by row group, never
+scanning files or row groups that do not hold the label.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import tempfile
+import threading
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal
@@ -24,15 +31,20 @@ import pyarrow.parquet as pq
 from . import layout
 from .config import StorageConfig, as_config
 from .errors import (
+    DamagedStoreError,
     DataFileError,
+    InvalidArgumentError,
+    InvalidBlockIdError,
+    QueryTimeoutError,
     ReadOnlySQLError,
+    SQLError,
     StorageAccessError,
     StorageUnavailableError,
     StoreNotConsolidatedError,
     StoreNotFoundError,
 )
 from .index import attach_read_only
-from .ingest import check_label
+from .ingest import block_id_type_of, check_label
 from .storage import open_storage
 
 Output = Literal["numpy", "arrow", "pandas"]
@@ -81,6 +93,71 @@ def _coalesced(
     return file_ids[heads], offsets[heads], merged, destinations[heads]
 
 
+def _one_label(label: object) -> int:
+    """A label, also given as a 0-d integer array (what indexing a numpy array with ``[()]`` or a reduction gives)."""
+    if isinstance(label, np.ndarray) and label.ndim == 0:
+        label = label[()]
+    return check_label(label)
+
+
+# FROM items that only combine what they contain; any other kind (table functions,
+# SHOW/DESCRIBE/SUMMARIZE, PIVOT) is refused.
+_ALLOWED_FROM = {"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST"}
+_FROM_NAMES = {"TABLE_FUNCTION": "a table function", "SHOW_REF": "SHOW, DESCRIBE or SUMMARIZE"}
+_INDEX_CATALOGS = {("", ""), ("", "main"), ("", "store_index"), ("store_index", ""), ("store_index", "main")}
+# Scalar functions that report the session (its settings reveal the index path) rather than compute on values.
+_SESSION_FUNCTIONS = {"current_setting", "getvariable", "getenv"}
+_ALLOWED_SQL = (
+    "only a single SELECT statement is allowed here, reading the index tables ({tables}) through joins, "
+    "subqueries and WITH clauses, with ? parameters for values; no table functions, files or settings"
+)
+
+
+@functools.cache
+def _value_functions() -> frozenset[str]:
+    """Functions that compute on values: scalars, aggregates and macros without a query inside."""
+    with duckdb.connect(":memory:") as con:
+        names = con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate') "
+            "OR (function_type = 'macro' AND macro_definition NOT ILIKE '%select%')"
+        ).fetchall()
+    return frozenset(name for (name,) in names) - _SESSION_FUNCTIONS
+
+
+def _refused_part(part: Any, tables: frozenset[str], ctes: frozenset[str]) -> str | None:
+    """What in a parsed statement (``json_serialize_sql``) reaches beyond the index tables, or None.
+
+    ``ctes`` are the WITH names visible at this point: a CTE named like a system view is
+    only that CTE where it is in scope, so scopes are followed as DuckDB binds them.
+    """
+    if isinstance(part, list):
+        return next((r for item in part if (r := _refused_part(item, tables, ctes)) is not None), None)
+    if not isinstance(part, dict):
+        return None
+    kind = part.get("type")
+    if "class" in part:  # an expression
+        if part["class"] == "FUNCTION" and part["function_name"].lower() not in _value_functions():
+            return f"the function {part['function_name']}()"
+    elif "sample" in part and "modifiers" not in part:  # a FROM item (query nodes have modifiers)
+        if kind not in _ALLOWED_FROM:
+            return _FROM_NAMES.get(kind, f"a {kind} clause")
+        if kind == "BASE_TABLE":
+            name = part["table_name"].lower()
+            scope = (part["catalog_name"].lower(), part["schema_name"].lower())
+            if not (scope == ("", "") and name in ctes) and not (scope in _INDEX_CATALOGS and name in tables):
+                return f"the table {part['table_name']!r}"
+    if kind == "RECURSIVE_CTE_NODE":
+        ctes = ctes | {part["cte_name"].lower()}
+    if "cte_map" in part:
+        names = [entry["key"].lower() for entry in part["cte_map"]["map"]]
+        for i, entry in enumerate(part["cte_map"]["map"]):  # each WITH item sees the ones before it
+            if (refused := _refused_part(entry["value"], tables, ctes | set(names[:i]))) is not None:
+                return refused
+        ctes = ctes | set(names)
+    rest = [value for key, value in part.items() if key != "cte_map"]
+    return _refused_part(rest, tables, ctes)
+
+
 class Query:
     """Read points and summaries of labels from a consolidated store.
 
@@ -97,6 +174,11 @@ class Query:
     """
 
     def __new__(cls, storage_config: StorageConfig | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(storage_config, StorageConfig | str | os.PathLike):
+            raise InvalidArgumentError(
+                f"Query expects a store path, a URL or a StorageConfig, got {type(storage_config).__name__} "
+                f"{storage_config!r}"
+            )
         # A store written by the original pocaduck (its own index files, no manifest) is read,
         # read-only and answering as the original did, by LegacyQuery.
         if cls is Query:
@@ -136,26 +218,49 @@ class Query:
         if self.schema is None:
             raise StoreNotFoundError(f"{self.storage_config.base_path} has no manifest ({layout.MANIFEST})")
         self.index_path = index_path
-        self.db_connection = self._connect(index_path)
-        self._files = {
-            file_id: (path, row_group_size, byte_size)
-            for file_id, path, row_group_size, byte_size in self.db_connection.execute(
-                "SELECT file_id, path, row_group_size, byte_size FROM files"
-            ).fetchall()
-        }
+        self.db_connection = None
+        with self._index_read():
+            self.db_connection = self._connect(index_path)
+            self._files = {
+                file_id: (path, row_group_size, byte_size)
+                for file_id, path, row_group_size, byte_size in self.db_connection.execute(
+                    "SELECT file_id, path, row_group_size, byte_size FROM files"
+                ).fetchall()
+            }
+            self._tables = frozenset(
+                name.lower()
+                for (name,) in self.db_connection.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store_index' "
+                    "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = 'store_index'"
+                ).fetchall()
+            )
         self._open_files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.using_optimized_data = False
 
     def _connect(self, index_path: str) -> duckdb.DuckDBPyConnection:
         # A private in-memory database per Query: DuckDB shares connections to one file
-        # path within a process, which would keep serving an index that was since replaced.
-        con = duckdb.connect(":memory:", config={"threads": self.threads})
+        # path within a process, which would keep serving an index that was since replaced. Its temp
+        # directory is its own, for DuckDB's spill files only: a connection without external access
+        # may still read its temp directory, by default <cwd>/.tmp.
+        spill = os.path.join(tempfile.gettempdir(), f"pocaduck-query-{uuid.uuid4().hex}")
+        con = duckdb.connect(":memory:", config={"threads": self.threads, "temp_directory": spill})
         attach_read_only(con, index_path, "store_index")
         con.execute("USE store_index")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         return con
+
+    @contextmanager
+    def _index_read(self) -> Iterator[None]:
+        """Turn DuckDB's read errors on the index file into one that says how to rebuild it."""
+        try:
+            yield
+        except (duckdb.IOException, duckdb.SerializationException) as error:
+            raise DamagedStoreError(
+                f"the index {self.index_path} is damaged or truncated ({error}); rebuild it with "
+                f"`pocaduck consolidate {self.storage_config.base_path}`"
+            ) from error
 
     def __enter__(self) -> Query:
         return self
@@ -175,27 +280,26 @@ class Query:
 
     def get_labels(self) -> np.ndarray:
         """All labels in the store, sorted, as uint64."""
-        return (
-            self.db_connection.execute("SELECT label FROM labels ORDER BY label")
-            .fetchnumpy()["label"]
-            .astype(np.uint64)
-        )
+        with self._index_read():
+            labels = self.db_connection.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"]
+        return labels.astype(np.uint64)
 
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """Number of points stored for ``label`` (0 when unknown)."""
-        clock = _Timing(label=check_label(label))
-        with clock.phase("index_lookup_time"):
+        clock = _Timing(label=_one_label(label))
+        with clock.phase("index_lookup_time"), self._index_read():
             row = self.db_connection.execute(
-                "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [int(label)]
+                "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [clock["label"]]
             ).fetchone()
         return clock.finish(int(row[0]) if row else 0, timing)
 
     def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
         """Sorted ids of the blocks holding ``label``'s points."""
-        clock = _Timing(label=check_label(label))
-        with clock.phase("index_lookup_time"):
+        clock = _Timing(label=_one_label(label))
+        with clock.phase("index_lookup_time"), self._index_read():
             rows = self.db_connection.execute(
-                "SELECT DISTINCT block_id FROM point_index WHERE label = ?::UBIGINT ORDER BY block_id", [int(label)]
+                "SELECT DISTINCT block_id FROM point_index WHERE label = ?::UBIGINT ORDER BY block_id",
+                [clock["label"]],
             ).fetchall()
         blocks = [block_id for (block_id,) in rows]
         clock["blocks_found"] = len(blocks)
@@ -206,10 +310,11 @@ class Query:
 
         An unknown label has zero counts and no bounding box (``None`` values).
         """
-        label = check_label(label)
-        result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
-        names = [d[0] for d in result.description]
-        row = result.fetchone()
+        label = _one_label(label)
+        with self._index_read():
+            result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
+            names = [d[0] for d in result.description]
+            row = result.fetchone()
         if row is None:
             return {name: (label if name == "label" else 0 if name.endswith("_count") else None) for name in names}
         return dict(zip(names, row, strict=True))
@@ -222,22 +327,24 @@ class Query:
         use_cache: bool = True,
         timing: bool = False,
         *,
-        blocks: Sequence[str | int] | None = None,
+        blocks: Sequence[str | int] | str | int | None = None,
         output: Output = "numpy",
     ) -> Any:
         """All points of a label, assembled across every block, as an (N, D) array.
 
         Give several labels to get them in one call: a dict ``{label: array}``
         for numpy output, or one table with a ``label`` column for ``"arrow"``
-        and ``"pandas"``. ``blocks`` restricts the result to those blocks.
-        An unknown label gives an empty (0, D) array.
+        and ``"pandas"``; a 0-d integer array is one label. ``blocks`` restricts
+        the result to those blocks (a single id is one block) and must match the
+        store's block id type. An unknown label gives an empty (0, D) array.
 
         Example: ``query.get_points([5, 6], output="pandas")``.
         """
         if output not in ("numpy", "arrow", "pandas"):
-            raise ValueError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
-        single = not isinstance(label, Iterable)
-        labels = [check_label(label)] if single else [check_label(each) for each in label]
+            raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
+        single = not isinstance(label, Iterable) or (isinstance(label, np.ndarray) and label.ndim == 0)
+        labels = [_one_label(label)] if single else [check_label(each) for each in label]
+        blocks = None if blocks is None else self._block_ids(blocks)
         clock = _Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
         cacheable = single and use_cache and self.cache_size > 0 and blocks is None and output == "numpy"
@@ -258,7 +365,25 @@ class Query:
             self._remember(labels[0], result)
         return clock.finish(result, timing)
 
-    def _lookup(self, labels: list[int], blocks: Sequence[str | int] | None) -> dict[str, np.ndarray]:
+    def _block_ids(self, blocks: Sequence[str | int] | str | int) -> list[str | int]:
+        """Block ids as a list, refused when they cannot match: a block of the wrong type would select nothing."""
+        if isinstance(blocks, str | int | np.integer):
+            blocks = [blocks]
+        elif not isinstance(blocks, Iterable):
+            raise InvalidBlockIdError(f"blocks must be a block id or a list of them, got {type(blocks).__name__}")
+        wanted = self.schema.block_id_type
+        checked = []
+        for block in blocks:
+            block, kind = block_id_type_of(block)
+            if kind != wanted:
+                raise InvalidBlockIdError(
+                    f"this store's block ids are {'strings' if wanted == 'string' else 'int64 integers'}, "
+                    f"but blocks holds {block!r}"
+                )
+            checked.append(block)
+        return checked
+
+    def _lookup(self, labels: list[int], blocks: list[str | int] | None) -> dict[str, np.ndarray]:
         # The explicit UBIGINT casts let DuckDB prune by the label zone maps; an untyped
         # parameter is compared after a cast and scans the whole table (76 ms vs 0.4 ms on 10M rows).
         if len(labels) == 1:
@@ -270,9 +395,10 @@ class Query:
         if blocks is not None:
             block_type = "VARCHAR" if self.schema.block_id_type == "string" else "BIGINT"
             sql += f" AND block_id = ANY(?::{block_type}[])"
-            params.append(list(blocks))
+            params.append(blocks)
         # Sorting a label's few rows here costs microseconds; an ORDER BY costs DuckDB a quarter millisecond.
-        rows = self.db_connection.execute(sql, params).fetchnumpy()
+        with self._index_read():
+            rows = self.db_connection.execute(sql, params).fetchnumpy()
         order = np.lexsort((rows["row_offset"], rows["file_id"], rows["label"]))
         return {
             "label": rows["label"][order].astype(np.uint64),
@@ -371,30 +497,117 @@ class Query:
 
     # -- SQL and summaries ---------------------------------------------------
 
-    def sql(self, statement: str, params: Sequence[Any] | None = None, output: Output = "pandas") -> Any:
+    def sql(
+        self,
+        statement: str,
+        params: Sequence[Any] | None = None,
+        output: Output = "pandas",
+        timeout: float | None = None,
+    ) -> Any:
         """Run one read-only ``SELECT`` over the index tables (``labels``, ``point_index``, ``files``, ``workers``).
 
-        Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")``.
+        Joins, subqueries, WITH clauses and ``?`` parameters are fine; table functions,
+        file paths and settings are refused (``ReadOnlySQLError``), DuckDB's own
+        complaints raise ``SQLError``. With ``timeout`` (seconds) a statement still
+        running then is stopped with ``QueryTimeoutError``; Ctrl-C or Jupyter's
+        interrupt stops it at once with ``KeyboardInterrupt``.
+
+        Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5", timeout=10)``.
         """
-        statements = duckdb.extract_statements(statement)
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise InvalidArgumentError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+
+        def run() -> Any:
+            self._check_read_only(statement)
+            result = self.db_connection.execute(statement, params or [])
+            if output == "numpy":
+                return result.fetchnumpy()
+            return result.to_arrow_table() if output == "arrow" else result.df()
+
+        try:
+            with self._index_read():
+                return self._stoppable(run, timeout)
+        except duckdb.Error as error:
+            raise SQLError(str(error)) from error
+
+    def _check_read_only(self, statement: str) -> None:
+        """Refuse anything but a SELECT reading the index tables: parsed, not matched as text."""
+        allowed = _ALLOWED_SQL.format(tables=", ".join(sorted(self._tables)))
+        try:
+            statements = duckdb.extract_statements(statement)
+        except duckdb.Error as error:
+            raise SQLError(str(error)) from error
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             kinds = ", ".join(s.type.name for s in statements) or "nothing"
-            raise ReadOnlySQLError(f"only a single SELECT statement is allowed here, got: {kinds}")
-        result = self.db_connection.execute(statement, params or [])
-        if output == "numpy":
-            return result.fetchnumpy()
-        return result.to_arrow_table() if output == "arrow" else result.df()
+            raise ReadOnlySQLError(f"{allowed}; got: {kinds}")
+        (parsed,) = self.db_connection.execute("SELECT json_serialize_sql(?)", [statement]).fetchone()
+        parsed = json.loads(parsed)
+        if parsed["error"]:  # a statement that is a SELECT only in name, such as PRAGMA
+            error = SQLError if parsed["error_type"] == "parser" else ReadOnlySQLError
+            raise error(f"{parsed['error_message']} ({allowed})")
+        refused = _refused_part(parsed["statements"], self._tables, frozenset())
+        if refused is not None:
+            raise ReadOnlySQLError(f"{refused} is not allowed: {allowed}")
+
+    def _stoppable(self, work: Callable[[], Any], timeout: float | None) -> Any:
+        """Run ``work`` (DuckDB calls) on a thread while this one waits, for ``timeout`` seconds at most.
+
+        DuckDB looks at signals only now and then (a long cross join never) and may drop a
+        KeyboardInterrupt raised in between, but a waiting thread takes SIGINT (Ctrl-C,
+        Jupyter's interrupt) at once: the statement is then interrupted and the
+        KeyboardInterrupt goes on, as users expect. So every DuckDB call of ``work`` runs
+        on the worker thread.
+        """
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = work()
+            except BaseException as error:  # handed to the waiting thread, which raises it
+                outcome["error"] = error
+
+        def stop() -> None:
+            # An interrupt that lands before the statement starts is lost, and one that lands between
+            # two statements lingers or cuts a result short: repeat it until the worker ends, then
+            # start afresh on a new connection.
+            while worker.is_alive():
+                self.db_connection.interrupt()
+                worker.join(0.01)
+            self.db_connection.close()
+            self.db_connection = self._connect(self.index_path)
+
+        worker = threading.Thread(target=run, name="pocaduck-sql", daemon=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            worker.start()
+            # Waits are short: a signal the OS hands to one of DuckDB's threads wakes no
+            # waiting thread, and Python only runs its handler once this one wakes.
+            while worker.is_alive() and (deadline is None or time.monotonic() < deadline):
+                worker.join(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            stop()
+            raise
+        if worker.is_alive():
+            stop()
+            raise QueryTimeoutError(
+                f"the statement was stopped after {timeout:g} s (timeout={timeout:g}): narrow it with WHERE "
+                "or LIMIT, or give a longer timeout"
+            ) from outcome.get("error")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
 
     def info(self) -> dict[str, Any]:
         """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
-        (labels, points) = self.db_connection.execute(
-            "SELECT count(*), coalesce(sum(point_count), 0) FROM labels"
-        ).fetchone()
-        (files, stored_bytes) = self.db_connection.execute(
-            "SELECT count(*), coalesce(sum(byte_size), 0) FROM files"
-        ).fetchone()
-        (index_rows,) = self.db_connection.execute("SELECT count(*) FROM point_index").fetchone()
-        (workers,) = self.db_connection.execute("SELECT count(*) FROM workers").fetchone()
+        with self._index_read():
+            (labels, points) = self.db_connection.execute(
+                "SELECT count(*), coalesce(sum(point_count), 0) FROM labels"
+            ).fetchone()
+            (files, stored_bytes) = self.db_connection.execute(
+                "SELECT count(*), coalesce(sum(byte_size), 0) FROM files"
+            ).fetchone()
+            (index_rows,) = self.db_connection.execute("SELECT count(*) FROM point_index").fetchone()
+            (workers,) = self.db_connection.execute("SELECT count(*) FROM workers").fetchone()
         return {
             "store": self.storage_config.base_path,
             "labels": labels,

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from pocaduck import (
+    DamagedStoreError,
     DataFileError,
     Ingestor,
     IngestorClosedError,
+    InvalidArgumentError,
     InvalidBlockIdError,
     InvalidLabelError,
     InvalidPointsError,
@@ -194,3 +196,57 @@ def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
     with pytest.raises(WorkerNotFinalizedError, match="worker '0'"):
         consolidate(store)
     ingestor.close()
+
+
+def test_query_of_nothing_says_what_it_expects():
+    with pytest.raises(InvalidArgumentError, match="store path, a URL or a StorageConfig"):
+        Query(None)
+
+
+def test_a_zero_dimensional_label_array_is_one_label(store):
+    _store_with_one_file(store)
+    with Query(store) as query:
+        assert query.get_points(np.array(1)).tolist() == GOOD.tolist()
+        assert query.get_point_count(np.array(1, np.uint64)) == 2
+        with pytest.raises(InvalidLabelError, match="must be an integer"):
+            query.get_points(np.array(1.0))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [([0], "block ids are strings, but blocks holds 0"), (1.5, "must be a block id or a list"), ([None], "block id")],
+)
+def test_blocks_that_cannot_match_are_refused(store, blocks, message):
+    _store_with_one_file(store)
+    with Query(store) as query:
+        with pytest.raises(InvalidBlockIdError, match=message):
+            query.get_points(1, blocks=blocks)
+        assert query.get_points(1, blocks="b").tolist() == GOOD.tolist()  # one id is one block, not its letters
+        assert query.get_points(1, blocks=["b"]).tolist() == GOOD.tolist()
+
+
+def test_string_blocks_on_integer_block_ids_are_refused(store):
+    with Ingestor(store, 0) as ingestor:
+        ingestor.write(1, 7, GOOD)
+    consolidate(store)
+    with Query(store) as query:
+        with pytest.raises(InvalidBlockIdError, match="int64 integers, but blocks holds 'a'"):
+            query.get_points(1, blocks=["a"])
+        assert query.get_points(1, blocks=7).tolist() == GOOD.tolist()
+
+
+@pytest.mark.parametrize("kept", [0.1, 0.5])
+def test_a_truncated_index_says_to_consolidate_again(store, kept):
+    with Ingestor(store, 0) as ingestor:
+        for label in range(3000):
+            ingestor.write(label, f"b{label % 7}", GOOD)
+    consolidate(store)
+    index = os.path.join(store, "unified_index.duckdb")
+    os.truncate(index, int(os.path.getsize(index) * kept))
+    damaged = r"unified_index.duckdb is damaged or truncated .*pocaduck consolidate"
+    with pytest.raises(DamagedStoreError, match=damaged), Query(store) as query:
+        query.get_points(5)
+    os.unlink(index)  # nothing was lost: the workers' files rebuild it
+    consolidate(store)
+    with Query(store) as query:
+        assert query.get_points(5).tolist() == GOOD.tolist()

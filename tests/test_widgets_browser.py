@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
 from pocaduck.widgets import LabelBrowser, LabelNotFoundError
 
@@ -212,3 +213,28 @@ def test_text_and_null_columns_are_encoded(browser):
     valid = np.frombuffer(column["valid"], np.uint8).tolist()
     assert [w if v else None for w, v in zip(words, valid, strict=True)] == browser.page.column("parity").to_pylist()
     assert pa.types.is_string(browser.page.schema.field("parity").type)
+
+
+def test_a_runaway_select_is_stopped_and_reported_inline(browser):
+    before = shown(browser), browser.total_rows
+    browser.timeout = 0.5
+    browser.select = "SELECT a.label FROM " + ", ".join(f"point_index t{i}" for i in range(8)) + ", labels a"
+    assert "stopped after 0.5 s" in browser.error and "stopped after 0.5 s" in browser._error_view.value
+    assert browser.select == "" and (shown(browser), browser.total_rows) == before
+
+
+def test_typed_sql_cannot_read_files_or_settings(browser):
+    for select in ("SELECT * FROM glob('*')", "SELECT current_setting('temp_directory') AS path", "SHOW DATABASES"):
+        browser.select = select
+        assert "only a single SELECT statement is allowed here" in browser.error
+        assert browser.select == "" and browser.total_rows == len(LABELS)
+
+
+@pytest.mark.parametrize("labels", [[2**70], [-1], [1.5], ["7"], [True]])
+def test_selected_labels_must_be_uint64_labels(browser, labels):
+    browser.selected_labels = [7]
+    with pytest.raises(t.TraitError, match="selected_labels: label"):
+        browser.selected_labels = labels
+    assert browser.selected_labels == [7] and browser._table.get_state()["selected"] == ["7"]
+    browser.selected_labels = [np.uint64(2**64 - 1)]
+    assert browser.selected_labels == [2**64 - 1]

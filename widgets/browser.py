@@ -5,6 +5,8 @@ read-only SELECT on a read-only connection), so the browser only ever receives
 the rows it shows, and nothing typed into it can change the store. The user's
 WHERE expression and SELECT are placed on lines of their own inside the paged
 query, so the whole statement, user text included, is what ``Query.sql`` checks.
+Each query is stopped after ``timeout`` seconds, so a runaway one typed into a
+box cannot hold the kernel.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import anywidget
-import duckdb
 import ipywidgets as w
 import pyarrow as pa
 import traitlets as t
 
 from pocaduck import PocaduckError
+from pocaduck.ingest import check_label
 
 from ._source import StoreLike, open_query
 from ._wire import encode_page
@@ -82,7 +84,8 @@ class LabelBrowser(w.VBox):
     page_size = t.Int(50)
     total_rows = t.Int(0, help="rows matching the current select and where")
     error = t.Unicode("", help="the last error, shown in the widget; empty when the last change worked")
-    selected_labels = t.List(t.Int(), help="labels of the selected rows; settable")
+    selected_labels = t.List(help="labels of the selected rows; settable, each an integer in [0, 2**64)")
+    timeout = t.Float(10.0, help="seconds a query may run before it is stopped and reported in the widget")
 
     def __init__(self, store: StoreLike, *, page_size: int = 50, **kwargs: Any):
         self._quiet = True  # no queries until the widget is fully built
@@ -154,6 +157,7 @@ class LabelBrowser(w.VBox):
             raise LabelNotFoundError("the current table has no 'label' column to jump by")
         source = self._filtered_sql(self.select, self.where)
         column = _quote(self.order_by)
+        label = check_label(label)
         found = self._sql(f"SELECT {column} AS value FROM (\n{source}\n) WHERE label = ? LIMIT 1", [label])
         if found.num_rows == 0:
             raise LabelNotFoundError(f"label {label} is not among the {self.total_rows:,} matching rows")
@@ -171,7 +175,7 @@ class LabelBrowser(w.VBox):
     # -- queries -------------------------------------------------------------
 
     def _sql(self, statement: str, params: list[Any] | None = None) -> pa.Table:
-        result = self.query.sql(statement, params, output="arrow")
+        result = self.query.sql(statement, params, output="arrow", timeout=self.timeout)
         # DuckDB 1.5's .arrow() gives a RecordBatchReader, earlier versions a Table.
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
@@ -224,6 +228,20 @@ class LabelBrowser(w.VBox):
             raise t.TraitError("page_size must be between 1 and 10,000")
         return proposal["value"]
 
+    @t.validate("timeout")
+    def _check_timeout(self, proposal: dict) -> float:
+        if not proposal["value"] > 0:
+            raise t.TraitError(f"timeout must be a positive number of seconds, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("selected_labels")
+    def _check_selected_labels(self, proposal: dict) -> list[int]:
+        # The table sends labels as decimal strings and a label is a uint64: anything else could never be a row.
+        try:
+            return [check_label(label) for label in proposal["value"]]
+        except PocaduckError as error:
+            raise t.TraitError(f"selected_labels: {error}") from error
+
     @t.observe(*_STATE)
     def _on_state(self, change: dict) -> None:
         if self._quiet:
@@ -239,7 +257,7 @@ class LabelBrowser(w.VBox):
             self.offset = max(self.offset, 0)
         try:
             page, total = self._fetch()
-        except (duckdb.Error, PocaduckError) as error:
+        except PocaduckError as error:
             with self._quietly():
                 for name, value in self._good.items():
                     setattr(self, name, value)
@@ -275,5 +293,5 @@ class LabelBrowser(w.VBox):
             return
         try:
             self.jump_to(int(text))
-        except (ValueError, PocaduckError, duckdb.Error) as error:
+        except (ValueError, PocaduckError) as error:
             self._show_error(error)
