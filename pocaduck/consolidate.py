@@ -110,7 +110,7 @@ def consolidate(
             logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
         if schema is None or not finalized:
             raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
-        return schema, finalized, None if from_sessions else compaction_in_force(storage)
+        return schema, finalized, None if from_sessions else _generation_to_keep(storage)
 
     return publish_unified_index(storage, sources, output_path)
 
@@ -125,6 +125,15 @@ def compaction_in_force(storage: Storage) -> str | None:
     return _coverage(storage)[1] if storage.exists(layout.UNIFIED_INDEX) else None
 
 
+def _generation_to_keep(storage: Storage) -> str | None:
+    """The compaction in force, which consolidation keeps serving; None when the index naming it is damaged."""
+    try:
+        return compaction_in_force(storage)
+    except DamagedStoreError as error:
+        logger.warning("%s; rebuilding it from the workers' sessions (compact again afterwards)", error)
+        return None
+
+
 def _coverage(storage: Storage) -> tuple[set[tuple[str, str]], str | None]:
     """The (worker, session) pairs the current unified index serves, and the compaction generation it uses."""
     con = duckdb.connect(":memory:")
@@ -136,6 +145,8 @@ def _coverage(storage: Storage) -> tuple[set[tuple[str, str]], str | None]:
         ).fetchone()[0]
         generation = con.execute("SELECT generation FROM current.compaction").fetchone()[0] if tables else None
         return sessions, generation
+    except (duckdb.IOException, duckdb.SerializationException, duckdb.CatalogException) as error:
+        raise DamagedStoreError(f"the unified index {storage.describe(layout.UNIFIED_INDEX)} is damaged") from error
     finally:
         con.close()
 
