@@ -27,16 +27,22 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
+def say(line: object) -> None:
+    """Print one line in one write: processes sharing the pipe never interleave inside a line
+    (``print`` writes the text and its newline separately)."""
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
 def read_until(process: subprocess.Popen, enough: Callable[[list[str]], bool]) -> list[str]:
-    """The lines ``process`` printed, once they are ``enough``; fails if it stops printing first."""
+    """The whole lines ``process`` printed, once they are ``enough``; fails if it stops printing first."""
     text = b""
-    while not enough(text.decode().splitlines()):
+    while not enough(text.decode().splitlines()[: text.count(b"\n")]):
         ready, _, _ = select.select([process.stdout], [], [], SAFETY_SECONDS)
         chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
         if not chunk:
             raise AssertionError(f"the child process printed only {text!r} and then stopped")
         text += chunk
-    return text.decode().splitlines()
+    return text.decode().splitlines()[: text.count(b"\n")]
 
 
 def wait_until_ended(pids: list[int]) -> list[int]:
@@ -72,7 +78,7 @@ def under_file_size_limit(verb: str, store: str, limit: str) -> None:
         outcome = {"type": None}
     except Exception as error:
         outcome = {"type": type(error).__name__, "message": str(error)}
-    print(json.dumps(outcome), flush=True)
+    say(json.dumps(outcome))
 
 
 def build_and_wait(store: str) -> None:
@@ -85,13 +91,13 @@ def build_and_wait(store: str) -> None:
     storage = open_storage(StorageConfig(store))
     with UnifiedIndexBuild(storage) as build:
         build.fill(read_schema(storage), worker_states(storage)[0], None)
-        print(os.path.basename(build.path), flush=True)
+        say(os.path.basename(build.path))
         sys.stdin.read()
 
 
 def blocking_shard(shard: int) -> dict:
     """A compaction shard that never ends, once it has printed its process id."""
-    print(os.getpid(), flush=True)
+    say(os.getpid())
     signal.pause()
     return {}
 
@@ -111,7 +117,7 @@ class BlockingVolume:
     dtype = np.dtype("uint8")
 
     def __getitem__(self, box: object) -> np.ndarray:
-        print(os.getpid(), flush=True)
+        say(os.getpid())
         signal.pause()
         return np.zeros((1, 1, 1), self.dtype)
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import pocaduck.cli as cli_module
 from pocaduck import Ingestor, Query
 
 POINTS = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64)
@@ -161,14 +162,26 @@ def _damage(index_path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated"])
-@pytest.mark.parametrize("verb", ["info", "consolidate"])
-def test_a_damaged_index_is_one_line_with_a_hint_to_debug(consolidated_store, how, verb):
+def test_a_damaged_index_is_one_line_and_consolidate_rebuilds_it(consolidated_store, how):
     index = Path(consolidated_store) / "unified_index.duckdb"
     _damage(index, how)
     damaged = index.read_bytes()
-    result = pocaduck(verb, consolidated_store, check=False)
-    line = assert_one_line_error(result, verb, 1, "unified_index.duckdb", "pocaduck --debug")
+    line = assert_one_line_error(
+        pocaduck("info", consolidated_store, check=False), "info", 1, "unified_index.duckdb", "pocaduck consolidate"
+    )
     assert "Traceback" not in line and index.read_bytes() == damaged
+    pocaduck("consolidate", consolidated_store)  # the advice given: the workers' sessions rebuild the index
+    assert json.loads(pocaduck("info", consolidated_store).stdout)["points"] > 0
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint_to_debug(consolidated_store, monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("something no check foresaw")
+
+    monkeypatch.setattr(cli_module, "_verb_info", broken)  # stands for a bug: no PocaduckError
+    assert cli_module.main(["info", consolidated_store]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pocaduck info: RuntimeError: something no check foresaw") and "pocaduck --debug" in line
 
 
 def test_debug_shows_the_traceback_then_the_same_line(consolidated_store):

@@ -18,6 +18,7 @@ from _support import as_row_set
 from pocaduck import Ingestor, Query, consolidate
 from pocaduck.cli import main as cli
 from pocaduck.compact import COMPACTION_LOCK, compact
+from pocaduck.consolidate import compaction_in_force
 from pocaduck.errors import (
     CompactionBusyError,
     CompactionError,
@@ -70,9 +71,7 @@ def files_in_index(store: str) -> list[str]:
 
 
 def compaction_generation(store: str) -> str | None:
-    with Query(store) as query:
-        tables = query.sql("SELECT table_name FROM duckdb_tables() WHERE table_name = 'compaction'")
-        return query.sql("SELECT generation FROM compaction")["generation"][0] if len(tables) else None
+    return compaction_in_force(LocalStorage(store))
 
 
 @pytest.fixture
