@@ -517,9 +517,9 @@ class Query:
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise InvalidArgumentError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
 
-        def run() -> Any:
-            self._check_read_only(statement)
-            result = self.db_connection.execute(statement, params or [])
+        def run(cursor: duckdb.DuckDBPyConnection) -> Any:
+            self._check_read_only(cursor, statement)
+            result = cursor.sql(statement, params=params or None)
             if output == "numpy":
                 return result.fetchnumpy()
             return result.to_arrow_table() if output == "arrow" else result.df()
@@ -530,7 +530,7 @@ class Query:
         except duckdb.Error as error:
             raise SQLError(str(error)) from error
 
-    def _check_read_only(self, statement: str) -> None:
+    def _check_read_only(self, cursor: duckdb.DuckDBPyConnection, statement: str) -> None:
         """Refuse anything but a SELECT reading the index tables: parsed, not matched as text."""
         allowed = _ALLOWED_SQL.format(tables=", ".join(sorted(self._tables)))
         try:
@@ -540,7 +540,7 @@ class Query:
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             kinds = ", ".join(s.type.name for s in statements) or "nothing"
             raise ReadOnlySQLError(f"{allowed}; got: {kinds}")
-        (parsed,) = self.db_connection.execute("SELECT json_serialize_sql(?)", [statement]).fetchone()
+        ((parsed,),) = cursor.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()
         parsed = json.loads(parsed)
         if parsed["error"]:  # a statement that is a SELECT only in name, such as PRAGMA
             error = SQLError if parsed["error_type"] == "parser" else ReadOnlySQLError
@@ -549,32 +549,31 @@ class Query:
         if refused is not None:
             raise ReadOnlySQLError(f"{refused} is not allowed: {allowed}")
 
-    def _stoppable(self, work: Callable[[], Any], timeout: float | None) -> Any:
-        """Run ``work`` (DuckDB calls) on a thread while this one waits, for ``timeout`` seconds at most.
+    def _stoppable(self, work: Callable[[duckdb.DuckDBPyConnection], Any], timeout: float | None) -> Any:
+        """Run ``work`` on a cursor of its own, on a thread while this one waits, for ``timeout`` seconds at most.
 
         DuckDB looks at signals only now and then (a long cross join never) and may drop a
         KeyboardInterrupt raised in between, but a waiting thread takes SIGINT (Ctrl-C,
         Jupyter's interrupt) at once: the statement is then interrupted and the
-        KeyboardInterrupt goes on, as users expect. So every DuckDB call of ``work`` runs
-        on the worker thread.
+        KeyboardInterrupt goes on, as users expect. The cursor is the statement's alone,
+        so an interrupt never reaches other work (DuckDB 2 refuses a connection busy in
+        another thread), and it is closed with whatever interrupt still lingers in it.
         """
         outcome: dict[str, Any] = {}
+        cursor = self.db_connection.cursor()
+        cursor.execute("USE store_index").fetchall()  # DuckDB 2 wants every result finished before the next
 
         def run() -> None:
             try:
-                outcome["result"] = work()
+                outcome["result"] = work(cursor)
             except BaseException as error:  # handed to the waiting thread, which raises it
                 outcome["error"] = error
 
         def stop() -> None:
-            # An interrupt that lands before the statement starts is lost, and one that lands between
-            # two statements lingers or cuts a result short: repeat it until the worker ends, then
-            # start afresh on a new connection.
+            # An interrupt that lands before the statement starts is lost: repeat it until the worker ends.
             while worker.is_alive():
-                self.db_connection.interrupt()
+                cursor.interrupt()
                 worker.join(0.01)
-            self.db_connection.close()
-            self.db_connection = self._connect(self.index_path)
 
         worker = threading.Thread(target=run, name="pocaduck-sql", daemon=True)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -584,11 +583,11 @@ class Query:
             # waiting thread, and Python only runs its handler once this one wakes.
             while worker.is_alive() and (deadline is None or time.monotonic() < deadline):
                 worker.join(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
-        except KeyboardInterrupt:
+            timed_out = worker.is_alive()
+        finally:  # a timeout, or KeyboardInterrupt on its way out
             stop()
-            raise
-        if worker.is_alive():
-            stop()
+            cursor.close()
+        if timed_out:
             raise QueryTimeoutError(
                 f"the statement was stopped after {timeout:g} s (timeout={timeout:g}): narrow it with WHERE "
                 "or LIMIT, or give a longer timeout"
