@@ -20,7 +20,6 @@ consolidation rebuilds from those when a covered worker is re-run.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ from . import layout
 from .compact import COMPACTION_LOCK
 from .config import StorageConfig, as_config
 from .consolidate import compaction_in_force
-from .errors import CompactionBusyError
+from .errors import CompactionBusyError, DamagedStoreError
 from .index import attach_read_only
 from .storage import Storage, file_lock, open_storage
 
@@ -104,10 +103,12 @@ def _unreferenced_sessions(storage: Storage, referenced: set[str]) -> list[str]:
     in_use = {path.rsplit("/", 1)[0] for path in referenced if path.startswith(layout.WORKERS + "/")}
     garbage = []
     for worker_id in storage.listdir(layout.WORKERS):
-        record_path = layout.worker_finalized(worker_id)
-        if not storage.exists(record_path):
+        try:
+            record = layout.read_finalized(storage, worker_id)
+        except DamagedStoreError:  # which sessions it superseded is unknown: keep them all until a re-run says
             continue
-        record = json.loads(storage.read_bytes(record_path))
+        if record is None:
+            continue
         on_disk = set(storage.listdir(layout.sessions_dir(worker_id)))
         for session_id in record.get("superseded", []):
             session = layout.session_dir(worker_id, session_id)

@@ -18,6 +18,7 @@ from pocaduck import (
     Query,
     SchemaMismatchError,
     WorkerNotFinalizedError,
+    collect_garbage,
     consolidate,
     create_store,
     scan_volume,
@@ -191,6 +192,8 @@ def test_a_damaged_finalized_record_is_reported_and_a_rerun_repairs_it_deleting_
         consolidate(store)
     with Query(store) as query:  # the unified index in force still serves worker a's old session
         assert query.get_points(1).tolist() == (GOOD + 1).tolist()
+    assert collect_garbage(store).removed == []  # which sessions the record superseded is unknown: keep them
+    assert old_session in os.listdir(sessions)
 
     write_one_worker(store, "a", labels=(3,))
     assert old_session in os.listdir(sessions), "the re-run deleted a session the unified index may refer to"
