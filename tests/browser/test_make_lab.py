@@ -25,9 +25,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted(path.name for path in (REPOSITORY / "notebooks").glob("*.ipynb"))
 
 
-def wait_for_url(output, port: int, timeout: float) -> str:
-    """The server's URL with its token, from the first line of ``output`` that has it; ``output`` is drained
-    to the end in the background so the server never blocks on a full pipe."""
+def wait_for_url(output, port: int, timeout: float) -> tuple[str, threading.Thread]:
+    """The server's URL with its token, from the first line of ``output`` that has it, and the thread that
+    drains ``output`` to its end in the background so the server never blocks on a full pipe (join it
+    before closing ``output``)."""
     pattern = re.compile(rf"http://127\.0\.0\.1:{port}/\S*token=\w+")
     lines: list[str] = []
     found: list[str] = []
@@ -41,10 +42,11 @@ def wait_for_url(output, port: int, timeout: float) -> str:
                 seen.set()
         seen.set()  # the end of output: make stopped
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     seen.wait(timeout)
     assert found, "make lab printed no URL:\n" + "".join(lines[-40:])
-    return found[0]
+    return found[0], reader
 
 
 def get_when_up(url: str, token: str, attempts: int = 100) -> dict:
@@ -81,8 +83,9 @@ def test_make_lab_serves_the_notebooks_from_the_repository_root(tmp_path):
         text=True,
         start_new_session=True,  # its own process group: stopping it stops JupyterLab too
     )
+    reader = None
     try:
-        url = wait_for_url(make.stdout, port, timeout=900)  # a first run installs and builds the demo store
+        url, reader = wait_for_url(make.stdout, port, timeout=900)  # a first run installs and builds the demo store
         assert "/lab/tree/notebooks/01_quick_start.ipynb" in url
         token = url.rsplit("token=", 1)[1]
         listing = get_when_up(f"http://127.0.0.1:{port}/api/contents/notebooks", token)
@@ -94,4 +97,6 @@ def test_make_lab_serves_the_notebooks_from_the_repository_root(tmp_path):
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         make.wait(timeout=60)
+        if reader is not None:
+            reader.join(timeout=60)  # it ends at the end of the output, once JupyterLab is gone too
         make.stdout.close()
