@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import subprocess
 import threading
 
 import numpy as np
@@ -132,4 +133,36 @@ def test_a_store_that_refuses_writes_is_named_and_keeps_its_data(store):
     for message in (empty_worker, new_store):
         assert "File too large" in message and "writable" in message and "intact" in message
     consolidate(store, ignore_unfinalized=True)  # worker "new" never finalized
+    assert_store_holds_exactly(store, [0])
+
+
+@pytest.fixture
+def read_only_view(store, tmp_path):
+    """``store``, once worker 0 wrote it, seen through a read-only bind mount: writes there fail with EROFS,
+    as on a read-only disk.
+
+    Permissions would not do: root ignores them. Mounting needs root, which CI has; elsewhere this skips.
+    """
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the read-only store test mounts a read-only view and needs root, which CI has")
+        pytest.skip("mounting a read-only view of a store needs root")
+    ingest(store, 0, BLOCKS)
+    consolidate(store)
+    view = tmp_path / "read-only-view"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", store, str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        yield str(view)
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_read_only_store_refuses_writes_clearly_and_still_answers(store, read_only_view):
+    with pytest.raises(StoreWriteError, match=r"Read-only file system.*writable.*intact"):
+        Ingestor(read_only_view, 1)
+    with pytest.raises(StoreWriteError, match="Read-only file system"):
+        consolidate(read_only_view)
+    assert_store_holds_exactly(read_only_view, [0])  # reading needs no write
     assert_store_holds_exactly(store, [0])
