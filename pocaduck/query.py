@@ -555,16 +555,17 @@ class Query:
         DuckDB looks at signals only now and then (a long cross join never) and may drop a
         KeyboardInterrupt raised in between, but a waiting thread takes SIGINT (Ctrl-C,
         Jupyter's interrupt) at once: the statement is then interrupted and the
-        KeyboardInterrupt goes on, as users expect. The cursor is the statement's alone,
+        KeyboardInterrupt goes on, as users expect (so no DuckDB call runs on this thread:
+        DuckDB 2 turns a SIGINT during its calls into RuntimeError). The cursor is the statement's alone,
         so an interrupt never reaches other work (DuckDB 2 refuses a connection busy in
         another thread), and it is closed with whatever interrupt still lingers in it.
         """
         outcome: dict[str, Any] = {}
         cursor = self.db_connection.cursor()
-        cursor.execute("USE store_index").fetchall()  # DuckDB 2 wants every result finished before the next
 
         def run() -> None:
             try:
+                cursor.execute("USE store_index").fetchall()  # DuckDB 2 wants every result finished first
                 outcome["result"] = work(cursor)
             except BaseException as error:  # handed to the waiting thread, which raises it
                 outcome["error"] = error

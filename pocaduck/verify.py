@@ -121,7 +121,7 @@ def verify(storage_config: StorageConfig | str | os.PathLike, deep: bool = False
         if absent:
             problems.append(Problem(layout.UNIFIED_INDEX, f"has no table {', '.join(absent)}", _CONSOLIDATE))
             return VerifyReport(**report, problems=tuple(problems))
-        files = con.execute("SELECT * FROM store_index.files ORDER BY file_id").to_arrow_table().to_pylist()
+        files = con.sql("SELECT * FROM store_index.files ORDER BY file_id").to_arrow_table().to_pylist()
         for row in files:
             what = _check_file(storage, row, deep)
             if what is not None:
