@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean
 
 install: $(INSTALLED)
 
@@ -31,7 +31,18 @@ azurite:
 	test -x node_modules/.bin/azurite-blob || npm install --no-save --no-audit --no-fund --loglevel=error azurite@3.37.0
 
 test: lint browser azurite
+	$(BIN)/python -c "import duckdb; print('DuckDB', duckdb.__version__)"
 	$(BIN)/python -m pytest
+
+# The oldest DuckDB we support, 1.5.x, in a venv of its own (a fresh make test resolves the newest, 2.x).
+# The browser and Binder tests stay with make test: Binder's pinned venv runs 1.5 already.
+VENV15 := .venv-duckdb15
+test-duckdb15: azurite
+	test -x $(VENV15)/bin/python || $(PYTHON) -m venv $(VENV15)
+	$(VENV15)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV15)/bin/python -m pip install --quiet -e ".[$(EXTRAS)]" "duckdb>=1.5,<1.6"
+	$(VENV15)/bin/python -c "import duckdb; print('DuckDB', duckdb.__version__)"
+	$(VENV15)/bin/python -m pytest --ignore=tests/browser --ignore=tests/test_binder.py
 
 # JupyterLab on loopback by default (LAB_IP=0.0.0.0 to reach it from other machines), with Jupyter's token;
 # served from the repository root so the notebooks sit under notebooks/. --allow-root: containers run as root.
@@ -65,4 +76,4 @@ bench-widgets: install browser
 	$(BIN)/python bench/bench_widgets.py
 
 clean:
-	rm -rf $(VENV) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts
+	rm -rf $(VENV) $(VENV15) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts
