@@ -19,11 +19,15 @@ from .errors import (
     InvalidBlockIdError,
     InvalidLabelError,
     InvalidPointsError,
+    InvalidVolumeError,
     InvalidWorkerIdError,
     LegacyStoreError,
     PocaduckError,
     QueryTimeoutError,
     ReadOnlySQLError,
+    ScanCancelledError,
+    ScanConflictError,
+    ScanWorkerError,
     SchemaMismatchError,
     SQLError,
     StorageAccessError,
@@ -42,15 +46,7 @@ from .layout import Schema, create_store
 from .legacy import migrate
 from .progress import ProgressEvent
 from .query import Query
-from .scan import (
-    InvalidVolumeError,
-    ScanCancelledError,
-    ScanConflictError,
-    ScanHandle,
-    ScanResult,
-    ScanWorkerError,
-    scan_volume,
-)
+from .scan import ScanHandle, ScanResult, scan_volume
 from .synthetic import make_demo_volume
 from .verify import VerifyReport, verify
 

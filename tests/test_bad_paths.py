@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import zarr
 
-from pocaduck import Ingestor, Query
+from pocaduck import Ingestor, InvalidVolumeError, Query
 from pocaduck.errors import StoreNotFoundError
 from pocaduck.scan import open_volume
-from pocaduck.scan.errors import InvalidVolumeError
 
 
 @pytest.mark.parametrize("name", ["missing.npy", "missing.zarr", "notes.txt", "not_really.npy", "group.zarr"])

@@ -4,9 +4,9 @@ The entry point is :func:`scan_volume`; the rest is here for tools that need
 the pieces (block ids, the event stream, the tqdm display).
 """
 
+from ..errors import InvalidVolumeError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from .api import ScanHandle, ScanResult, scan_volume
 from .blocks import BlockGrid, block_id_of, block_position
-from .errors import InvalidVolumeError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from .events import EventLog, TqdmProgress
 from .volumes import open_volume
 

@@ -32,12 +32,11 @@ import numpy as np
 from ..config import StorageConfig, as_config
 from ..consolidate import consolidate as consolidate_store
 from ..consolidate import worker_states
-from ..errors import EmptyStoreError, InvalidArgumentError
+from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from ..layout import create_store, require_store_or_empty
 from ..progress import ProgressEvent
 from ..storage import open_storage
 from .blocks import BlockGrid
-from .errors import ScanCancelledError, ScanConflictError, ScanWorkerError
 from .events import EventLog, TqdmProgress
 from .executors import run_dask, run_local
 from .extract import Mode, PointSelection

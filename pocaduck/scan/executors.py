@@ -40,8 +40,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._lifeline import exit_with
+from ..errors import ScanCancelledError, ScanWorkerError
 from ..progress import ProgressEvent
-from .errors import ScanCancelledError, ScanWorkerError
 from .worker import ScanTask, WorkerOutcome, run_scan_task
 
 Sink = Callable[[ProgressEvent], None]

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import InvalidVolumeError
+from ..errors import InvalidVolumeError
 
 Mode = Literal["all", "surface", "sample"]
 MODES: tuple[str, ...] = ("all", "surface", "sample")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidVolumeError
+from ..errors import InvalidVolumeError
 
 _SHARED_MEMORY_DIR = "/dev/shm"
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import StorageConfig
+from ..errors import ScanCancelledError, ScanWorkerError
 from ..ingest import Ingestor
 from ..progress import ProgressEvent
 from .blocks import BlockGrid
-from .errors import ScanCancelledError, ScanWorkerError
 from .extract import PointSelection, extract_block, read_padded
 from .volumes import VolumeSource, check_volume
 
