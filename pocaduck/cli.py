@@ -36,19 +36,24 @@ from .scan import open_volume, scan_volume
 from .verify import verify
 
 
+def _store(args: argparse.Namespace, path: str | None = None) -> StorageConfig:
+    """The store named on the command line (``path``, else STORE), with any credentials given as options."""
+    return StorageConfig.from_args(args, args.store if path is None else path)
+
+
 def _verb_info(args: argparse.Namespace) -> None:
-    with Query(StorageConfig(args.store)) as query:
+    with Query(_store(args)) as query:
         print(json.dumps(query.info(), indent=2))
 
 
 def _verb_consolidate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = consolidate(args.store, ignore_unfinalized=args.ignore_unfinalized, from_sessions=args.from_sessions)
+    path = consolidate(_store(args), ignore_unfinalized=args.ignore_unfinalized, from_sessions=args.from_sessions)
     print(f"consolidated {args.store} into {path} in {time.perf_counter() - started:.2f} s")
 
 
 def _verb_points(args: argparse.Namespace) -> None:
-    with Query(StorageConfig(args.store)) as query:
+    with Query(_store(args)) as query:
         table = query.get_points(args.label, output="arrow")
     output = args.output
     if output is None:
@@ -64,7 +69,7 @@ def _verb_points(args: argparse.Namespace) -> None:
 
 
 def _verb_compact(args: argparse.Namespace) -> None:
-    report = compact(args.store, workers=args.workers, deduplicate=args.deduplicate)
+    report = compact(_store(args), workers=args.workers, deduplicate=args.deduplicate)
     if report.generation is None:
         print(f"{args.store} is already compact")
         return
@@ -72,7 +77,7 @@ def _verb_compact(args: argparse.Namespace) -> None:
 
 
 def _verb_gc(args: argparse.Namespace) -> None:
-    report = collect_garbage(args.store, dry_run=args.dry_run)
+    report = collect_garbage(_store(args), dry_run=args.dry_run)
     for path in report.removed:
         print(("would remove " if args.dry_run else "removed ") + path)
     print(f"{len(report.removed)} unreferenced paths {'found' if args.dry_run else 'removed'}", file=sys.stderr)
@@ -80,12 +85,12 @@ def _verb_gc(args: argparse.Namespace) -> None:
 
 def _verb_migrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = migrate(args.old, args.new)
+    path = migrate(_store(args, args.old), _store(args, args.new))
     print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
 
 
 def _verb_verify(args: argparse.Namespace) -> None:
-    report = verify(args.store, deep=args.deep)
+    report = verify(_store(args), deep=args.deep)
     print(report.summary())
     if not report.ok:
         in_index = any(problem.path in (layout.MANIFEST, layout.UNIFIED_INDEX) for problem in report.problems)
@@ -103,7 +108,7 @@ def _verb_scan(args: argparse.Namespace) -> None:
             client = resources.enter_context(Client(args.scheduler))
         result = scan_volume(
             open_volume(args.volume),
-            args.store,
+            _store(args),
             block_shape=args.block_shape,
             workers=args.workers,
             mode=args.mode,
@@ -184,12 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pocaduck", description="Point clouds indexed by uint64 labels.")
     parser.add_argument("--debug", action="store_true", help="print the traceback of a failure (goes before the verb)")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    credentials = argparse.ArgumentParser(add_help=False)  # every verb takes them, after the verb
+    StorageConfig.add_storage_args(credentials, base_path=False)
 
-    info = verbs.add_parser("info", help="print a store's totals and schema")
+    info = verbs.add_parser("info", parents=[credentials], help="print a store's totals and schema")
     info.add_argument("store")
     info.set_defaults(run=_verb_info)
 
-    merge = verbs.add_parser("consolidate", help="merge the finalized worker indexes into the unified index")
+    merge = verbs.add_parser(
+        "consolidate", parents=[credentials], help="merge the finalized worker indexes into the unified index"
+    )
     merge.add_argument("store")
     merge.add_argument("--ignore-unfinalized", action="store_true", help="skip workers that did not finalize")
     merge.add_argument(
@@ -197,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.set_defaults(run=_verb_consolidate)
 
-    points = verbs.add_parser("points", help="print or save one label's points")
+    points = verbs.add_parser("points", parents=[credentials], help="print or save one label's points")
     points.add_argument("store")
     points.add_argument("label", type=_label, help="uint64 label id")
     points.add_argument(
@@ -205,27 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     points.set_defaults(run=_verb_points)
 
-    compaction = verbs.add_parser("compact", help="rewrite the store so each label's points are contiguous")
+    compaction = verbs.add_parser(
+        "compact", parents=[credentials], help="rewrite the store so each label's points are contiguous"
+    )
     compaction.add_argument("store")
     compaction.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
     compaction.set_defaults(run=_verb_compact)
 
-    garbage = verbs.add_parser("gc", help="remove files no index refers to any more (old compactions, old sessions)")
+    garbage = verbs.add_parser(
+        "gc", parents=[credentials], help="remove files no index refers to any more (old compactions, old sessions)"
+    )
     garbage.add_argument("store")
     garbage.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     garbage.set_defaults(run=_verb_gc)
 
-    check = verbs.add_parser("verify", help="check the index and every data file; exit 1 naming what to re-run")
+    check = verbs.add_parser(
+        "verify", parents=[credentials], help="check the index and every data file; exit 1 naming what to re-run"
+    )
     check.add_argument("store")
     check.add_argument("--deep", action="store_true", help="also read every byte: file and Parquet page checksums")
     check.set_defaults(run=_verb_verify)
 
-    migration = verbs.add_parser("migrate", help="convert a store written by the original pocaduck 0.1.x")
+    migration = verbs.add_parser(
+        "migrate", parents=[credentials], help="convert a store written by the original pocaduck 0.1.x"
+    )
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
     migration.add_argument("new", help="where to write the store in this library's layout")
     migration.set_defaults(run=_verb_migrate)
-    scan = verbs.add_parser("scan", help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store")
+    scan = verbs.add_parser(
+        "scan", parents=[credentials], help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store"
+    )
     scan.add_argument("volume", help="a .npy file or a zarr array path")
     scan.add_argument("store")
     scan.add_argument("--workers", type=_integer(1), default=4, help="parallel workers (default 4)")

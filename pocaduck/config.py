@@ -89,28 +89,38 @@ class StorageConfig:
         return os.path.abspath(os.path.expanduser(path))
 
     @classmethod
-    def add_storage_args(cls, parser: argparse.ArgumentParser) -> None:
-        """Add the original library's storage options to an argument parser.
+    def add_storage_args(cls, parser: argparse.ArgumentParser, *, base_path: bool = True) -> None:
+        """Add the original library's storage options to an argument parser (``base_path=False``: credentials only).
 
         >>> parser = argparse.ArgumentParser()
         >>> StorageConfig.add_storage_args(parser)
         >>> StorageConfig.from_args(parser.parse_args(["--base-path", "/tmp/s"])).base_path
         '/tmp/s'
         """
-        parser.add_argument("--base-path", required=True, help="store location: a folder, s3://, gs:// or az:// URL")
-        parser.add_argument("--s3-region")
-        parser.add_argument("--s3-access-key-id")
-        parser.add_argument("--s3-secret-access-key")
-        parser.add_argument("--s3-endpoint-url")
-        parser.add_argument("--gcs-project-id")
-        parser.add_argument("--gcs-credentials")
-        parser.add_argument("--azure-connection-string")
+        if base_path:
+            parser.add_argument(
+                "--base-path", required=True, help="store location: a folder, s3://, gs:// or az:// URL"
+            )
+        group = parser.add_argument_group("storage credentials (default: the client's own chain, e.g. AWS_* variables)")
+        group.add_argument("--s3-region")
+        group.add_argument("--s3-access-key-id")
+        group.add_argument("--s3-secret-access-key", help="visible to other users in the process list: prefer AWS_*")
+        group.add_argument("--s3-endpoint-url", help="an S3-compatible server, e.g. http://minio.internal:9000")
+        group.add_argument("--gcs-project-id")
+        group.add_argument("--gcs-credentials", help="a service account key file")
+        group.add_argument("--azure-connection-string")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> StorageConfig:
-        """Build a config from options added by ``add_storage_args``."""
+    def from_args(cls, args: argparse.Namespace, base_path: str | None = None) -> StorageConfig:
+        """Build a config from options added by ``add_storage_args``; ``base_path`` overrides ``--base-path``.
+
+        >>> parser = argparse.ArgumentParser()
+        >>> StorageConfig.add_storage_args(parser, base_path=False)
+        >>> StorageConfig.from_args(parser.parse_args(["--s3-region", "eu-west-1"]), "s3://b/store")
+        StorageConfig(base_path='s3://b/store', s3_region='eu-west-1', s3_endpoint_url=None)
+        """
         return cls(
-            base_path=args.base_path,
+            base_path=base_path if base_path is not None else args.base_path,
             s3_region=getattr(args, "s3_region", None),
             s3_access_key_id=getattr(args, "s3_access_key_id", None),
             s3_secret_access_key=getattr(args, "s3_secret_access_key", None),

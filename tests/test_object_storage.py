@@ -241,6 +241,25 @@ def test_the_usual_environment_variables_are_enough_for_the_library_and_the_comm
     assert "access refused" in refusal and "not-the-secret-9012" not in refusal
 
 
+def test_the_command_takes_credentials_as_options_for_every_verb(s3, s3_store, monkeypatch, capsys):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    with Ingestor(s3_store, worker_id=0) as ingestor:
+        ingestor.write(5, "b", np.ones((4, 3), np.int32))
+    plain = s3_store.base_path
+    options = [
+        *("--s3-endpoint-url", s3.endpoint_url, "--s3-region", s3.region),
+        *("--s3-access-key-id", s3.access_key_id, "--s3-secret-access-key", s3.secret_access_key),
+    ]
+    for verb in (["consolidate"], ["info"], ["points"], ["compact", "--workers", "1"], ["verify"], ["gc"]):
+        arguments = [verb[0], plain, *(["5"] if verb[0] == "points" else []), *verb[1:], *options]
+        assert main(arguments) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("1,1,1") == 4  # the CSV rows of `points`
+    with Query(s3_store) as query:
+        assert query.get_points(5).tolist() == [[1, 1, 1]] * 4
+        assert query.sql("SELECT count(*) AS n FROM files WHERE path LIKE 'compacted/%'")["n"][0] == 1
+
+
 @pytest.mark.parametrize(
     ("url", "package", "location"),
     [
