@@ -34,13 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout
+from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
 from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
 from .index import attach_read_only
 from .ingest import Ingestor, check_label
 from .progress import ProgressEvent
-from .query import Query, _Timing
 from .storage import Storage, open_storage
 
 logger = logging.getLogger("pocaduck")
@@ -130,7 +130,7 @@ class LegacyQuery:
             self.db_connection.close()
             self.db_connection = None
 
-    print_timing_info = staticmethod(Query.print_timing_info)
+    print_timing_info = staticmethod(print_timing_info)
 
     def get_labels(self) -> np.ndarray:
         """All labels, sorted, as uint64."""
@@ -139,7 +139,7 @@ class LegacyQuery:
 
     def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
         """Block ids holding ``label`` (sorted); ``[]`` on optimized data, which has none."""
-        clock = _Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
+        clock = Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
         blocks: list = []
         if not self.using_optimized_data:
             with clock.phase("index_lookup_time"):
@@ -152,7 +152,7 @@ class LegacyQuery:
 
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """The sum of the index's point counts: like the original, before de-duplication."""
-        clock = _Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
+        clock = Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
         with clock.phase("index_lookup_time"):
             (count,) = self.db_connection.execute(
                 "SELECT coalesce(sum(point_count), 0) FROM point_cloud_index WHERE label = ?", [int(label)]
@@ -162,7 +162,7 @@ class LegacyQuery:
     def get_points(self, label: int, use_cache: bool = True, timing: bool = False) -> Any:
         """The label's points as the original returned them: int64, de-duplicated unless from optimized data."""
         label = check_label(label)
-        clock = _Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
+        clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
         if use_cache and self.cache_size > 0 and label in self._points_cache:
             self._points_cache.move_to_end(label)

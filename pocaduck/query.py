@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
+from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .errors import (
     DamagedStoreError,
@@ -49,26 +50,6 @@ from .storage import open_storage
 
 Output = Literal["numpy", "arrow", "pandas"]
 _OPEN_FILES_KEPT = 256
-
-
-class _Timing(dict):
-    """Phase durations of one call; filled on every call, returned when ``timing=True``."""
-
-    def __init__(self, **fields: Any):
-        super().__init__(total_time=0.0, index_lookup_time=0.0, data_read_time=0.0, **fields)
-        self._started = time.perf_counter()
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[name] += time.perf_counter() - started
-
-    def finish(self, result: Any, requested: bool) -> Any:
-        self["total_time"] = time.perf_counter() - self._started
-        return (result, dict(self)) if requested else result
 
 
 def _row_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -286,7 +267,7 @@ class Query:
 
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """Number of points stored for ``label`` (0 when unknown)."""
-        clock = _Timing(label=_one_label(label))
+        clock = Timing(label=_one_label(label))
         with clock.phase("index_lookup_time"), self._index_read():
             row = self.db_connection.execute(
                 "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [clock["label"]]
@@ -295,7 +276,7 @@ class Query:
 
     def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
         """Sorted ids of the blocks holding ``label``'s points."""
-        clock = _Timing(label=_one_label(label))
+        clock = Timing(label=_one_label(label))
         with clock.phase("index_lookup_time"), self._index_read():
             rows = self.db_connection.execute(
                 "SELECT DISTINCT block_id FROM point_index WHERE label = ?::UBIGINT ORDER BY block_id",
@@ -345,7 +326,7 @@ class Query:
         single = not isinstance(label, Iterable) or (isinstance(label, np.ndarray) and label.ndim == 0)
         labels = [_one_label(label)] if single else [check_label(each) for each in label]
         blocks = None if blocks is None else self._block_ids(blocks)
-        clock = _Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
+        clock = Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
         cacheable = single and use_cache and self.cache_size > 0 and blocks is None and output == "numpy"
         if cacheable and labels[0] in self._points_cache:
@@ -621,12 +602,4 @@ class Query:
             "block_id_type": self.schema.block_id_type,
         }
 
-    @staticmethod
-    def print_timing_info(timing_info: dict) -> None:
-        """Print a ``timing=True`` result's phases, as the original library did."""
-        print(f"label {timing_info.get('label')}: {timing_info.get('points_returned', 0):,} points")
-        for key, value in timing_info.items():
-            if key.endswith("_time"):
-                print(f"  {key:<20} {value * 1e3:9.3f} ms")
-            elif key not in ("label", "points_returned"):
-                print(f"  {key:<20} {value}")
+    print_timing_info = staticmethod(print_timing_info)
