@@ -10,15 +10,9 @@ scanning files or row groups that do not hold the label.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import tempfile
-import threading
-import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal
@@ -29,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
+from ._sql import lock_down, private_connection, run_select, tables_of
 from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .errors import (
@@ -36,8 +31,6 @@ from .errors import (
     DataFileError,
     InvalidArgumentError,
     InvalidBlockIdError,
-    QueryTimeoutError,
-    ReadOnlySQLError,
     SQLError,
     StorageAccessError,
     StorageUnavailableError,
@@ -49,6 +42,7 @@ from .ingest import block_id_type_of, check_label
 from .storage import open_storage
 
 Output = Literal["numpy", "arrow", "pandas"]
+_CATALOG = "store_index"  # the unified index, attached read-only
 _OPEN_FILES_KEPT = 256
 
 
@@ -79,64 +73,6 @@ def _one_label(label: object) -> int:
     if isinstance(label, np.ndarray) and label.ndim == 0:
         label = label[()]
     return check_label(label)
-
-
-# FROM items that only combine what they contain; any other kind (table functions,
-# SHOW/DESCRIBE/SUMMARIZE, PIVOT) is refused.
-_ALLOWED_FROM = {"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST"}
-_FROM_NAMES = {"TABLE_FUNCTION": "a table function", "SHOW_REF": "SHOW, DESCRIBE or SUMMARIZE"}
-_INDEX_CATALOGS = {("", ""), ("", "main"), ("", "store_index"), ("store_index", ""), ("store_index", "main")}
-# Scalar functions that report the session (its settings reveal the index path) rather than compute on values.
-_SESSION_FUNCTIONS = {"current_setting", "getvariable", "getenv"}
-_ALLOWED_SQL = (
-    "only a single SELECT statement is allowed here, reading the index tables ({tables}) through joins, "
-    "subqueries and WITH clauses, with ? parameters for values; no table functions, files or settings"
-)
-
-
-@functools.cache
-def _value_functions() -> frozenset[str]:
-    """Functions that compute on values: scalars, aggregates and macros without a query inside."""
-    with duckdb.connect(":memory:") as con:
-        names = con.execute(
-            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate') "
-            "OR (function_type = 'macro' AND macro_definition NOT ILIKE '%select%')"
-        ).fetchall()
-    return frozenset(name for (name,) in names) - _SESSION_FUNCTIONS
-
-
-def _refused_part(part: Any, tables: frozenset[str], ctes: frozenset[str]) -> str | None:
-    """What in a parsed statement (``json_serialize_sql``) reaches beyond the index tables, or None.
-
-    ``ctes`` are the WITH names visible at this point: a CTE named like a system view is
-    only that CTE where it is in scope, so scopes are followed as DuckDB binds them.
-    """
-    if isinstance(part, list):
-        return next((r for item in part if (r := _refused_part(item, tables, ctes)) is not None), None)
-    if not isinstance(part, dict):
-        return None
-    kind = part.get("type")
-    if "class" in part:  # an expression
-        if part["class"] == "FUNCTION" and part["function_name"].lower() not in _value_functions():
-            return f"the function {part['function_name']}()"
-    elif "sample" in part and "modifiers" not in part:  # a FROM item (query nodes have modifiers)
-        if kind not in _ALLOWED_FROM:
-            return _FROM_NAMES.get(kind, f"a {kind} clause")
-        if kind == "BASE_TABLE":
-            name = part["table_name"].lower()
-            scope = (part["catalog_name"].lower(), part["schema_name"].lower())
-            if not (scope == ("", "") and name in ctes) and not (scope in _INDEX_CATALOGS and name in tables):
-                return f"the table {part['table_name']!r}"
-    if kind == "RECURSIVE_CTE_NODE":
-        ctes = ctes | {part["cte_name"].lower()}
-    if "cte_map" in part:
-        names = [entry["key"].lower() for entry in part["cte_map"]["map"]]
-        for i, entry in enumerate(part["cte_map"]["map"]):  # each WITH item sees the ones before it
-            if (refused := _refused_part(entry["value"], tables, ctes | set(names[:i]))) is not None:
-                return refused
-        ctes = ctes | set(names)
-    rest = [value for key, value in part.items() if key != "cte_map"]
-    return _refused_part(rest, tables, ctes)
 
 
 class Query:
@@ -208,28 +144,16 @@ class Query:
                     "SELECT file_id, path, row_group_size, byte_size FROM files"
                 ).fetchall()
             }
-            self._tables = frozenset(
-                name.lower()
-                for (name,) in self.db_connection.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store_index' "
-                    "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = 'store_index'"
-                ).fetchall()
-            )
+            self._tables = tables_of(self.db_connection, _CATALOG)
         self._open_files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.using_optimized_data = False
 
     def _connect(self, index_path: str) -> duckdb.DuckDBPyConnection:
-        # A private in-memory database per Query: DuckDB shares connections to one file
-        # path within a process, which would keep serving an index that was since replaced. Its temp
-        # directory is its own, for DuckDB's spill files only: a connection without external access
-        # may still read its temp directory, by default <cwd>/.tmp.
-        spill = os.path.join(tempfile.gettempdir(), f"pocaduck-query-{uuid.uuid4().hex}")
-        con = duckdb.connect(":memory:", config={"threads": self.threads, "temp_directory": spill})
-        attach_read_only(con, index_path, "store_index")
-        con.execute("USE store_index")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        con = private_connection(self.threads)
+        attach_read_only(con, index_path, _CATALOG)
+        con.execute(f"USE {_CATALOG}")
+        lock_down(con)
         return con
 
     @contextmanager
@@ -495,88 +419,11 @@ class Query:
 
         Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5", timeout=10)``.
         """
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise InvalidArgumentError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-
-        def run(cursor: duckdb.DuckDBPyConnection) -> Any:
-            self._check_read_only(cursor, statement)
-            result = cursor.sql(statement, params=params or None)
-            if output == "numpy":
-                return result.fetchnumpy()
-            return result.to_arrow_table() if output == "arrow" else result.df()
-
         try:
             with self._index_read():
-                return self._stoppable(run, timeout)
+                return run_select(self.db_connection, _CATALOG, self._tables, statement, params, output, timeout)
         except duckdb.Error as error:
             raise SQLError(str(error)) from error
-
-    def _check_read_only(self, cursor: duckdb.DuckDBPyConnection, statement: str) -> None:
-        """Refuse anything but a SELECT reading the index tables: parsed, not matched as text."""
-        allowed = _ALLOWED_SQL.format(tables=", ".join(sorted(self._tables)))
-        try:
-            statements = duckdb.extract_statements(statement)
-        except duckdb.Error as error:
-            raise SQLError(str(error)) from error
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            kinds = ", ".join(s.type.name for s in statements) or "nothing"
-            raise ReadOnlySQLError(f"{allowed}; got: {kinds}")
-        ((parsed,),) = cursor.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()
-        parsed = json.loads(parsed)
-        if parsed["error"]:  # a statement that is a SELECT only in name, such as PRAGMA
-            error = SQLError if parsed["error_type"] == "parser" else ReadOnlySQLError
-            raise error(f"{parsed['error_message']} ({allowed})")
-        refused = _refused_part(parsed["statements"], self._tables, frozenset())
-        if refused is not None:
-            raise ReadOnlySQLError(f"{refused} is not allowed: {allowed}")
-
-    def _stoppable(self, work: Callable[[duckdb.DuckDBPyConnection], Any], timeout: float | None) -> Any:
-        """Run ``work`` on a cursor of its own, on a thread while this one waits, for ``timeout`` seconds at most.
-
-        DuckDB looks at signals only now and then (a long cross join never) and may drop a
-        KeyboardInterrupt raised in between, but a waiting thread takes SIGINT (Ctrl-C,
-        Jupyter's interrupt) at once: the statement is then interrupted and the
-        KeyboardInterrupt goes on, as users expect (so no DuckDB call runs on this thread:
-        DuckDB 2 turns a SIGINT during its calls into RuntimeError). The cursor is the statement's alone,
-        so an interrupt never reaches other work (DuckDB 2 refuses a connection busy in
-        another thread), and it is closed with whatever interrupt still lingers in it.
-        """
-        outcome: dict[str, Any] = {}
-        cursor = self.db_connection.cursor()
-
-        def run() -> None:
-            try:
-                cursor.execute("USE store_index").fetchall()  # DuckDB 2 wants every result finished first
-                outcome["result"] = work(cursor)
-            except BaseException as error:  # handed to the waiting thread, which raises it
-                outcome["error"] = error
-
-        def stop() -> None:
-            # An interrupt that lands before the statement starts is lost: repeat it until the worker ends.
-            while worker.is_alive():
-                cursor.interrupt()
-                worker.join(0.01)
-
-        worker = threading.Thread(target=run, name="pocaduck-sql", daemon=True)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            worker.start()
-            # Waits are short: a signal the OS hands to one of DuckDB's threads wakes no
-            # waiting thread, and Python only runs its handler once this one wakes.
-            while worker.is_alive() and (deadline is None or time.monotonic() < deadline):
-                worker.join(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
-            timed_out = worker.is_alive()
-        finally:  # a timeout, or KeyboardInterrupt on its way out
-            stop()
-            cursor.close()
-        if timed_out:
-            raise QueryTimeoutError(
-                f"the statement was stopped after {timeout:g} s (timeout={timeout:g}): narrow it with WHERE "
-                "or LIMIT, or give a longer timeout"
-            ) from outcome.get("error")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["result"]
 
     def info(self) -> dict[str, Any]:
         """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
