@@ -20,10 +20,11 @@ exactly (every row, its dtype, its block id) into a store of this library.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -34,10 +35,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout
+from ._sql import lock_down, private_connection, run_select, tables_of
 from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
-from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
+from .errors import InvalidArgumentError, LegacyStoreError, SQLError, StoreNotFoundError
 from .index import attach_read_only
 from .ingest import Ingestor, check_label
 from .progress import ProgressEvent
@@ -48,6 +50,7 @@ logger = logging.getLogger("pocaduck")
 LEGACY_INDEX = "unified_index.db"
 LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 _INT64_LIMIT = 2**63
+_CATALOG = "memory"  # where the views over the attached original index live
 
 
 def is_legacy_store(storage: Storage) -> bool:
@@ -113,10 +116,56 @@ class LegacyQuery:
         if not os.path.exists(index_path):
             raise StoreNotFoundError(f"{index_path} does not exist: run the original's consolidate_indexes first")
         self.index_path = index_path
-        self.db_connection = duckdb.connect(":memory:", config={"threads": self.threads})
-        attach_read_only(self.db_connection, index_path, "legacy_index")
-        self.db_connection.execute("USE legacy_index")
+        self.db_connection = self._connect(index_path)
+        self._tables = tables_of(self.db_connection, _CATALOG)
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _connect(self, index_path: str) -> duckdb.DuckDBPyConnection:
+        """The original's index, read-only, behind views named as in our index, so SQL and widgets work alike.
+
+        The optimized index has no block ids: its ``block_count`` is NULL.
+        """
+        con = private_connection(self.threads)
+        attach_read_only(con, index_path, "legacy_index")
+        blocks = "NULL" if self.using_optimized_data else "count(DISTINCT block_id)"
+        con.execute("CREATE VIEW point_cloud_index AS SELECT * FROM legacy_index.point_cloud_index")
+        con.execute(
+            f"CREATE VIEW labels AS SELECT label::UBIGINT AS label, sum(point_count)::BIGINT AS point_count, "
+            f"{blocks}::BIGINT AS block_count, count(DISTINCT file_path)::BIGINT AS file_count "
+            "FROM legacy_index.point_cloud_index GROUP BY label"
+        )
+        lock_down(con)
+        return con
+
+    @functools.cached_property
+    def schema(self) -> layout.Schema:
+        """The original stored one ``data`` list column of any width, read back as int64: columns x, y, z, ..."""
+        (path,) = self.db_connection.execute("SELECT file_path FROM point_cloud_index LIMIT 1").fetchone()
+        first = pq.ParquetFile(self._storage.open_input(_store_relative(path))).read_row_group(0, columns=["data"])
+        width = int(pc.list_value_length(first.column("data").slice(0, 1)).to_numpy()[0])
+        return layout.Schema(layout.default_columns(width), np.dtype("int64"), "string")
+
+    def sql(
+        self, statement: str, params: Sequence[Any] | None = None, output: str = "pandas", timeout: float | None = None
+    ) -> Any:
+        """One read-only SELECT over ``labels`` and ``point_cloud_index``, as :meth:`pocaduck.Query.sql` runs it.
+
+        Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")``.
+        """
+        try:
+            return run_select(self.db_connection, _CATALOG, self._tables, statement, params, output, timeout)
+        except duckdb.Error as error:
+            raise SQLError(str(error)) from error
+
+    def get_label_summary(self, label: int) -> dict[str, Any]:
+        """Point count (before de-duplication, as the original counts), block count and file count of ``label``."""
+        label = check_label(label)
+        result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
+        names = [d[0] for d in result.description]
+        row = result.fetchone()
+        if row is None:
+            return {name: (label if name == "label" else 0) for name in names}
+        return dict(zip(names, row, strict=True))
 
     def __enter__(self) -> LegacyQuery:
         return self
@@ -159,8 +208,13 @@ class LegacyQuery:
             ).fetchone()
         return clock.finish(int(count), timing)
 
-    def get_points(self, label: int, use_cache: bool = True, timing: bool = False) -> Any:
-        """The label's points as the original returned them: int64, de-duplicated unless from optimized data."""
+    def get_points(self, label: int | Iterable[int], use_cache: bool = True, timing: bool = False) -> Any:
+        """The label's points as the original returned them: int64, de-duplicated unless from optimized data.
+
+        Several labels give a dict ``{label: points}`` (an extension: the original took one).
+        """
+        if isinstance(label, Iterable):
+            return {each: self.get_points(each, use_cache) for each in map(check_label, label)}
         label = check_label(label)
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data

@@ -17,7 +17,7 @@ from _support import as_row_set
 
 from pocaduck import Ingestor, Query, compact, consolidate
 from pocaduck.cli import main as cli
-from pocaduck.errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
+from pocaduck.errors import InvalidArgumentError, LegacyStoreError, ReadOnlySQLError, StoreNotFoundError
 from pocaduck.legacy import LegacyQuery, migrate
 
 # Runs under the original package (same import name: it comes first on PYTHONPATH).
@@ -243,3 +243,43 @@ def test_migrate_writes_only_into_a_new_empty_or_its_own_earlier_target(original
         migrate(str(store), str(unrelated))
     with Query(str(unrelated)) as query:
         assert query.get_labels().tolist() == [5]
+
+
+@pytest.mark.parametrize("optimized", [False, True], ids=["plain", "optimized"])
+def test_the_widgets_browse_render_and_describe_an_original_store(
+    original_package, original_stores, tmp_path, optimized
+):
+    from pocaduck.widgets import Explorer, LabelBrowser, PointCloudViewer
+
+    store, original = original_stores()
+    if optimized:
+        store = tmp_path / "store"
+        shutil.copytree(original_stores()[0], store)
+        make_optimized(store)
+        original = run_original(original_package, "answer", store)
+    untouched = files_and_times(store)
+    labels = original["labels"].tolist()
+    counts = {label: int(original[f"count_{label}"]) for label in labels}
+
+    browser = LabelBrowser(str(store), page_size=len(labels))
+    assert browser.total_rows == len(labels)
+    page = browser.page.to_pylist()
+    assert {row["label"]: row["point_count"] for row in page} == counts
+    assert [row["point_count"] for row in page] == sorted(counts.values(), reverse=True)  # largest first
+    browser.where = f"label = {labels[0]}"
+    assert [row["label"] for row in browser.page.to_pylist()] == [labels[0]]
+
+    with Query(str(store)) as query:
+        with pytest.raises(ReadOnlySQLError):
+            query.sql("SELECT * FROM glob('*')")
+        viewer = PointCloudViewer(query)
+        viewer.show(labels[:2])
+        assert viewer.labels == labels[:2]
+        assert viewer.total_points == sum(len(original[f"points_{label}"]) for label in labels[:2])
+
+    explorer = Explorer(str(store))
+    explorer.browser.selected_labels = [labels[0]]
+    assert explorer.viewer.labels == [labels[0]]
+    assert f"<code>{labels[0]}</code>" in explorer.details.value
+    assert f"{counts[labels[0]]:,}" in explorer.details.value
+    assert files_and_times(store) == untouched, "the widgets must not change an original store"

@@ -1,4 +1,8 @@
-"""Every widget takes a store path, a StorageConfig or an open Query: turn any of them into a Query."""
+"""Every widget takes a store path, a StorageConfig or an open Query: turn any of them into a Query.
+
+``Query(path)`` of a store written by the original library is a ``LegacyQuery``, which answers the
+same calls (``sql``, ``schema``, summaries): widgets take either.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ def open_query(store: StoreLike) -> Query:
     Traceback (most recent call last):
     pocaduck.errors.StoreNotFoundError: no store at /no/such/store: the path does not exist
     """
-    return store if isinstance(store, Query) else Query(store)
+    return Query(store) if isinstance(store, StorageConfig | str | os.PathLike) else store
 
 
 def voxel_size(query: Query) -> tuple[float, float, float]:
