@@ -9,6 +9,8 @@ box. The unified index adds ``labels`` (one summary row per label) and
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 import numpy as np
 
@@ -74,3 +76,19 @@ def attach_read_only(con: duckdb.DuckDBPyConnection, path: str, alias: str) -> N
     """
     literal = "'" + path.replace("'", "''") + "'"
     con.execute(f"ATTACH {literal} AS {alias} (READ_ONLY)")
+
+
+def label_summary(con: duckdb.DuckDBPyConnection, label: int) -> dict[str, Any]:
+    """``label``'s row of the ``labels`` table as a dict; an unknown label has zero counts and None elsewhere.
+
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("CREATE TABLE labels AS SELECT 5::UBIGINT AS label, 2 AS point_count, 1 AS min_x")
+    >>> label_summary(con, 5), label_summary(con, 6)
+    ({'label': 5, 'point_count': 2, 'min_x': 1}, {'label': 6, 'point_count': 0, 'min_x': None})
+    """
+    result = con.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
+    names = [d[0] for d in result.description]
+    row = result.fetchall()
+    if not row:
+        return {name: (label if name == "label" else 0 if name.endswith("_count") else None) for name in names}
+    return dict(zip(names, row[0], strict=True))

@@ -40,7 +40,7 @@ from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
 from .errors import InvalidArgumentError, LegacyStoreError, SQLError, StoreNotFoundError
-from .index import attach_read_only
+from .index import attach_read_only, label_summary
 from .ingest import Ingestor, check_label
 from .progress import ProgressEvent
 from .storage import Storage, open_storage
@@ -159,13 +159,7 @@ class LegacyQuery:
 
     def get_label_summary(self, label: int) -> dict[str, Any]:
         """Point count (before de-duplication, as the original counts), block count and file count of ``label``."""
-        label = check_label(label)
-        result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
-        names = [d[0] for d in result.description]
-        row = result.fetchone()
-        if row is None:
-            return {name: (label if name == "label" else 0) for name in names}
-        return dict(zip(names, row, strict=True))
+        return label_summary(self.db_connection, check_label(label))
 
     def __enter__(self) -> LegacyQuery:
         return self

@@ -37,7 +37,7 @@ from .errors import (
     StoreNotConsolidatedError,
     StoreNotFoundError,
 )
-from .index import attach_read_only
+from .index import attach_read_only, label_summary
 from .ingest import block_id_type_of, check_label
 from .storage import open_storage
 
@@ -215,14 +215,8 @@ class Query:
 
         An unknown label has zero counts and no bounding box (``None`` values).
         """
-        label = _one_label(label)
         with self._index_read():
-            result = self.db_connection.execute("SELECT * FROM labels WHERE label = ?::UBIGINT", [label])
-            names = [d[0] for d in result.description]
-            row = result.fetchone()
-        if row is None:
-            return {name: (label if name == "label" else 0 if name.endswith("_count") else None) for name in names}
-        return dict(zip(names, row, strict=True))
+            return label_summary(self.db_connection, _one_label(label))
 
     # -- points ----------------------------------------------------------
 
