@@ -4,7 +4,7 @@ The quick check compares each file's size with the index and each index row
 with its file's row count; ``deep=True`` also reads every byte: the file's
 checksum against the one the index recorded, and every Parquet page against its
 own checksum. Each problem says what rewrites the damaged part: the worker to
-re-run, the compaction to run again, or consolidation. Nothing in the store is
+re-run, the compaction to rebuild from the workers' sessions, or consolidation. Nothing in the store is
 written (on an object store the index is downloaded into the local cache, as a
 Query does).
 """
