@@ -1,7 +1,9 @@
 """PoCADuck: store and fetch vast numbers of point clouds indexed by uint64 labels.
 
-Ingest blockwise with one :class:`Ingestor` per worker, merge the worker indexes
-with :func:`consolidate`, then read any label's points with :class:`Query`.
+Open a store once with :func:`open_store` (or name it by path or URL), ingest
+blockwise with one :class:`Ingestor` per worker, merge the worker indexes with
+:func:`consolidate`, then read any label's points with :class:`Query`. Errors
+are in :mod:`pocaduck.errors` and exported here too.
 """
 
 from .compact import CompactionReport, compact
@@ -42,11 +44,13 @@ from .errors import (
 )
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
-from .layout import Schema, create_store
+from .layout import Schema
 from .legacy import migrate
 from .progress import ProgressEvent
 from .query import Query
+from .reader import Reader
 from .scan import ScanHandle, ScanResult, scan_volume
+from .store import Store, create_store, open_store
 from .synthetic import make_demo_volume
 from .verify import VerifyReport, verify
 
@@ -75,6 +79,7 @@ __all__ = [
     "Query",
     "QueryTimeoutError",
     "ReadOnlySQLError",
+    "Reader",
     "SQLError",
     "ScanCancelledError",
     "ScanConflictError",
@@ -86,6 +91,7 @@ __all__ = [
     "StorageAccessError",
     "StorageConfig",
     "StorageUnavailableError",
+    "Store",
     "StoreNotConsolidatedError",
     "StoreNotFoundError",
     "StoreWriteError",
@@ -100,6 +106,7 @@ __all__ = [
     "create_store",
     "make_demo_volume",
     "migrate",
+    "open_store",
     "scan_volume",
     "verify",
 ]

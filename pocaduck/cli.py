@@ -33,12 +33,13 @@ from .gc import collect_garbage
 from .legacy import migrate
 from .query import Query
 from .scan import open_volume, scan_volume
+from .store import Store, open_store
 from .verify import verify
 
 
-def _store(args: argparse.Namespace, path: str | None = None) -> StorageConfig:
+def _store(args: argparse.Namespace, path: str | None = None) -> Store:
     """The store named on the command line (``path``, else STORE), with any credentials given as options."""
-    return StorageConfig.from_args(args, args.store if path is None else path)
+    return open_store(StorageConfig.from_args(args, args.store if path is None else path))
 
 
 def _verb_info(args: argparse.Namespace) -> None:

@@ -40,19 +40,18 @@ import pyarrow.parquet as pq
 
 from . import layout
 from ._lifeline import exit_with
-from .config import StorageConfig, as_config
-from .consolidate import compaction_in_force, publish_unified_index, worker_states, write_failures_reported
+from .config import StorageConfig
+from .consolidate import publish_unified_index, write_failures_reported
 from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError
-from .index import attach_read_only, create_worker_tables
-from .ingest import chunk_index_rows, write_point_file
+from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
+from .pointfile import PointFiles, chunk_index_rows, write_point_file
 from .progress import ProgressEvent
-from .query import Query
-from .storage import Storage, open_storage
+from .storage import Storage
+from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
 
 DEFAULT_POINTS_PER_FILE = 4_000_000
-COMPACTION_LOCK = f"{layout.COMPACTED}/.lock"
 _PLAN = "plan.json"
 _SOURCE = "source.duckdb"
 _SHARDS = "shards"
@@ -81,7 +80,7 @@ class CompactionReport:
 
 
 def compact(
-    storage_config: StorageConfig | str | os.PathLike,
+    storage_config: Store | StorageConfig | str | os.PathLike,
     *,
     workers: int | None = None,
     client: Any = None,
@@ -114,9 +113,9 @@ def compact(
     """
     if points_per_file < 1 or row_group_size < 1:
         raise ValueError("points_per_file and row_group_size must be positive")
-    config = as_config(storage_config)
-    storage = open_storage(config)
-    schema = layout.require_store(storage, "compaction")
+    store = open_store(storage_config)
+    config, storage = store.config, store.storage
+    schema = store.require("compaction")
     if not storage.exists(layout.UNIFIED_INDEX):
         raise StoreNotConsolidatedError(
             f"{config.base_path} has no unified index: run `pocaduck consolidate STORE` before compacting"
@@ -128,10 +127,10 @@ def compact(
         "compression": compression,
     }
     started = time.perf_counter()
-    with storage.lock(COMPACTION_LOCK) as free, write_failures_reported(storage, "compaction"):
+    with storage.lock(layout.COMPACTION_LOCK) as free, write_failures_reported(storage, "compaction"):
         if not free:
             raise CompactionBusyError(f"another compaction or gc is running on {config.base_path}; wait for it")
-        generation = _prepare(storage, settings)
+        generation = _prepare(store, settings)
         if generation is None:
             return CompactionReport(None, deduplicated=bool(deduplicate))
         plan = json.loads(storage.read_bytes(_plan_path(generation)))
@@ -140,7 +139,7 @@ def compact(
         for result in _run_shards(task, pending, workers, client, progress):
             logger.info("compaction %s: shard %d done (%d points)", generation, result["shard"], result["points"])
         totals = _assemble(storage, schema, generation, plan)
-        publish_unified_index(storage, lambda: (schema, worker_states(storage)[0], generation))
+        publish_unified_index(store, lambda: (schema, store.worker_states()[0], generation))
         _tidy(storage, generation)
     return CompactionReport(
         generation,
@@ -167,11 +166,12 @@ def _marker(generation: str, shard: int) -> str:
     return f"{layout.compaction_dir(generation)}/{_SHARDS}/{shard:06d}.parquet"
 
 
-def _prepare(storage: Storage, settings: dict[str, Any]) -> str | None:
+def _prepare(store: Store, settings: dict[str, Any]) -> str | None:
     """Snapshot the current index and plan a generation for it, or find the one a killed run left.
 
     Returns None when the store is already compact with these settings.
     """
+    storage = store.storage
     staging = storage.staging_dir(layout.COMPACTED)
     snapshot = os.path.join(staging, f".source-{uuid.uuid4().hex}.duckdb")
     # The unified index is replaced by rename, never modified, so one copy is a consistent snapshot.
@@ -180,7 +180,7 @@ def _prepare(storage: Storage, settings: dict[str, Any]) -> str | None:
         con = duckdb.connect(":memory:")
         attach_read_only(con, snapshot, "source")
         try:
-            in_force = compaction_in_force(storage)
+            in_force = store.compaction_in_force()
             if in_force is not None and _already_compact(con, in_force, settings):
                 _tidy(storage, in_force)
                 return None
@@ -230,7 +230,7 @@ def _split_labels(labels: np.ndarray, counts: np.ndarray, settings: dict[str, An
 # -- one shard ---------------------------------------------------------------
 
 
-def compact_shard(storage_config: StorageConfig, generation: str, shard: int) -> dict[str, int]:
+def compact_shard(storage_config: Store | StorageConfig, generation: str, shard: int) -> dict[str, int]:
     """Write one shard of a planned compaction: its label range as one file, then its completion marker.
 
     A plain function of picklable arguments, so any executor can run it; running
@@ -242,21 +242,25 @@ def compact_shard(storage_config: StorageConfig, generation: str, shard: int) ->
         # -> {'shard': 0, 'labels': 812, 'segments': 40600, 'points_read': 4000000, 'points': 4000000, ...}
     """
     started = time.perf_counter()
-    storage = open_storage(storage_config)
+    store = open_store(storage_config)
+    storage = store.storage
+    schema = store.require("compaction")
     plan = json.loads(storage.read_bytes(_plan_path(generation)))
     spec = plan["shards"][shard]
-    with Query(
-        storage_config, index_path=storage.local_copy(_source_path(generation)), threads=1, cache_size=0
-    ) as source:
-        schema = source.schema
-        pieces = source.sql(
+    source = AttachedIndex(storage.local_copy(_source_path(generation)))
+    try:
+        files = file_locations(source.cursor)
+        pieces = source.cursor.execute(
             "SELECT label, block_id, file_id, row_offset, point_count FROM point_index "
             "WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT ORDER BY label, block_id, file_id, row_offset",
             [spec["first_label"], spec["last_label"]],
-            output="numpy",
-        )
-        counts = pieces["point_count"].astype(np.int64)
-        points = source.read_rows(pieces["file_id"].astype(np.int64), pieces["row_offset"].astype(np.int64), counts)
+        ).fetchnumpy()
+    finally:
+        source.close()
+    counts = pieces["point_count"].astype(np.int64)
+    points = PointFiles(storage, schema, files).read_rows(
+        pieces["file_id"].astype(np.int64), pieces["row_offset"].astype(np.int64), counts
+    )
     labels = pieces["label"].astype(np.uint64)
     blocks = np.asarray(pieces["block_id"])
     starts = np.flatnonzero(np.concatenate([[True], (labels[1:] != labels[:-1]) | (blocks[1:] != blocks[:-1])]))

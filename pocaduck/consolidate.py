@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import duckdb
 
 from . import layout
-from .config import StorageConfig, as_config
+from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
     EmptyStoreError,
@@ -35,41 +35,14 @@ from .errors import (
     WorkerNotFinalizedError,
 )
 from .index import attach_read_only, create_summary_tables, create_worker_tables
-from .storage import Storage, file_lock, open_storage
+from .storage import Storage, file_lock
+from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
 
 
-def worker_states(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
-    """The store's workers: each one's last finalized session (worker → session) and the unfinished ones
-    (worker → reason).
-
-    A worker can be in both: a re-run that crashed or is still running leaves its last finalized
-    session in force, which ``consolidate(ignore_unfinalized=True)`` keeps serving.
-    """
-    finalized: dict[str, str] = {}
-    unfinished: dict[str, str] = {}
-    for worker_id in storage.listdir(layout.WORKERS):
-        try:
-            record = layout.read_finalized(storage, worker_id)
-        except DamagedStoreError as error:
-            unfinished[worker_id] = f"{error}; re-running the worker rewrites it"
-            continue
-        if record is not None and record.get("session") is not None:
-            finalized[worker_id] = record["session"]
-        with storage.lock(layout.worker_lock(worker_id)) as free:
-            if not free:
-                unfinished[worker_id] = "an Ingestor is still writing it"
-                continue
-        known = {None if record is None else record.get("session"), *(record or {}).get("superseded", [])}
-        stray = [s for s in storage.listdir(layout.sessions_dir(worker_id)) if s not in known]
-        if record is None or stray:
-            unfinished[worker_id] = "it started but never called finalize() (still running, or crashed)"
-    return finalized, unfinished
-
-
 def consolidate(
-    storage_config: StorageConfig | str | os.PathLike,
+    storage_config: Store | StorageConfig | str | os.PathLike,
     output_path: str | None = None,
     *,
     ignore_unfinalized: bool = False,
@@ -92,63 +65,35 @@ def consolidate(
     >>> consolidate(store) == consolidate(store)
     True
     """
-    config = as_config(storage_config)
-    storage = open_storage(config)
-    if not storage.root_exists():
-        raise StoreNotFoundError(f"no store at {config.base_path}")
+    store = open_store(storage_config)
+    if not store.storage.root_exists():
+        raise StoreNotFoundError(f"no store at {store.path}")
 
     def sources() -> tuple[layout.Schema, dict[str, str], str | None]:
-        schema = layout.read_schema(storage)
-        finalized, unfinished = worker_states(storage)
+        schema = store.schema
+        finalized, unfinished = store.worker_states()
         if unfinished and not ignore_unfinalized:
             listing = "; ".join(f"worker {w!r}: {why}" for w, why in unfinished.items())
             raise WorkerNotFinalizedError(
-                f"cannot consolidate {config.base_path}: {listing}. Finish or re-run those workers, or pass "
+                f"cannot consolidate {store.path}: {listing}. Finish or re-run those workers, or pass "
                 f"ignore_unfinalized=True (CLI: --ignore-unfinalized) to consolidate the others"
             )
         if unfinished:
             logger.warning("consolidating without unfinished workers: %s", ", ".join(unfinished))
         if schema is None or not finalized:
-            raise EmptyStoreError(f"{config.base_path} has no finalized worker data to consolidate")
-        return schema, finalized, None if from_sessions else _generation_to_keep(storage)
+            raise EmptyStoreError(f"{store.path} has no finalized worker data to consolidate")
+        return schema, finalized, None if from_sessions else _generation_to_keep(store)
 
-    return publish_unified_index(storage, sources, output_path)
-
-
-def compaction_in_force(storage: Storage) -> str | None:
-    """The compaction generation the current unified index is built on, if any.
-
-    >>> import tempfile
-    >>> compaction_in_force(open_storage(StorageConfig(tempfile.mkdtemp()))) is None
-    True
-    """
-    return _coverage(storage)[1] if storage.exists(layout.UNIFIED_INDEX) else None
+    return publish_unified_index(store, sources, output_path)
 
 
-def _generation_to_keep(storage: Storage) -> str | None:
+def _generation_to_keep(store: Store) -> str | None:
     """The compaction in force, which consolidation keeps serving; None when the index naming it is damaged."""
     try:
-        return compaction_in_force(storage)
+        return store.compaction_in_force()
     except DamagedStoreError as error:
         logger.warning("%s; rebuilding it from the workers' sessions (compact again afterwards)", error)
         return None
-
-
-def _coverage(storage: Storage) -> tuple[set[tuple[str, str]], str | None]:
-    """The (worker, session) pairs the current unified index serves, and the compaction generation it uses."""
-    con = duckdb.connect(":memory:")
-    try:
-        attach_read_only(con, storage.local_copy(layout.UNIFIED_INDEX), "current")
-        sessions = set(con.execute("SELECT worker_id, session_id FROM current.workers").fetchall())
-        tables = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'current' AND table_name = 'compaction'"
-        ).fetchone()[0]
-        generation = con.execute("SELECT generation FROM current.compaction").fetchone()[0] if tables else None
-        return sessions, generation
-    except (duckdb.IOException, duckdb.SerializationException, duckdb.CatalogException) as error:
-        raise DamagedStoreError(f"the unified index {storage.describe(layout.UNIFIED_INDEX)} is damaged") from error
-    finally:
-        con.close()
 
 
 def _covered_sessions(storage: Storage, generation: str) -> dict[str, str]:
@@ -161,7 +106,7 @@ Sources = Callable[[], tuple[layout.Schema, dict[str, str], str | None]]
 _PUBLISH_ATTEMPTS = 5
 
 
-def publish_unified_index(storage: Storage, sources: Sources, output_path: str | None = None) -> str:
+def publish_unified_index(store: Store, sources: Sources, output_path: str | None = None) -> str:
     """Build the unified index from ``sources()`` and publish it unless a newer one appeared meanwhile.
 
     ``sources`` returns the schema, the finalized sessions and the compaction
@@ -171,12 +116,13 @@ def publish_unified_index(storage: Storage, sources: Sources, output_path: str |
 
     Example::
 
-        publish_unified_index(storage, lambda: (schema, {"worker-0": "20260101T000000-abc"}, None))
+        publish_unified_index(store, lambda: (schema, {"worker-0": "20260101T000000-abc"}, None))
         # -> '/data/store/unified_index.duckdb'
     """
+    storage = store.storage
     with write_failures_reported(storage, "consolidation"):
         for _ in range(_PUBLISH_ATTEMPTS):
-            with UnifiedIndexBuild(storage, output_path) as build:
+            with UnifiedIndexBuild(store, output_path) as build:
                 build.fill(*sources())
                 if build.publish():
                     return output_path or storage.describe(layout.UNIFIED_INDEX)
@@ -198,15 +144,15 @@ class UnifiedIndexBuild:
 
     Example::
 
-        with UnifiedIndexBuild(storage) as build:
+        with UnifiedIndexBuild(store) as build:
             build.fill(schema, {"worker-0": "20260101T000000-abc"}, None)
             build.publish()  # False: another run published an index without worker-0's session meanwhile
     """
 
-    def __init__(self, storage: Storage, output_path: str | None = None):
-        self.storage, self.output_path = storage, output_path
+    def __init__(self, store: Store, output_path: str | None = None):
+        self.store, self.storage, self.output_path = store, store.storage, output_path
         # Beside the destination so the final rename stays on one filesystem.
-        folder = os.path.dirname(os.path.abspath(output_path)) if output_path else storage.staging_dir("")
+        folder = os.path.dirname(os.path.abspath(output_path)) if output_path else self.storage.staging_dir("")
         self.path = os.path.join(folder, f"{layout.BUILDING_PREFIX}{uuid.uuid4().hex}")
         self.sessions: set[tuple[str, str]] = set()
         self.generation: str | None = None
@@ -252,7 +198,7 @@ class UnifiedIndexBuild:
             return True
         if self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on):
             return True
-        sessions, generation = _coverage(self.storage)
+        sessions, generation = self.store.served_sessions()
         return self.sessions <= sessions and generation == self.generation
 
 

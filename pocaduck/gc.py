@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 import duckdb
 
 from . import layout
-from .compact import COMPACTION_LOCK
-from .config import StorageConfig, as_config
-from .consolidate import compaction_in_force
+from .config import StorageConfig
 from .errors import CompactionBusyError, DamagedStoreError
 from .index import attach_read_only
-from .storage import Storage, file_lock, open_storage
+from .storage import Storage, file_lock
+from .store import Store, open_store
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,9 @@ class GarbageReport:
     dry_run: bool = False
 
 
-def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_run: bool = False) -> GarbageReport:
+def collect_garbage(
+    storage_config: Store | StorageConfig | str | os.PathLike, *, dry_run: bool = False
+) -> GarbageReport:
     """Remove unreferenced generations and superseded sessions; ``dry_run`` only lists them.
 
     Readers that opened the store before the last compaction or consolidation
@@ -55,13 +56,13 @@ def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_ru
     >>> collect_garbage(store).removed
     []
     """
-    config = as_config(storage_config)
-    storage = open_storage(config)
-    layout.require_store(storage, "gc")
-    with storage.lock(COMPACTION_LOCK) as free:
+    store = open_store(storage_config)
+    storage = store.storage
+    store.require("gc")
+    with storage.lock(layout.COMPACTION_LOCK) as free:
         if not free:
-            raise CompactionBusyError(f"a compaction is running on {config.base_path}; collect garbage after it")
-        referenced = _referenced_paths(storage)
+            raise CompactionBusyError(f"a compaction is running on {store.path}; collect garbage after it")
+        referenced = _referenced_paths(store)
         garbage = _unreferenced_compactions(storage, referenced) + _unreferenced_sessions(storage, referenced)
         if not dry_run:
             for path in garbage:
@@ -70,8 +71,9 @@ def collect_garbage(storage_config: StorageConfig | str | os.PathLike, *, dry_ru
     return GarbageReport(garbage + builds, dry_run)
 
 
-def _referenced_paths(storage: Storage) -> set[str]:
+def _referenced_paths(store: Store) -> set[str]:
     """Every payload file the unified index lists, plus the index of the generation it is built on."""
+    storage = store.storage
     if not storage.exists(layout.UNIFIED_INDEX):
         return set()
     con = duckdb.connect(":memory:")
@@ -80,7 +82,7 @@ def _referenced_paths(storage: Storage) -> set[str]:
         paths = {path for (path,) in con.execute("SELECT path FROM current.files").fetchall()}
     finally:
         con.close()
-    generation = compaction_in_force(storage)
+    generation = store.compaction_in_force()
     return paths | ({layout.compaction_index(generation)} if generation else set())
 
 
@@ -88,7 +90,7 @@ def _unreferenced_compactions(storage: Storage, referenced: set[str]) -> list[st
     garbage = []
     for name in storage.listdir(layout.COMPACTED):
         path = f"{layout.COMPACTED}/{name}"
-        if name == os.path.basename(COMPACTION_LOCK):
+        if name == os.path.basename(layout.COMPACTION_LOCK):
             continue
         if name.startswith("."):  # the index snapshot of a killed compaction
             garbage.append(path)

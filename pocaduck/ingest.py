@@ -1,6 +1,7 @@
 """Blockwise ingestion: one Ingestor per worker buffers writes and packs them into Parquet files.
 
-A write costs a validation and an append to in-memory lists. Work scales with
+A write costs a validation and an append to in-memory lists (``write_block``
+validates a whole block's labels at once). Work scales with
 the data: when the buffer reaches ``max_points_per_file`` (or
 ``max_bytes_per_file``) it is sorted by label, written as one Parquet file
 (temp name, then atomic publish) and indexed with one bulk insert committed
@@ -29,22 +30,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
-from .config import StorageConfig, as_config
-from .consolidate import consolidate
+from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
     IngestorClosedError,
     InvalidArgumentError,
-    InvalidBlockIdError,
-    InvalidLabelError,
     InvalidPointsError,
     SchemaMismatchError,
     WorkerBusyError,
     WorkerWriteError,
 )
-from .index import bbox_columns, create_worker_tables
+from .index import create_worker_tables
+from .keys import check_block_id, check_label, check_labels
 from .layout import Schema
-from .storage import Storage, open_storage
+from .pointfile import chunk_index_rows, write_point_file
+from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
 
@@ -55,9 +55,6 @@ FILES_IN_FLIGHT = 2
 # What a writer thread turns into one file: its file id, then the labels, block ids and (D, n) chunks.
 _Buffer = tuple[int, list[int], list[object], list[np.ndarray]]
 
-_UINT64_LIMIT = 2**64
-_INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
-
 
 @dataclass
 class IngestStats:
@@ -67,45 +64,6 @@ class IngestStats:
     points: int = 0
     files: int = 0
     bytes: int = 0
-
-
-def check_label(label: object) -> int:
-    """Labels are integers in [0, 2**64); numpy integers are accepted, bools and floats are not.
-
-    >>> check_label(np.uint64(2**64 - 1))
-    18446744073709551615
-    """
-    if type(label) is not int:
-        if not isinstance(label, np.integer):
-            raise InvalidLabelError(f"label must be an integer in [0, 2**64), got {type(label).__name__} {label!r}")
-        label = int(label)
-    if not 0 <= label < _UINT64_LIMIT:
-        raise InvalidLabelError(f"label {label} is outside the uint64 range [0, 2**64)")
-    return label
-
-
-def block_id_type_of(block_id: object) -> tuple[object, str]:
-    """Return the block id in canonical form with its type name (``string`` or ``int64``).
-
-    >>> block_id_type_of("0_1_2")
-    ('0_1_2', 'string')
-    """
-    if type(block_id) is str:
-        if not block_id.isascii():
-            try:
-                block_id.encode()
-            except UnicodeEncodeError as error:  # a lone surrogate: Parquet would refuse it only at finalize()
-                raise InvalidBlockIdError(
-                    f"block id {block_id!r} is not valid UTF-8 text ({error.reason}); decode it properly or use "
-                    f"an integer block id"
-                ) from error
-        return block_id, "string"
-    if type(block_id) is int or isinstance(block_id, np.integer):
-        value = int(block_id)
-        if not _INT64_MIN <= value < _INT64_LIMIT:
-            raise InvalidBlockIdError(f"integer block id {value} is outside the int64 range")
-        return value, "int64"
-    raise InvalidBlockIdError(f"block id must be a str or an int, got {type(block_id).__name__} {block_id!r}")
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -139,89 +97,6 @@ def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
     return same_family and np.can_cast(source, target, "safe")
 
 
-def write_point_file(
-    storage: Storage,
-    staging: str,
-    path: str,
-    schema: Schema,
-    chunk_labels: np.ndarray,
-    chunk_blocks: pa.Array,
-    counts: np.ndarray,
-    values: np.ndarray,
-    *,
-    row_group_size: int,
-    compression: str,
-) -> tuple[int, str]:
-    """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's Parquet files.
-
-    Ingestion and compaction both write through here, so every payload file has
-    the layout queries expect, page checksums included. The file is built in
-    ``staging`` and published at ``path`` atomically; returns its size in bytes
-    and its checksum, taken from the local copy before publishing.
-    """
-    chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    string_blocks = pa.types.is_string(chunk_blocks.type)
-    block_type = pa.dictionary(pa.int32(), pa.string()) if string_blocks else chunk_blocks.type
-    arrow_schema = pa.schema(
-        [
-            ("label", pa.uint64()),
-            ("block_id", block_type),
-            *((name, pa.from_numpy_dtype(schema.dtype)) for name in schema.columns),
-        ]
-    )
-    temp = os.path.join(staging, os.path.basename(path) + ".tmp")
-    # Delta encoding (integers) and byte-stream-split (floats) shrink clustered neuron
-    # coordinates several times at no cost in write or read speed.
-    value_encoding = "DELTA_BINARY_PACKED" if schema.dtype.kind in "iu" else "BYTE_STREAM_SPLIT"
-    with pq.ParquetWriter(
-        temp,
-        arrow_schema,
-        compression=compression,
-        use_dictionary=["label", "block_id"],
-        write_statistics=["label"],
-        column_encoding=dict.fromkeys(schema.columns, value_encoding),
-        write_page_checksum=True,  # queries verify them: a flipped bit fails the read instead of moving a point
-    ) as writer:
-        # One row group per call, so every group but the last holds exactly row_group_size rows (queries
-        # locate rows by that), each with a dictionary of only its own labels and blocks: a file-wide block
-        # dictionary is repeated in every row group, which made files of many small writes ~10x larger.
-        for start in range(0, len(chunk_of_row), row_group_size):
-            rows = slice(start, start + row_group_size)
-            chunks = chunk_of_row[rows]
-            if string_blocks:
-                first = int(chunks[0])
-                dictionary = chunk_blocks.slice(first, int(chunks[-1]) - first + 1)
-                blocks = pa.DictionaryArray.from_arrays(pa.array(chunks - first), dictionary)
-            else:
-                blocks = chunk_blocks.take(pa.array(chunks))
-            group = pa.table([chunk_labels[chunks], blocks, *(column[rows] for column in values)], schema=arrow_schema)
-            writer.write_table(group, row_group_size=row_group_size)
-    byte_size = os.path.getsize(temp)
-    with open(temp, "rb") as written:
-        file_checksum = layout.checksum(iter(functools.partial(written.read, 2**22), b""))
-    storage.publish(temp, path)
-    return byte_size, file_checksum
-
-
-def chunk_index_rows(
-    schema: Schema,
-    chunk_labels: np.ndarray,
-    chunk_blocks: pa.Array,
-    file_id: int,
-    counts: np.ndarray,
-    values: np.ndarray,
-) -> pa.Table:
-    """The ``point_index`` rows of a file written by :func:`write_point_file`: offsets, counts and bounding boxes."""
-    offsets = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=offsets[1:])
-    spatial = values[: len(schema.spatial_columns)]
-    bounds = [*np.minimum.reduceat(spatial, offsets, axis=1), *np.maximum.reduceat(spatial, offsets, axis=1)]
-    return pa.table(
-        [chunk_labels, chunk_blocks, np.full(len(counts), file_id, np.int32), offsets, counts, *bounds],
-        names=["label", "block_id", "file_id", "row_offset", "point_count", *bbox_columns(schema)],
-    )
-
-
 class Ingestor:
     """Writes one worker's points into a store.
 
@@ -239,7 +114,7 @@ class Ingestor:
 
     def __init__(
         self,
-        storage_config: StorageConfig | str | os.PathLike,
+        storage_config: Store | StorageConfig | str | os.PathLike,
         worker_id: str | int,
         max_points_per_file: int = 10_000_000,
         verbose: bool = False,
@@ -253,13 +128,14 @@ class Ingestor:
         self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
         self.row_group_size = _positive_int("row_group_size", row_group_size)
         self.compression = _check_compression(compression)
-        self.storage_config = as_config(storage_config)
+        store = open_store(storage_config)
+        self.storage_config = store.config
         self.worker_id = layout.check_worker_id(worker_id)
         self.verbose = verbose
         self.stats = IngestStats()
         self._requested_columns = layout.column_names(columns) if columns is not None else None
-        self._storage = open_storage(self.storage_config)
-        self._schema = layout.read_schema(self._storage)
+        self._storage = store.storage
+        self._schema = store.schema
         if self._schema is not None and self._requested_columns not in (None, self._schema.columns):
             raise SchemaMismatchError(
                 f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
@@ -382,17 +258,53 @@ class Ingestor:
         """
         self._require_open()
         label = check_label(label)
-        block_id, block_id_type = block_id_type_of(block_id)
+        block_id, block_id_type = check_block_id(block_id)
+        if not self._check_points(points, block_id_type):
+            return
+        self.stats.writes += 1
+        self._append(label, block_id, np.array(points.T, dtype=self._schema.dtype, order="C"))
+
+    def write_block(self, block_id: str | int, labels: np.ndarray, points: np.ndarray) -> None:
+        """Add every label's points found in one block in one call: ``labels[i]`` is the label of ``points[i]``.
+
+        The same as one ``write`` per distinct label, with the block checked once:
+        the way to write a block of many labels (``scan_volume`` writes so).
+
+        >>> import tempfile
+        >>> with Ingestor(tempfile.mkdtemp(), worker_id=0) as ingestor:
+        ...     ingestor.write_block("0_0_0", np.array([7, 5, 7]), np.array([[1, 1, 1], [2, 2, 2], [3, 3, 3]]))
+        ...     ingestor.stats.writes, ingestor.stats.points == 0
+        (2, True)
+        """
+        self._require_open()
+        block_id, block_id_type = check_block_id(block_id)
+        if not self._check_points(points, block_id_type):
+            return
+        labels = check_labels(labels, len(points))
+        if len(labels) > 1 and (labels[1:] < labels[:-1]).any():
+            order = np.argsort(labels, kind="stable")
+            labels, points = labels[order], points[order]
+        columns = np.array(points.T, dtype=self._schema.dtype, order="C")
+        starts = np.flatnonzero(np.concatenate(([True], labels[1:] != labels[:-1])))
+        ends = np.append(starts[1:], len(labels))
+        self.stats.writes += len(starts)
+        for label, start, end in zip(labels[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+            self._append(label, block_id, columns[:, start:end])
+
+    def _check_points(self, points: object, block_id_type: str) -> bool:
+        """Refuse points that do not fit the store (fixing its schema on the first write); False when empty."""
         if not isinstance(points, np.ndarray):
             raise InvalidPointsError(f"points must be a numpy array of shape (N, D), got {type(points).__name__}")
         if points.ndim != 2:
             raise InvalidPointsError(f"points must have shape (N, D), got shape {points.shape}")
         if points.shape[0] == 0:
-            return
+            return False
         schema = self._schema or self._establish_schema(points, block_id_type)
         self._check_fits(points, block_id_type, schema)
-        columns = np.array(points.T, dtype=schema.dtype, order="C")  # our own copy: the caller may reuse theirs
-        self.stats.writes += 1
+        return True
+
+    def _append(self, label: int, block_id: str | int, columns: np.ndarray) -> None:
+        """Buffer one label's (D, n) columns, our own copy, cut where a file fills up."""
         while columns.shape[1]:
             room = self.max_points_per_file - self._buffered_points
             piece = columns[:, :room]
@@ -538,10 +450,12 @@ class Ingestor:
 
     @staticmethod
     def consolidate_indexes(
-        storage_config: StorageConfig | str | os.PathLike,
+        storage_config: Store | StorageConfig | str | os.PathLike,
         output_path: str | None = None,
         *,
         ignore_unfinalized: bool = False,
     ) -> str:
         """Merge every finalized worker's index into the unified index; see :func:`pocaduck.consolidate`."""
+        from .consolidate import consolidate  # the original API's spelling; consolidation sits above ingestion
+
         return consolidate(storage_config, output_path, ignore_unfinalized=ignore_unfinalized)

@@ -21,6 +21,9 @@
 The unified index names the compaction generation it is built on (table
 ``compaction``); consolidation keeps using that generation for the sessions it
 covers and adds newer sessions beside it.
+
+A store of the original pocaduck (0.1.x) has no manifest; it is known by its
+``unified_index.db`` and ``optimized/optimized_index.db`` (see ``legacy.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import as_config
 from .errors import (
     DamagedStoreError,
     InvalidArgumentError,
@@ -46,7 +48,7 @@ from .errors import (
     StoreNotFoundError,
     StoreWriteError,
 )
-from .storage import Storage, open_storage
+from .storage import Storage
 
 FORMAT_NAME = "pocaduck-store"
 FORMAT_VERSION = 1
@@ -55,6 +57,9 @@ UNIFIED_INDEX = "unified_index.duckdb"
 WORKERS = "workers"
 COMPACTED = "compacted"
 BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
+COMPACTION_LOCK = f"{COMPACTED}/.lock"
+LEGACY_INDEX = "unified_index.db"
+LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 # Rows per Parquet row group, for ingestion and compaction alike. A label read decodes whole row groups:
 # 8,192 rows read a small label ~3x faster than 32,768; files grow a little (each group has its own dictionaries).
 ROW_GROUP_SIZE = 8_192
@@ -232,7 +237,7 @@ class Schema:
             )
         return cls(
             columns=tuple(body["columns"]),
-            dtype=_dtype(body["dtype"]),
+            dtype=dtype_of(body["dtype"]),
             block_id_type=body["block_id_type"],
             metadata={k: v for k, v in body.items() if k not in known},
         )
@@ -254,7 +259,7 @@ def _json_object(data: bytes, where: str) -> dict:
     return body
 
 
-def _dtype(name: object) -> np.dtype:
+def dtype_of(name: object) -> np.dtype:
     try:
         return np.dtype(name)
     except TypeError as error:
@@ -323,41 +328,6 @@ def writing(storage: Storage, path: str) -> Iterator[None]:
         ) from error
 
 
-def require_store(storage: Storage, verb: str) -> Schema:
-    """The schema of the store at ``storage``; refuse (before ``verb`` deletes or rewrites anything) if it is none.
-
-    >>> import tempfile
-    >>> require_store(open_storage(as_config(tempfile.mkdtemp())), "gc")
-    Traceback (most recent call last):
-    ...
-    pocaduck.errors.StoreNotFoundError: ... holds no pocaduck store (no pocaduck.json; it is empty): gc changes nothing there...
-    """
-    schema = read_schema(storage) if storage.root_exists() else None
-    if schema is None:
-        raise StoreNotFoundError(
-            f"{storage.describe('')} holds no pocaduck store (no {MANIFEST}; {_what_is_there(storage)}): "
-            f"{verb} changes nothing there. Give the folder of a store, the one holding {MANIFEST}"
-        )
-    return schema
-
-
-def require_store_or_empty(storage: Storage, verb: str) -> Schema | None:
-    """Like ``require_store``, but a folder that is absent or empty is fine too (``verb`` will create the store)."""
-    if not storage.root_exists() or not storage.listdir(""):
-        return None
-    return require_store(storage, verb)
-
-
-def _what_is_there(storage: Storage) -> str:
-    if not storage.root_exists():
-        return "it does not exist"
-    names = storage.listdir("")
-    if not names:
-        return "it is empty"
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return f"it holds {shown}"
-
-
 def establish_schema(storage: Storage, proposed: Schema) -> Schema:
     """Record ``proposed`` as the store's schema unless one exists; return the one in force.
 
@@ -379,37 +349,6 @@ def require_same_schema(existing: Schema, proposed: Schema) -> None:
             f"block ids, but this data has columns {list(proposed.columns)} of {proposed.dtype} with "
             f"{proposed.block_id_type} block ids"
         )
-
-
-def create_store(
-    store: object,
-    *,
-    columns: tuple[str, ...] | list[str] = ("x", "y", "z"),
-    dtype: str | np.dtype = "int64",
-    block_id_type: str = "string",
-    **metadata: Any,
-) -> Schema:
-    """Declare a store's schema before any write (otherwise the first write fixes it).
-
-    Extra keyword arguments (e.g. ``voxel_size=(8, 8, 33)``) are kept in the
-    manifest for viewers and tools. Returns the schema in force; declaring a
-    different schema for an existing store raises ``SchemaMismatchError``.
-
-    >>> import tempfile
-    >>> create_store(tempfile.mkdtemp(), columns=("x", "y", "z", "supervoxel"), voxel_size=[8, 8, 33]).columns
-    ('x', 'y', 'z', 'supervoxel')
-    """
-    for key in ("voxel_size", "voxel_offset"):
-        if key in metadata:
-            check_voxel_setting(key, metadata[key])
-    try:
-        json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgumentError(f"store metadata must be plain JSON without NaN or infinity: {error}") from error
-    proposed = Schema(column_names(columns), _dtype(dtype), block_id_type, metadata)
-    storage = open_storage(as_config(store))
-    with writing(storage, MANIFEST):
-        return establish_schema(storage, proposed)
 
 
 def check_voxel_setting(name: str, values: object) -> None:

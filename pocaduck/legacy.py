@@ -24,8 +24,7 @@ import functools
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import duckdb
@@ -35,34 +34,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout
-from ._sql import lock_down, private_connection, run_select, tables_of
-from ._timing import Timing, print_timing_info
-from .config import StorageConfig, as_config
+from ._sql import lock_down, private_connection, tables_of
+from ._timing import Timing
+from .config import StorageConfig
 from .consolidate import consolidate
-from .errors import InvalidArgumentError, LegacyStoreError, SQLError, StoreNotFoundError
-from .index import attach_read_only, label_summary
-from .ingest import Ingestor, check_label
+from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
+from .index import attach_read_only
+from .ingest import Ingestor
+from .keys import check_label
 from .progress import ProgressEvent
-from .storage import Storage, open_storage
+from .reader import Reader
+from .storage import Storage
+from .store import Store, create_store, open_store
 
 logger = logging.getLogger("pocaduck")
 
-LEGACY_INDEX = "unified_index.db"
-LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 _INT64_LIMIT = 2**63
-_CATALOG = "memory"  # where the views over the attached original index live
-
-
-def is_legacy_store(storage: Storage) -> bool:
-    """A store of the original library: its index files, and no manifest of ours.
-
-    >>> import tempfile
-    >>> is_legacy_store(open_storage(StorageConfig(tempfile.mkdtemp())))
-    False
-    """
-    if storage.exists(layout.MANIFEST):
-        return False
-    return storage.exists(LEGACY_INDEX) or storage.exists(LEGACY_OPTIMIZED_INDEX)
 
 
 def _store_relative(recorded_path: str) -> str:
@@ -89,7 +76,7 @@ def _points_of(data: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
     return pc.list_flatten(data).to_numpy(zero_copy_only=False).reshape(len(lengths), int(lengths[0]))
 
 
-class LegacyQuery:
+class LegacyQuery(Reader):
     """Read-only queries on an original-library store, answering exactly as ``pocaduck==0.1.1`` did.
 
     Example::
@@ -99,25 +86,30 @@ class LegacyQuery:
         # -> ('LegacyQuery', dtype('int64'))
     """
 
+    _catalog = "memory"  # where the views over the attached original index live
+
     def __init__(
         self,
-        storage_config: StorageConfig | str | os.PathLike,
+        storage_config: Store | StorageConfig | str | os.PathLike,
         index_path: str | None = None,
         threads: int | None = None,
         cache_size: int = 10,
     ):
-        self.storage_config = as_config(storage_config)
+        store = open_store(storage_config)
+        self.storage_config = store.config
         self.cache_size = cache_size
         self.threads = threads or os.cpu_count() or 1
-        self._storage = open_storage(self.storage_config)
-        self.using_optimized_data = index_path is None and self._storage.exists(LEGACY_OPTIMIZED_INDEX)
+        self._storage = store.storage
+        self.using_optimized_data = index_path is None and self._storage.exists(layout.LEGACY_OPTIMIZED_INDEX)
         if index_path is None:
-            index_path = self._storage.local_copy(LEGACY_OPTIMIZED_INDEX if self.using_optimized_data else LEGACY_INDEX)
+            index_path = self._storage.local_copy(
+                layout.LEGACY_OPTIMIZED_INDEX if self.using_optimized_data else layout.LEGACY_INDEX
+            )
         if not os.path.exists(index_path):
             raise StoreNotFoundError(f"{index_path} does not exist: run the original's consolidate_indexes first")
         self.index_path = index_path
-        self.db_connection = self._connect(index_path)
-        self._tables = tables_of(self.db_connection, _CATALOG)
+        self.db_connection = self._lookups = self._connect(index_path)
+        self._tables = tables_of(self.db_connection, self._catalog)
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _connect(self, index_path: str) -> duckdb.DuckDBPyConnection:
@@ -145,35 +137,10 @@ class LegacyQuery:
         width = int(pc.list_value_length(first.column("data").slice(0, 1)).to_numpy()[0])
         return layout.Schema(layout.default_columns(width), np.dtype("int64"), "string")
 
-    def sql(
-        self, statement: str, params: Sequence[Any] | None = None, output: str = "pandas", timeout: float | None = None
-    ) -> Any:
-        """One read-only SELECT over ``labels`` and ``point_cloud_index``, as :meth:`pocaduck.Query.sql` runs it.
-
-        Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5")``.
-        """
-        try:
-            return run_select(self.db_connection, _CATALOG, self._tables, statement, params, output, timeout)
-        except duckdb.Error as error:
-            raise SQLError(str(error)) from error
-
-    def get_label_summary(self, label: int) -> dict[str, Any]:
-        """Point count (before de-duplication, as the original counts), block count and file count of ``label``."""
-        return label_summary(self.db_connection, check_label(label))
-
-    def __enter__(self) -> LegacyQuery:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
     def close(self) -> None:
+        """Release the index connection and the cache."""
         self._points_cache.clear()
-        if self.db_connection is not None:
-            self.db_connection.close()
-            self.db_connection = None
-
-    print_timing_info = staticmethod(print_timing_info)
+        self.db_connection.close()
 
     def get_labels(self) -> np.ndarray:
         """All labels, sorted, as uint64."""
@@ -292,25 +259,26 @@ def migrate(
         migrate("/data/old_store", "/data/new_store")
         # -> '/data/new_store/unified_index.duckdb'
     """
-    old = open_storage(as_config(old_store))
-    if not old.root_exists() or not is_legacy_store(old):
+    old_opened = open_store(old_store)
+    old = old_opened.storage
+    if not old.root_exists() or old_opened.kind != "original":
         raise LegacyStoreError(
-            f"{as_config(old_store).base_path} is not a store written by the original pocaduck "
-            f"(no {LEGACY_INDEX} or {LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
+            f"{old_opened.path} is not a store written by the original pocaduck "
+            f"(no {layout.LEGACY_INDEX} or {layout.LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
         )
-    _check_target(as_config(old_store).base_path, open_storage(as_config(new_store)))
-    optimized_only = not old.exists(LEGACY_INDEX)
-    pairs = _indexed_pairs(old, LEGACY_OPTIMIZED_INDEX if optimized_only else LEGACY_INDEX)
+    _check_target(old_opened.path, open_store(new_store))
+    optimized_only = not old.exists(layout.LEGACY_INDEX)
+    pairs = _indexed_pairs(old, layout.LEGACY_OPTIMIZED_INDEX if optimized_only else layout.LEGACY_INDEX)
     files = sorted(pairs)
     if not files:
-        raise LegacyStoreError(f"{old.describe(LEGACY_INDEX)} indexes no points: there is nothing to migrate")
+        raise LegacyStoreError(f"{old.describe(layout.LEGACY_INDEX)} indexes no points: there is nothing to migrate")
     dimensions, dtype = _common_shape(old, files)
-    layout.create_store(
+    create_store(
         new_store,
         columns=layout.default_columns(dimensions),
         dtype=dtype,
         block_id_type="string",
-        migrated_from=as_config(old_store).base_path,
+        migrated_from=old_opened.path,
     )
     report = progress or (lambda event: None)
     by_worker: dict[str, list[str]] = {}
@@ -333,12 +301,12 @@ def migrate(
     return consolidate(new_store)
 
 
-def _check_target(source: str, new: Storage) -> None:
+def _check_target(source: str, new: Store) -> None:
     """Refuse a target that holds anything but an earlier (interrupted) migration of the same store."""
-    schema = layout.require_store_or_empty(new, "migrate")
+    schema = new.require_or_empty("migrate")
     if schema is not None and schema.metadata.get("migrated_from") != source:
         raise InvalidArgumentError(
-            f"{new.describe('')} already holds a pocaduck store (not a migration of {source}): "
+            f"{new.storage.describe('')} already holds a pocaduck store (not a migration of {source}): "
             f"migrate writes nothing there. Give a new or empty folder"
         )
 

@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
-from .config import StorageConfig, as_config
+from .config import StorageConfig
 from .errors import PocaduckError, StoreNotFoundError
 from .index import attach_read_only
-from .storage import Storage, open_storage
+from .storage import Storage
+from .store import Store, open_store
 
 _TABLES = ("files", "point_index", "labels", "workers")
 _CONSOLIDATE = "run `pocaduck consolidate STORE` to rebuild it from the worker indexes"
@@ -82,7 +83,7 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(storage_config: StorageConfig | str | os.PathLike, deep: bool = False) -> VerifyReport:
+def verify(storage_config: Store | StorageConfig | str | os.PathLike, deep: bool = False) -> VerifyReport:
     """Check a consolidated store's manifest, index and data files; report every problem found.
 
     >>> import tempfile, numpy as np
@@ -95,11 +96,11 @@ def verify(storage_config: StorageConfig | str | os.PathLike, deep: bool = False
     >>> report.ok, report.files, report.labels, report.points
     (True, 1, 1, 2)
     """
-    config = as_config(storage_config)
-    storage = open_storage(config)
+    store = open_store(storage_config)
+    storage = store.storage
     if not storage.root_exists():
-        raise StoreNotFoundError(f"no store at {config.base_path}")
-    report: dict[str, Any] = {"store": config.base_path, "deep": deep}
+        raise StoreNotFoundError(f"no store at {store.path}")
+    report: dict[str, Any] = {"store": store.path, "deep": deep}
     problems = _check_manifest(storage)
     if not storage.exists(layout.UNIFIED_INDEX):
         problems.append(Problem(layout.UNIFIED_INDEX, "missing: the store was never consolidated", _CONSOLIDATE))

@@ -83,14 +83,12 @@ def under_file_size_limit(verb: str, store: str, limit: str) -> None:
 
 def build_and_wait(store: str) -> None:
     """Build a unified index, then hold the build open (unpublished) until stdin closes or we are killed."""
-    from pocaduck import StorageConfig
-    from pocaduck.consolidate import UnifiedIndexBuild, worker_states
-    from pocaduck.layout import read_schema
-    from pocaduck.storage import open_storage
+    from pocaduck import open_store
+    from pocaduck.consolidate import UnifiedIndexBuild
 
-    storage = open_storage(StorageConfig(store))
-    with UnifiedIndexBuild(storage) as build:
-        build.fill(read_schema(storage), worker_states(storage)[0], None)
+    opened = open_store(store)
+    with UnifiedIndexBuild(opened) as build:
+        build.fill(opened.schema, opened.worker_states()[0], None)
         say(os.path.basename(build.path))
         sys.stdin.read()
 

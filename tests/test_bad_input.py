@@ -199,7 +199,7 @@ def test_a_failed_file_write_surfaces_and_leaves_the_worker_unfinished(store):
 
 
 def test_query_of_nothing_says_what_it_expects():
-    with pytest.raises(InvalidArgumentError, match="store path, a URL or a StorageConfig"):
+    with pytest.raises(InvalidArgumentError, match="store path, a URL, a StorageConfig or a Store"):
         Query(None)
 
 

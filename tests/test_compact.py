@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from _support import as_row_set
 
-from pocaduck import Ingestor, Query, consolidate
+from pocaduck import Ingestor, Query, consolidate, layout, open_store
 from pocaduck.cli import main as cli
-from pocaduck.compact import COMPACTION_LOCK, compact
-from pocaduck.consolidate import compaction_in_force
+from pocaduck.compact import compact
 from pocaduck.errors import (
     CompactionBusyError,
     CompactionError,
@@ -71,7 +70,7 @@ def files_in_index(store: str) -> list[str]:
 
 
 def compaction_generation(store: str) -> str | None:
-    return compaction_in_force(LocalStorage(store))
+    return open_store(store).compaction_in_force()
 
 
 @pytest.fixture
@@ -185,7 +184,7 @@ def test_compaction_needs_a_consolidated_store(store):
 
 
 def test_only_one_compaction_runs_at_a_time(scattered):
-    with LocalStorage(scattered).lock(COMPACTION_LOCK) as free:
+    with LocalStorage(scattered).lock(layout.COMPACTION_LOCK) as free:
         assert free
         with pytest.raises(CompactionBusyError):
             compact(scattered, workers=1)

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from _support import as_row_set
 
-from pocaduck import EmptyStoreError, Ingestor, Query, StorageConfig, WorkerNotFinalizedError, consolidate
-from pocaduck.consolidate import UnifiedIndexBuild, publish_unified_index, worker_states
+from pocaduck import EmptyStoreError, Ingestor, Query, WorkerNotFinalizedError, consolidate, open_store
+from pocaduck.consolidate import UnifiedIndexBuild, publish_unified_index
 from pocaduck.gc import collect_garbage
-from pocaduck.layout import BUILDING_PREFIX, read_schema
-from pocaduck.storage import open_storage
+from pocaduck.layout import BUILDING_PREFIX
 
 
 def write_worker(store, worker_id, label_points):
@@ -110,9 +109,9 @@ def test_original_table_name_is_available_for_sql(store):
 def test_an_older_view_published_last_keeps_the_worker_that_finished_in_between(store):
     write_worker(store, 0, {1: np.ones((2, 3))})
     consolidate(store)
-    storage = open_storage(StorageConfig(store))
-    with UnifiedIndexBuild(storage) as older:
-        older.fill(read_schema(storage), worker_states(storage)[0], None)  # sees worker 0 only
+    opened = open_store(store)
+    with UnifiedIndexBuild(opened) as older:
+        older.fill(opened.schema, opened.worker_states()[0], None)  # sees worker 0 only
         write_worker(store, 1, {2: np.ones((4, 3))})
         consolidate(store)  # a later run sees both and publishes first
         assert older.publish()  # the newer index already serves all the older view has: it stays
@@ -124,9 +123,9 @@ def test_an_older_view_published_last_keeps_the_worker_that_finished_in_between(
 def test_a_view_missing_a_worker_never_replaces_one_that_has_it(store):
     write_worker(store, 0, {1: np.ones((2, 3))})
     write_worker(store, 1, {2: np.ones((4, 3))})
-    storage = open_storage(StorageConfig(store))
-    schema, finalized = read_schema(storage), worker_states(storage)[0]
-    with UnifiedIndexBuild(storage) as full, UnifiedIndexBuild(storage) as partial:
+    opened = open_store(store)
+    schema, finalized = opened.schema, opened.worker_states()[0]
+    with UnifiedIndexBuild(opened) as full, UnifiedIndexBuild(opened) as partial:
         full.fill(schema, finalized, None)
         partial.fill(schema, {"0": finalized["0"]}, None)  # read before worker 1 finished
         assert partial.publish()
@@ -137,7 +136,7 @@ def test_a_view_missing_a_worker_never_replaces_one_that_has_it(store):
 
 def test_a_consolidation_overtaken_by_one_that_misses_a_worker_rebuilds_and_keeps_it(store):
     write_worker(store, 0, {1: np.ones((2, 3))})
-    storage = open_storage(StorageConfig(store))
+    opened = open_store(store)
     calls = []
 
     def sources():
@@ -145,9 +144,9 @@ def test_a_consolidation_overtaken_by_one_that_misses_a_worker_rebuilds_and_keep
         if len(calls) == 1:  # while this run builds: another publishes, then worker 1 finishes
             consolidate(store)
             write_worker(store, 1, {2: np.ones((4, 3))})
-        return read_schema(storage), worker_states(storage)[0], None
+        return opened.schema, opened.worker_states()[0], None
 
-    publish_unified_index(storage, sources)
+    publish_unified_index(opened, sources)
     assert calls == [0, 1]
     with Query(store) as query:
         assert query.get_labels().tolist() == [1, 2]

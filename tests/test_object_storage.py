@@ -21,9 +21,20 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from _object_servers import S3Server, azurite, azurite_command, gcs_emulator
 from _support import as_row_set, worker_points
 
-from pocaduck import Ingestor, Query, StorageConfig, compact, consolidate, make_demo_volume, scan_volume, verify
+from pocaduck import (
+    Ingestor,
+    Query,
+    StorageConfig,
+    compact,
+    consolidate,
+    create_store,
+    make_demo_volume,
+    open_store,
+    scan_volume,
+    verify,
+)
 from pocaduck.cli import main
-from pocaduck.consolidate import UnifiedIndexBuild, worker_states
+from pocaduck.consolidate import UnifiedIndexBuild
 from pocaduck.errors import (
     PocaduckError,
     SchemaMismatchError,
@@ -31,7 +42,6 @@ from pocaduck.errors import (
     StorageUnavailableError,
     UnsupportedStorageError,
 )
-from pocaduck.layout import create_store, read_schema
 from pocaduck.storage import open_storage
 
 LABELS = [3, 2**63, 2**64 - 1]
@@ -399,17 +409,17 @@ def test_a_rebuilt_index_of_the_same_size_is_still_fetched_again(s3_store):
 def test_an_older_view_published_last_on_s3_keeps_the_worker_that_finished_in_between(s3_store):
     first = ingest(s3_store, 0, range(2))
     consolidate(s3_store)
-    storage = open_storage(s3_store)
-    with UnifiedIndexBuild(storage) as older:
-        older.fill(read_schema(storage), worker_states(storage)[0], None)  # sees worker 0 only
+    opened = open_store(s3_store)
+    with UnifiedIndexBuild(opened) as older:
+        older.fill(opened.schema, opened.worker_states()[0], None)  # sees worker 0 only
         second = ingest(s3_store, 1, range(2, 4))
         consolidate(s3_store)
         assert older.publish()  # the conditional PUT is refused; the newer index serves all it has
     with Query(s3_store) as query:
         assert query.info()["workers"] == 2
-    with UnifiedIndexBuild(storage) as full, UnifiedIndexBuild(storage) as partial:
-        full.fill(read_schema(storage), worker_states(storage)[0], None)
-        partial.fill(read_schema(storage), {"0": worker_states(storage)[0]["0"]}, None)
+    with UnifiedIndexBuild(opened) as full, UnifiedIndexBuild(opened) as partial:
+        full.fill(opened.schema, opened.worker_states()[0], None)
+        partial.fill(opened.schema, {"0": opened.worker_states()[0]["0"]}, None)
         assert partial.publish()
         assert not full.publish()  # started from the index partial replaced: refused
     with Query(s3_store) as query:

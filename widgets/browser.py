@@ -22,7 +22,7 @@ import pyarrow as pa
 import traitlets as t
 
 from pocaduck import PocaduckError
-from pocaduck.ingest import check_label
+from pocaduck.keys import check_label
 
 from ._source import StoreLike, open_query
 from ._wire import encode_page

@@ -20,7 +20,7 @@ import numpy as np
 import pythreejs as three
 import traitlets as t
 
-from pocaduck.ingest import check_label
+from pocaduck.keys import check_label
 
 from ._colors import category_colors, label_color, ramp_colors
 from ._source import StoreLike, open_query, voxel_size

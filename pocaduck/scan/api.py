@@ -29,13 +29,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..config import StorageConfig, as_config
+from ..config import StorageConfig
 from ..consolidate import consolidate as consolidate_store
-from ..consolidate import worker_states
 from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
-from ..layout import create_store, require_store_or_empty
 from ..progress import ProgressEvent
-from ..storage import open_storage
+from ..store import Store, create_store, open_store
 from .blocks import BlockGrid
 from .events import EventLog, TqdmProgress
 from .executors import run_dask, run_local
@@ -167,7 +165,7 @@ class ScanHandle:
 
 def scan_volume(
     volume: Any,
-    store: StorageConfig | str | os.PathLike,
+    store: Store | StorageConfig | str | os.PathLike,
     block_shape: int | Sequence[int] = (64, 64, 64),
     workers: int = 4,
     mode: Mode = "surface",
@@ -232,14 +230,15 @@ def scan_volume(
     # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
     tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)
     runs = grid.split(workers)
-    config = as_config(store)
+    config = open_store(store).config
     if config.is_local:  # workers may run in another directory (a forkserver, a Dask node)
         config = dataclasses.replace(config, base_path=config.local_root)
+    opened = open_store(config)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
-    _prepare_store(config, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
+    _prepare_store(opened, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
     if resume:  # a worker whose later run did not finish is redone, though its earlier run is still served
-        finalized, unfinished = worker_states(open_storage(config))
+        finalized, unfinished = opened.worker_states()
         finished = set(finalized) - set(unfinished)
     else:
         finished = set()
@@ -264,7 +263,7 @@ def scan_volume(
     def execute(emit: Callable[[ProgressEvent], None], stop: threading.Event) -> ScanResult:
         started = time.perf_counter()
         results = _run_tasks(volume, tasks, client, len(runs), retries, emit, stop)
-        return _finish(config, results, consolidate, started)
+        return _finish(opened, results, consolidate, started)
 
     handle = ScanHandle(execute, progress)
     return handle._start() if background else handle._run_here()
@@ -295,7 +294,7 @@ def _run_tasks(
 
 
 def _prepare_store(
-    config: StorageConfig,
+    store: Store,
     dtype: str,
     grid: BlockGrid,
     selection: PointSelection,
@@ -307,7 +306,7 @@ def _prepare_store(
 
     A folder that holds files but no pocaduck store is refused before anything is written.
     """
-    require_store_or_empty(open_storage(config), "scan")
+    store.require_or_empty("scan")
     metadata = {
         "voxel_size": _xyz(voxel_size),
         "voxel_offset": _xyz(voxel_offset),
@@ -323,7 +322,7 @@ def _prepare_store(
             "workers": workers,
         },
     }
-    schema = create_store(config, columns=COLUMNS, dtype=dtype, block_id_type="int64", **metadata)
+    schema = create_store(store, columns=COLUMNS, dtype=dtype, block_id_type="int64", **metadata)
     wanted = json.loads(json.dumps(metadata))
     if schema.metadata != wanted:
         held = {**schema.metadata, **schema.metadata.get("scan", {})}
@@ -333,24 +332,24 @@ def _prepare_store(
             if key != "scan" and held.get(key) != value
         )
         raise ScanConflictError(
-            f"{config.base_path} holds a scan made with other settings: {differences}. Re-run with the store's "
+            f"{store.path} holds a scan made with other settings: {differences}. Re-run with the store's "
             f"settings to redo or finish that scan, or use a new store"
         )
 
 
-def _finish(config: StorageConfig, results: dict, consolidate: bool, started: float) -> ScanResult:
+def _finish(store: Store, results: dict, consolidate: bool, started: float) -> ScanResult:
     outcomes = [r for r in results.values() if isinstance(r, WorkerOutcome)]
     failures = [r for r in results.values() if isinstance(r, ScanWorkerError)]
     if any(isinstance(r, ScanCancelledError) for r in results.values()):
         raise ScanCancelledError(
-            f"the scan of {config.base_path} was cancelled after {len(outcomes)} of {len(results)} workers finished; "
+            f"the scan of {store.path} was cancelled after {len(outcomes)} of {len(results)} workers finished; "
             f"run the same scan again to finish it (resume=True keeps the finished workers)"
         )
     timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write", "cpu")}
     clock = time.perf_counter()
     if consolidate:
         with contextlib.suppress(EmptyStoreError):  # nothing finished, or no labels at all: nothing to index
-            consolidate_store(config, ignore_unfinalized=bool(failures))
+            consolidate_store(store, ignore_unfinalized=bool(failures))
     timings["consolidate"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - started
     if failures:
@@ -359,7 +358,7 @@ def _finish(config: StorageConfig, results: dict, consolidate: bool, started: fl
         raise first
     events = [o.final_event for o in outcomes]
     return ScanResult(
-        store=config.base_path,
+        store=store.path,
         workers=len(results),
         blocks=sum(e.blocks_done for e in events),
         voxels=sum(o.voxels for o in outcomes),

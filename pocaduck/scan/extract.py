@@ -59,8 +59,8 @@ class PointSelection:
 class BlockPoints:
     """One block's points grouped by label: ``columns[:, starts[i]:starts[i] + counts[i]]`` belong to ``labels[i]``.
 
-    ``columns`` is (3, N) with rows x, y, z, so each label's (N, 3) points are
-    a transposed view, ready for ``Ingestor.write`` without reshuffling.
+    ``columns`` is (3, N) with rows x, y, z, and labels come sorted, so
+    ``Ingestor.write_block`` takes the block as it is, without reordering.
     """
 
     labels: np.ndarray

@@ -180,9 +180,7 @@ def _scan_block(
         dtype=task.dtype,
     )
     extract_done = time.perf_counter()
-    columns = points.columns
-    for label, first, count in zip(points.labels.tolist(), points.starts.tolist(), points.counts.tolist(), strict=True):
-        ingestor.write(label, block_id, columns[:, first : first + count].T)
+    ingestor.write_block(block_id, np.repeat(points.labels, points.counts), points.columns.T)
     meter.labels.update(points.labels.tolist())
     meter.points += points.point_count
     meter.voxels += int(np.prod(np.subtract(stop, start)))
