@@ -8,6 +8,7 @@ Playwright (Playwright's own browser download does not work here).
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import shutil
 import socket
@@ -33,6 +34,29 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def skip_without_browser() -> None:
+    """Skip the calling test module when Chromium, Playwright or JupyterLab is missing; under CI fail instead."""
+    import pytest  # here, not at the top: the widget benchmark imports this module without pytest
+
+    missing = [
+        *(
+            [f"Chromium ({CHROMIUM}): apt-get install chromium, or set POCADUCK_CHROMIUM"]
+            if not os.path.exists(CHROMIUM)
+            else []
+        ),
+        *(
+            f"the {name} package: pip install -e '.[browser-test]'"
+            for name in ("playwright", "jupyterlab")
+            if importlib.util.find_spec(name) is None
+        ),
+    ]
+    if missing:
+        message = "browser tests need " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def free_port() -> int:
@@ -114,6 +138,24 @@ def open_notebook(page, url: str, name: str, timeout_ms: int = 90_000) -> None:
             return kernel && kernel.status === 'idle';
         }""",
         timeout=timeout_ms,
+    )
+
+
+def error_outputs(page) -> list[str]:
+    """Every error output of the open notebook, as "cell N: Name: message"."""
+    return page.evaluate(
+        """() => {
+            const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+            const errors = [];
+            for (let i = 0; i < cells.length; i++) {
+                const cell = cells.get(i);
+                if (cell.type !== 'code') continue;
+                for (const output of cell.outputs.toJSON()) {
+                    if (output.output_type === 'error') errors.push(`cell ${i}: ${output.ename}: ${output.evalue}`);
+                }
+            }
+            return errors;
+        }"""
     )
 
 
