@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import math
 import os
 import shutil
 import socket
@@ -206,6 +207,18 @@ def pixels_unlike(page, png: bytes, background: tuple[int, int, int], tolerance:
 VIEWER_BACKGROUND = (0x11, 0x14, 0x18)  # the point cloud viewer's scene background
 
 
+def canvas_screenshot(page, canvas) -> bytes:
+    """A screenshot of the whole pixels inside ``canvas`` and nothing else.
+
+    ``canvas.screenshot()`` rounds a box at a fractional position outward: the strip of page background it
+    then takes in (480 white pixels under a 480-wide canvas) would pass for a drawing."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    left, top = math.ceil(box["x"]), math.ceil(box["y"])
+    right, bottom = math.floor(box["x"] + box["width"]), math.floor(box["y"] + box["height"])
+    return page.screenshot(clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
+
+
 def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 360) -> tuple[int, int, bytes]:
     """Screenshot ``canvas`` until more than ``least`` pixels differ from the viewer's background (the first
     frame comes after the buffers); return (differing pixels, all pixels, last screenshot).
@@ -214,7 +227,7 @@ def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 360) -> tup
     attempts (half a second apart, three minutes in all) are a safety net, not a speed requirement."""
     differing, total, shot = 0, 1, b""
     for _ in range(attempts):
-        shot = canvas.screenshot()
+        shot = canvas_screenshot(page, canvas)
         differing, total = pixels_unlike(page, shot, VIEWER_BACKGROUND)
         if differing > least:
             break
