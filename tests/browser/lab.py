@@ -8,6 +8,8 @@ Playwright (Playwright's own browser download does not work here).
 from __future__ import annotations
 
 import base64
+import importlib.util
+import math
 import os
 import shutil
 import socket
@@ -33,6 +35,29 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def skip_without_browser() -> None:
+    """Skip the calling test module when Chromium, Playwright or JupyterLab is missing; under CI fail instead."""
+    import pytest  # here, not at the top: the widget benchmark imports this module without pytest
+
+    missing = [
+        *(
+            [f"Chromium ({CHROMIUM}): apt-get install chromium, or set POCADUCK_CHROMIUM"]
+            if not os.path.exists(CHROMIUM)
+            else []
+        ),
+        *(
+            f"the {name} package: pip install -e '.[browser-test]'"
+            for name in ("playwright", "jupyterlab")
+            if importlib.util.find_spec(name) is None
+        ),
+    ]
+    if missing:
+        message = "browser tests need " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def free_port() -> int:
@@ -117,6 +142,24 @@ def open_notebook(page, url: str, name: str, timeout_ms: int = 90_000) -> None:
     )
 
 
+def error_outputs(page) -> list[str]:
+    """Every error output of the open notebook, as "cell N: Name: message"."""
+    return page.evaluate(
+        """() => {
+            const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+            const errors = [];
+            for (let i = 0; i < cells.length; i++) {
+                const cell = cells.get(i);
+                if (cell.type !== 'code') continue;
+                for (const output of cell.outputs.toJSON()) {
+                    if (output.output_type === 'error') errors.push(`cell ${i}: ${output.ename}: ${output.evalue}`);
+                }
+            }
+            return errors;
+        }"""
+    )
+
+
 def run_all_cells(page) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
@@ -164,6 +207,18 @@ def pixels_unlike(page, png: bytes, background: tuple[int, int, int], tolerance:
 VIEWER_BACKGROUND = (0x11, 0x14, 0x18)  # the point cloud viewer's scene background
 
 
+def canvas_screenshot(page, canvas) -> bytes:
+    """A screenshot of the whole pixels inside ``canvas`` and nothing else.
+
+    ``canvas.screenshot()`` rounds a box at a fractional position outward: the strip of page background it
+    then takes in (480 white pixels under a 480-wide canvas) would pass for a drawing."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    left, top = math.ceil(box["x"]), math.ceil(box["y"])
+    right, bottom = math.floor(box["x"] + box["width"]), math.floor(box["y"] + box["height"])
+    return page.screenshot(clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
+
+
 def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 360) -> tuple[int, int, bytes]:
     """Screenshot ``canvas`` until more than ``least`` pixels differ from the viewer's background (the first
     frame comes after the buffers); return (differing pixels, all pixels, last screenshot).
@@ -172,7 +227,7 @@ def wait_for_drawing(page, canvas, least: int = 200, attempts: int = 360) -> tup
     attempts (half a second apart, three minutes in all) are a safety net, not a speed requirement."""
     differing, total, shot = 0, 1, b""
     for _ in range(attempts):
-        shot = canvas.screenshot()
+        shot = canvas_screenshot(page, canvas)
         differing, total = pixels_unlike(page, shot, VIEWER_BACKGROUND)
         if differing > least:
             break

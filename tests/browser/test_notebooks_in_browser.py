@@ -6,41 +6,24 @@ fresh checkout. Screenshots of both go to test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from lab import (
     ARTIFACTS,
-    CHROMIUM,
     chromium,
+    error_outputs,
     jupyter_lab,
     open_notebook,
     run_all_cells,
+    skip_without_browser,
     wait_for_drawing,
     wait_for_every_cell_run,
 )
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-ERROR_OUTPUTS = """() => {
-    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
-    const errors = [];
-    for (let i = 0; i < cells.length; i++) {
-        const cell = cells.get(i);
-        if (cell.type !== 'code') continue;
-        for (const output of cell.outputs.toJSON()) {
-            if (output.output_type === 'error') errors.push(`cell ${i}: ${output.ename}: ${output.evalue}`);
-        }
-    }
-    return errors;
-}"""
-
-if not os.path.exists(CHROMIUM):
-    message = f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set POCADUCK_CHROMIUM)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+skip_without_browser()
 
 
 @pytest.fixture
@@ -61,7 +44,7 @@ def run_notebook_in_browser(lab, name: str):
     open_notebook(page, url, f"notebooks/{name}")
     run_all_cells(page)
     wait_for_every_cell_run(page)
-    assert page.evaluate(ERROR_OUTPUTS) == []
+    assert error_outputs(page) == []
     return page
 
 

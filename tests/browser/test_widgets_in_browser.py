@@ -6,34 +6,24 @@ is a failure, never a skip.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from lab import ARTIFACTS, CHROMIUM, chromium, jupyter_lab, open_notebook, run_all_cells, wait_for_drawing
+from lab import (
+    ARTIFACTS,
+    chromium,
+    jupyter_lab,
+    open_notebook,
+    run_all_cells,
+    skip_without_browser,
+    wait_for_drawing,
+)
 
 HERE = Path(__file__).parent
 WORKERS = 3
 
-_MISSING = [
-    *(
-        [f"Chromium ({CHROMIUM}): apt-get install chromium, or set POCADUCK_CHROMIUM"]
-        if not os.path.exists(CHROMIUM)
-        else []
-    ),
-    *(
-        f"the {name} package: pip install -e '.[browser-test]'"
-        for name in ("playwright", "jupyterlab")
-        if importlib.util.find_spec(name) is None
-    ),
-]
-if _MISSING:
-    message = "browser tests need " + "; ".join(_MISSING)
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+skip_without_browser()
 
 
 @pytest.fixture(scope="module")
