@@ -1,14 +1,17 @@
 """Store benchmark: this pocaduck, the original pocaduck 0.1.1 and per-block .npz files, side by side, in one run.
 
-    .venv/bin/python bench/bench_store.py            # full run, about 10-15 minutes on 2 cores
-    .venv/bin/python bench/bench_store.py --quick    # smoke run, about a minute
+    .venv/bin/python bench/bench_store.py              # full run, about 10-15 minutes on 2 cores
+    .venv/bin/python bench/bench_store.py --quick      # smoke run, about a minute; docs left alone
+    .venv/bin/python bench/bench_store.py --no-docs    # full run, docs left alone
 
 Every phase (ingest, query, consolidate) of every implementation runs in its own
 process on the same seeded workloads (see ``_workloads.py``). The original is
 installed once with ``pip install --no-deps --target`` into a cache folder and
 imported from there through ``PYTHONPATH``; its dependencies come from this venv.
-The markdown table is printed and written to ``bench/results/store.md``, the raw
-figures to ``bench/results/store.json``. Timings are reported, never asserted.
+The markdown table is printed and written to ``bench/results/store.md`` and to
+its section of ``docs/benchmarks.md``, a summary of it to the README's (not with
+``--quick`` or ``--no-docs``); the raw figures go to ``bench/results/store.json``.
+Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,9 +27,10 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import _report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
 ORIGINAL_VERSION = "0.1.1"
 DEFAULT_ORIGINAL_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pocaduck-bench", f"original-{ORIGINAL_VERSION}")
 NAMES = {"ours": "this pocaduck", "original": f"original {ORIGINAL_VERSION}", "npz": "npz per (label, block)"}
@@ -294,7 +297,7 @@ def cell(outcome: dict[str, Any] | None, render) -> str:
     return render(outcome)
 
 
-def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -> tuple[str, dict[str, Any]]:
+def render(results: dict[str, Any], sizes: Sizes) -> tuple[str, dict[str, Any]]:
     small, large = results["small"], results["large"]
     original = largest_original(results)
     original_writes, original_small = original if original else (0, None)
@@ -446,12 +449,12 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
     text = "\n".join(lines)
     text += "\n\n" + original_growth_table(results, small_ingest["ours"], sizes)
     targets = evaluate_targets(results, sizes, original, growth)
-    text += "\n\n### targets\n\n"
+    text += "\n\n**Targets**, as the script judged them in this run:\n\n"
     if sizes.name == "quick":
         text += "**Quick run: the sizes are reduced, so these verdicts are only indicative.**\n\n"
     text += "| target | measured | |\n|---|---|---|\n"
     text += "\n".join(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for t in targets)
-    text += "\n\n" + notes(results, sizes, seed, elapsed_s)
+    text += "\n\n" + notes(results, sizes)
     return text, {"targets": targets, "growth": growth}
 
 
@@ -552,18 +555,7 @@ def evaluate_targets(results, sizes: Sizes, original, growth) -> list[dict[str, 
     return targets
 
 
-def engine_version() -> str:
-    """The commit measured; ``-dirty`` when the working tree had uncommitted engine changes."""
-    described = subprocess.run(
-        ["git", "-C", REPO, "describe", "--always", "--dirty", "--exclude", "*"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or "unknown"
-
-
-def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -> str:
+def notes(results: dict[str, Any], sizes: Sizes) -> str:
     mismatches = [
         (name, m)
         for name, source in [("ours", results["small"]["ours"]), ("npz", results["small"]["npz"])]
@@ -574,8 +566,6 @@ def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) ->
     return "\n".join(
         [
             "Notes:",
-            f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, {os.cpu_count()} cores shared "
-            f"with other jobs; pocaduck at {engine_version()}; seed {seed}; whole run {elapsed_s / 60:.1f} min{' (--quick: reduced sizes)' if sizes.name == 'quick' else ''}.",
             "- Data: int32 x, y, z; labels are neuron-like paths through 256³-voxel blocks, points clustered per block; "
             "writes in block order. Labels span the whole uint64 range (half ≥ 2**63) except for the original, which "
             "overflows there: it gets the same data with the top bit of every label cleared.",
@@ -596,6 +586,30 @@ def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) ->
     )
 
 
+def readme_summary(results: dict[str, Any], sizes: Sizes) -> str:
+    """The README's lines of figures from this run: ingest, consolidation, get_points warm and cold."""
+    ingest = results["small"]["ours"]["ingest"]
+    writes_per_s = ingest["writes"] / ingest["ingest_s"]
+    original = largest_original(results)
+    versus = ""
+    if original:
+        versus = f", {writes_per_s / (original[1]['ingest']['writes'] / original[1]['ingest']['ingest_s']):,.0f}× "
+        versus += f"the original {ORIGINAL_VERSION} (whose ingest is quadratic)"
+    consolidation = results["consolidation"]
+    points = sizes.scale_points[0]
+    figures = results["scale"][str(points)]["ours"]["query"]["spans"]["10"]
+    return "\n".join(
+        [
+            f"- Ingest: {writes_per_s:,.0f} writes/s per worker for 100-point writes{versus}; consolidating "
+            f"{consolidation['workers']} × {consolidation['rows']:,} index rows: {consolidation['consolidate_s']:.1f} s.",
+            f"- `get_points` of a 1,000-point label over 10 blocks, {points / 1e6:,.0f} M-point store, p50: "
+            f"{figures['warm']['p50']:.2f} ms warm; {figures['cold']['p50']:.1f} ms cold (a new `Query` per call).",
+            f"- Verifying page checksums on every read: {figures['warm']['p50']:.2f} ms p50 warm, "
+            f"{figures['warm_unverified']['p50']:.2f} ms without.",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (about a minute)")
@@ -603,24 +617,27 @@ def main() -> None:
     parser.add_argument("--workdir", help="where to build the stores (default: a new temporary folder)")
     parser.add_argument("--original-cap", type=float, help="seconds allowed per run of the original")
     parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR, help="install folder of the original")
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(
+        args, "bench_store", "--quick" if args.quick else None, files=(_report.DOCS, _report.README)
+    )
     sizes = QUICK if args.quick else Sizes()
     if args.original_cap is not None:
         sizes = replace(sizes, original_timeout_s=args.original_cap)
-    started = time.perf_counter()
     original_dir = ensure_original(args.original_dir)
     workdir = tempfile.mkdtemp(prefix="pocaduck-bench-", dir=args.workdir)
     try:
         results = measure(PhaseRunner(workdir, original_dir), sizes, args.seed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    text, summary = render(results, sizes, args.seed, time.perf_counter() - started)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "store.md"), "w") as out:
-        out.write(text + "\n")
-    with open(os.path.join(RESULTS, "store.json"), "w") as out:
-        json.dump({"sizes": asdict(sizes), "seed": args.seed, "results": results, **summary}, out, indent=1)
-    print(text)
+    text, summary = render(results, sizes)
+    text += "\n\n" + _report.how_measured(started, f"seed {args.seed}")
+    raw = {"sizes": asdict(sizes), "seed": args.seed, "results": results, **summary}
+    _report.publish("bench_store", text, raw, docs)
+    if docs:
+        _report.write_section(_report.README, "bench_store", readme_summary(results, sizes))
 
 
 if __name__ == "__main__":
