@@ -60,20 +60,24 @@ lab: install $(DEMO_STORE)
 demo: install
 	$(BIN)/python -m pocaduck.demo demo_store
 
+# Each bench target rewrites its own section of docs/benchmarks.md (bench adds the README's figures);
+# BENCH_ARGS=--no-docs keeps an exploratory run out of them, BENCH_ARGS=--quick too (reduced sizes).
+BENCH_ARGS ?=
+
 bench: install
-	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_store.py $(BENCH_ARGS)
 
 bench-scan: install
-	$(BIN)/python bench/bench_scan.py
+	$(BIN)/python bench/bench_scan.py $(BENCH_ARGS)
 
 bench-compact: install
-	$(BIN)/python bench/bench_compact.py
+	$(BIN)/python bench/bench_compact.py $(BENCH_ARGS)
 
 bench-requests: install
-	$(BIN)/python bench/bench_requests.py
+	$(BIN)/python bench/bench_requests.py $(BENCH_ARGS)
 
 bench-widgets: install browser
-	$(BIN)/python bench/bench_widgets.py
+	$(BIN)/python bench/bench_widgets.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV15) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts

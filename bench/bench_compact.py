@@ -1,7 +1,7 @@
 """Compaction benchmark: get_points before and after compaction, beside the original 0.1.1 and npz-per-block files.
 
     .venv/bin/python bench/bench_compact.py            # about 3 minutes on 2 shared cores
-    .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute
+    .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute; docs left alone
 
 Each label spans 50 distinct blocks of an 8x8x8 grid, 20 points per (label,
 block), so a label has 1,000 points; blocks go to 8 workers round-robin, so
@@ -10,7 +10,8 @@ every label is written by all 8 workers, as a blockwise scan produces it. The
 same arrays; the "throughput" store (ours only, 20x more labels) gives the
 compaction rate at a more realistic size. The original runs in its own
 process (same import name, its package first on ``PYTHONPATH``). The table is
-printed and written to ``bench/results/compact.md``, raw figures to
+printed and written to ``bench/results/compact.md`` and its section of
+``docs/benchmarks.md`` (not with ``--quick`` or ``--no-docs``), raw figures to
 ``compact.json``. Timings are reported, never asserted.
 """
 
@@ -19,20 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
+import _report
 import numpy as np
 from _npz_layout import NpzReader, NpzWriter
 from bench_store import DEFAULT_ORIGINAL_DIR, ensure_original
 
 from pocaduck import Ingestor, Query, compact, consolidate
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 GRID_BLOCKS = 8**3
 BLOCK_SIZE = 64
@@ -161,15 +160,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="compaction worker processes")
     parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR)
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(args, "bench_compact", "--quick" if args.quick else None)
     probe_labels, big_labels, passes = (60, 400, 2) if args.quick else (200, 4_000, 5)
     original_dir = ensure_original(args.original_dir)
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "seed": args.seed,
-        "compaction_workers": args.workers,
-    }
-    started = time.perf_counter()
+    results: dict[str, Any] = {"seed": args.seed, "compaction_workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="bench-compact-") as workdir:
         workload = make_workload(args.seed, probe_labels)
         workload_file = os.path.join(workdir, "workload.npz")
@@ -206,13 +203,8 @@ def main() -> None:
         results["big_compaction"] = run_compaction(big_store, args.workers, int(big["counts"].sum()) // 4)
         results["big_after"] = time_ours(big_store, big_probes, passes)
     results["elapsed_s"] = time.perf_counter() - started
-    text = render(results)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "compact.json"), "w") as out:
-        json.dump(results, out, indent=2)
-    with open(os.path.join(HERE, "results", "compact.md"), "w") as out:
-        out.write(text)
-    print(text)
+    text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}")
+    _report.publish("bench_compact", text, results, docs)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -238,7 +230,7 @@ def render(results: dict[str, Any]) -> str:
         ("npz per (label, block)", npz, f"{BLOCKS_PER_LABEL} files per label"),
     ]
     lines = [
-        f"## get_points of a 1,000-point label spanning {BLOCKS_PER_LABEL} blocks written by {probe['min_workers_per_label']}+ workers",
+        f"#### get_points of a 1,000-point label spanning {BLOCKS_PER_LABEL} blocks written by {probe['min_workers_per_label']}+ workers",
         "",
         f"Probe store: {probe['labels']} labels, {probe['points']:,} points; p50/p95 over {before['n']} reads "
         "(points cache off, page cache warm, files kept open).",
@@ -250,7 +242,7 @@ def render(results: dict[str, Any]) -> str:
         f"Compaction speed-up (p50): **{before['p50'] / after['p50']:.1f}x**; "
         f"vs the original: {original['p50'] / after['p50']:.0f}x; vs npz: {npz['p50'] / after['p50']:.1f}x.",
         "",
-        f"## Larger store (ours): {big['labels']:,} labels, {big['points']:,} points, "
+        f"#### Larger store (ours): {big['labels']:,} labels, {big['points']:,} points, "
         f"workers flushing every {BIG_POINTS_PER_FILE:,} points",
         "",
         "| | p50 ms | p95 ms | shape |",
@@ -269,7 +261,7 @@ def render(results: dict[str, Any]) -> str:
         f"{results['big_compaction']['points_per_second']:,} points/s ({results['big_compaction']['seconds']:.2f} s).",
         "",
         f"Ingestion of the probe store: ours {results['ours_ingest_s']:.1f} s, original {results['original']['ingest_seconds']:.1f} s, "
-        f"npz {results['npz_ingest_s']:.1f} s. Machine: {results['machine']}; whole run {results['elapsed_s']:.0f} s.",
+        f"npz {results['npz_ingest_s']:.1f} s.",
     ]
     return "\n".join(lines) + "\n"
 

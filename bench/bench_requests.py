@@ -1,7 +1,8 @@
 """Requests per ``get_points`` on an S3 store, counted by the server: before and after compaction.
 
-    .venv/bin/python bench/bench_requests.py            # about two minutes on 2 shared cores
-    .venv/bin/python bench/bench_requests.py --quick    # smoke run, under a minute
+    .venv/bin/python bench/bench_requests.py              # about a minute on 2 shared cores
+    .venv/bin/python bench/bench_requests.py --quick      # smoke run, under a minute; leaves the docs alone
+    .venv/bin/python bench/bench_requests.py --no-docs    # full sizes, docs left alone
 
 The store is written to moto's S3 server on loopback (the one the tests use,
 ``tests/_object_servers.py``), which logs every request it answers: the counts
@@ -18,16 +19,17 @@ Counted once the unified index is in the local cache:
   files it touches (footers stay cached while a Query is open).
 
 The table is printed and written to ``bench/results/requests.md``, raw
-figures to ``requests.json``.
+figures to ``requests.json``, and into its section of ``docs/benchmarks.md``
+(see ``_report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,6 +38,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
+import _report  # noqa: E402
 from _object_servers import S3Server  # noqa: E402
 
 from pocaduck import Ingestor, Query, compact, consolidate  # noqa: E402
@@ -131,7 +134,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer labels and probes")
     parser.add_argument("--seed", type=int, default=0)
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(args, "bench_requests", "--quick" if args.quick else None)
     labels, probe_count = (40, 10) if args.quick else (200, 40)
     os.environ.setdefault("POCADUCK_CACHE_DIR", tempfile.mkdtemp(prefix="pocaduck-bench-cache-"))
     server = S3Server()
@@ -148,13 +154,8 @@ def main() -> None:
     finally:
         server.disable_auth()
         server.stop()
-    text = render(results)
-    print(text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "requests.md"), "w") as out:
-        out.write(text)
-    with open(os.path.join(HERE, "results", "requests.json"), "w") as out:
-        json.dump(results, out, indent=2)
+    text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}")
+    _report.publish("bench_requests", text, results, docs)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Scan benchmark: throughput of ``scan_volume`` on the synthetic neuron volume, and of its extraction step alone.
 
     .venv/bin/python bench/bench_scan.py            # 256³ and 512³, 1/2/4 workers, surface and all: ~2 minutes
-    .venv/bin/python bench/bench_scan.py --quick    # 256³, 1/2 workers: well under a minute
+    .venv/bin/python bench/bench_scan.py --quick    # 256³, 1/2 workers: well under a minute; docs left alone
 
 End to end means: read the blocks, extract the points, write Parquet files and
 worker indexes (``write``), and consolidate (``index``), starting from a
@@ -12,29 +12,27 @@ fastest run is kept: the machine is shared, and the fastest run is the one
 least disturbed. The extraction comparison runs on the 64³ blocks of the
 largest volume in this process: ours (runs of equal labels, sorted), a plain
 numpy approach (``np.unique`` + ``argsort``), and ``fastremap.point_cloud``
-when it is installed. Markdown goes to stdout and ``bench/results/scan.md``,
-raw figures to ``bench/results/scan.json``. Timings are reported, never asserted.
+when it is installed. Markdown goes to stdout, ``bench/results/scan.md`` and
+its section of ``docs/benchmarks.md`` (not with ``--quick`` or ``--no-docs``),
+raw figures to ``bench/results/scan.json``. Timings are reported, never
+asserted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from typing import Any
 
+import _report
 import numpy as np
 
 from pocaduck import make_demo_volume, scan_volume
 from pocaduck.scan.blocks import BlockGrid
 from pocaduck.scan.extract import PointSelection, extract_block, read_padded
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 
 
 def numpy_points(block: np.ndarray, surface: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
@@ -164,9 +162,7 @@ def as_zarr(path: str, folder: str) -> Any:
 
 
 def markdown(generation: list[dict], extraction: list[dict], scans: list[dict]) -> str:
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines = [f"Machine: {os.cpu_count()} cores ({platform.machine()}), shared; load average at the end: {load}.", ""]
-    lines += ["| volume | generate (s) | labels | labelled voxels |", "|---|---:|---:|---:|"]
+    lines = ["| volume | generate (s) | labels | labelled voxels |", "|---|---:|---:|---:|"]
     lines += [f"| {g['size']}³ | {g['seconds']:.1f} | {g['labels']} | {g['foreground']:.0%} |" for g in generation]
     lines += [
         "",
@@ -207,11 +203,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="256³ only, 1 and 2 workers, one run each")
     parser.add_argument("--repeats", type=int, help="runs per configuration (default 3, 1 with --quick)")
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(args, "bench_scan", "--quick" if args.quick else None)
     sizes = [256] if args.quick else [256, 512]
     worker_counts = [1, 2] if args.quick else [1, 2, 4]
     repeats = args.repeats or (1 if args.quick else 3)
-    os.makedirs(RESULTS, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="bench-scan-volumes-")
     generation, scans = [], []
     try:
@@ -237,12 +235,10 @@ def main() -> None:
             print(f"{size}³ done", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    table = markdown(generation, extraction, scans)
-    print(table)
-    with open(os.path.join(RESULTS, "scan.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(RESULTS, "scan.json"), "w") as f:
-        json.dump({"generation": generation, "extraction": extraction, "scans": scans}, f, indent=2)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = markdown(generation, extraction, scans) + "\n\n"
+    text += _report.how_measured(started, f"runs per configuration: {repeats}; load average at the end: {load}")
+    _report.publish("bench_scan", text, {"generation": generation, "extraction": extraction, "scans": scans}, docs)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Store benchmark: this pocaduck, the original pocaduck 0.1.1 and per-block .npz files, side by side, in one run.
 
-    .venv/bin/python bench/bench_store.py            # full run, about 10-15 minutes on 2 cores
-    .venv/bin/python bench/bench_store.py --quick    # smoke run, about a minute
+    .venv/bin/python bench/bench_store.py              # full run, about 10-15 minutes on 2 cores
+    .venv/bin/python bench/bench_store.py --quick      # smoke run, about a minute; docs left alone
+    .venv/bin/python bench/bench_store.py --no-docs    # full run, docs left alone
 
 Every phase (ingest, query, consolidate) of every implementation runs in its own
 process on the same seeded workloads (see ``_workloads.py``). The original is
 installed once with ``pip install --no-deps --target`` into a cache folder and
 imported from there through ``PYTHONPATH``; its dependencies come from this venv.
-The markdown table is printed and written to ``bench/results/store.md``, the raw
-figures to ``bench/results/store.json``. Timings are reported, never asserted.
+The markdown table is printed and written to ``bench/results/store.md`` and to
+its section of ``docs/benchmarks.md``, a summary of it to the README's (not with
+``--quick`` or ``--no-docs``); the raw figures go to ``bench/results/store.json``.
+Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,11 +27,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import _report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
 ORIGINAL_VERSION = "0.1.1"
 DEFAULT_ORIGINAL_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pocaduck-bench", f"original-{ORIGINAL_VERSION}")
+KINDS = {"cold": "cold", "new_reader": "new Query + first get_points (close() not timed)", "warm": "warm"}
 NAMES = {"ours": "this pocaduck", "original": f"original {ORIGINAL_VERSION}", "npz": "npz per (label, block)"}
 
 
@@ -294,7 +298,7 @@ def cell(outcome: dict[str, Any] | None, render) -> str:
     return render(outcome)
 
 
-def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -> tuple[str, dict[str, Any]]:
+def render(results: dict[str, Any], sizes: Sizes) -> tuple[str, dict[str, Any]]:
     small, large = results["small"], results["large"]
     original = largest_original(results)
     original_writes, original_small = original if original else (0, None)
@@ -372,9 +376,9 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
 
     orig_query = original_small.get("query") if original_small else None
     for span in ("1", "10", "100"):
-        for kind in ("cold", "warm"):
+        for kind in ("cold", "new_reader", "warm") if span == "10" else ("cold", "warm"):
             label = f"get_points, label over {span} block{'s' if span != '1' else ''} ({int(span) * 100:,} points), "
-            label += f"{kind} p50 / p95 (ms)"
+            label += f"{KINDS[kind]}, p50 / p95 (ms)"
             values = [
                 latency(source["spans"].get(span, {}).get(kind)) if source else "not run"
                 for source in (small["ours"].get("query"), orig_query, small["npz"].get("query"))
@@ -402,10 +406,11 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
     scale_points = [int(p) for p in results["scale"]]
     for points in scale_points:
         stores = results["scale"][str(points)]
-        for kind in ("cold", "warm"):
+        for kind in ("cold", "new_reader", "warm"):
             rows.append(
                 (
-                    f"{points / 1e6:,.0f} M-point store: get_points 1,000 points over 10 blocks, {kind} p50 / p95 (ms)",
+                    f"{points / 1e6:,.0f} M-point store: get_points 1,000 points over 10 blocks, {KINDS[kind]}, "
+                    "p50 / p95 (ms)",
                     latency(stores["ours"]["query"]["spans"]["10"][kind]),
                     "not built (quadratic ingest)",
                     latency(stores["npz"]["query"]["spans"]["10"][kind]),
@@ -446,12 +451,12 @@ def render(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -
     text = "\n".join(lines)
     text += "\n\n" + original_growth_table(results, small_ingest["ours"], sizes)
     targets = evaluate_targets(results, sizes, original, growth)
-    text += "\n\n### targets\n\n"
+    text += "\n\n**Targets**, as the script judged them in this run:\n\n"
     if sizes.name == "quick":
         text += "**Quick run: the sizes are reduced, so these verdicts are only indicative.**\n\n"
     text += "| target | measured | |\n|---|---|---|\n"
     text += "\n".join(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |" for t in targets)
-    text += "\n\n" + notes(results, sizes, seed, elapsed_s)
+    text += "\n\n" + notes(results, sizes)
     return text, {"targets": targets, "growth": growth}
 
 
@@ -552,18 +557,7 @@ def evaluate_targets(results, sizes: Sizes, original, growth) -> list[dict[str, 
     return targets
 
 
-def engine_version() -> str:
-    """The commit measured; ``-dirty`` when the working tree had uncommitted engine changes."""
-    described = subprocess.run(
-        ["git", "-C", REPO, "describe", "--always", "--dirty", "--exclude", "*"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or "unknown"
-
-
-def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) -> str:
+def notes(results: dict[str, Any], sizes: Sizes) -> str:
     mismatches = [
         (name, m)
         for name, source in [("ours", results["small"]["ours"]), ("npz", results["small"]["npz"])]
@@ -571,19 +565,22 @@ def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) ->
     ]
     original = largest_original(results)
     original_mismatches = original[1].get("query", {}).get("mismatches", []) if original else []
+    new_readers = results["small"]["ours"]["query"]["spans"]["10"]["new_reader"]["n"]
     return "\n".join(
         [
             "Notes:",
-            f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, {os.cpu_count()} cores shared "
-            f"with other jobs; pocaduck at {engine_version()}; seed {seed}; whole run {elapsed_s / 60:.1f} min{' (--quick: reduced sizes)' if sizes.name == 'quick' else ''}.",
             "- Data: int32 x, y, z; labels are neuron-like paths through 256³-voxel blocks, points clustered per block; "
             "writes in block order. Labels span the whole uint64 range (half ≥ 2**63) except for the original, which "
             "overflows there: it gets the same data with the top bit of every label cleared.",
             "- Each phase runs in its own process. writes/s and points/s include finalize (the last flush); ours and "
             f"npz: median of {sizes.attempts} attempt(s) on fresh stores (consolidation too); the original: one attempt. "
             "Peak RSS is ru_maxrss of that process; '+' is what it grew above the generated input.",
-            "- cold = a new Query (reader) per call, opening the index included; warm = one Query, label read once before; "
-            "ours runs with cache_size=0 except the 'cache on' row. Files are in the OS page cache in both (just written).",
+            "- All get_points rows of a store run in one process that has opened a reader once already (imports, "
+            "first-use set-up), on the same probe labels. cold = a new Query (reader), its first get_points and its "
+            f"close(), timed together; new Query + first get_points = the same calls, close() not timed; both over "
+            f"≥ 50 readers ({new_readers} for ours, 10 blocks), the probe labels in turn, no other reader open meanwhile. warm = one "
+            f"Query, label read once before, {sizes.repeats} calls per label. ours runs with cache_size=0 except "
+            "the 'cache on' row. Files are in the OS page cache in all (just written).",
             "- ours verifies Parquet page checksums on every read; the 'without page checksum verification' rows are "
             "a second reader with it off (Query(verify_checksums=False)), taking turns with the first on each repeat.",
             f"- The original is quadratic in writes (a DataFrame concat per write): it runs at growing write counts "
@@ -596,6 +593,31 @@ def notes(results: dict[str, Any], sizes: Sizes, seed: int, elapsed_s: float) ->
     )
 
 
+def readme_summary(results: dict[str, Any], sizes: Sizes) -> str:
+    """The README's lines of figures from this run: ingest, consolidation, get_points warm and on a new Query."""
+    ingest = results["small"]["ours"]["ingest"]
+    writes_per_s = ingest["writes"] / ingest["ingest_s"]
+    original = largest_original(results)
+    versus = ""
+    if original:
+        versus = f", {writes_per_s / (original[1]['ingest']['writes'] / original[1]['ingest']['ingest_s']):,.0f}× "
+        versus += f"the original {ORIGINAL_VERSION} (whose ingest is quadratic)"
+    consolidation = results["consolidation"]
+    points = sizes.scale_points[0]
+    figures = results["scale"][str(points)]["ours"]["query"]["spans"]["10"]
+    return "\n".join(
+        [
+            f"- Ingest: {writes_per_s:,.0f} writes/s per worker for 100-point writes{versus}; consolidating "
+            f"{consolidation['workers']} × {consolidation['rows']:,} index rows: {consolidation['consolidate_s']:.1f} s.",
+            f"- `get_points` of a 1,000-point label over 10 blocks, {points / 1e6:,.0f} M-point store, p50: "
+            f"{figures['warm']['p50']:.2f} ms warm; {figures['new_reader']['p50']:.1f} ms for a new `Query` and its "
+            "first `get_points`.",
+            f"- Verifying page checksums on every read: {figures['warm']['p50']:.2f} ms p50 warm, "
+            f"{figures['warm_unverified']['p50']:.2f} ms without.",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (about a minute)")
@@ -603,24 +625,27 @@ def main() -> None:
     parser.add_argument("--workdir", help="where to build the stores (default: a new temporary folder)")
     parser.add_argument("--original-cap", type=float, help="seconds allowed per run of the original")
     parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR, help="install folder of the original")
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(
+        args, "bench_store", "--quick" if args.quick else None, files=(_report.DOCS, _report.README)
+    )
     sizes = QUICK if args.quick else Sizes()
     if args.original_cap is not None:
         sizes = replace(sizes, original_timeout_s=args.original_cap)
-    started = time.perf_counter()
     original_dir = ensure_original(args.original_dir)
     workdir = tempfile.mkdtemp(prefix="pocaduck-bench-", dir=args.workdir)
     try:
         results = measure(PhaseRunner(workdir, original_dir), sizes, args.seed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    text, summary = render(results, sizes, args.seed, time.perf_counter() - started)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "store.md"), "w") as out:
-        out.write(text + "\n")
-    with open(os.path.join(RESULTS, "store.json"), "w") as out:
-        json.dump({"sizes": asdict(sizes), "seed": args.seed, "results": results, **summary}, out, indent=1)
-    print(text)
+    text, summary = render(results, sizes)
+    text += "\n\n" + _report.how_measured(started, f"seed {args.seed}")
+    raw = {"sizes": asdict(sizes), "seed": args.seed, "results": results, **summary}
+    _report.publish("bench_store", text, raw, docs)
+    if docs:
+        _report.write_section(_report.README, "bench_store", readme_summary(results, sizes))
 
 
 if __name__ == "__main__":

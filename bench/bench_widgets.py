@@ -1,7 +1,7 @@
 """Widget speed: label browser pages over 1 M and 10 M labels, and a 1 M-point label's first frame in Chromium.
 
     .venv/bin/python bench/bench_widgets.py                       # everything
-    .venv/bin/python bench/bench_widgets.py --labels 1000000 --no-browser
+    .venv/bin/python bench/bench_widgets.py --labels 1000000 --no-browser    # docs left alone
 
 Stores are built once with real Ingestors (two worker processes) and
 ``consolidate``, then kept in bench/results/ (git-ignored) for the next run.
@@ -9,13 +9,14 @@ Page times are kernel-side: the SQL for one page of 50 rows plus encoding it
 for the wire, median of several runs. The first frame is measured in headless
 Chromium (software WebGL): from asking the kernel to show the label until a
 screenshot of the canvas shows points; screenshots are taken back to back, so
-the figure is accurate to about one screenshot (~0.1–0.3 s).
+the figure is accurate to about one screenshot (~0.1–0.3 s). The tables are
+printed, saved in ``bench/results/widgets.md`` and, with the published sizes
+and the browser, written into their section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -24,12 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import _report
 import numpy as np
 from pocaduck.widgets import LabelBrowser
 
 from pocaduck import Ingestor, Query, consolidate, create_store
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = _report.RESULTS
+PUBLISHED_LABELS = [1_000_000, 10_000_000]
+PUBLISHED_POINTS = 1_000_000
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "browser"))
 
 
@@ -122,12 +126,12 @@ def bench_pages(n_labels: int) -> dict:
 
         results = {
             "labels": total,
-            "open (count + first page), ms": opened,
-            "first page by point_count desc, ms": _median_ms(lambda: page(0)),
+            "open the browser (count + first page), ms": opened,
+            "first page by point count, descending, ms": _median_ms(lambda: page(0)),
             "next page, ms": _median_ms(lambda: page(50)),
             "sorted ascending, ms": _median_ms(lambda: page(0, descending=False)),
-            "page in the middle (OFFSET n/2), ms": _median_ms(lambda: page(total // 2)),
-            "new filter (count + page), ms": _median_ms(
+            "a page in the middle (`OFFSET n/2`), ms": _median_ms(lambda: page(total // 2)),
+            "a new filter (count + page), ms": _median_ms(
                 lambda: (page(0, where="point_count > 6"), page(0, where="point_count > 5"))
             )
             / 2,
@@ -192,25 +196,54 @@ def bench_first_frame(points: int) -> dict:
     }
 
 
+def _labels_heading(count: int) -> str:
+    return f"{count / 1e6:,.0f} M labels" if count >= 1_000_000 else f"{count:,} labels"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 100 else f"{value:.1f} ms"
+
+
+def markdown(report: dict) -> str:
+    """The page times as one table, a column per store, and the first frame in a sentence."""
+    pages = report["pages"]
+    lines = [
+        "| page of 50 rows | " + " | ".join(_labels_heading(p["labels"]) for p in pages) + " |",
+        "|---|" + "---:|" * len(pages),
+    ]
+    for name in pages[0]:
+        if name != "labels":
+            lines.append(f"| {name.removesuffix(', ms')} | " + " | ".join(_ms(p[name]) for p in pages) + " |")
+    if "first_frame" in report:
+        frame = report["first_frame"]
+        lines += [
+            "",
+            f"A {frame['points']:,}-point label in headless Chromium (software WebGL): first frame "
+            f"{frame['first frame, s']:.1f} s after `show()`; {frame['bytes received by the browser'] / 1e6:.1f} MB "
+            f"reached the browser, {frame['position buffer bytes'] / 1e6:.1f} MB of them float32 positions; "
+            f"{frame['kernel']}.",
+        ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", type=int, nargs="*", default=[1_000_000, 10_000_000])
-    parser.add_argument("--points", type=int, default=1_000_000, help="points of the label sent to the browser")
+    parser.add_argument("--labels", type=int, nargs="*", default=PUBLISHED_LABELS)
+    parser.add_argument("--points", type=int, default=PUBLISHED_POINTS, help="points of the label sent to the browser")
     parser.add_argument("--no-browser", action="store_true", help="skip the first-frame measurement")
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    published = args.labels == PUBLISHED_LABELS and args.points == PUBLISHED_POINTS and not args.no_browser
+    docs = _report.docs_wanted(
+        args, "bench_widgets", None if published else "sizes or --no-browser not the published ones"
+    )
     RESULTS.mkdir(exist_ok=True)
     report = {"pages": [bench_pages(n) for n in args.labels]}
-    for result in report["pages"]:
-        print(f"\n{result['labels']:,} labels (page of 50 rows, kernel side, median)")
-        for name, value in result.items():
-            if name != "labels":
-                print(f"  {name:<40} {value:8.1f}")
     if not args.no_browser:
         report["first_frame"] = bench_first_frame(args.points)
-        print("\nfirst frame in headless Chromium (software WebGL)")
-        for name, value in report["first_frame"].items():
-            print(f"  {name:<40} {value:,}" if isinstance(value, int) else f"  {name:<40} {value}")
-    (RESULTS / "bench_widgets.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report) + "\n\n" + _report.how_measured(started)
+    _report.publish("bench_widgets", text, report, docs)
     os.sync()
 
 
