@@ -158,7 +158,7 @@ class Query(Reader):
     @property
     def _lookups(self) -> duckdb.DuckDBPyConnection:
         if self._index is None:
-            raise InvalidArgumentError("this Query is closed")
+            raise InvalidArgumentError("this Query was closed: open a new one, which is cheap")
         return self._index.cursor
 
     # -- label lookups ---------------------------------------------------

@@ -1,0 +1,23 @@
+"""The README's quick start runs as written, on a fresh store in place of /data/my_store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pocaduck import Query
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_quick_start_runs(tmp_path, monkeypatch):
+    section = README.read_text().split("## Quick start", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert '"/data/my_store"' in code
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code.replace('"/data/my_store"', repr(str(tmp_path / "store"))), str(README), "exec"), namespace)
+    with Query(namespace["store"]) as query:
+        assert query.get_points(2**64 - 1).tolist() == [[10, 20, 30], [11, 20, 30]]
+        assert query.get_points(5).tolist() == [[1, 2, 3], [7, 8, 9]]
+        assert query.get_blocks_for_label(5) == ["12_4_8"]
