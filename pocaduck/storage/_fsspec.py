@@ -8,6 +8,7 @@ Object stores have no rename and no file locks, so the interface maps onto them 
   ``ifGenerationMatch=0`` on GCS), so racing workers agree on one manifest;
 - ``local_copy`` downloads into a local cache and reuses the copy while the
   object's ETag (or generation) is unchanged, because DuckDB reads only local files;
+  a download of 16 MiB or more shows a tqdm bar (or logs a line without tqdm);
 - ``read_range`` is one ranged GET;
 - ``publish_if_unchanged`` is a conditional PUT on S3 (``If-Match`` on the ETag,
   ``If-None-Match: *`` for a first publish), whose answer gives the new ETag; on
@@ -24,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import uuid
@@ -34,6 +36,9 @@ from ..config import redact_url
 from ..errors import StorageAccessError, StorageUnavailableError
 from ._base import Storage
 from ._local import file_lock
+
+logger = logging.getLogger("pocaduck")
+_PROGRESS_FROM_BYTES = 16 * 2**20  # a download this large takes seconds: say what is happening
 
 
 def _cache_root() -> str:
@@ -209,7 +214,8 @@ class FsspecStorage(Storage):
         One metadata request per call; the object itself is fetched only when it changed.
         """
         with self._reaching(path):
-            version = _version_of(self._fs.info(self._full(path)))
+            info = self._fs.info(self._full(path))
+        version = _version_of(info)
         folder = os.path.join(_cache_root(), _short_hash(self.url))
         stem = f"{_short_hash(path)}-"
         cached = os.path.join(folder, f"{stem}{_short_hash(version)}-{os.path.basename(path)}")
@@ -218,8 +224,8 @@ class FsspecStorage(Storage):
         os.makedirs(folder, exist_ok=True)
         partial = f"{cached}.partial-{uuid.uuid4().hex}"
         try:
-            with self._reaching(path):
-                self._fs.get_file(self._full(path), partial)
+            with self._reaching(path), _download_progress(self.describe(path), int(info.get("size") or 0)) as shown:
+                self._fs.get_file(self._full(path), partial, callback=shown)
             os.replace(partial, cached)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -286,6 +292,27 @@ class _RangeReader(io.RawIOBase):
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
+
+
+@contextlib.contextmanager
+def _download_progress(what: str, size: int) -> Iterator[Any]:
+    """An fsspec callback showing a large download: a tqdm bar when tqdm is installed, else one log line."""
+    from fsspec.callbacks import DEFAULT_CALLBACK, TqdmCallback
+
+    if size < _PROGRESS_FROM_BYTES:
+        yield DEFAULT_CALLBACK
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.info("downloading %s (%.0f MB) into the local cache", what, size / 1e6)
+        yield DEFAULT_CALLBACK
+        return
+    bar = TqdmCallback(tqdm_kwargs={"desc": f"downloading {what}", "unit": "B", "unit_scale": True}, tqdm_cls=tqdm)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 @functools.cache
