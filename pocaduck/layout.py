@@ -296,9 +296,11 @@ def check_columns(columns: tuple[str, ...]) -> None:
 
 def read_schema(storage: Storage) -> Schema | None:
     """The store's schema, or None when nothing has been written yet."""
-    if not storage.exists(MANIFEST):
+    try:
+        data = storage.read_bytes(MANIFEST)  # one request on an object store, not a HEAD and a GET
+    except FileNotFoundError:
         return None
-    return Schema.from_json(storage.read_bytes(MANIFEST), storage.describe(MANIFEST))
+    return Schema.from_json(data, storage.describe(MANIFEST))
 
 
 def read_finalized(storage: Storage, worker_id: str) -> dict | None:
