@@ -60,6 +60,10 @@ class DamagedStoreError(PocaduckError, OSError):
     """A file that describes the store (manifest, ``finalized.json``, an index) is unreadable or corrupt."""
 
 
+class LabelDirectoryError(DamagedStoreError):
+    """A label directory (or the ``label_directory.json`` naming it) is missing, truncated or corrupt."""
+
+
 class IndexConflictError(PocaduckError, RuntimeError):
     """The unified index kept being replaced by other consolidations while this one rebuilt it."""
 
