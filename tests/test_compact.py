@@ -282,18 +282,23 @@ def test_gc_removes_only_what_no_index_refers_to(scattered):
     second = compact(scattered, workers=1).generation
     sessions = sorted(str(p.relative_to(scattered)) for p in Path(scattered).glob("workers/*/sessions/*"))
 
+    versions = sorted(p.relative_to(scattered).as_posix() for p in Path(scattered).glob("index_versions/*"))
+    in_force = "index_versions/" + json.loads((Path(scattered) / "label_directory.json").read_text())["build"]
+    assert len(versions) == 4 and in_force in versions  # one per consolidation, compactions included
+
     dry = collect_garbage(scattered, dry_run=True)
-    assert dry.removed == [f"compacted/{first}"]
+    assert dry.removed == [f"compacted/{first}"] + [path for path in versions if path != in_force]
     assert (Path(scattered) / "compacted" / first).exists()
 
-    assert collect_garbage(scattered).removed == [f"compacted/{first}"]
+    assert collect_garbage(scattered).removed == dry.removed
     assert not (Path(scattered) / "compacted" / first).exists()
+    assert [p.relative_to(scattered).as_posix() for p in Path(scattered).glob("index_versions/*")] == [in_force]
     assert (Path(scattered) / "compacted" / second / "index.duckdb").exists()
     assert sorted(str(p.relative_to(scattered)) for p in Path(scattered).glob("workers/*/sessions/*")) == sessions
     after = answers(scattered)
     consolidate(scattered)  # the generation in force and every finalized session are still there
     assert answers(scattered) == after
-    assert collect_garbage(scattered).removed == []
+    assert collect_garbage(scattered).removed == [in_force]  # the version of the index just replaced
 
 
 def test_gc_removes_superseded_sessions_once_the_index_moved_on(scattered):
@@ -301,7 +306,7 @@ def test_gc_removes_superseded_sessions_once_the_index_moved_on(scattered):
     ingest(scattered, 1, offset=100)
     assert collect_garbage(scattered).removed == [], "the unified index still reads the old session"
     consolidate(scattered)
-    assert collect_garbage(scattered).removed == [old_session]
+    assert [path for path in collect_garbage(scattered).removed if "index_versions/" not in path] == [old_session]
     with Query(scattered) as query:
         assert query.get_point_count(7) > 0
 
