@@ -1,9 +1,9 @@
 """Requests and bytes per get_points on an S3 store, counted by the server: cold reads, and before/after compaction.
 
-    .venv/bin/python bench/bench_requests.py              # about 4 minutes on 2 shared cores
+    .venv/bin/python bench/bench_requests.py              # about 1.5 minutes on 2 shared cores
     .venv/bin/python bench/bench_requests.py --quick      # smoke run, about a minute; leaves the docs alone
     .venv/bin/python bench/bench_requests.py --no-docs    # full sizes, docs left alone
-    .venv/bin/python bench/bench_requests.py --large      # adds a 10^7-row store (~15 min, ~6 GB of memory)
+    .venv/bin/python bench/bench_requests.py --large      # adds a 10^7-row store: about 3 minutes in all
 
 The stores are written to moto's S3 server on loopback (the one the tests use,
 ``tests/_object_servers.py``), which logs every request it answers with the
