@@ -157,9 +157,6 @@ class DirectoryFile:
     top_bytes: int
 
 
-_RUN = np.dtype([("label", "<u8"), ("file_id", "<u4"), ("row_offset", "<u8"), ("point_count", "<u8")])
-
-
 def write_label_directory(
     con: duckdb.DuckDBPyConnection, target: str, *, page_bytes: int | None = None
 ) -> DirectoryFile:
@@ -189,21 +186,23 @@ def write_label_directory(
     per_page = _per_page(ENTRY.itemsize, page_bytes)
     with open(target, "wb") as out:
         first_labels: list[np.ndarray] = []
-        open_run = np.empty(0, _RUN)  # the last run seen, which the next batch may continue
+        open_run = [np.empty(0, dtype) for dtype in _COLUMN_TYPES]  # the last run seen: the next batch may continue it
         unwritten = np.empty(0, ENTRY)  # less than a page of finished entries
         entries = 0
         for batch in rows:
-            runs = np.empty(batch.num_rows, _RUN)
-            for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                runs[name] = column.to_numpy()
-            runs = _merge_runs(np.concatenate([open_run, runs]))
-            unwritten = np.concatenate([unwritten, _split_long_runs(runs[:-1])])
-            open_run = runs[-1:]
+            runs = _merge_runs(
+                *(
+                    np.concatenate([carried, column.to_numpy()])
+                    for carried, column in zip(open_run, batch.columns, strict=True)
+                )
+            )
+            unwritten = np.concatenate([unwritten, _entries(*(column[:-1] for column in runs))])
+            open_run = [column[-1:] for column in runs]
             full = len(unwritten) // per_page * per_page
             first_labels.append(_write_pages(out, unwritten[:full], per_page))
             entries += full
             unwritten = unwritten[full:]
-        unwritten = np.concatenate([unwritten, _split_long_runs(open_run)])
+        unwritten = np.concatenate([unwritten, _entries(*open_run)])
         first_labels.append(_write_pages(out, unwritten, per_page))
         entries += len(unwritten)
         keys = np.concatenate(first_labels)
@@ -222,37 +221,46 @@ def write_label_directory(
     return DirectoryFile(entries, size, top_bytes)
 
 
-def _merge_runs(runs: np.ndarray) -> np.ndarray:
-    """One run per stretch of a label's rows that continue each other in one file.
+_COLUMN_TYPES = (np.uint64, np.int32, np.int64, np.int64)  # label, file_id, row_offset, point_count
 
-    >>> runs = np.array([(5, 0, 0, 2), (5, 0, 2, 3), (5, 1, 0, 1), (6, 1, 1, 4)], _RUN)
-    >>> _merge_runs(runs)[["file_id", "row_offset", "point_count"]].tolist()
-    [(0, 0, 5), (1, 0, 1), (1, 1, 4)]
+
+def _merge_runs(
+    labels: np.ndarray, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """One run per stretch of a label's rows that continue each other in one file, as the same four columns.
+
+    >>> merged = _merge_runs(*map(np.array, ([5, 5, 5, 6], [0, 0, 1, 1], [0, 2, 0, 1], [2, 3, 1, 4])))
+    >>> [column.tolist() for column in merged]
+    [[5, 5, 6], [0, 1, 1], [0, 0, 1], [5, 1, 4]]
     """
-    if len(runs) < 2:
-        return runs
-    label, file_id, offset, count = runs["label"], runs["file_id"], runs["row_offset"], runs["point_count"]
-    continues = (label[1:] == label[:-1]) & (file_id[1:] == file_id[:-1]) & (offset[1:] == offset[:-1] + count[:-1])
+    continues = (
+        (labels[1:] == labels[:-1]) & (file_ids[1:] == file_ids[:-1]) & (offsets[1:] == offsets[:-1] + counts[:-1])
+    )
+    if not continues.any():
+        return labels, file_ids, offsets, counts
     heads = np.flatnonzero(np.concatenate([[True], ~continues]))
-    merged = runs[heads]
-    merged["point_count"] = np.add.reduceat(count, heads)
-    return merged
+    return labels[heads], file_ids[heads], offsets[heads], np.add.reduceat(counts, heads)
 
 
-def _split_long_runs(runs: np.ndarray) -> np.ndarray:
-    """Entries whose count fits 32 bits: a longer run becomes several that follow each other.
+def _entries(labels: np.ndarray, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Runs as directory entries, whose count fits 32 bits: a longer run becomes several that follow each other.
 
-    >>> _split_long_runs(np.array([(5, 0, 10, 2**32 + 1)], _RUN))[["row_offset", "point_count"]].tolist()
+    >>> _entries(*map(np.array, ([5], [0], [10], [2**32 + 1])))[["row_offset", "point_count"]].tolist()
     [(10, 4294967295), (4294967305, 2)]
     """
-    counts = runs["point_count"]
-    pieces = np.maximum((counts + np.uint64(_MAX_RUN - 1)) // np.uint64(_MAX_RUN), 1).astype(np.int64)
-    source = np.repeat(np.arange(len(runs)), pieces)
-    taken = (np.arange(len(source)) - np.repeat(np.cumsum(pieces) - pieces, pieces)).astype(np.uint64) * _MAX_RUN
-    entries = np.empty(len(source), ENTRY)
-    entries["label"], entries["file_id"] = runs["label"][source], runs["file_id"][source]
-    entries["row_offset"] = runs["row_offset"][source] + taken
-    entries["point_count"] = np.minimum(counts[source] - taken, _MAX_RUN)
+    pieces = np.maximum(-(-counts // _MAX_RUN), 1)
+    if (pieces > 1).any():
+        source = np.repeat(np.arange(len(counts)), pieces)
+        taken = (np.arange(len(source)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * _MAX_RUN
+        labels, file_ids = labels[source], file_ids[source]
+        offsets, counts = offsets[source] + taken, np.minimum(counts[source] - taken, _MAX_RUN)
+    entries = np.empty(len(labels), ENTRY)
+    entries["label"], entries["file_id"], entries["row_offset"], entries["point_count"] = (
+        labels,
+        file_ids,
+        offsets,
+        counts,
+    )
     return entries
 
 
