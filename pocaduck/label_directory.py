@@ -179,12 +179,13 @@ def write_label_directory(
     if page_bytes < 2 * _KEY.itemsize + _CRC_BYTES or page_bytes < ENTRY.itemsize + _CRC_BYTES:
         raise ValueError(f"page_bytes must hold an entry and two keys, not {page_bytes}")
     files = con.execute("SELECT file_id, path, row_group_size, byte_size FROM files ORDER BY file_id").fetchall()
-    rows = con.execute(
+    # A relation's reader streams (DuckDB 1.5 and 2.x); one from execute() would copy every row first.
+    rows = con.sql(
         "SELECT label, file_id, row_offset, point_count FROM point_index WHERE point_count > 0 "
         "ORDER BY label, file_id, row_offset"
     ).to_arrow_reader(_BATCH_ROWS)
     per_page = _per_page(ENTRY.itemsize, page_bytes)
-    with open(target, "wb") as out:
+    with rows, open(target, "wb") as out:
         first_labels: list[np.ndarray] = []
         open_run = [np.empty(0, dtype) for dtype in _COLUMN_TYPES]  # the last run seen: the next batch may continue it
         unwritten = np.empty(0, ENTRY)  # less than a page of finished entries
