@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -141,8 +142,11 @@ def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_s
     first = ingest(s3_store, 0, range(2))
     Ingestor.consolidate_indexes(s3_store)
 
+    store = f"/{s3.bucket}/{s3_store.base_path.split('/', 3)[3]}/"
+
     def downloads() -> int:  # of the index in force, or of the copy of it a Query fetches from its index version
-        return sum(r.method == "GET" and r.path.split("?")[0].endswith("/unified_index.duckdb") for r in s3.requests)
+        paths = [r.path.split("?")[0] for r in s3.requests if r.method == "GET"]
+        return sum(path.startswith(store) and path.endswith("/unified_index.duckdb") for path in paths)
 
     with Query(s3_store) as query:
         assert as_row_set(query.get_points(LABELS[0])) == first[LABELS[0]]
@@ -547,7 +551,19 @@ def test_an_older_view_published_last_on_s3_keeps_the_worker_that_finished_in_be
         assert not full.publish()  # started from the index partial replaced: refused
     with Query(s3_store) as query:
         assert query.info()["workers"] == 1
+    assert_directory_in_step(s3_store)
     consolidate(s3_store)
     with Query(s3_store) as query:
         for label in LABELS:
             assert as_row_set(query.get_points(label)) == merged(first, second)[label]
+    assert_directory_in_step(s3_store)
+
+
+def assert_directory_in_step(config: StorageConfig) -> None:
+    """Readers use a label directory, and it counts each label's points as the index in force does."""
+    storage = open_storage(config)
+    directory = open_in_force(storage)
+    assert directory is not None
+    with duckdb.connect(storage.local_copy("unified_index.duckdb"), read_only=True) as index:
+        counts = dict(index.execute("SELECT label, point_count FROM labels").fetchall())
+    assert {label: directory.point_count(label) for label in counts} == counts
