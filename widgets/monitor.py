@@ -117,7 +117,7 @@ class IngestionMonitor(w.VBox):
         self.summary = w.HTML()
         self._worker_box = w.VBox()
         self._lock = threading.Lock()
-        self._drawing = threading.Lock()  # a timer and an event's thread may flush at once
+        self._drawing = threading.Lock()  # a timer and an event's thread may flush at once: one draws at a time
         self._pending = False
         self._timer: threading.Timer | None = None
         self._last_draw: float | None = None  # not 0.0: time.monotonic() counts from boot, so 0.0 can be seconds ago
@@ -163,16 +163,18 @@ class IngestionMonitor(w.VBox):
 
     def flush(self) -> None:
         """Draw the latest events now."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if not self._pending:
-                return
-            self._pending = False
-            self._last_draw = time.monotonic()
-            events = dict(self.latest)
+        # The copy of the events is taken inside ``_drawing``: taken before it, a timer's older copy could be
+        # drawn after a newer flush and leave stale panels on screen as the last word.
         with self._drawing:
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if not self._pending:
+                    return
+                self._pending = False
+                self._last_draw = time.monotonic()
+                events = dict(self.latest)
             self._draw(events)
 
     @property
