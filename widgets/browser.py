@@ -25,7 +25,7 @@ from pocaduck import PocaduckError
 from pocaduck.keys import check_label
 
 from ._source import StoreLike, open_query
-from ._wire import encode_page
+from ._wire import encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
 _STATE = ("select", "where", "order_by", "descending", "offset", "page_size")
@@ -51,7 +51,7 @@ def _labels_from_json(labels: list[str], _widget: Any) -> list[int]:
 class _LabelTable(anywidget.AnyWidget):
     """The clickable table: draws the page the kernel sends, reports sort and selection clicks."""
 
-    _esm = _HERE / "_table.js"
+    _esm = front_end("_table.js")
     _css = _HERE / "_table.css"
     page = t.Dict().tag(sync=True)
     label_column = t.Unicode("label").tag(sync=True)
