@@ -51,13 +51,50 @@ def test_the_table_shows_rows_of_labels(page):
 
 
 def test_the_monitor_reaches_finished_for_every_worker(page):
+    monitor = page.locator(".jp-OutputArea-output").first
     page.wait_for_function(
-        f"() => document.querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === {WORKERS}",
+        """(workers) => document.querySelector('.jp-OutputArea-output')
+            .querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === workers""",
+        arg=WORKERS,
         timeout=60_000,
     )
-    assert page.locator(".pocaduck-worker").count() == WORKERS
-    assert "3 of 3 workers finished" in page.locator(".jp-OutputArea-output").first.inner_text()
-    page.locator(".jp-OutputArea-output").first.screenshot(path=ARTIFACTS / "monitor.png")
+    assert monitor.locator(".pocaduck-worker").count() == WORKERS
+    assert "3 of 3 workers finished" in monitor.inner_text()
+    monitor.screenshot(path=ARTIFACTS / "monitor.png")
+
+
+def test_a_cluster_of_500_workers_is_one_grid_of_cells_with_its_failures_listed(page):
+    # The notebook's second cell feeds 500 simulated workers: 6 failed (i % 97 == 13), 50 queued (i % 10 == 2),
+    # 98 running (i % 10 in (0, 1)), the other 346 finished.
+    cluster = page.locator(".jp-OutputArea-output").nth(1)
+    page.wait_for_function(
+        """() => document.querySelectorAll('.pocaduck-cell').length === 500
+            && document.querySelectorAll('.pocaduck-cell[data-state=failed]').length === 6""",
+        timeout=60_000,
+    )
+    states = cluster.locator(".pocaduck-cell").evaluate_all("cells => cells.map((cell) => cell.dataset.state)")
+    assert {state: states.count(state) for state in set(states)} == {
+        "failed": 6,
+        "queued": 50,
+        "running": 98,
+        "finished": 346,
+    }
+    assert cluster.locator(".pocaduck-worker").count() == 0  # no bar per worker
+    assert "346 of 500 workers finished · 6 failed" in cluster.inner_text()
+
+    failed = cluster.locator(".pocaduck-cell[data-worker='13']")
+    colors = failed.evaluate("cell => getComputedStyle(cell).backgroundImage")
+    assert "rgb(198, 40, 40)" in colors  # the failed color, #c62828
+    assert "OSError: chunk (13, 0, 0) is unreadable" in failed.get_attribute("title")
+    failed.hover()
+    detail = cluster.locator(".pocaduck-grid-detail")
+    assert detail.inner_text().startswith("worker 13 · failed")
+    assert "blocks 3/8 · 13,000 points" in detail.inner_text()
+    assert "OSError: chunk (13, 0, 0) is unreadable" in detail.inner_text()
+    errors = cluster.locator(".pocaduck-failures li")
+    assert errors.count() == 6
+    assert errors.first.inner_text() == "worker 13: OSError: chunk (13, 0, 0) is unreadable"
+    cluster.screenshot(path=ARTIFACTS / "monitor-grid.png")
 
 
 def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
