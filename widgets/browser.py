@@ -95,13 +95,13 @@ class LabelBrowser(w.VBox):
         self._where_box = w.Text(
             placeholder="WHERE …  e.g. point_count > 1000 AND max_z - min_z > 100",
             continuous_update=False,
-            layout=w.Layout(width="100%"),
+            layout=w.Layout(width="auto"),  # stretched to the browser's width; 100% would add the margins to it
         )
         self._select_box = w.Textarea(
             placeholder="SELECT … over labels, point_index, files, workers (optional, replaces the table)",
             continuous_update=False,
             rows=2,
-            layout=w.Layout(width="100%"),
+            layout=w.Layout(width="auto"),
         )
         self._jump_box = w.Text(placeholder="jump to label", continuous_update=False, layout=w.Layout(width="11em"))
         self._status = w.HTML()
@@ -129,7 +129,7 @@ class LabelBrowser(w.VBox):
             [
                 self._select_box,
                 self._where_box,
-                w.HBox([*pager, self._status, self._jump_box]),
+                w.HBox([*pager, self._status, self._jump_box], layout=w.Layout(flex_flow="row wrap")),
                 self._error_view,
                 self._table,
             ],
