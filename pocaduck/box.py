@@ -105,9 +105,14 @@ class Box:
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Which rows of an (N, D) array lie in the box (on the spatial columns, the first ones)."""
-        spatial = points[:, : len(self.columns)]
-        if self._integer:
-            low, high = np.array(self.low, self.dtype), np.array(self.high, self.dtype)
-            return ((spatial >= low) & (spatial <= high)).all(axis=1)
-        low, high = np.array(self.low, np.float64), np.array(self.high, np.float64)
-        return ((spatial >= low) & (spatial < high)).all(axis=1)
+        inside = np.full(len(points), not self.empty)
+        if self.empty:  # its bounds may not even fit the dtype
+            return inside
+        # Typed scalars: the store's own integers, or float64, where every stored float is exact.
+        kind = self.dtype.type if self._integer else np.float64
+        below = np.less_equal if self._integer else np.less
+        for axis, (low, high) in enumerate(zip(self.low, self.high, strict=True)):  # one pass per axis, not per row
+            column = points[:, axis]
+            inside &= column >= kind(low)
+            inside &= below(column, kind(high))
+        return inside

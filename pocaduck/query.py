@@ -420,9 +420,9 @@ class Query(Reader):
             return np.empty(0, dtype=np.uint64)
         runs = self._runs_in_box(box, None)
         proven = np.unique(runs["label"][runs["inside"]])
-        unsure = ~runs["inside"] & ~np.isin(runs["label"], proven)
-        points = self.read_rows(runs["file_id"][unsure], runs["row_offset"][unsure], runs["point_count"][unsure])
-        found = np.repeat(runs["label"][unsure], runs["point_count"][unsure])[box.contains(points)]
+        unsure = {name: column[~np.isin(runs["label"], proven)] for name, column in runs.items()}
+        points = self.read_rows(unsure["file_id"], unsure["row_offset"], unsure["point_count"])
+        found = np.repeat(unsure["label"], unsure["point_count"])[box.contains(points)]
         return np.union1d(proven, found).astype(np.uint64)
 
     def get_points_in_box(
@@ -450,9 +450,13 @@ class Query(Reader):
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
         points = self.read_rows(runs["file_id"], runs["row_offset"], runs["point_count"])
         point_labels = np.repeat(runs["label"], runs["point_count"])
-        kept = box.contains(points)
+        kept = np.repeat(runs["inside"], runs["point_count"])  # runs inside the box need no test
+        unsure = np.flatnonzero(~kept)
+        kept[unsure] = box.contains(points[unsure])
         points, point_labels = points[kept], point_labels[kept]
-        found = wanted if wanted is not None else np.unique(point_labels).tolist()
+        # point_labels are sorted (runs are), so its distinct values are where it changes
+        changes = np.flatnonzero(np.diff(point_labels)) + 1
+        found = wanted if wanted is not None else point_labels[np.append(0, changes)[: len(point_labels)]].tolist()
         return self._shape_result(found, False, point_labels, points, output)
 
     def _runs_in_box(self, box: Box, labels: list[int] | None) -> dict[str, np.ndarray]:
