@@ -168,7 +168,9 @@ def main() -> None:
             results[layout]["dataset"] = measure_dataset(store, args.quick, args.seed)
             print(f"{layout}: {results[layout]}", flush=True)
     results["elapsed_s"] = time.perf_counter() - started
-    text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}")
+    results["load_average"] = os.getloadavg()  # the machine is shared: say how busy it was
+    load = ", ".join(f"{value:.1f}" for value in results["load_average"])
+    text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}; load average at the end {load}")
     _report.publish("bench_queries", text, results, docs)
 
 
