@@ -282,10 +282,14 @@ class Query(Reader):
         with clock.phase("data_read_time"):
             points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         clock.update(files_queried=len(np.unique(rows["file_id"])), points_returned=len(points))
-        point_labels = np.repeat(rows["label"], rows["point_count"])
-        if sample is not None:
+        if sample is None:
+            point_labels = np.repeat(rows["label"], rows["point_count"])
+        else:  # label only the points kept: a whole-label read may hold millions
             kept = _picked(rows, sample)
-            points, point_labels = points[kept], point_labels[kept]
+            points, point_labels = (
+                points[kept],
+                rows["label"][np.searchsorted(np.cumsum(rows["point_count"]), kept, "right")],
+            )
             clock["points_returned"] = len(points)
         result = self._shape_result(labels, single, point_labels, points, output)
         if cacheable:
