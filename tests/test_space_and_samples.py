@@ -280,6 +280,11 @@ def test_many_labels_sample_each_as_alone(big_label_store):
             assert list(together) == labels
             for label in labels:
                 assert np.array_equal(together[label], query.get_points(label, sample=40))
+                in_block = as_row_set(query.get_points(label, blocks=[0]))
+                chosen = query.get_points(label, sample=2, blocks=[0], output="pandas")
+                assert len(chosen) == min(2, len(in_block)) and set(map(tuple, chosen.to_numpy().tolist())) <= set(
+                    in_block
+                )
             table = query.get_points(labels, sample=40, output="arrow")
             assert table.column("label").to_pylist() == [lab for lab in sorted(labels) for _ in together[lab]]
 
