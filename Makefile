@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-queries bench-requests bench-widgets clean
 
 install: $(INSTALLED)
 
@@ -72,6 +72,9 @@ bench-scan: install
 
 bench-compact: install
 	$(BIN)/python bench/bench_compact.py $(BENCH_ARGS)
+
+bench-queries: install
+	$(BIN)/python bench/bench_queries.py $(BENCH_ARGS)
 
 bench-requests: install
 	$(BIN)/python bench/bench_requests.py $(BENCH_ARGS)

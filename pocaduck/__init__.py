@@ -9,6 +9,7 @@ are in :mod:`pocaduck.errors` and exported here too.
 from .compact import CompactionReport, compact
 from .config import StorageConfig
 from .consolidate import consolidate
+from .dataset import PointCloudDataset
 from .errors import (
     CompactionBusyError,
     CompactionError,
@@ -19,6 +20,7 @@ from .errors import (
     IngestorClosedError,
     InvalidArgumentError,
     InvalidBlockIdError,
+    InvalidBoxError,
     InvalidLabelError,
     InvalidPointsError,
     InvalidVolumeError,
@@ -69,12 +71,14 @@ __all__ = [
     "IngestorClosedError",
     "InvalidArgumentError",
     "InvalidBlockIdError",
+    "InvalidBoxError",
     "InvalidLabelError",
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
     "LegacyStoreError",
     "PocaduckError",
+    "PointCloudDataset",
     "ProgressEvent",
     "Query",
     "QueryTimeoutError",

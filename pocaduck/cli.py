@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
@@ -55,8 +56,25 @@ def _verb_consolidate(args: argparse.Namespace) -> None:
 
 def _verb_points(args: argparse.Namespace) -> None:
     with Query(_store(args)) as query:
-        table = query.get_points(args.label, output="arrow")
-    output = args.output
+        table = query.get_points(args.label, output="arrow", sample=args.sample, seed=args.seed)
+    _write_table(table, args.output, f"points of label {args.label}")
+
+
+def _verb_labels_in_box(args: argparse.Namespace) -> None:
+    with Query(_store(args)) as query:
+        labels = query.get_labels_in_box(args.lower, args.upper)
+    print("\n".join(map(str, labels.tolist())), end="\n" if len(labels) else "")
+    print(f"{len(labels)} labels in the box", file=sys.stderr)
+
+
+def _verb_points_in_box(args: argparse.Namespace) -> None:
+    with Query(_store(args)) as query:
+        table = query.get_points_in_box(args.lower, args.upper, output="arrow")
+    _write_table(table, args.output, "points in the box")
+
+
+def _write_table(table: pa.Table, output: str | None, what: str) -> None:
+    """CSV on stdout without ``output``, else the file its suffix names (``_output_file`` checked it)."""
     if output is None:
         print(table.to_pandas().to_csv(index=False), end="")
     elif output.endswith(".npy"):
@@ -66,7 +84,7 @@ def _verb_points(args: argparse.Namespace) -> None:
     else:  # .parquet: _output_file let nothing else through
         pq.write_table(table, output)
     if output is not None:
-        print(f"wrote {table.num_rows} points of label {args.label} to {output}", file=sys.stderr)
+        print(f"wrote {table.num_rows} {what} to {output}", file=sys.stderr)
 
 
 def _verb_compact(args: argparse.Namespace) -> None:
@@ -170,6 +188,17 @@ def _per_axis(kind: type[int] | type[float], positive: bool) -> Callable[[str], 
     return parse
 
 
+def _corner(text: str) -> tuple[float | int, ...]:
+    """An argparse type: a box corner as comma-separated finite numbers, ``X,Y,Z``."""
+    try:
+        values = tuple(int(v) if v.strip().lstrip("+-").isdigit() else float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"needs a corner of finite numbers as X,Y,Z, got {text!r}")
+    return values
+
+
 def _output_file(text: str) -> str:
     """An argparse type: a .npy, .csv or .parquet file in a folder that exists, checked before the store is read."""
     if not text.endswith((".npy", ".csv", ".parquet")):
@@ -178,6 +207,12 @@ def _output_file(text: str) -> str:
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"the folder {folder!r} does not exist; create it first")
     return text
+
+
+def _add_output(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument(
+        "-o", "--output", type=_output_file, help="file to write: .npy, .csv or .parquet (default: CSV to stdout)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,10 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     points = verbs.add_parser("points", parents=[credentials], help="print or save one label's points")
     points.add_argument("store")
     points.add_argument("label", type=_label, help="uint64 label id")
+    _add_output(points)
+    points.add_argument("--sample", type=_integer(1), help="only this many points, a uniform deterministic sample")
     points.add_argument(
-        "-o", "--output", type=_output_file, help="file to write: .npy, .csv or .parquet (default: CSV to stdout)"
+        "--seed", type=_integer(0, below=2**64), help="with --sample: another sample per seed (reads the whole label)"
     )
     points.set_defaults(run=_verb_points)
+
+    in_box = verbs.add_parser(
+        "labels-in-box", parents=[credentials], help="print the labels with a point in a box, one per line"
+    )
+    boxed = verbs.add_parser(
+        "points-in-box", parents=[credentials], help="print or save every point in a box, with its label"
+    )
+    for verb in (in_box, boxed):
+        verb.add_argument("store")
+        verb.add_argument("lower", type=_corner, help="X0,Y0,Z0: the box's lower corner, inside it")
+        verb.add_argument("upper", type=_corner, help="X1,Y1,Z1: the upper corner, outside it (lower <= p < upper)")
+    in_box.set_defaults(run=_verb_labels_in_box)
+    _add_output(boxed)
+    boxed.set_defaults(run=_verb_points_in_box)
 
     compaction = verbs.add_parser(
         "compact", parents=[credentials], help="rewrite the store so each label's points are contiguous"

@@ -46,6 +46,7 @@ from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedEr
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, chunk_index_rows, write_point_file
 from .progress import ProgressEvent
+from .sampling import order_marker, stored_order
 from .storage import Storage
 from .store import Store, open_store
 
@@ -278,6 +279,9 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
             segment_blocks[nonempty],
             segment_counts[nonempty],
         )
+    points, segment_labels, segment_blocks, segment_counts = _in_sample_order(
+        points, segment_labels, segment_blocks, segment_counts
+    )
     block_type = pa.string() if schema.block_id_type == "string" else pa.int64()
     block_column = pa.array(segment_blocks, block_type)
     values = np.ascontiguousarray(points.T)
@@ -293,6 +297,7 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
         values,
         row_group_size=plan["row_group_size"],
         compression=plan["compression"],
+        metadata=order_marker(),
     )
     rows = chunk_index_rows(schema, segment_labels, block_column, shard, segment_counts, values)
     result = {
@@ -315,6 +320,25 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
     pq.write_table(marker, buffer)
     storage.write_bytes(_marker(generation, shard), buffer.getvalue())
     return {**result, "seconds": time.perf_counter() - started}
+
+
+def _in_sample_order(
+    points: np.ndarray, labels: np.ndarray, blocks: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The shard's rows in the stored sample order (see ``sampling``), and the (label, block) runs they form.
+
+    A label of several levels has each block's rows in every level, so it gets
+    one index row per (label, level, block) run; its multiset of points and
+    blocks is unchanged, and de-duplication, done before, is untouched.
+    """
+    segment_of_point = np.repeat(np.arange(len(counts)), counts)
+    order = stored_order(np.repeat(labels, counts))
+    if (order == np.arange(len(order))).all():
+        return points, labels, blocks, counts
+    segment_of_point = segment_of_point[order]
+    starts = np.flatnonzero(np.concatenate([[True], segment_of_point[1:] != segment_of_point[:-1]]))
+    runs = segment_of_point[starts]
+    return points[order], labels[runs], blocks[runs], np.diff(np.append(starts, len(order)))
 
 
 def _first_occurrences(point_labels: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -52,6 +52,10 @@ class InvalidArgumentError(PocaduckError, ValueError):
     """An argument has the wrong type or lies outside its range (a size, a count, a timeout, a box)."""
 
 
+class InvalidBoxError(InvalidArgumentError):
+    """A box is not two points of the store's spatial width with finite ``lower < upper`` on every axis."""
+
+
 class StoreWriteError(PocaduckError, OSError):
     """Writing into the store failed (disk full, read-only, file too large); what was published before is intact."""
 

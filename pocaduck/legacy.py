@@ -24,7 +24,7 @@ import functools
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -43,7 +43,8 @@ from .index import attach_read_only
 from .ingest import Ingestor
 from .keys import check_label
 from .progress import ProgressEvent
-from .reader import Reader
+from .reader import Output, Reader
+from .sampling import check_sample, check_seed, choose, sample_key
 from .storage import Storage
 from .store import Store, create_store, open_store
 
@@ -169,13 +170,31 @@ class LegacyQuery(Reader):
             ).fetchone()
         return clock.finish(int(count), timing)
 
-    def get_points(self, label: int | Iterable[int], use_cache: bool = True, timing: bool = False) -> Any:
+    def get_points(
+        self,
+        label: int | Iterable[int],
+        use_cache: bool = True,
+        timing: bool = False,
+        *,
+        sample: int | None = None,
+        seed: int | None = None,
+    ) -> Any:
         """The label's points as the original returned them: int64, de-duplicated unless from optimized data.
 
         Several labels give a dict ``{label: points}`` (an extension: the original took one).
+        ``sample=N`` keeps ``min(N, count)`` of those rows, chosen as on any store
+        without a stored sample order (an extension too).
         """
         if isinstance(label, Iterable):
-            return {each: self.get_points(each, use_cache) for each in map(check_label, label)}
+            return {
+                each: self.get_points(each, use_cache, sample=sample, seed=seed) for each in map(check_label, label)
+            }
+        if sample is not None or seed is not None:
+            if sample is None:
+                raise InvalidArgumentError("seed picks a sample: give sample=N with it")
+            sample, seed, label = check_sample(sample), check_seed(seed), check_label(label)
+            points = self.get_points(label, use_cache)
+            return points[choose(len(points), sample, sample_key(label, seed))] if len(points) else points
         label = check_label(label)
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
@@ -194,6 +213,27 @@ class LegacyQuery(Reader):
             while len(self._points_cache) > self.cache_size:
                 self._points_cache.popitem(last=False)
         return clock.finish(points, timing)
+
+    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
+        """Not on the original's layout, whose files are read whole: migrate the store to stream labels."""
+        raise self._migrate_for("iter_points")
+
+    def get_labels_in_box(self, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:
+        """Not on the original's layout, whose index keeps no bounding boxes: migrate the store for box queries."""
+        raise self._migrate_for("get_labels_in_box")
+
+    def get_points_in_box(
+        self, lower: Sequence[float], upper: Sequence[float], labels: Any = None, output: Output = "arrow"
+    ) -> Any:
+        """Not on the original's layout, whose index keeps no bounding boxes: migrate the store for box queries."""
+        raise self._migrate_for("get_points_in_box")
+
+    def _migrate_for(self, method: str) -> LegacyStoreError:
+        return LegacyStoreError(
+            f"{method} needs the bounding boxes and row runs this library's index keeps; "
+            f"{self.storage_config.base_path} was written by the original pocaduck 0.1.x. Convert it once with "
+            f"`pocaduck migrate OLD NEW` (pocaduck.migrate) and query the new store"
+        )
 
     def _files_of(self, label: int) -> list[str]:
         rows = self.db_connection.execute(

@@ -91,6 +91,7 @@ def test_compacted_store_answers_exactly_what_the_scattered_one_did(scattered):
     assert all(path.startswith(f"compacted/{report.generation}/") for path in files_in_index(scattered))
     with Query(scattered) as query:
         pieces = query.sql("SELECT count(*) AS n, count(DISTINCT (label, block_id)) AS pairs FROM point_index")
+    # labels of up to 1,024 points (all of these) are one level: one index row per (label, block)
     assert pieces["n"][0] == pieces["pairs"][0], "one index row per (label, block) after compaction"
     finished = [e for e in events if e.state == "finished"]
     assert len(finished) == report.shards

@@ -196,3 +196,22 @@ def test_the_widgets_browse_render_and_describe_an_original_store(
     assert f"<code>{labels[0]}</code>" in explorer.details.value
     assert f"{counts[labels[0]]:,}" in explorer.details.value
     assert files_and_times(store) == untouched, "the widgets must not change an original store"
+
+
+def test_an_original_store_samples_and_says_to_migrate_for_boxes_and_streaming(original_stores):
+    store, original = original_stores()
+    label = int(original["labels"][0])
+    with Query(str(store)) as query:
+        everything = query.get_points(label)
+        chosen = query.get_points(label, sample=3)
+        assert len(chosen) == min(3, len(everything))
+        assert set(as_row_set(chosen)) <= set(as_row_set(everything))
+        assert np.array_equal(chosen, query.get_points(label, sample=3))
+        assert list(query.get_points([label], sample=3, seed=1)) == [label]
+        for ask in (
+            lambda: query.get_labels_in_box((0, 0, 0), (9, 9, 9)),
+            lambda: query.get_points_in_box((0, 0, 0), (9, 9, 9)),
+            lambda: query.iter_points(label),
+        ):
+            with pytest.raises(LegacyStoreError, match="pocaduck migrate"):
+                ask()
