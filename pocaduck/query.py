@@ -81,6 +81,28 @@ def _no_rows() -> dict[str, np.ndarray]:
     return {name: np.empty(0, kind) for name, kind in _RUN_TYPES.items() if name != "inside"}
 
 
+def _extents(runs: dict[str, np.ndarray]) -> list[tuple[int, int, int, int, int, int]]:
+    """Per label of label-sorted runs: label, first and last file, first row, end row and rows in all.
+
+    >>> _extents({"label": np.array([5, 5, 6]), "file_id": np.array([0, 0, 1]), "row_offset": np.array([0, 4, 9]),
+    ...           "point_count": np.array([4, 2, 1])})
+    [(5, 0, 0, 0, 6, 6), (6, 1, 1, 9, 10, 1)]
+    """
+    labels = runs["label"]
+    if not len(labels):
+        return []
+    starts = np.flatnonzero(np.concatenate([[True], labels[1:] != labels[:-1]]))
+    columns = (
+        labels[starts],
+        np.minimum.reduceat(runs["file_id"], starts),
+        np.maximum.reduceat(runs["file_id"], starts),
+        np.minimum.reduceat(runs["row_offset"], starts),
+        np.maximum.reduceat(runs["row_offset"] + runs["point_count"], starts),
+        np.add.reduceat(runs["point_count"], starts),
+    )
+    return list(zip(*(column.tolist() for column in columns), strict=True))
+
+
 def _picked(rows: dict[str, np.ndarray], sample: int) -> np.ndarray:
     """Positions, in the rows read for ``rows`` (label-sorted), of each label's sample, chosen with its key."""
     of_label = np.searchsorted(rows["key_label"], rows["label"])
@@ -426,14 +448,19 @@ class Query(Reader):
         The index of an open Query never changes, so a label is looked up once:
         a training loop's later epochs skip DuckDB (0.5 ms a label) altogether.
         """
-        # As in _lookup: one label compares with =, which DuckDB prunes by zone maps (0.5 ms against 1 ms).
-        where, param = ("label = ?::UBIGINT", labels[0]) if len(labels) == 1 else ("label = ANY(?::UBIGINT[])", labels)
-        with self._index_read():
-            extents = self._lookups.execute(
-                "SELECT label, min(file_id), max(file_id), min(row_offset), max(row_offset + point_count), "
-                f"sum(point_count)::BIGINT FROM point_index WHERE {where} GROUP BY label",
-                [param],
-            ).fetchall()
+        if self._index is None and self._directory is not None:  # as _lookup: the directory, while it serves
+            extents = _extents(self._directory.lookup(labels))
+        else:
+            # As in _lookup: one label compares with =, which DuckDB prunes by zone maps (0.5 ms against 1 ms).
+            where, param = (
+                ("label = ?::UBIGINT", labels[0]) if len(labels) == 1 else ("label = ANY(?::UBIGINT[])", labels)
+            )
+            with self._index_read():
+                extents = self._lookups.execute(
+                    "SELECT label, min(file_id), max(file_id), min(row_offset), max(row_offset + point_count), "
+                    f"sum(point_count)::BIGINT FROM point_index WHERE {where} GROUP BY label",
+                    [param],
+                ).fetchall()
         learned: dict[int, tuple[int, int, int, dict[str, Any]] | None] = dict.fromkeys(labels)
         for label, file_id, last_file, start, end, count in extents:
             order = self._points.row_order(file_id) if file_id == last_file and end - start == count else None

@@ -122,6 +122,11 @@ def test_compaction_leaves_one_entry_per_label_and_file(store):
     assert compacted.entry_count < scattered
     # 12 writes per label, one entry per (label, file): a label split between two shard files has two.
     assert 200 <= compacted.entry_count <= 200 + len(compacted.files)
+    with Query(store) as fresh, Query(store) as indexed:
+        indexed.get_labels()  # its index is attached now: its lookups go through DuckDB
+        for label in (7, 150):  # a sample of a compacted label: one range read, found through the directory
+            assert fresh.get_points(label, sample=5).tolist() == indexed.get_points(label, sample=5).tolist()
+        assert fresh._index is None
     with Query(store) as query:
         assert query.get_blocks_for_label(7) == [f"{w}/{b}" for w in range(3) for b in range(4)]
         assert query.get_points(7, blocks=["1/2"]).tolist() == [[1, 2, 7]] * (1 + (7 + 2) % 4)
