@@ -110,6 +110,20 @@ def compaction_pool(workers: str) -> None:
         pass
 
 
+def blocking_task(argument: object, report: object, should_stop: object) -> None:
+    """An executor task that never ends, once it has printed its process id."""
+    say(os.getpid())
+    signal.pause()
+
+
+def executor_processes(workers: str) -> None:
+    """Run never-ending tasks in the executor's worker processes."""
+    from pocaduck.executor import Task, run_tasks
+
+    tasks = [Task(str(number), 1, blocking_task) for number in range(int(workers))]
+    run_tasks(tasks, workers=int(workers), sink=lambda event: None, pool="processes")
+
+
 class BlockingVolume:
     """A label volume whose reads never end, once the reading process has printed its id."""
 
