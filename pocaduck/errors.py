@@ -108,6 +108,10 @@ class CompactionError(PocaduckError, RuntimeError):
     """A compaction shard failed or its worker process died; run the compaction again to resume it."""
 
 
+class CompactionCancelledError(CompactionError):
+    """The compaction was stopped (``stop`` set); the shards written are kept, and running it again resumes it."""
+
+
 class CompactionBusyError(PocaduckError, RuntimeError):
     """Another compaction or garbage collection is running on this store."""
 

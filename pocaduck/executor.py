@@ -114,7 +114,7 @@ class Failure:
     error: BaseException | None = None  # the task's own exception; None when its process died or it was cancelled
     details: str = ""  # the task's traceback: a remote traceback does not survive pickling
     cancelled: bool = False
-    never_started: bool = False  # its process died before running it: a retry cannot help
+    never_started: bool = False  # its process failed before running it (no __main__ guard): a retry cannot help
 
     @property
     def retryable(self) -> bool:
@@ -436,9 +436,12 @@ def _crash(task: Task, exit_code: int | None, latest: ProgressEvent, started: bo
     if exit_code is not None and exit_code < 0:
         how += f", {signal.Signals(-exit_code).name}"
     text = f"its process died ({how}) with {latest.blocks_done} of its {task.total} done"
-    if not started and exit_code == 1:  # the main script failed in the worker, as it does without the guard
+    # Exit code 1 before the task began: the main script failed in the worker, as it does without the guard.
+    # (Killed before it began, by a signal, it may well start the next time.)
+    never_started = not started and exit_code == 1
+    if never_started:
         text += "; " + _MAIN_GUARD_ADVICE
-    return Failure(task.worker_id, text, never_started=not started)
+    return Failure(task.worker_id, text, never_started=never_started)
 
 
 # -- Dask ---------------------------------------------------------------------
