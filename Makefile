@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-requests bench-widgets clean
 
 install: $(INSTALLED)
 
@@ -68,6 +68,9 @@ bench-scan: install
 
 bench-compact: install
 	$(BIN)/python bench/bench_compact.py
+
+bench-executors: install
+	$(BIN)/python bench/bench_executors.py
 
 bench-requests: install
 	$(BIN)/python bench/bench_requests.py

@@ -206,11 +206,15 @@ def main() -> None:
         results["big_compaction"] = run_compaction(big_store, args.workers, int(big["counts"].sum()) // 4)
         results["big_after"] = time_ours(big_store, big_probes, passes)
     results["elapsed_s"] = time.perf_counter() - started
-    text = render(results)
+    save_results("compact", results, render(results))
+
+
+def save_results(name: str, results: dict[str, Any], text: str) -> None:
+    """Print the table and keep it, with the raw figures, as ``bench/results/<name>.md`` and ``.json``."""
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "compact.json"), "w") as out:
+    with open(os.path.join(HERE, "results", f"{name}.json"), "w") as out:
         json.dump(results, out, indent=2)
-    with open(os.path.join(HERE, "results", "compact.md"), "w") as out:
+    with open(os.path.join(HERE, "results", f"{name}.md"), "w") as out:
         out.write(text)
     print(text)
 

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compact", parents=[credentials], help="rewrite the store so each label's points are contiguous"
     )
     compaction.add_argument("store")
-    compaction.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
+    compaction.add_argument("--workers", type=_integer(1), help="shards written at once (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
     compaction.set_defaults(run=_verb_compact)
 

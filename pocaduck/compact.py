@@ -39,7 +39,7 @@ from . import layout
 from .config import StorageConfig, as_config
 from .consolidate import compaction_in_force, publish_unified_index, worker_states, write_failures_reported
 from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
-from .executor import Failure, ShouldStop, Task, TaskOutcome, TaskStopped, run_tasks
+from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, run_tasks
 from .index import attach_read_only, create_worker_tables
 from .ingest import chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, progress_sink
@@ -53,6 +53,7 @@ COMPACTION_LOCK = f"{layout.COMPACTED}/.lock"
 _PLAN = "plan.json"
 _SOURCE = "source.duckdb"
 _SHARDS = "shards"
+_POOL: Pool = "threads"  # local shards run in threads: see bench/bench_executors.py
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,13 @@ def compact(
 ) -> CompactionReport:
     """Rewrite the consolidated store so each label's points are contiguous, then switch to it atomically.
 
-    Shards run in ``workers`` local processes (default: one per CPU; 1 runs
-    them in this process; from a script, call this under
-    ``if __name__ == "__main__":``), or on a ``dask.distributed.Client`` when
+    Shards run in ``workers`` threads of this process (default: one per CPU;
+    1 runs them one after another), or on a ``dask.distributed.Client`` when
     one is given; a shard that fails runs again up to ``retries`` times.
+    Threads, not processes: a shard's work is mostly Arrow, Parquet and numpy,
+    which release the GIL, and threads compacted as fast end to end (faster on
+    small stores, which they spare the process start-up; see
+    bench/bench_executors.py) and need no ``if __name__ == "__main__":`` guard.
     ``deduplicate=True`` keeps one copy of identical points of a label (the
     first, in block order); by default every point is kept. ``progress`` (a
     callable, or ``"tqdm"`` for bars) receives a
@@ -151,6 +155,7 @@ def compact(
                 stop=stop,
                 retries=retries,
                 client=client,
+                pool=_POOL,
             )
         _raise_failures(config, results, len(plan["shards"]) - len(pending))
         totals = _assemble(storage, schema, generation, plan)

@@ -210,16 +210,6 @@ compact(sys.argv[1], workers=1, points_per_file=200, progress=kill_after_two)
 """
 
 
-_KILL_A_WORKER = """
-import multiprocessing, os, signal, sys
-from pocaduck.compact import compact
-def kill_a_worker(event):
-    if event.state == "finished" and multiprocessing.active_children():
-        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
-compact(sys.argv[1], workers=2, points_per_file=200, progress=kill_a_worker)
-"""
-
-
 def run_child(code: str, store: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), store], capture_output=True, text=True, timeout=120
@@ -240,29 +230,18 @@ def test_a_killed_compaction_leaves_readers_on_the_old_layout_and_resumes(scatte
     assert all(path.startswith("compacted/") for path in files_in_index(scattered))
 
 
-def test_a_killed_shard_worker_fails_clearly_and_the_next_run_finishes(scattered):
-    before = answers(scattered)
-    child = run_child(_KILL_A_WORKER, scattered)
-    assert child.returncode != 0
-    assert "CompactionError" in child.stderr and "Run the compaction again" in child.stderr
-    assert answers(scattered) == before
-
-    report = compact(scattered, workers=2, points_per_file=200)
-    assert report.shards_reused >= 1
-    assert answers(scattered) == before
-
-
-def test_a_script_without_the_main_guard_is_told_to_add_it(scattered, tmp_path):
-    """Shard processes import the main script: without the guard they die before they start, and no re-run helps."""
+def test_a_script_without_the_main_guard_compacts(scattered, tmp_path):
+    """Shards run in threads: a plain script needs no `if __name__ == "__main__":`, unlike worker processes."""
     before = answers(scattered)
     script = tmp_path / "compact_it.py"
-    script.write_text(f"from pocaduck import compact\ncompact({scattered!r}, workers=2, points_per_file=500)\n")
+    script.write_text(
+        f"from pocaduck import compact\nprint(compact({scattered!r}, workers=2, points_per_file=500).shards)\n"
+    )
     child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert child.returncode != 0
-    (error,) = [line for line in child.stderr.splitlines() if line.startswith("pocaduck.errors.CompactionError")]
-    assert 'it never started: if this runs from a script, call it under `if __name__ == "__main__":`' in error
-    assert "again" not in error
+    assert child.returncode == 0, child.stderr
+    assert int(child.stdout) > 1
     assert answers(scattered) == before
+    assert all(path.startswith("compacted/") for path in files_in_index(scattered))
 
 
 def test_every_shard_reports_while_it_runs(scattered):

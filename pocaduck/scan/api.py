@@ -33,7 +33,7 @@ from ..config import StorageConfig, as_config
 from ..consolidate import consolidate as consolidate_store
 from ..consolidate import worker_states
 from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
-from ..executor import Failure, Task, run_tasks, runs_here
+from ..executor import Failure, Pool, Task, run_tasks, runs_here
 from ..layout import create_store, require_store_or_empty
 from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress
 from ..storage import open_storage
@@ -43,6 +43,7 @@ from .volumes import Pickled, check_volume, library_of, share_with_processes, sh
 from .worker import COLUMNS, ScanTask, WorkerOutcome, run_scan_task
 
 _INT32_LIMIT = 2**31
+_POOL: Pool = "processes"  # local scan workers: see bench/bench_executors.py
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def _run_tasks(
             stop=stop,
             retries=retries,
             client=client,
+            pool=_POOL,
             preload=[library_of(tasks[0].source)] if tasks else [],
         )
     finally:
