@@ -1,6 +1,6 @@
-"""Threads or processes for local workers: the same compaction and scan with each, side by side.
+"""Threads or processes for local workers: the same compaction, migration and scan with each, side by side.
 
-    .venv/bin/python bench/bench_executors.py                  # both verbs, 5 repetitions: ~3 minutes on 2 cores
+    .venv/bin/python bench/bench_executors.py                  # all three verbs, 5 repetitions: ~4 minutes on 2 cores
     .venv/bin/python bench/bench_executors.py --quick          # smaller inputs, 3 repetitions: under a minute
     .venv/bin/python bench/bench_executors.py --verbs compact  # one verb
 
@@ -18,6 +18,9 @@ threads are faster). The local pool is switched through each verb's private
 
 * compaction: ``bench_compact``'s store (labels over 50 blocks written by 8
   workers flushing every 20,000 points), split into ``--shards`` shards (8);
+* migration: the same points in the original library's layout (``worker_<i>/data``
+  Parquet files of ``label, block_id, data`` rows and ``unified_index.db``),
+  written directly with pyarrow and DuckDB, 8 original workers;
 * scan: ``make_demo_volume`` as a memory-mapped ``.npy``, 64³ blocks, surface mode.
 
 Markdown goes to stdout and ``bench/results/executors.md``, raw figures to
@@ -38,10 +41,14 @@ import tempfile
 import time
 from typing import Any
 
+import duckdb
 import numpy as np
-from bench_compact import BIG_POINTS_PER_FILE, ingest_ours, make_workload, save_results
+import pyarrow as pa
+import pyarrow.parquet as pq
+from bench_compact import BIG_POINTS_PER_FILE, WORKERS, ingest_ours, make_workload, save_results
 
 POOLS = ("processes", "threads")
+LEGACY_ROWS_PER_FILE = 100_000
 
 
 # -- inputs, made once -----------------------------------------------------------
@@ -51,6 +58,42 @@ def make_compaction_store(root: str, labels: int, seed: int) -> str:
     workload = make_workload(seed, labels)
     store = os.path.join(root, "scattered")
     ingest_ours(workload, store, BIG_POINTS_PER_FILE)
+    return store
+
+
+def make_legacy_store(root: str, labels: int, seed: int) -> str:
+    """The original library's layout for the same kind of workload: one row per point, a ``data`` list column."""
+    workload = make_workload(seed, labels)
+    store = os.path.join(root, "legacy")
+    ends = np.cumsum(workload["counts"])
+    starts = ends - workload["counts"]
+    index_rows = []
+    for worker in range(WORKERS):
+        writes = np.flatnonzero(workload["workers"] == worker)
+        folder = os.path.join(store, f"worker_{worker}", "data")
+        os.makedirs(folder)
+        rows = np.concatenate([np.arange(starts[i], ends[i]) for i in writes])
+        write_of_row = np.repeat(writes, workload["counts"][writes])
+        for part, first in enumerate(range(0, len(rows), LEGACY_ROWS_PER_FILE)):
+            chosen, owners = (
+                rows[first : first + LEGACY_ROWS_PER_FILE],
+                write_of_row[first : first + LEGACY_ROWS_PER_FILE],
+            )
+            path = os.path.join(folder, f"{worker}-{part}.parquet")
+            points = workload["points"][chosen].astype(np.int64)
+            data = pa.ListArray.from_arrays(
+                pa.array(np.arange(0, 3 * len(chosen) + 1, 3, dtype=np.int32)), points.ravel()
+            )
+            labels_of_rows = workload["labels"][owners].astype(np.int64)
+            blocks_of_rows = workload["blocks"][owners]
+            pq.write_table(pa.table({"label": labels_of_rows, "block_id": blocks_of_rows, "data": data}), path)
+            pairs, counts = np.unique(np.rec.fromarrays([labels_of_rows, blocks_of_rows]), return_counts=True)
+            index_rows += [(int(p[0]), str(p[1]), path, int(c)) for p, c in zip(pairs, counts, strict=True)]
+    with duckdb.connect(os.path.join(store, "unified_index.db")) as con:
+        con.execute(
+            "CREATE TABLE point_cloud_index (label BIGINT, block_id VARCHAR, file_path VARCHAR, point_count BIGINT)"
+        )
+        con.executemany("INSERT INTO point_cloud_index VALUES (?, ?, ?, ?)", index_rows)
     return store
 
 
@@ -69,7 +112,9 @@ def child(spec: dict[str, Any]) -> None:
     """Run one verb on each input in turn with the given pool; print the timings as one JSON line."""
     verb, pool = spec["verb"], spec["pool"]
     # by module name: the package's ``compact`` attribute is the function
-    module = importlib.import_module({"compact": "pocaduck.compact", "scan": "pocaduck.scan.api"}[verb])
+    module = importlib.import_module(
+        {"compact": "pocaduck.compact", "migrate": "pocaduck.legacy", "scan": "pocaduck.scan.api"}[verb]
+    )
     module._POOL = pool
     runs = []
     for source, target in spec["runs"]:
@@ -84,6 +129,9 @@ def child(spec: dict[str, Any]) -> None:
                 source, workers=spec["workers"], points_per_file=spec["points_per_file"], progress=record
             )
             points = report.points_written
+        elif verb == "migrate":
+            module.migrate(source, target, workers=spec["workers"], progress=record)
+            points = None
         else:
             volume = np.load(source, mmap_mode="r")
             points = module.scan_volume(volume, target, block_shape=64, workers=spec["workers"], progress=record).points
@@ -124,7 +172,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller inputs, 3 repetitions")
     parser.add_argument("--repeats", type=int, help="repetitions (default 5, 3 with --quick)")
     parser.add_argument("--workers", type=int, default=2, help="local workers (default 2)")
-    parser.add_argument("--verbs", default="compact,scan", help="comma-separated: compact, scan")
+    parser.add_argument("--verbs", default="compact,migrate,scan", help="comma-separated: compact, migrate, scan")
     parser.add_argument("--labels", type=int, help="labels of 1,000 points (default 4,000, 1,000 with --quick)")
     parser.add_argument("--edge", type=int, help="edge of the scanned volume (default 256, 192 with --quick)")
     parser.add_argument("--shards", type=int, default=8, help="compaction shards (default 8)")
@@ -153,6 +201,7 @@ def main() -> None:
             points_per_file = labels * 1_000 // args.shards  # bench_compact's labels hold 1,000 points each
             source = {
                 "compact": lambda: make_compaction_store(workdir, labels, args.seed),
+                "migrate": lambda: make_legacy_store(workdir, labels, args.seed),
                 "scan": lambda: make_volume(workdir, edge, args.seed),
             }[verb]()
             figures: dict[str, list] = {pool: [] for pool in POOLS}
@@ -192,8 +241,8 @@ def render(results: dict[str, Any]) -> str:
                 )
     lines += [
         "",
-        f"Inputs: {results['labels']:,} labels of 1,000 points in {results['shards']} compaction shards, a "
-        f"{results['volume_edge']}³ volume for the scan. Machine: "
+        f"Inputs: {results['labels']:,} labels of 1,000 points (compaction: {results['shards']} shards; migration: "
+        f"{WORKERS} original workers), a {results['volume_edge']}³ volume for the scan. Machine: "
         f"{results['machine']}; whole run {results['elapsed_s']:.0f} s. *paired*: the median of each "
         "repetition's own ratio (its two runs went back to back).",
     ]

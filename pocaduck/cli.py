@@ -85,7 +85,7 @@ def _verb_gc(args: argparse.Namespace) -> None:
 
 def _verb_migrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = migrate(_store(args, args.old), _store(args, args.new))
+    path = migrate(_store(args, args.old), _store(args, args.new), workers=args.workers)
     print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
 
 
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
     migration.add_argument("new", help="where to write the store in this library's layout")
+    migration.add_argument(
+        "--workers", type=_integer(1), default=1, help="original workers converted at once, in processes (default 1)"
+    )
     migration.set_defaults(run=_verb_migrate)
     scan = verbs.add_parser(
         "scan", parents=[credentials], help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store"

@@ -120,6 +120,10 @@ class LegacyStoreError(PocaduckError, ValueError):
     """A store written by the original pocaduck (0.1.x) cannot be read or migrated as it is."""
 
 
+class MigrationError(PocaduckError, RuntimeError):
+    """A migration worker's process died or was stopped; the message says what to do (usually: run ``migrate`` again)."""
+
+
 # -- scanning volumes -----------------------------------------------------------
 
 

@@ -20,11 +20,14 @@ exactly (every row, its dtype, its block id) into a store of this library.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -39,10 +42,11 @@ from ._sql import lock_down, private_connection, run_select, tables_of
 from ._timing import Timing, print_timing_info
 from .config import StorageConfig, as_config
 from .consolidate import consolidate
-from .errors import InvalidArgumentError, LegacyStoreError, SQLError, StoreNotFoundError
+from .errors import InvalidArgumentError, LegacyStoreError, MigrationError, SQLError, StoreNotFoundError
+from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, run_tasks
 from .index import attach_read_only, label_summary
 from .ingest import Ingestor, check_label
-from .progress import ProgressEvent
+from .progress import Callback, Progress, ProgressEvent, progress_sink
 from .storage import Storage, open_storage
 
 logger = logging.getLogger("pocaduck")
@@ -51,6 +55,7 @@ LEGACY_INDEX = "unified_index.db"
 LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 _INT64_LIMIT = 2**63
 _CATALOG = "memory"  # where the views over the attached original index live
+_POOL: Pool = "processes"  # local workers of a migration: see bench/bench_executors.py
 
 
 def is_legacy_store(storage: Storage) -> bool:
@@ -274,7 +279,9 @@ def migrate(
     new_store: StorageConfig | str | os.PathLike,
     *,
     max_points_per_file: int = 10_000_000,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: Progress = None,
+    workers: int = 1,
+    client: Any = None,
 ) -> str:
     """Convert an original-library store into a new store of this library, exactly; return the unified index.
 
@@ -287,18 +294,29 @@ def migrate(
     optimized data (the original drops block ids there) is migrated with the
     block id ``""``.
 
+    Original workers are converted one after another in this thread, or
+    ``workers`` at a time in local processes (from a script, call this under
+    ``if __name__ == "__main__":``), or on a ``dask.distributed.Client`` when
+    one is given; the result is the same. Processes, not threads: copying a
+    file makes a Python call per (label, block) run, which holds the GIL, and
+    threads migrated up to a third slower (bench/bench_executors.py).
+    ``progress`` (a callable, or ``"tqdm"`` for bars) receives each worker's
+    :class:`~pocaduck.ProgressEvent` s, one per file converted.
+
     Example::
 
-        migrate("/data/old_store", "/data/new_store")
+        migrate("/data/old_store", "/data/new_store", workers=4, progress="tqdm")
         # -> '/data/new_store/unified_index.duckdb'
     """
-    old = open_storage(as_config(old_store))
+    source = as_config(old_store).base_path  # as given: an interrupted migration is recognised by it
+    old_config, new_config = _absolute(as_config(old_store)), _absolute(as_config(new_store))
+    old = open_storage(old_config)
     if not old.root_exists() or not is_legacy_store(old):
         raise LegacyStoreError(
-            f"{as_config(old_store).base_path} is not a store written by the original pocaduck "
+            f"{source} is not a store written by the original pocaduck "
             f"(no {LEGACY_INDEX} or {LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
         )
-    _check_target(as_config(old_store).base_path, open_storage(as_config(new_store)))
+    _check_target(source, open_storage(new_config))
     optimized_only = not old.exists(LEGACY_INDEX)
     pairs = _indexed_pairs(old, LEGACY_OPTIMIZED_INDEX if optimized_only else LEGACY_INDEX)
     files = sorted(pairs)
@@ -306,31 +324,84 @@ def migrate(
         raise LegacyStoreError(f"{old.describe(LEGACY_INDEX)} indexes no points: there is nothing to migrate")
     dimensions, dtype = _common_shape(old, files)
     layout.create_store(
-        new_store,
+        new_config,
         columns=layout.default_columns(dimensions),
         dtype=dtype,
         block_id_type="string",
-        migrated_from=as_config(old_store).base_path,
+        migrated_from=source,
     )
-    report = progress or (lambda event: None)
     by_worker: dict[str, list[str]] = {}
     for path in files:
         by_worker.setdefault(_worker_of(path), []).append(path)
-    for worker_id, paths in sorted(by_worker.items()):
-        with Ingestor(new_store, worker_id, max_points_per_file=max_points_per_file) as ingestor:
-            for done, path in enumerate(paths):
-                _copy_file(old, path, pairs[path], ingestor, dtype)
-                report(
-                    ProgressEvent(
-                        worker_id,
-                        "running",
-                        blocks_done=done + 1,
-                        blocks_total=len(paths),
-                        points_written=ingestor.stats.points,
-                    )
-                )
-        report(ProgressEvent(worker_id, "finished", len(paths), len(paths), points_written=ingestor.stats.points))
-    return consolidate(new_store)
+    tasks = [
+        Task(
+            worker_id,
+            len(paths),
+            _migrate_worker,
+            _WorkerFiles(
+                old_config, new_config, worker_id, tuple((p, pairs[p]) for p in paths), dtype.str, max_points_per_file
+            ),
+        )
+        for worker_id, paths in sorted(by_worker.items())
+    ]
+    with progress_sink(progress, unit="file") as sink:
+        results = run_tasks(tasks, workers=workers, sink=sink, client=client, pool=_POOL)
+    failures = [result for result in results.values() if isinstance(result, Failure)]
+    if failures:
+        first = failures[0]
+        if first.error is not None:  # the worker's own error says what is wrong
+            raise first.error
+        advice = "" if first.never_started else ". Run migrate again: it rewrites every worker, to the same store"
+        raise MigrationError(f"migrating worker {first.worker_id} of {source} failed: {first.text}{advice}")
+    return consolidate(new_config)
+
+
+def _absolute(config: StorageConfig) -> StorageConfig:
+    """A local store by its absolute path: workers may run in another directory (a forkserver, a Dask node)."""
+    return dataclasses.replace(config, base_path=config.local_root) if config.is_local else config
+
+
+@dataclass(frozen=True)
+class _WorkerFiles:
+    """One original worker's files, with the labels the original's index lists in each, for one migration task."""
+
+    old: StorageConfig
+    new: StorageConfig
+    worker_id: str
+    files: tuple[tuple[str, np.ndarray], ...]
+    dtype: str
+    max_points_per_file: int
+
+
+def _migrate_worker(job: _WorkerFiles, report: Callback, should_stop: ShouldStop) -> TaskOutcome:
+    """Copy one original worker's files into the worker of the same id, reporting after each file."""
+    old = open_storage(job.old)
+    started = time.perf_counter()
+    labels: set[int] = set()
+
+    def event(state: str, done: int, ingestor: Ingestor) -> ProgressEvent:
+        stats = ingestor.stats
+        return ProgressEvent(
+            job.worker_id,
+            state,
+            blocks_done=done,
+            blocks_total=len(job.files),
+            labels_written=len(labels),
+            points_written=stats.points,
+            files_written=stats.files,
+            bytes_written=stats.bytes,
+            elapsed=time.perf_counter() - started,
+        )
+
+    with Ingestor(job.new, job.worker_id, max_points_per_file=job.max_points_per_file) as ingestor:
+        report(event("running", 0, ingestor))
+        for done, (path, file_labels) in enumerate(job.files):
+            if should_stop():
+                raise TaskStopped(f"worker {job.worker_id} stopped: the migration was cancelled")
+            _copy_file(old, path, file_labels, ingestor, np.dtype(job.dtype))
+            labels.update(file_labels.tolist())
+            report(event("running", done + 1, ingestor))
+    return TaskOutcome(event("finished", len(job.files), ingestor))
 
 
 def _check_target(source: str, new: Storage) -> None:
