@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-queries bench-requests bench-widgets clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets clean
 
 install: $(INSTALLED)
 
@@ -75,6 +75,9 @@ bench-compact: install
 
 bench-queries: install
 	$(BIN)/python bench/bench_queries.py $(BENCH_ARGS)
+
+bench-executors: install
+	$(BIN)/python bench/bench_executors.py
 
 bench-requests: install
 	$(BIN)/python bench/bench_requests.py $(BENCH_ARGS)

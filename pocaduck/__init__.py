@@ -47,7 +47,7 @@ from .errors import (
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
-from .legacy import migrate
+from .migration import migrate
 from .progress import ProgressEvent
 from .query import Query
 from .reader import Reader

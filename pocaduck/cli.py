@@ -31,7 +31,7 @@ from .config import StorageConfig, redact_url
 from .consolidate import consolidate
 from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
-from .legacy import migrate
+from .migration import migrate
 from .query import Query
 from .scan import open_volume, scan_volume
 from .store import Store, open_store
@@ -104,7 +104,7 @@ def _verb_gc(args: argparse.Namespace) -> None:
 
 def _verb_migrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = migrate(_store(args, args.old), _store(args, args.new))
+    path = migrate(_store(args, args.old), _store(args, args.new), workers=args.workers)
     print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
 
 
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compact", parents=[credentials], help="rewrite the store so each label's points are contiguous"
     )
     compaction.add_argument("store")
-    compaction.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
+    compaction.add_argument("--workers", type=_integer(1), help="shards written at once (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
     compaction.set_defaults(run=_verb_compact)
 
@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
     migration.add_argument("new", help="where to write the store in this library's layout")
+    migration.add_argument(
+        "--workers", type=_integer(1), default=1, help="original workers converted at once, in processes (default 1)"
+    )
     migration.set_defaults(run=_verb_migrate)
     scan = verbs.add_parser(
         "scan", parents=[credentials], help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store"

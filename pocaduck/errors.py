@@ -116,12 +116,20 @@ class CompactionError(PocaduckError, RuntimeError):
     """A compaction shard failed or its worker process died; run the compaction again to resume it."""
 
 
+class CompactionCancelledError(CompactionError):
+    """The compaction was stopped (``stop`` set); the shards written are kept, and running it again resumes it."""
+
+
 class CompactionBusyError(PocaduckError, RuntimeError):
     """Another compaction or garbage collection is running on this store."""
 
 
 class LegacyStoreError(PocaduckError, ValueError):
     """A store written by the original pocaduck (0.1.x) cannot be read or migrated as it is."""
+
+
+class MigrationError(PocaduckError, RuntimeError):
+    """A migration worker's process died or was stopped; the message says what to do (usually: run ``migrate`` again)."""
 
 
 # -- scanning volumes -----------------------------------------------------------
