@@ -38,3 +38,59 @@ def test_selecting_rows_shows_their_points_and_details(store):
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(f"pocaduck.widgets.{module}"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.fixture(scope="module")
+def spread_store(tmp_path_factory) -> tuple[str, dict[int, np.ndarray]]:
+    store = str(tmp_path_factory.mktemp("explorer-box") / "store")
+    rng = np.random.default_rng(3)
+    points = {label: rng.integers(0, 100, size=(40, 3)) for label in (11, 12, 13, 14, 2**64 - 1)}
+    points[15] = np.full((5, 3), 90)  # only far from the box
+    with Ingestor(store, "w0") as ingestor:
+        for label, xyz in points.items():
+            ingestor.write(label, "b0", xyz[: len(xyz) // 2])
+            ingestor.write(label, "b1", xyz[len(xyz) // 2 :])
+    consolidate(store)
+    return store, points
+
+
+def test_box_tool_lists_the_labels_inside_and_shows_only_their_points_inside(spread_store):
+    store, points = spread_store
+    lower, upper = np.array([10, 20, 0]), np.array([30, 45, 60])
+    inside = {label: xyz[np.all((xyz >= lower) & (xyz < upper), axis=1)] for label, xyz in points.items()}
+    expected = sorted(label for label, xyz in inside.items() if len(xyz))
+    assert 0 < len(expected) < len(points)
+
+    explorer = Explorer(store)
+    for name, value in zip(explorer._corners, [*lower, *upper], strict=True):
+        explorer._corners[name].value = float(value)
+    explorer._on_box_button()
+    assert sorted(explorer.browser.page.column("label").to_pylist()) == expected
+    assert explorer.browser.total_rows == len(expected) and f"{len(expected)} labels" in explorer.box_message.value
+    assert sorted(explorer.viewer.labels) == expected
+    for label in expected:
+        drawn = np.round(explorer.viewer.positions(label) + explorer.viewer.origin).astype(np.int64)
+        assert sorted(map(tuple, drawn.tolist())) == sorted(map(tuple, inside[label].tolist()))
+
+    picked = expected[0]
+    explorer.browser.selected_labels = [picked]  # a row clicked in the shrunken table: its points in the box
+    assert explorer.viewer.labels == [picked] and explorer.viewer.total_points == len(inside[picked])
+
+    explorer.clear_box()
+    assert explorer.browser.total_rows == len(points) and explorer.viewer.labels == []
+
+
+def test_box_tool_respects_the_point_budget(spread_store):
+    store, _points = spread_store
+    explorer = Explorer(store, point_budget=10)
+    labels = explorer.limit_to_box((0, 0, 0), (100, 100, 100))
+    assert explorer.viewer.shown_points <= 10 + len(labels) and explorer.viewer.total_points == 5 * 40 + 5
+
+
+def test_a_bad_box_says_what_is_wrong_and_changes_nothing(spread_store):
+    store, points = spread_store
+    explorer = Explorer(store)
+    explorer._corners["x0"].value, explorer._corners["x1"].value = 50.0, 10.0
+    explorer._on_box_button()
+    assert "lower must be below upper" in explorer.box_message.value and "x" in explorer.box_message.value
+    assert explorer.browser.total_rows == len(points) and explorer.browser.only_labels is None

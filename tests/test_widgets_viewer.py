@@ -133,3 +133,66 @@ def test_fit_aims_at_the_visible_points_and_draws_box_and_axes(query):
     kinds = sorted(type(child).__name__ for child in viewer._extras.children)
     assert kinds == ["AxesHelper", "Box3Helper"]
     assert np.allclose(viewer._extras.children[0].box.min, low)
+
+
+class RecordingQuery(Query):
+    """A real Query that remembers how each get_points call asked for points."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.point_calls: list[dict] = []
+
+    def get_points(self, label, *args, **kwargs):
+        self.point_calls.append({"label": label, "sample": kwargs.get("sample")})
+        return super().get_points(label, *args, **kwargs)
+
+
+BIG = 200_000
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory) -> str:
+    store = str(tmp_path_factory.mktemp("viewer-big") / "store")
+    create_store(store, columns=["x", "y", "z"])
+    rng = np.random.default_rng(5)
+    with Ingestor(store, "w0") as ingestor:
+        for block in range(4):
+            ingestor.write(7, f"b{block}", rng.integers(0, 10_000, size=(BIG // 4, 3)))
+        ingestor.write(8, "b0", rng.integers(0, 10_000, size=(50, 3)))
+    consolidate(store)
+    return store
+
+
+def drawn_voxels(viewer: PointCloudViewer, label: int) -> np.ndarray:
+    return np.round(viewer.positions(label) / viewer.voxel_size + viewer.origin).astype(np.int64)
+
+
+def test_viewer_fetches_only_the_budget_through_sample_and_more_points_refines(big_store):
+    with RecordingQuery(big_store) as query:
+        everything = {tuple(row) for row in query.get_points(7).tolist()}
+        query.point_calls.clear()
+        viewer = PointCloudViewer(query, point_budget=1_000)
+        viewer.show(7)
+        first = drawn_voxels(viewer, 7)
+        assert len(first) == 1_000 and viewer.total_points == BIG
+        assert {tuple(row) for row in first.tolist()} <= everything
+        assert query.point_calls == [{"label": 7, "sample": 1_000}]  # never the whole label
+        assert "showing 1,000 of 200,000 points" in viewer._status.value
+
+        viewer._more_button.click()
+        assert viewer.point_budget == 2_000 and len(viewer.positions(7)) == 2_000
+        assert {tuple(row) for row in drawn_voxels(viewer, 7).tolist()} <= everything
+        assert query.point_calls[-1] == {"label": 7, "sample": 2_000}
+        assert all(call["sample"] is not None for call in query.point_calls)
+
+
+def test_budget_is_split_over_labels_by_their_counts(big_store):
+    with RecordingQuery(big_store) as query:
+        viewer = PointCloudViewer(query, point_budget=1_000)
+        viewer.show([7, 8])
+        assert len(viewer.positions(7)) == 1_000 * BIG // (BIG + 50)
+        assert len(viewer.positions(8)) == 1  # its share rounds to nothing, but every label shows
+        assert {call["sample"] for call in query.point_calls} == {len(viewer.positions(7)), 1}
+        viewer.point_budget = BIG + 50
+        assert len(viewer.positions(7)) == BIG and len(viewer.positions(8)) == 50
+        assert viewer._more_button.disabled  # everything is drawn: nothing more to fetch

@@ -28,7 +28,7 @@ from ._source import StoreLike, open_query
 from ._wire import encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
-_STATE = ("select", "where", "order_by", "descending", "offset", "page_size")
+_STATE = ("select", "where", "only_labels", "order_by", "descending", "offset", "page_size")
 
 
 class LabelNotFoundError(PocaduckError, LookupError):
@@ -78,6 +78,11 @@ class LabelBrowser(w.VBox):
 
     select = t.Unicode("", help="a whole SELECT used instead of the labels table; empty for the labels table")
     where = t.Unicode("", help="SQL boolean expression filtering the rows; empty for all rows")
+    only_labels = t.List(
+        default_value=None,
+        allow_none=True,
+        help="keep only rows whose label is one of these (the explorer's box); None for all",
+    )
     order_by = t.Unicode("point_count")
     descending = t.Bool(True)
     offset = t.Int(0, help="index of the first row shown, in the current order")
@@ -123,7 +128,7 @@ class LabelBrowser(w.VBox):
         t.link((self, "order_by"), (self._table, "order_by"))
         t.link((self, "descending"), (self._table, "descending"))
         t.link((self, "selected_labels"), (self._table, "selected"))
-        self._counted: tuple[str, str, int] | None = None
+        self._counted: tuple[str, list[Any], int] | None = None
         self._good: dict[str, Any] = {}
         super().__init__(
             [
@@ -155,15 +160,18 @@ class LabelBrowser(w.VBox):
         """
         if "label" not in self.columns:
             raise LabelNotFoundError("the current table has no 'label' column to jump by")
-        source = self._filtered_sql(self.select, self.where)
+        source, source_params = self._filtered_sql()
         column = _quote(self.order_by)
         label = check_label(label)
-        found = self._sql(f"SELECT {column} AS value FROM (\n{source}\n) WHERE label = ? LIMIT 1", [label])
+        found = self._sql(
+            f"SELECT {column} AS value FROM (\n{source}\n) WHERE label = ? LIMIT 1", [*source_params, label]
+        )
         if found.num_rows == 0:
             raise LabelNotFoundError(f"label {label} is not among the {self.total_rows:,} matching rows")
         value = found.column("value")[0].as_py()
         before, params = self._rows_before(column, value, label)
-        (position,) = self._sql(f"SELECT count(*) FROM (\n{source}\n) WHERE {before}", params)[0].to_pylist()
+        counted = self._sql(f"SELECT count(*) FROM (\n{source}\n) WHERE {before}", [*source_params, *params])
+        (position,) = counted[0].to_pylist()
         self.offset = position // self.page_size * self.page_size
         self.selected_labels = [label]
 
@@ -179,12 +187,18 @@ class LabelBrowser(w.VBox):
         # DuckDB 1.5's .arrow() gives a RecordBatchReader, earlier versions a Table.
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
-    @staticmethod
-    def _filtered_sql(select: str, where: str) -> str:
+    def _filtered_sql(self) -> tuple[str, list[Any]]:
+        """The current table as SQL, and the parameters it takes (the labels of ``only_labels``)."""
         # User text sits on lines of its own so a trailing "-- comment" cannot swallow our clauses.
-        source = select.strip().rstrip(";").strip() or "SELECT * FROM labels"
+        source = self.select.strip().rstrip(";").strip() or "SELECT * FROM labels"
         sql = f"SELECT * FROM (\n{source}\n) AS source"
-        return f"{sql}\nWHERE (\n{where}\n)" if where.strip() else sql
+        conditions = [f"(\n{self.where}\n)"] if self.where.strip() else []
+        params: list[Any] = []
+        if self.only_labels is not None:
+            # list_contains, not ANY(?): the read-only check refuses the unnest that ANY becomes.
+            conditions.append("list_contains(?::UBIGINT[], label)")
+            params.append(self.only_labels)
+        return (f"{sql}\nWHERE " + "\nAND ".join(conditions) if conditions else sql), params
 
     def _order_sql(self, columns: list[str]) -> str:
         order = f"{_quote(self.order_by)} {'DESC' if self.descending else 'ASC'} NULLS LAST"
@@ -200,16 +214,16 @@ class LabelBrowser(w.VBox):
         return f"({column} {comparison} ? OR ({column} = ? AND label < ?))", [value, value, label]
 
     def _fetch(self) -> tuple[pa.Table, int]:
-        source = self._filtered_sql(self.select, self.where)
-        columns = self._sql(f"SELECT * FROM (\n{source}\n) LIMIT 0").column_names
+        source, params = self._filtered_sql()
+        columns = self._sql(f"SELECT * FROM (\n{source}\n) LIMIT 0", params).column_names
         if self.order_by not in columns:
             with self._quietly():
                 self.order_by = "point_count" if "point_count" in columns else columns[0]
-        if self._counted is None or self._counted[:2] != (self.select, self.where):
-            (count,) = self._sql(f"SELECT count(*) FROM (\n{source}\n)")[0].to_pylist()
-            self._counted = (self.select, self.where, count)
+        if self._counted is None or self._counted[:2] != (source, params):
+            (count,) = self._sql(f"SELECT count(*) FROM (\n{source}\n)", params)[0].to_pylist()
+            self._counted = (source, params, count)
         page_sql = f"SELECT * FROM (\n{source}\n) AS page\nORDER BY {self._order_sql(columns)}\nLIMIT ? OFFSET ?"
-        page = self._sql(page_sql, [self.page_size, self.offset])
+        page = self._sql(page_sql, [*params, self.page_size, self.offset])
         return page.slice(0, self.page_size), self._counted[2]
 
     # -- state changes -----------------------------------------------------

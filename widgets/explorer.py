@@ -4,6 +4,10 @@ The three wrap rather than squeeze: the table takes what the view leaves and
 scrolls sideways within its own box, and when the output is too narrow for
 all three (a notebook at 1,280 px with its file browser open) the details move
 under the other two, then the view under the table; nothing overlaps.
+
+The box tool above them limits both to a region: "labels in box" asks the
+engine which labels have a point inside it (``get_labels_in_box``), the table
+lists only those, and the view shows their points inside the box.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 import ipywidgets as w
 
+from pocaduck import InvalidBoxError
+
 from ._source import StoreLike, open_query
 from .browser import LabelBrowser
 from .viewer import PointCloudViewer
@@ -21,14 +27,16 @@ _BLOCKS_LISTED = 6
 _GAP = "0 12px 8px 0"  # right and below each part, so wrapped rows keep apart too
 
 
-class Explorer(w.HBox):
+class Explorer(w.VBox):
     """Find labels in the table; the selected ones appear in 3D and their details beside.
 
     ``width`` and ``height`` are the 3D view's canvas in pixels; the table takes the width left beside it.
+    The box tool's corners are voxel coordinates, lower inclusive and upper exclusive.
 
     Example::
 
-        Explorer(store)
+        explorer = Explorer(store)
+        explorer.limit_to_box((0, 0, 0), (512, 512, 64))
     """
 
     def __init__(
@@ -50,14 +58,68 @@ class Explorer(w.HBox):
         for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (self.details, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
         self.browser.observe(self._on_selection, "selected_labels")
-        kwargs.setdefault("layout", w.Layout(flex_flow="row wrap", align_items="flex-start"))
-        super().__init__([self.browser, self.viewer, self.details], **kwargs)
+        self._box: tuple[list[float], list[float]] | None = None
+        self._box_labels: list[int] = []
+        self._corners = {
+            name: w.FloatText(description=name, style={"description_width": "initial"}, layout=w.Layout(width="8em"))
+            for name in ("x0", "y0", "z0", "x1", "y1", "z1")
+        }
+        box_button = w.Button(description="labels in box", layout=w.Layout(width="auto"))
+        box_button.on_click(lambda _button: self._on_box_button())
+        clear_button = w.Button(description="all labels", layout=w.Layout(width="auto"))
+        clear_button.on_click(lambda _button: self.clear_box())
+        self.box_message = w.HTML()
+        box_tool = w.HBox(
+            [*self._corners.values(), box_button, clear_button, self.box_message],
+            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+        )
+        box_tool.add_class("pocaduck-explorer-box")
+        parts = w.HBox(
+            [self.browser, self.viewer, self.details], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")
+        )
+        super().__init__([box_tool, parts], **kwargs)
         self._describe([])
+
+    def limit_to_box(self, lower: tuple[float, float, float], upper: tuple[float, float, float]) -> list[int]:
+        """List only the labels with a point in ``lower <= p < upper`` and show their points inside it.
+
+        Returns those labels. A bad box raises ``InvalidBoxError`` and changes nothing.
+        """
+        labels = self.query.get_labels_in_box(lower, upper).tolist()
+        self._box, self._box_labels = (list(lower), list(upper)), labels
+        for name, value in zip(self._corners, [*lower, *upper], strict=True):
+            self._corners[name].value = float(value)
+        self.browser.only_labels = labels
+        if self.browser.selected_labels:
+            self.browser.selected_labels = []  # shows every label in the box
+        else:
+            self.viewer.show(labels, box=self._box)
+        self.box_message.value = html.escape(f"{len(labels):,} labels in the box")
+        return labels
+
+    def clear_box(self) -> None:
+        """List every label again and show whole labels."""
+        self._box, self._box_labels = None, []
+        self.browser.only_labels = None
+        if self.browser.selected_labels:
+            self.browser.selected_labels = []
+        else:
+            self.viewer.clear()
+        self.box_message.value = ""
+
+    def _on_box_button(self) -> None:
+        values = [self._corners[name].value for name in self._corners]
+        try:
+            self.limit_to_box(values[:3], values[3:])
+        except InvalidBoxError as error:
+            self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
     def _on_selection(self, change: dict) -> None:
         labels = change["new"]
         if labels:
-            self.viewer.show(labels)
+            self.viewer.show(labels, box=self._box)
+        elif self._box is not None:  # no rows picked: every label in the box, as the button showed them
+            self.viewer.show(self._box_labels, box=self._box)
         else:
             self.viewer.clear()
         self._describe(labels)

@@ -3,15 +3,22 @@
 Positions are scaled by the store's voxel size and shifted so the view's
 origin sits at the middle of the first labels shown, then sent as float32
 binary buffers: raw voxel coordinates in the hundred thousands would lose
-their last digits in float32. Above the point budget each label keeps a
-share of its points drawn with a seed derived from the label, so the same
-selection always shows the same points.
+their last digits in float32. The point budget is split over the labels in
+proportion to their point counts (from the index), and each label's share is
+fetched with ``get_points(label, sample=share)``: a label of millions of points
+is never read whole to draw a thousand of them, and the engine's sample is the
+same on every call, so the same selection always shows the same points.
+"more points" doubles the budget and fetches the larger samples.
+
+With a box, only the labels' points inside it are shown: those are read with
+``get_points_in_box`` (the engine has no sampled box read) and the budget's
+share of them is drawn with a seed derived from the label.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +36,16 @@ COLOR_BY_LABEL = "label"
 COLOR_BY_DEPTH = "depth"
 
 
+Box = tuple[Sequence[float], Sequence[float]]
+
+
 @dataclass
 class _Shown:
-    """One label on screen: its full points (kernel side) and what was sent for it."""
+    """One label on screen: how many points it has on show, the ones fetched to draw, and what was sent for it."""
 
-    points: np.ndarray
+    count: int  # the label's points, or its points inside the box
+    in_box: np.ndarray | None = None  # with a box: all the label's points inside it, read once
+    points: np.ndarray | None = None  # the drawn share, fetched for the current budget
     cloud: three.Points | None = None
     sent: tuple | None = None  # (kept point count, color_by) of the geometry in ``cloud``
 
@@ -71,6 +83,7 @@ class PointCloudViewer(w.VBox):
         self.voxel_size = np.array(voxel_size(self.query), np.float64)
         self.seed = seed
         self._shown: dict[int, _Shown] = {}
+        self._box: Box | None = None
         self._origin: np.ndarray | None = None
         self._camera = three.PerspectiveCamera(position=[1, 1, 1], fov=45, aspect=width / height, up=[0, 0, 1])
         self._controls = three.OrbitControls(controlling=self._camera)
@@ -91,6 +104,8 @@ class PointCloudViewer(w.VBox):
         fit_button.on_click(lambda _button: self.fit())
         box_toggle = w.Checkbox(description="box", indent=False, layout=w.Layout(width="auto"))
         axes_toggle = w.Checkbox(description="axes", indent=False, layout=w.Layout(width="auto"))
+        self._more_button = w.Button(description="more points", disabled=True, layout=w.Layout(width="auto"))
+        self._more_button.on_click(lambda _button: self.more())
         controls = {"color_by": self._color_menu, "point_size": self._size_slider}
         for name, control in {**controls, "show_box": box_toggle, "show_axes": axes_toggle}.items():
             w.link((self, name), (control, "value"))
@@ -99,7 +114,7 @@ class PointCloudViewer(w.VBox):
         self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="1 1 17em"))
         self._toggles: dict[int, w.Checkbox] = {}
         controls = w.HBox(
-            [self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle],
+            [self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle, self._more_button],
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
         view = w.HBox([self.renderer, self._legend], layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
@@ -112,30 +127,46 @@ class PointCloudViewer(w.VBox):
 
     # -- public ------------------------------------------------------------
 
-    def show(self, labels: int | Iterable[int]) -> None:
+    def show(self, labels: int | Iterable[int], *, box: Box | None = None) -> None:
         """Replace what is shown by these labels and fit the camera to them.
+
+        ``box=(lower, upper)`` shows only their points with ``lower <= p[:3] < upper``,
+        here and in later ``add`` calls; a bad box raises ``InvalidBoxError``.
 
         Example::
 
             viewer.show(42)
+            viewer.show([42, 43], box=((0, 0, 0), (512, 512, 64)))
         """
+        previous = self._box
+        self._box = box
+        try:
+            new = self._labels_to_add(labels)
+            fetched = self._fetch_counts(new)  # before forgetting: a bad box leaves the view as it was
+        except Exception:
+            self._box = previous
+            raise
         self._forget(list(self._shown))
         self._origin = None
-        self.add(labels)
+        self._shown.update(fetched)
+        self._redraw()
         self.fit()
 
     def add(self, labels: int | Iterable[int]) -> None:
         """Show these labels too (labels already shown stay as they are)."""
-        wanted = _label_list(labels)
-        new = [label for label in dict.fromkeys(wanted) if label not in self._shown]
-        if not new:
-            return
-        points = self.query.get_points(new)
-        for label in new:
-            self._shown[label] = _Shown(points[label])
-        if self._origin is None:
-            self._origin = self._middle_of([points[label] for label in new])
-        self._redraw()
+        new = [label for label in self._labels_to_add(labels) if label not in self._shown]
+        if new:
+            self._shown.update(self._fetch_counts(new))
+            self._redraw()
+
+    def more(self) -> None:
+        """Draw twice as many points: double the point budget and fetch the larger samples."""
+        self.point_budget *= 2
+
+    @property
+    def box(self) -> Box | None:
+        """The (lower, upper) corners the shown points are limited to, or None."""
+        return self._box
 
     def remove(self, labels: int | Iterable[int]) -> None:
         """Stop showing these labels."""
@@ -191,32 +222,57 @@ class PointCloudViewer(w.VBox):
         high = np.max([p.max(axis=0) for p in non_empty], axis=0).astype(np.float64)
         return np.round((low + high) / 2)
 
+    @staticmethod
+    def _labels_to_add(labels: int | Iterable[int]) -> list[int]:
+        return list(dict.fromkeys(_label_list(labels)))
+
+    def _fetch_counts(self, labels: list[int]) -> dict[int, _Shown]:
+        """How many points each label has on show; with a box, its points inside it too."""
+        if not labels:
+            return {}
+        if self._box is not None:
+            lower, upper = self._box
+            inside = self.query.get_points_in_box(lower, upper, labels=labels, output="numpy")
+            return {label: _Shown(len(inside[label]), in_box=inside[label]) for label in labels}
+        return {label: _Shown(self.query.get_point_count(label)) for label in labels}
+
     def _kept_counts(self) -> dict[int, int]:
-        sizes = {label: len(shown.points) for label, shown in self._shown.items()}
+        sizes = {label: shown.count for label, shown in self._shown.items()}
         total = sum(sizes.values())
         if total <= self.point_budget:
             return sizes
         return {label: min(size, max(1, size * self.point_budget // total)) for label, size in sizes.items()}
 
-    def _sample(self, label: int, points: np.ndarray, keep: int) -> np.ndarray:
-        if keep >= len(points):
-            return points
+    def _fetch_share(self, label: int, shown: _Shown, keep: int) -> np.ndarray:
+        """``keep`` of the label's points: the engine's sample, or a seeded share of the points in the box."""
+        if shown.in_box is None:
+            if keep == 0:  # a label the index does not know: nothing to read
+                return np.empty((0, len(self.query.schema.columns)))
+            return self.query.get_points(label, sample=keep)
+        if keep >= len(shown.in_box):
+            return shown.in_box
         rng = np.random.default_rng([self.seed, label])
-        return points[np.sort(rng.choice(len(points), keep, replace=False))]
+        return shown.in_box[np.sort(rng.choice(len(shown.in_box), keep, replace=False))]
 
     def _redraw(self) -> None:
         kept = self._kept_counts()
+        for label, shown in self._shown.items():
+            if shown.points is None or len(shown.points) != kept[label]:
+                shown.points = self._fetch_share(label, shown, kept[label])
+                shown.sent = None
+        if self._origin is None:
+            self._origin = self._middle_of([shown.points for shown in self._shown.values()])
         color_range = self._color_range()
         for label, shown in self._shown.items():
             wanted = (kept[label], self.color_by)
             if shown.sent != wanted:
-                sample = self._sample(label, shown.points, kept[label])
-                shown.cloud = self._make_cloud(label, sample, color_range)
+                shown.cloud = self._make_cloud(label, shown.points, color_range)
                 shown.sent = wanted
         self._cloud_group.children = tuple(shown.cloud for shown in self._shown.values())
         self.set_trait("labels", list(self._shown))
-        self.set_trait("total_points", sum(len(shown.points) for shown in self._shown.values()))
+        self.set_trait("total_points", sum(shown.count for shown in self._shown.values()))
         self.set_trait("shown_points", sum(kept.values()))
+        self._more_button.disabled = self.shown_points >= self.total_points
         self._update_legend()
         self._update_status()
         self._draw_extras()
@@ -283,7 +339,7 @@ class PointCloudViewer(w.VBox):
                 f"<span style='display:inline-block;width:1em;height:1em;background:{label_color(label)};"
                 f"vertical-align:middle;margin-right:4px'></span>"
             )
-            text = f"{swatch}<code style='font-size:11px'>{label}</code> {len(shown.points):,} pts"
+            text = f"{swatch}<code style='font-size:11px'>{label}</code> {shown.count:,} pts"
             rows.append(
                 w.HBox([toggle, w.HTML(text, layout=w.Layout(width="auto"))], _dom_classes=["pocaduck-legend-row"])
             )
@@ -299,10 +355,13 @@ class PointCloudViewer(w.VBox):
         if not self._shown:
             self._status.value = "<i>nothing shown: select labels</i>"
             return
-        sampled = " (subsampled to the point budget)" if self.shown_points < self.total_points else ""
+        sampled = (
+            " (sampled to the point budget: more points draws more)" if self.shown_points < self.total_points else ""
+        )
+        inside = " inside the box" if self._box is not None else ""
         voxel = " × ".join(f"{v:g}" for v in self.voxel_size)
         self._status.value = html.escape(
-            f"showing {self.shown_points:,} of {self.total_points:,} points{sampled} · voxel {voxel}"
+            f"showing {self.shown_points:,} of {self.total_points:,} points{inside}{sampled} · voxel {voxel}"
         )
 
     @t.observe("color_by", "point_budget")
