@@ -260,6 +260,10 @@ class PointCloudViewer(w.VBox):
             if shown.points is None or len(shown.points) != kept[label]:
                 shown.points = self._fetch_share(label, shown, kept[label])
                 shown.sent = None
+                if len(shown.points) < kept[label]:
+                    # Fewer than asked: the whole label is drawn. The original library's stores count
+                    # points before de-duplicating them, so their index count can exceed what a read gives.
+                    shown.count = kept[label] = len(shown.points)
         if self._origin is None:
             self._origin = self._middle_of([shown.points for shown in self._shown.values()])
         color_range = self._color_range()
