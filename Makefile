@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,widgets,browser-test,scan,dask,s3
+EXTRAS := test,widgets,browser-test,scan,dask,s3,neuroglancer
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets clean

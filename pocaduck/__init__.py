@@ -15,6 +15,8 @@ from .errors import (
     DamagedStoreError,
     DataFileError,
     EmptyStoreError,
+    ExportError,
+    ExportFolderError,
     IndexConflictError,
     IngestorClosedError,
     InvalidArgumentError,
@@ -37,6 +39,7 @@ from .errors import (
     StoreNotConsolidatedError,
     StoreNotFoundError,
     StoreWriteError,
+    UnknownLabelError,
     UnsupportedStorageError,
     WorkerBusyError,
     WorkerNotFinalizedError,
@@ -46,6 +49,7 @@ from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
 from .legacy import migrate
+from .neuroglancer import ExportReport, export_neuroglancer
 from .progress import ProgressEvent
 from .query import Query
 from .reader import Reader
@@ -63,6 +67,9 @@ __all__ = [
     "DamagedStoreError",
     "DataFileError",
     "EmptyStoreError",
+    "ExportError",
+    "ExportFolderError",
+    "ExportReport",
     "GarbageReport",
     "IndexConflictError",
     "Ingestor",
@@ -95,6 +102,7 @@ __all__ = [
     "StoreNotConsolidatedError",
     "StoreNotFoundError",
     "StoreWriteError",
+    "UnknownLabelError",
     "UnsupportedStorageError",
     "VerifyReport",
     "WorkerBusyError",
@@ -104,6 +112,7 @@ __all__ = [
     "compact",
     "consolidate",
     "create_store",
+    "export_neuroglancer",
     "make_demo_volume",
     "migrate",
     "open_store",
