@@ -27,6 +27,7 @@ from .plan import (
     save_plan,
 )
 from .runner import run_tasks
+from .spatial import POINTS_PER_CELL
 from .tasks import ExportTask, is_done, publish, result_of
 
 
@@ -62,13 +63,15 @@ def export_neuroglancer(
     progress: Callable[[ProgressEvent], None] | Literal["tqdm"] | None = None,
     *,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    points_per_cell: int = POINTS_PER_CELL,
 ) -> ExportReport:
     """Write ``labels`` of a store (all by default) into ``out`` as neuroglancer precomputed point annotations.
 
     ``out`` is a new or empty folder, or a bucket URL (``s3://…``, ``gs://…``, ``az://…``). It
     gets ``info``, a ``by_id`` index, one relationship ``label`` (select a segment, see its
     points) and a spatial index of several levels, all sharded (``neuroglancer_uint64_sharded_v1``,
-    shards of about ``shard_bytes``). Open it in neuroglancer as ``precomputed://URL-of-out``.
+    shards of about ``shard_bytes``). Each spatial level holds about ``points_per_cell`` points per grid
+    cell, the finest level the rest. Open it in neuroglancer as ``precomputed://URL-of-out``.
 
     Coordinates are the store's x, y, z as float32, in voxels of the manifest's ``voxel_size``
     (nm; 1 nm with a warning when it has none). ``properties`` (default: every column after x, y, z)
@@ -104,7 +107,7 @@ def export_neuroglancer(
     out_config = as_config(out)
     storage = open_storage(out_config)
     with Query(opened) as query:
-        plan, table = make_plan(opened, query, labels, properties, shard_bytes)
+        plan, table = make_plan(opened, query, labels, properties, shard_bytes, points_per_cell)
     state = output_state(storage, plan.fingerprint)
     if state == "done":
         storage.delete_tree(WORK)  # a run killed after its last file leaves only this

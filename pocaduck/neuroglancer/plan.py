@@ -44,7 +44,7 @@ from ..storage import Storage, open_storage
 from ..store import Store
 from .annotations import RELATIONSHIP, by_id_size, property_columns, property_type, record_dtype
 from .sharded import Sharding, bits_for, dense_sharding
-from .spatial import POINTS_PER_CELL, Level, plan_levels
+from .spatial import Level, plan_levels
 
 FORMAT = "pocaduck-neuroglancer-export"
 FORMAT_VERSION = 1
@@ -142,7 +142,12 @@ class ExportPlan:
 
 
 def make_plan(
-    store: Store, query: Query, labels: Iterable[int] | None, properties: Sequence[str] | None, shard_bytes: int
+    store: Store,
+    query: Query,
+    labels: Iterable[int] | None,
+    properties: Sequence[str] | None,
+    shard_bytes: int,
+    points_per_cell: int,
 ) -> tuple[ExportPlan, pa.Table]:
     """The plan for exporting ``labels`` (all when None) of ``store`` (read by ``query``), and the labels table."""
     schema = query.schema
@@ -170,7 +175,7 @@ def make_plan(
         bits_for(math.ceil(label_count / (_LABELS_PER_MINISHARD << relationship_shard_bits))),
         relationship_shard_bits,
     )
-    levels = plan_levels(lower, upper, np.array(voxel_size), point_count, POINTS_PER_CELL)
+    levels = plan_levels(lower, upper, np.array(voxel_size), point_count, points_per_cell)
     shares = np.diff([0.0, *[min(level.hash_below / 2**64, 1.0) for level in levels]])
     level_shardings = tuple(
         dense_sharding(level.key_bits, _shard_bits(share * several_bytes, shard_bytes), _CELLS_PER_MINISHARD_BITS)
@@ -183,7 +188,7 @@ def make_plan(
         "labels": hashlib.sha256(table["label"].to_numpy().tobytes() + counts.tobytes()).hexdigest(),
         "properties": columns,
         "shard_bytes": shard_bytes,
-        "points_per_cell": POINTS_PER_CELL,
+        "points_per_cell": points_per_cell,
     }
     plan = ExportPlan(
         fingerprint=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20],
