@@ -1,4 +1,4 @@
-"""The explorer: label browser, point cloud viewer and details pane side by side."""
+"""The explorer: label browser, point cloud viewer and details pane side by side; neuroglancer below on request."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import ipywidgets as w
 
 from ._source import StoreLike, open_query
 from .browser import LabelBrowser
+from .neuroglancer_view import NeuroglancerView
 from .viewer import PointCloudViewer
 
 _BLOCKS_LISTED = 6
 
 
-class Explorer(w.HBox):
+class Explorer(w.VBox):
     """Find labels in the table; the selected ones appear in 3D and their details beside.
+
+    "open in neuroglancer" exports the store (once; see ``neuroglancer_viewer``) and opens neuroglancer
+    below, with the selected labels as its segments; later selections follow there too.
 
     Example::
 
@@ -26,12 +30,31 @@ class Explorer(w.HBox):
         self.query = open_query(store)
         self.browser = LabelBrowser(self.query, layout=w.Layout(flex="1 1 0", min_width="0"))
         self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=480, height=400)
-        self.details = w.HTML(
-            layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px", max_height="480px", overflow="auto")
+        self.details = w.HTML(layout=w.Layout(max_height="450px", overflow="auto"))
+        self.neuroglancer: NeuroglancerView | None = None
+        self.open_button = w.Button(
+            description="open in neuroglancer", icon="external-link", layout=w.Layout(width="13em")
         )
+        self.open_button.on_click(lambda _button: self.open_neuroglancer())
+        self._below = w.Box(layout=w.Layout(width="100%"))
         self.browser.observe(self._on_selection, "selected_labels")
-        super().__init__([self.browser, self.viewer, self.details], **kwargs)
+        side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px"))
+        self.details.layout.margin = "4px 0 0 0"
+        super().__init__([w.HBox([self.browser, self.viewer, side]), self._below], **kwargs)
         self._describe([])
+
+    def open_neuroglancer(self) -> NeuroglancerView:
+        """Show neuroglancer below, with the selected labels (the first time, the store is exported first)."""
+        if self.neuroglancer is None:
+            self.open_button.disabled, self.open_button.description = True, "exporting…"
+            try:
+                self.neuroglancer = NeuroglancerView(self.query, self.browser.selected_labels)
+            finally:
+                self.open_button.disabled, self.open_button.description = False, "open in neuroglancer"
+            self._below.children = (self.neuroglancer,)
+        else:
+            self.neuroglancer.show(self.browser.selected_labels)
+        return self.neuroglancer
 
     def _on_selection(self, change: dict) -> None:
         labels = change["new"]
@@ -39,6 +62,8 @@ class Explorer(w.HBox):
             self.viewer.show(labels)
         else:
             self.viewer.clear()
+        if self.neuroglancer is not None:
+            self.neuroglancer.show(labels)
         self._describe(labels)
 
     def _describe(self, labels: list[int]) -> None:
