@@ -130,7 +130,8 @@ class NeuroglancerView(w.VBox):
         with self.viewer.txn() as state:
             state.layers["labels"].segments = chosen
             state.position = (lower + upper) / 2
-            state.projection_scale = float(np.max((upper - lower) * scales)) * 1.2 or 1.0
+            # In voxels of the finest axis: neuroglancer's canonical unit when voxels are anisotropic.
+            state.projection_scale = float(np.max((upper - lower) * scales) / scales.min()) * 1.6 or 1.0
 
 
 def exported(
