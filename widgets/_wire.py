@@ -5,18 +5,21 @@ A page is a dict ``{"num_rows": n, "columns": [column, ...]}``; each column is
 as little-endian int64 / uint64 / float64 arrays; text as UTF-8 bytes plus
 ``offsets``, an int32 array of n + 1 positions) and ``valid`` is one byte per
 row (1 = not null). ipywidgets sends every ``bytes`` value found in a synced
-dict as a binary buffer, so numbers never travel as JSON lists. ``_table.js``
-decodes exactly this.
+dict as a binary buffer, so numbers never travel as JSON lists. ``_wire.js``
+decodes exactly this, and :func:`front_end` puts it before every front end
+that reads pages.
 """
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+_HERE = pathlib.Path(__file__).parent
 _INTEGER_TYPES = {True: ("int64", np.int64), False: ("uint64", np.uint64)}
 
 
@@ -35,6 +38,15 @@ def encode_page(table: pa.Table) -> dict[str, Any]:
             _encode_column(name, column) for name, column in zip(table.column_names, table.columns, strict=True)
         ],
     }
+
+
+def front_end(script: str) -> str:
+    """An anywidget ES module: the page decoder of ``_wire.js`` followed by the widget's own ``script``.
+
+    >>> "function decodeColumn" in front_end("_table.js") and "export default" in front_end("_table.js")
+    True
+    """
+    return (_HERE / "_wire.js").read_text() + "\n" + (_HERE / script).read_text()
 
 
 def _encode_column(name: str, column: pa.ChunkedArray) -> dict[str, Any]:

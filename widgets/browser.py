@@ -25,7 +25,7 @@ from pocaduck import PocaduckError
 from pocaduck.keys import check_label
 
 from ._source import StoreLike, open_query
-from ._wire import encode_page
+from ._wire import encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
 _STATE = ("select", "where", "order_by", "descending", "offset", "page_size")
@@ -51,7 +51,7 @@ def _labels_from_json(labels: list[str], _widget: Any) -> list[int]:
 class _LabelTable(anywidget.AnyWidget):
     """The clickable table: draws the page the kernel sends, reports sort and selection clicks."""
 
-    _esm = _HERE / "_table.js"
+    _esm = front_end("_table.js")
     _css = _HERE / "_table.css"
     page = t.Dict().tag(sync=True)
     label_column = t.Unicode("label").tag(sync=True)
@@ -95,13 +95,13 @@ class LabelBrowser(w.VBox):
         self._where_box = w.Text(
             placeholder="WHERE …  e.g. point_count > 1000 AND max_z - min_z > 100",
             continuous_update=False,
-            layout=w.Layout(width="100%"),
+            layout=w.Layout(width="auto"),  # stretched to the browser's width; 100% would add the margins to it
         )
         self._select_box = w.Textarea(
             placeholder="SELECT … over labels, point_index, files, workers (optional, replaces the table)",
             continuous_update=False,
             rows=2,
-            layout=w.Layout(width="100%"),
+            layout=w.Layout(width="auto"),
         )
         self._jump_box = w.Text(placeholder="jump to label", continuous_update=False, layout=w.Layout(width="11em"))
         self._status = w.HTML()
@@ -129,7 +129,7 @@ class LabelBrowser(w.VBox):
             [
                 self._select_box,
                 self._where_box,
-                w.HBox([*pager, self._status, self._jump_box]),
+                w.HBox([*pager, self._status, self._jump_box], layout=w.Layout(flex_flow="row wrap")),
                 self._error_view,
                 self._table,
             ],

@@ -1,4 +1,10 @@
-"""The explorer: label browser, point cloud viewer and details pane side by side; neuroglancer below on request."""
+"""The explorer: label browser, point cloud viewer and details pane side by side; neuroglancer below on request.
+
+The three wrap rather than squeeze: the table takes what the view leaves and
+scrolls sideways within its own box, and when the output is too narrow for
+all three (a notebook at 1,280 px with its file browser open) the details move
+under the other two, then the view under the table; nothing overlaps.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,13 @@ from .neuroglancer_view import NeuroglancerView
 from .viewer import PointCloudViewer
 
 _BLOCKS_LISTED = 6
+_GAP = "0 12px 8px 0"  # right and below each part, so wrapped rows keep apart too
 
 
 class Explorer(w.VBox):
     """Find labels in the table; the selected ones appear in 3D and their details beside.
 
+    ``width`` and ``height`` are the 3D view's canvas in pixels; the table takes the width left beside it.
     "open in neuroglancer" exports the store (once; see ``neuroglancer_viewer``) and opens neuroglancer
     below, with the selected labels as its segments; later selections follow there too.
 
@@ -26,21 +34,30 @@ class Explorer(w.VBox):
         Explorer(store)
     """
 
-    def __init__(self, store: StoreLike, *, point_budget: int = 1_500_000, **kwargs: Any):
+    def __init__(
+        self, store: StoreLike, *, point_budget: int = 1_500_000, width: int = 480, height: int = 400, **kwargs: Any
+    ):
         self.query = open_query(store)
-        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="1 1 0", min_width="0"))
-        self.viewer = PointCloudViewer(self.query, point_budget=point_budget, width=480, height=400)
-        self.details = w.HTML(layout=w.Layout(max_height="450px", overflow="auto"))
-        self.neuroglancer: NeuroglancerView | None = None
-        self.open_button = w.Button(
-            description="open in neuroglancer", icon="external-link", layout=w.Layout(width="13em")
+        # flex "grow shrink basis": the table grows most, from a basis that shows its first three columns.
+        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="3 1 340px", min_width="0", margin=_GAP))
+        self.viewer = PointCloudViewer(
+            self.query,
+            point_budget=point_budget,
+            width=width,
+            height=height,
+            layout=w.Layout(flex="0 0 auto", width=f"{width}px", margin=_GAP),  # the canvas's width: legend under it
         )
+        self.details = w.HTML(layout=w.Layout(max_height=f"{height + 40}px", overflow="auto", margin="4px 0 0 0"))
+        self.neuroglancer: NeuroglancerView | None = None
+        self.open_button = w.Button(description="open in neuroglancer", icon="external-link")
         self.open_button.on_click(lambda _button: self.open_neuroglancer())
-        self._below = w.Box(layout=w.Layout(width="100%"))
+        side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="1 1 180px", min_width="0"))
+        for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
+            part.add_class(f"pocaduck-explorer-{name}")
         self.browser.observe(self._on_selection, "selected_labels")
-        side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="0 0 13em", margin="0 0 0 12px"))
-        self.details.layout.margin = "4px 0 0 0"
-        super().__init__([w.HBox([self.browser, self.viewer, side]), self._below], **kwargs)
+        row = w.HBox([self.browser, self.viewer, side], layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self._below = w.Box(layout=w.Layout(width="100%"))
+        super().__init__([row, self._below], **kwargs)
         self._describe([])
 
     def open_neuroglancer(self) -> NeuroglancerView:
@@ -84,7 +101,9 @@ class Explorer(w.VBox):
         )
         listed = ", ".join(html.escape(str(block)) for block in blocks[:_BLOCKS_LISTED])
         more = f" … and {len(blocks) - _BLOCKS_LISTED:,} more" if len(blocks) > _BLOCKS_LISTED else ""
+        # Cards side by side when the pane is wide (wrapped under the view), one under another when it is narrow.
         return (
-            f"<div class='pocaduck-details'><b>label <code>{label}</code></b><table>{rows}</table>"
-            f"<small>blocks: {listed}{more}</small></div><hr>"
+            "<div class='pocaduck-details' style='display:inline-block;vertical-align:top;line-height:1.4;"
+            f"max-width:16em;margin:0 1.5em 1em 0'><b>label <code>{label}</code></b><table>{rows}</table>"
+            f"<small>blocks: {listed}{more}</small></div>"
         )

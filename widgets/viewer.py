@@ -80,21 +80,31 @@ class PointCloudViewer(w.VBox):
         self.renderer = three.Renderer(
             camera=self._camera, scene=scene, controls=[self._controls], width=width, height=height
         )
-        self._color_menu = w.Dropdown(options=self._color_choices(), description="color", layout=w.Layout(width="14em"))
-        self._size_slider = w.FloatSlider(min=0.5, max=10, step=0.5, description="size", layout=w.Layout(width="16em"))
+        compact = {"description_width": "initial"}  # the label as wide as its word, not a fixed 80 px
+        self._color_menu = w.Dropdown(
+            options=self._color_choices(), description="color", style=compact, layout=w.Layout(width="10em")
+        )
+        self._size_slider = w.FloatSlider(
+            min=0.5, max=10, step=0.5, description="size", style=compact, layout=w.Layout(width="13em")
+        )
         fit_button = w.Button(description="fit", layout=w.Layout(width="4em"))
         fit_button.on_click(lambda _button: self.fit())
-        box_toggle = w.Checkbox(description="box", indent=False, layout=w.Layout(width="5em"))
-        axes_toggle = w.Checkbox(description="axes", indent=False, layout=w.Layout(width="5em"))
+        box_toggle = w.Checkbox(description="box", indent=False, layout=w.Layout(width="auto"))
+        axes_toggle = w.Checkbox(description="axes", indent=False, layout=w.Layout(width="auto"))
         controls = {"color_by": self._color_menu, "point_size": self._size_slider}
         for name, control in {**controls, "show_box": box_toggle, "show_axes": axes_toggle}.items():
             w.link((self, name), (control, "value"))
         self._status = w.HTML()
-        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="0 0 17em"))
+        # Beside the canvas when there is room, under it when the viewer is narrow (as in the explorer).
+        self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="1 1 17em"))
         self._toggles: dict[int, w.Checkbox] = {}
-        controls = w.HBox([self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle])
+        controls = w.HBox(
+            [self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle],
+            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+        )
+        view = w.HBox([self.renderer, self._legend], layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         super().__init__(
-            [controls, w.HBox([self.renderer, self._legend]), self._status],
+            [controls, view, self._status],
             point_budget=point_budget,
             **kwargs,
         )

@@ -22,6 +22,7 @@ from lab import (
 
 HERE = Path(__file__).parent
 WORKERS = 3
+VIEWPORT = {"width": 1280, "height": 800}  # a laptop; JupyterLab's file browser open leaves the outputs ~850 px
 
 skip_without_browser()
 
@@ -33,7 +34,7 @@ def page(tmp_path_factory):
     shutil.copy(HERE / "widgets.ipynb", root / "widgets.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
     with jupyter_lab(root) as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        page = browser.new_page(viewport=VIEWPORT)
         open_notebook(page, url, "widgets.ipynb")
         run_all_cells(page)
         page.wait_for_selector(".pocaduck-table tbody tr", timeout=180_000)
@@ -51,13 +52,50 @@ def test_the_table_shows_rows_of_labels(page):
 
 
 def test_the_monitor_reaches_finished_for_every_worker(page):
+    monitor = page.locator(".jp-OutputArea-output").first
     page.wait_for_function(
-        f"() => document.querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === {WORKERS}",
+        """(workers) => document.querySelector('.jp-OutputArea-output')
+            .querySelectorAll('.pocaduck-worker.pocaduck-state-finished').length === workers""",
+        arg=WORKERS,
         timeout=60_000,
     )
-    assert page.locator(".pocaduck-worker").count() == WORKERS
-    assert "3 of 3 workers finished" in page.locator(".jp-OutputArea-output").first.inner_text()
-    page.locator(".jp-OutputArea-output").first.screenshot(path=ARTIFACTS / "monitor.png")
+    assert monitor.locator(".pocaduck-worker").count() == WORKERS
+    assert "3 of 3 workers finished" in monitor.inner_text()
+    monitor.screenshot(path=ARTIFACTS / "monitor.png")
+
+
+def test_a_cluster_of_500_workers_is_one_grid_of_cells_with_its_failures_listed(page):
+    # The notebook's second cell feeds 500 simulated workers: 6 failed (i % 97 == 13), 50 queued (i % 10 == 2),
+    # 98 running (i % 10 in (0, 1)), the other 346 finished.
+    cluster = page.locator(".jp-OutputArea-output").nth(1)
+    page.wait_for_function(
+        """() => document.querySelectorAll('.pocaduck-cell').length === 500
+            && document.querySelectorAll('.pocaduck-cell[data-state=failed]').length === 6""",
+        timeout=60_000,
+    )
+    states = cluster.locator(".pocaduck-cell").evaluate_all("cells => cells.map((cell) => cell.dataset.state)")
+    assert {state: states.count(state) for state in set(states)} == {
+        "failed": 6,
+        "queued": 50,
+        "running": 98,
+        "finished": 346,
+    }
+    assert cluster.locator(".pocaduck-worker").count() == 0  # no bar per worker
+    assert "346 of 500 workers finished · 6 failed" in cluster.inner_text()
+
+    failed = cluster.locator(".pocaduck-cell[data-worker='13']")
+    colors = failed.evaluate("cell => getComputedStyle(cell).backgroundImage")
+    assert "rgb(198, 40, 40)" in colors  # the failed color, #c62828
+    assert "OSError: chunk (13, 0, 0) is unreadable" in failed.get_attribute("title")
+    failed.hover()
+    detail = cluster.locator(".pocaduck-grid-detail")
+    assert detail.inner_text().startswith("worker 13 · failed")
+    assert "blocks 3/8 · 13,000 points" in detail.inner_text()
+    assert "OSError: chunk (13, 0, 0) is unreadable" in detail.inner_text()
+    errors = cluster.locator(".pocaduck-failures li")
+    assert errors.count() == 6
+    assert errors.first.inner_text() == "worker 13: OSError: chunk (13, 0, 0) is unreadable"
+    cluster.screenshot(path=ARTIFACTS / "monitor-grid.png")
 
 
 def test_clicking_a_row_renders_its_points_and_lists_it_in_the_legend(page):
@@ -87,8 +125,62 @@ def test_shift_click_selects_a_range_of_rows_and_shows_them_all(page):
     page.wait_for_function("() => document.querySelectorAll('.pocaduck-legend-row').length === 5", timeout=60_000)
     assert [label in legend.nth(i).inner_text() for i, label in enumerate(labels)] == [True] * 5
     assert page.locator(".pocaduck-table tbody tr.selected").count() == 5
-    page.wait_for_timeout(1000)  # let the new geometry draw before the picture for the README
-    page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
+
+
+def overlap(first: dict, second: dict) -> float:
+    """The area two bounding boxes share."""
+    width = min(first["x"] + first["width"], second["x"] + second["width"]) - max(first["x"], second["x"])
+    height = min(first["y"] + first["height"], second["y"] + second["height"]) - max(first["y"], second["y"])
+    return max(width, 0) * max(height, 0)
+
+
+def test_at_1280_pixels_the_table_view_and_details_are_apart_and_every_header_can_be_read(page):
+    assert page.viewport_size == VIEWPORT
+    table = page.locator(".pocaduck-explorer-browser .pocaduck-table")
+    table.evaluate("table => { table.scrollLeft = 0; }")  # clicking a row scrolled the table to the row's middle
+    parts = {
+        "browser": page.locator(".pocaduck-explorer-browser").bounding_box(),
+        "table": table.bounding_box(),
+        "viewer": page.locator(".pocaduck-explorer-viewer").bounding_box(),
+        "canvas": page.locator(".pocaduck-explorer-viewer canvas").bounding_box(),
+        "details": page.locator(".pocaduck-explorer-details").bounding_box(),
+    }
+    output = page.locator(".jp-OutputArea-output").last.bounding_box()
+    assert overlap(parts["table"], parts["canvas"]) == 0
+    for first, second in (("browser", "viewer"), ("browser", "details"), ("viewer", "details")):
+        assert overlap(parts[first], parts[second]) == 0, f"the {first} and the {second} overlap: {parts}"
+    for name, box in parts.items():  # all inside the output, none cut by its right edge
+        assert output["x"] - 1 <= box["x"] and box["x"] + box["width"] <= output["x"] + output["width"] + 1, name
+    assert abs(parts["canvas"]["width"] - 480) < 1  # the whole canvas,
+    assert parts["table"]["width"] >= 300 and parts["details"]["width"] >= 180  # and room to read the others
+    # Nothing of the browser (boxes, pager, table) pokes out of its box over its neighbour.
+    assert page.locator(".pocaduck-explorer-browser").evaluate("box => box.scrollWidth <= box.clientWidth")
+
+    # Every header is whole (no text cut inside it) and, where the table is wider than its box, scrolled to
+    # inside the box: the table scrolls within its own box rather than under the view.
+    headers = table.evaluate(
+        """table => [...table.querySelectorAll('th')].map((th) => {
+            th.scrollIntoView({block: 'nearest', inline: 'nearest'});
+            const cell = th.getBoundingClientRect(), box = table.getBoundingClientRect();
+            const shown = cell.left >= box.left - 0.5 && cell.right <= box.right + 0.5;
+            const result = [th.dataset.column, th.scrollWidth <= th.clientWidth, shown, table.scrollLeft];
+            table.scrollLeft = 0;
+            return result;
+        })"""
+    )
+    assert [column for column, _whole, _shown, _scroll in headers][:2] == ["label", "point_count"]
+    assert [column for column, whole, shown, _scroll in headers if not (whole and shown)] == []
+    assert headers[0][3] == 0 and headers[1][3] == 0  # label and point count show without scrolling
+
+    # The picture in the README: this layout at 1,280 px wide, in a window made tall enough for all of it.
+    differing, total, _shot = wait_for_drawing(page, page.locator(".pocaduck-explorer-viewer canvas"))
+    assert differing > 200, f"only {differing} of {total} canvas pixels differ from the background"
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": 1600})
+    try:
+        table.evaluate("table => { table.scrollLeft = 0; table.scrollTop = 0; }")
+        page.locator(".jp-OutputArea-output").last.screenshot(path=ARTIFACTS / "explorer.png")
+    finally:
+        page.set_viewport_size(VIEWPORT)
 
 
 def test_clicking_a_header_sorts_by_that_column_and_again_reverses(page):
