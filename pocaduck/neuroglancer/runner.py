@@ -1,8 +1,8 @@
 """A minimal runner for the export's tasks: in this process, in local processes, or on a Dask cluster.
 
-Stands in until the shared executor lands; the tasks need nothing from it but
-to be called (each is a picklable callable returning its result dict). Every
-task is reported ``queued``, then ``finished`` (or ``failed``) as a
+Stands in until the shared executor lands (it borrows compaction's process pool
+and Dask mapping meanwhile); the tasks need nothing from it but to be called
+(each is a picklable callable returning its result dict). Every task is reported ``queued``, then ``finished`` (or ``failed``) as a
 :class:`~pocaduck.ProgressEvent` whose worker id is the task's name. A failed
 task stops the run with :class:`~pocaduck.ExportError`: what finished stays
 done, and the next run resumes from there.
@@ -10,13 +10,10 @@ done, and the next run resumes from there.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._lifeline import exit_with
+from ..compact import _in_processes, _on_dask
 from ..errors import ExportError
 from ..progress import ProgressEvent
 from .tasks import ExportTask
@@ -28,12 +25,13 @@ def run_tasks(tasks: Sequence[ExportTask], workers: int, client: Any, sink: Sink
     """Run ``tasks``; return their results in the order they finished."""
     for task in tasks:
         sink(ProgressEvent(task.name, "queued", blocks_total=1))
+    # Compaction's process pool and Dask mapping, until both move to the shared executor.
     if client is not None:
-        outcomes = _on_dask(client, tasks)
+        outcomes = _on_dask(_call, list(tasks), client)
     elif workers <= 1 or len(tasks) <= 1:
         outcomes = ((task, task) for task in tasks)
     else:
-        outcomes = _in_processes(tasks, workers)
+        outcomes = _in_processes(_call, list(tasks), workers)
     results = []
     for task, outcome in outcomes:
         try:
@@ -64,31 +62,5 @@ def run_tasks(tasks: Sequence[ExportTask], workers: int, client: Any, sink: Sink
     return results
 
 
-def _in_processes(tasks: Sequence[ExportTask], workers: int) -> Iterator[tuple[ExportTask, Callable[[], dict]]]:
-    # forkserver (else spawn): never fork a parent that may hold DuckDB or pyarrow threads.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)),
-        mp_context=multiprocessing.get_context(method),
-        initializer=exit_with,  # a killed export leaves no worker behind
-        initargs=(os.getpid(),),
-    ) as pool:
-        futures = {pool.submit(task): task for task in tasks}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result
-        finally:
-            for future in futures:
-                future.cancel()
-
-
-def _on_dask(client: Any, tasks: Sequence[ExportTask]) -> Iterator[tuple[ExportTask, Callable[[], dict]]]:
-    from distributed import as_completed as dask_completed
-
-    futures = [client.submit(task, key=f"pocaduck-export-{task.fingerprint}-{task.name}", pure=False) for task in tasks]
-    task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
-    try:
-        for future in dask_completed(futures):
-            yield task_of[future.key], future.result
-    finally:
-        client.cancel(futures)
+def _call(task: ExportTask) -> dict[str, Any]:
+    return task()
