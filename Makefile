@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3,neuroglancer
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-requests bench-widgets bench-export clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export clean
 
 install: $(INSTALLED)
 
@@ -72,6 +72,12 @@ bench-scan: install
 
 bench-compact: install
 	$(BIN)/python bench/bench_compact.py $(BENCH_ARGS)
+
+bench-queries: install
+	$(BIN)/python bench/bench_queries.py $(BENCH_ARGS)
+
+bench-executors: install
+	$(BIN)/python bench/bench_executors.py
 
 bench-requests: install
 	$(BIN)/python bench/bench_requests.py $(BENCH_ARGS)

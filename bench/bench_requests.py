@@ -1,24 +1,37 @@
-"""Requests per ``get_points`` on an S3 store, counted by the server: before and after compaction.
+"""Requests and bytes per get_points on an S3 store, counted by the server: cold reads, and before/after compaction.
 
-    .venv/bin/python bench/bench_requests.py              # about a minute on 2 shared cores
-    .venv/bin/python bench/bench_requests.py --quick      # smoke run, under a minute; leaves the docs alone
+    .venv/bin/python bench/bench_requests.py              # about 1.5 minutes on 2 shared cores
+    .venv/bin/python bench/bench_requests.py --quick      # smoke run, about a minute; leaves the docs alone
     .venv/bin/python bench/bench_requests.py --no-docs    # full sizes, docs left alone
+    .venv/bin/python bench/bench_requests.py --large      # adds a 10^7-row store: about 3 minutes in all
 
-The store is written to moto's S3 server on loopback (the one the tests use,
-``tests/_object_servers.py``), which logs every request it answers: the counts
-are the server's, not the client's. Each label spans 50 blocks of an 8x8x8
-grid with 20 points per block (1,000 points); blocks go to 8 workers
-round-robin, and each worker flushes a file every 5,000 points, so a label is
-scattered over many files of every worker, as a blockwise scan leaves it.
+The stores are written to moto's S3 server on loopback (the one the tests use,
+``tests/_object_servers.py``), which logs every request it answers with the
+bytes of its response (status line, headers and body): the counts are the
+server's, not the client's.
 
-Counted once the unified index is in the local cache:
+*Cold read*: a new ``Query(store)`` and its first ``get_points``, with nothing
+in the local cache, on stores of 10^5 and 10^6 index rows (one per (label,
+block) write): labels over 10 of 1,000 blocks, 2 points per write, 8 workers
+(block b goes to worker b mod 8) flushing a file every 250,000 points. Each
+store is read as written (a label then sits in ~8 files), compacted (one file),
+and as a store consolidated before label directories reads (its
+``label_directory.json`` removed: the whole index is downloaded first). The
+stores are written locally, copied into the bucket, then consolidated there,
+so their index, its version and its label directory are the bucket's own.
 
-- *open*: the requests of ``Query(store)`` (manifest, index freshness check);
+*Before and after compaction* (the earlier table): each label spans 50 blocks
+of an 8x8x8 grid with 20 points per block (1,000 points); blocks go to 8
+workers round-robin, and each worker flushes a file every 5,000 points, so a
+label is scattered over many files of every worker, as a blockwise scan leaves
+it. Counted once the unified index is in the local cache:
+
+- *open*: the requests of ``Query(store)``;
 - *cold*: one ``get_points`` in a fresh Query (Parquet footers not yet read);
 - *warm*: one ``get_points`` in a Query that already read the footers of the
   files it touches (footers stay cached while a Query is open).
 
-The table is printed and written to ``bench/results/requests.md``, raw
+The tables are printed and written to ``bench/results/requests.md``, raw
 figures to ``requests.json``, and into its section of ``docs/benchmarks.md``
 (see ``_report.py``).
 """
@@ -26,7 +39,9 @@ figures to ``requests.json``, and into its section of ``docs/benchmarks.md``
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,6 +57,7 @@ import _report  # noqa: E402
 from _object_servers import S3Server  # noqa: E402
 
 from pocaduck import Ingestor, Query, compact, consolidate  # noqa: E402
+from pocaduck.storage import open_storage  # noqa: E402
 
 GRID = 8
 WORKERS = 8
@@ -66,6 +82,163 @@ def write_store(server: S3Server, prefix: str, labels: int, seed: int) -> Any:
     return config
 
 
+COLD_BLOCKS = 1_000
+COLD_BLOCKS_PER_LABEL = 10
+COLD_POINTS_PER_WRITE = 2
+COLD_POINTS_PER_FILE = 250_000
+
+
+def write_cold_store(folder: str, rows: int) -> None:
+    """``rows`` (label, block) writes: label l in blocks (37 l + 101 k) mod 1,000 for k < 10, 8 workers."""
+    labels = np.arange(rows // COLD_BLOCKS_PER_LABEL, dtype=np.uint64)
+    row_labels = np.repeat(labels, COLD_BLOCKS_PER_LABEL)
+    row_blocks = (row_labels * 37 + np.tile(np.arange(COLD_BLOCKS_PER_LABEL) * 101, len(labels))) % COLD_BLOCKS
+    order = np.lexsort((row_labels, row_blocks))
+    row_labels, row_blocks = row_labels[order], row_blocks[order]
+    block_starts = np.searchsorted(row_blocks, np.arange(COLD_BLOCKS + 1))
+    for worker in range(WORKERS):
+        with Ingestor(folder, worker_id=worker, max_points_per_file=COLD_POINTS_PER_FILE) as ingestor:
+            for block in range(worker, COLD_BLOCKS, WORKERS):
+                mine = row_labels[block_starts[block] : block_starts[block + 1]]
+                point_labels = np.repeat(mine, COLD_POINTS_PER_WRITE)
+                points = np.column_stack([point_labels % 1000, np.full(len(point_labels), block), point_labels // 1000])
+                ingestor.write_block(int(block), point_labels, points.astype(np.int32))
+    consolidate(folder)
+
+
+def copy_into_bucket(server: S3Server, folder: str, prefix: str) -> Any:
+    """Copy a local store into the bucket, then consolidate it there (its index and directory, the bucket's own)."""
+    config = server.config(prefix)
+    storage = open_storage(config)
+    for root, _, names in os.walk(folder):
+        relative = os.path.relpath(root, folder)
+        if relative.startswith("index_versions"):
+            continue
+        for name in names:
+            if name.startswith(".") or name == "label_directory.json":
+                continue
+            path = name if relative == "." else f"{relative}/{name}"
+            storage._fs.put_file(os.path.join(root, name), storage._full(path))
+    consolidate(config)
+    return config
+
+
+def cold_reads(server: S3Server, config: Any, probes: list[int], cache: str) -> dict[str, Any]:
+    """Requests and bytes of a new Query and its first get_points per probe label, the local cache empty each time.
+
+    Each is split by what was read: the label directory (and its pointer), the index (downloaded), the Parquet
+    files, and the rest (the manifest, the index's version).
+    """
+    reads = []
+    for label in probes:
+        shutil.rmtree(cache, ignore_errors=True)
+        before = len(server.requests)
+        started = time.perf_counter()
+        with Query(config) as query:
+            query.get_points(label)
+        seconds = time.perf_counter() - started
+        answered = server.requests[before:]
+        read: dict[str, Any] = {"seconds": seconds, "kinds": Counter(_kind(request) for request in answered)}
+        for part in ("all", *_PARTS):
+            mine = [r for r in answered if part == "all" or _part(r) == part]
+            read[part] = (len(mine), sum(r.bytes_sent for r in mine))
+        reads.append(read)
+    summary: dict[str, Any] = {
+        "probes": len(reads),
+        "seconds_p50": float(np.median([r["seconds"] for r in reads])),
+        "kinds": dict(sum((r["kinds"] for r in reads), Counter())),
+    }
+    for part in ("all", *_PARTS):
+        summary[part] = {
+            "requests_p50": float(np.median([r[part][0] for r in reads])),
+            "requests_max": max(r[part][0] for r in reads),
+            "bytes_p50": float(np.median([r[part][1] for r in reads])),
+            "bytes_max": max(r[part][1] for r in reads),
+        }
+    return summary
+
+
+_PARTS = ("directory", "index", "data", "other")
+
+
+def _part(request: Any) -> str:
+    name = request.path.split("?")[0].rsplit("/", 1)[-1]
+    if name in ("label_directory.bin", "label_directory.json"):
+        return "directory"
+    if name.endswith(".duckdb") and request.method == "GET":
+        return "index"
+    return "data" if name.endswith(".parquet") else "other"
+
+
+def measure_cold(server: S3Server, rows: int, probe_count: int, seed: int) -> dict[str, Any]:
+    """Cold reads on one store size: scattered, compacted, and without its label directory."""
+    cache = os.environ["POCADUCK_CACHE_DIR"]
+    rng = np.random.default_rng(seed)
+    probes = [int(p) for p in rng.choice(rows // COLD_BLOCKS_PER_LABEL, probe_count, replace=False)]
+    result: dict[str, Any] = {"rows": rows}
+    with tempfile.TemporaryDirectory(prefix="pocaduck-bench-cold-") as scratch:
+        folder = os.path.join(scratch, "store")
+        write_cold_store(folder, rows)
+        with Query(folder) as query:
+            result["index_rows"] = query.info()["index_rows"]
+        scattered = copy_into_bucket(server, folder, f"cold-{rows}")
+        result["scattered"] = cold_reads(server, scattered, probes, cache)
+        result["scattered"].update(_sizes(scattered))
+        storage = open_storage(scattered)
+        pointer = storage.read_bytes("label_directory.json")
+        storage.delete_tree("label_directory.json")  # as a store consolidated before label directories
+        result["without directory"] = cold_reads(server, scattered, probes[:3], cache)
+        storage.write_bytes("label_directory.json", pointer)
+        compact(folder, workers=1)
+        compacted = copy_into_bucket(server, folder, f"cold-{rows}-compacted")
+        result["compacted"] = cold_reads(server, compacted, probes, cache)
+        result["compacted"].update(_sizes(compacted))
+    return result
+
+
+def _sizes(config: Any) -> dict[str, int]:
+    """Bytes of the unified index and of the label directory in force, and the directory's entries."""
+    storage = open_storage(config)
+    pointer = json.loads(storage.read_bytes("label_directory.json"))
+    return {"index_size": storage.size("unified_index.duckdb"), "directory_size": pointer["size"], **pointer}
+
+
+def render_cold(results: list[dict[str, Any]]) -> str:
+    probes = results[0]["scattered"]["probes"]
+    lines = [
+        "Cold read on S3 (moto on loopback): a new Query and its first get_points, nothing in the local cache; "
+        f"median (max) of {probes} probe labels ({results[0]['without directory']['probes']} without a directory), "
+        f"each over {COLD_BLOCKS_PER_LABEL} blocks ({COLD_BLOCKS_PER_LABEL * COLD_POINTS_PER_WRITE} points); bytes "
+        "are whole responses, headers included. Other = the manifest and a HEAD of the index (its version).",
+        "",
+        "| index rows | unified index | label directory (entries) | store | requests | bytes | label directory: "
+        "requests, bytes | index downloaded | Parquet files: requests, bytes | other | time p50 |",
+        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        for layout_name in ("scattered", "compacted", "without directory"):
+            row = result[layout_name]
+            sizes = result["scattered" if layout_name == "without directory" else layout_name]
+            directory = (
+                "—"
+                if layout_name == "without directory"
+                else f"{sizes['directory_size'] / 1e6:.2f} MB ({sizes['entries']:,})"
+            )
+            every, listing, index, data, other = (row[part] for part in ("all", *_PARTS))
+            lines.append(
+                f"| {result['index_rows']:,} | {sizes['index_size'] / 1e6:.1f} MB | {directory} | {layout_name} | "
+                f"{every['requests_p50']:.0f} ({every['requests_max']}) | {_kb(every)} | "
+                f"{listing['requests_p50']:.0f}, {_kb(listing)} | {_kb(index)} | "
+                f"{data['requests_p50']:.0f}, {_kb(data)} | {other['requests_p50']:.0f}, {_kb(other)} | "
+                f"{row['seconds_p50'] * 1e3:.0f} ms |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _kb(part: dict[str, Any]) -> str:
+    return f"{part['bytes_p50'] / 1e3:,.0f} KB ({part['bytes_max'] / 1e3:,.0f})"
+
+
 def counted(server: S3Server, action: Any) -> tuple[Any, Counter]:
     """What ``action()`` returns, and the requests the server answered meanwhile, by method."""
     before = len(server.requests)
@@ -81,7 +254,7 @@ def _kind(request: Any) -> str:
 def count_layout(server: S3Server, config: Any, probes: list[int]) -> dict[str, Any]:
     """Request counts of opening a Query and of cold and warm get_points, per probe label."""
     with Query(config):
-        pass  # puts the unified index in the local cache
+        pass  # the first Query reads the manifest and the label directory's pointer once, like any later one
     opened: list[Counter] = []
     cold: list[Counter] = []
     for label in probes:
@@ -113,7 +286,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         f"Requests per get_points on S3 (moto on loopback), {results['labels']} labels of "
         f"{BLOCKS_PER_LABEL * POINTS_PER_BLOCK} points over {BLOCKS_PER_LABEL} blocks, {WORKERS} workers, "
-        f"{len(results['probes'])} probe labels; unified index already cached locally.",
+        f"{len(results['probes'])} probe labels; points found through the label directory (the index is not "
+        "fetched).",
         "",
         "| layout | files | Query open | cold get_points: GETs p50 (max) | warm get_points: GETs p50 (max) "
         "| other requests in get_points |",
@@ -132,29 +306,41 @@ def render(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer labels and probes")
+    parser.add_argument("--quick", action="store_true", help="fewer labels and probes, smaller stores")
+    parser.add_argument("--large", action="store_true", help="add a store of 10^7 index rows to the cold reads")
     parser.add_argument("--seed", type=int, default=0)
     _report.add_docs_option(parser)
     args = parser.parse_args()
     started = time.perf_counter()
     docs = _report.docs_wanted(args, "bench_requests", "--quick" if args.quick else None)
     labels, probe_count = (40, 10) if args.quick else (200, 40)
-    os.environ.setdefault("POCADUCK_CACHE_DIR", tempfile.mkdtemp(prefix="pocaduck-bench-cache-"))
+    cold_sizes = [10**4, 10**5] if args.quick else [10**5, 10**6] + ([10**7] if args.large else [])
+    os.environ["POCADUCK_CACHE_DIR"] = tempfile.mkdtemp(prefix="pocaduck-bench-cache-")
     server = S3Server()
     server.start()
     server.enable_auth()
     server.client().create_bucket(Bucket=server.bucket)
     try:
+        results: dict[str, Any] = {
+            "cold": [measure_cold(server, rows, 5 if args.quick else 15, args.seed) for rows in cold_sizes]
+        }
         config = write_store(server, "requests", labels, args.seed)
         probes = np.random.default_rng(args.seed + 1).choice(np.arange(1, labels + 1), probe_count, replace=False)
-        results: dict[str, Any] = {"labels": labels, "probes": [int(p) for p in probes]}
+        results.update({"labels": labels, "probes": [int(p) for p in probes]})
         results["before compaction"] = count_layout(server, config, results["probes"])
         compact(config, workers=1)
         results["after compaction"] = count_layout(server, config, results["probes"])
     finally:
         server.disable_auth()
         server.stop()
-    text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}")
+        shutil.rmtree(os.environ["POCADUCK_CACHE_DIR"], ignore_errors=True)
+    text = (
+        render_cold(results["cold"])
+        + "\n"
+        + render(results)
+        + "\n"
+        + _report.how_measured(started, f"seed {args.seed}")
+    )
     _report.publish("bench_requests", text, results, docs)
 
 

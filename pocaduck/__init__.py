@@ -9,18 +9,21 @@ are in :mod:`pocaduck.errors` and exported here too.
 from .compact import CompactionReport, compact
 from .config import StorageConfig
 from .consolidate import consolidate
+from .dataset import PointCloudDataset
 from .errors import (
     CompactionBusyError,
     CompactionError,
     DamagedStoreError,
     DataFileError,
     EmptyStoreError,
+    ExportCancelledError,
     ExportError,
     ExportFolderError,
     IndexConflictError,
     IngestorClosedError,
     InvalidArgumentError,
     InvalidBlockIdError,
+    InvalidBoxError,
     InvalidLabelError,
     InvalidPointsError,
     InvalidVolumeError,
@@ -48,7 +51,7 @@ from .errors import (
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
-from .legacy import migrate
+from .migration import migrate
 from .neuroglancer import ExportReport, export_neuroglancer
 from .progress import ProgressEvent
 from .query import Query
@@ -67,6 +70,7 @@ __all__ = [
     "DamagedStoreError",
     "DataFileError",
     "EmptyStoreError",
+    "ExportCancelledError",
     "ExportError",
     "ExportFolderError",
     "ExportReport",
@@ -76,12 +80,14 @@ __all__ = [
     "IngestorClosedError",
     "InvalidArgumentError",
     "InvalidBlockIdError",
+    "InvalidBoxError",
     "InvalidLabelError",
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
     "LegacyStoreError",
     "PocaduckError",
+    "PointCloudDataset",
     "ProgressEvent",
     "Query",
     "QueryTimeoutError",

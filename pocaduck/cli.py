@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
@@ -30,7 +31,7 @@ from .config import StorageConfig, redact_url
 from .consolidate import consolidate
 from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
-from .legacy import migrate
+from .migration import migrate
 from .neuroglancer import export_neuroglancer
 from .query import Query
 from .scan import open_volume, scan_volume
@@ -56,8 +57,25 @@ def _verb_consolidate(args: argparse.Namespace) -> None:
 
 def _verb_points(args: argparse.Namespace) -> None:
     with Query(_store(args)) as query:
-        table = query.get_points(args.label, output="arrow")
-    output = args.output
+        table = query.get_points(args.label, output="arrow", sample=args.sample, seed=args.seed)
+    _write_table(table, args.output, f"points of label {args.label}")
+
+
+def _verb_labels_in_box(args: argparse.Namespace) -> None:
+    with Query(_store(args)) as query:
+        labels = query.get_labels_in_box(args.lower, args.upper)
+    print("\n".join(map(str, labels.tolist())), end="\n" if len(labels) else "")
+    print(f"{len(labels)} labels in the box", file=sys.stderr)
+
+
+def _verb_points_in_box(args: argparse.Namespace) -> None:
+    with Query(_store(args)) as query:
+        table = query.get_points_in_box(args.lower, args.upper, output="arrow")
+    _write_table(table, args.output, "points in the box")
+
+
+def _write_table(table: pa.Table, output: str | None, what: str) -> None:
+    """CSV on stdout without ``output``, else the file its suffix names (``_output_file`` checked it)."""
     if output is None:
         print(table.to_pandas().to_csv(index=False), end="")
     elif output.endswith(".npy"):
@@ -67,7 +85,7 @@ def _verb_points(args: argparse.Namespace) -> None:
     else:  # .parquet: _output_file let nothing else through
         pq.write_table(table, output)
     if output is not None:
-        print(f"wrote {table.num_rows} points of label {args.label} to {output}", file=sys.stderr)
+        print(f"wrote {table.num_rows} {what} to {output}", file=sys.stderr)
 
 
 def _verb_compact(args: argparse.Namespace) -> None:
@@ -87,7 +105,7 @@ def _verb_gc(args: argparse.Namespace) -> None:
 
 def _verb_migrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = migrate(_store(args, args.old), _store(args, args.new))
+    path = migrate(_store(args, args.old), _store(args, args.new), workers=args.workers)
     print(f"migrated {args.old} into {args.new} ({path}) in {time.perf_counter() - started:.2f} s")
 
 
@@ -103,7 +121,7 @@ def _verb_verify(args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def _dask_client(args: argparse.Namespace) -> Iterator[object]:
-    """A Dask client on ``--scheduler`` for the verb's duration, or None to use local processes."""
+    """A Dask client on ``--scheduler`` for the verb's duration, or None to use local workers."""
     if not args.scheduler:
         yield None
         return
@@ -145,6 +163,7 @@ def _verb_export_neuroglancer(args: argparse.Namespace) -> None:
             workers=args.workers,
             client=client,
             progress=None if args.no_progress else "tqdm",
+            retries=args.retries,
         )
     print(json.dumps(report.to_dict(), indent=2))
     print(
@@ -194,6 +213,17 @@ def _per_axis(kind: type[int] | type[float], positive: bool) -> Callable[[str], 
     return parse
 
 
+def _corner(text: str) -> tuple[float | int, ...]:
+    """An argparse type: a box corner as comma-separated finite numbers, ``X,Y,Z``."""
+    try:
+        values = tuple(int(v) if v.strip().lstrip("+-").isdigit() else float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"needs a corner of finite numbers as X,Y,Z, got {text!r}")
+    return values
+
+
 def _output_file(text: str) -> str:
     """An argparse type: a .npy, .csv or .parquet file in a folder that exists, checked before the store is read."""
     if not text.endswith((".npy", ".csv", ".parquet")):
@@ -202,6 +232,12 @@ def _output_file(text: str) -> str:
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"the folder {folder!r} does not exist; create it first")
     return text
+
+
+def _add_output(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument(
+        "-o", "--output", type=_output_file, help="file to write: .npy, .csv or .parquet (default: CSV to stdout)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,16 +270,32 @@ def build_parser() -> argparse.ArgumentParser:
     points = verbs.add_parser("points", parents=[credentials], help="print or save one label's points")
     points.add_argument("store")
     points.add_argument("label", type=_label, help="uint64 label id")
+    _add_output(points)
+    points.add_argument("--sample", type=_integer(1), help="only this many points, a uniform deterministic sample")
     points.add_argument(
-        "-o", "--output", type=_output_file, help="file to write: .npy, .csv or .parquet (default: CSV to stdout)"
+        "--seed", type=_integer(0, below=2**64), help="with --sample: another sample per seed (reads the whole label)"
     )
     points.set_defaults(run=_verb_points)
+
+    in_box = verbs.add_parser(
+        "labels-in-box", parents=[credentials], help="print the labels with a point in a box, one per line"
+    )
+    boxed = verbs.add_parser(
+        "points-in-box", parents=[credentials], help="print or save every point in a box, with its label"
+    )
+    for verb in (in_box, boxed):
+        verb.add_argument("store")
+        verb.add_argument("lower", type=_corner, help="X0,Y0,Z0: the box's lower corner, inside it")
+        verb.add_argument("upper", type=_corner, help="X1,Y1,Z1: the upper corner, outside it (lower <= p < upper)")
+    in_box.set_defaults(run=_verb_labels_in_box)
+    _add_output(boxed)
+    boxed.set_defaults(run=_verb_points_in_box)
 
     compaction = verbs.add_parser(
         "compact", parents=[credentials], help="rewrite the store so each label's points are contiguous"
     )
     compaction.add_argument("store")
-    compaction.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
+    compaction.add_argument("--workers", type=_integer(1), help="shards written at once (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
     compaction.set_defaults(run=_verb_compact)
 
@@ -266,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migration.add_argument("old", help="the original store (worker_*/, unified_index.db)")
     migration.add_argument("new", help="where to write the store in this library's layout")
+    migration.add_argument(
+        "--workers", type=_integer(1), default=1, help="original workers converted at once, in processes (default 1)"
+    )
     migration.set_defaults(run=_verb_migrate)
     scan = verbs.add_parser(
         "scan", parents=[credentials], help="scan a 3D label volume (.npy or zarr, indexed z, y, x) into a store"
@@ -310,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("store")
     export.add_argument("out", help="a new or empty folder, or a bucket URL; re-run the same command to resume")
     export.add_argument("--labels", type=_label, nargs="+", help="only these labels (default: all)")
-    export.add_argument("--workers", type=_integer(1), help="local worker processes (default: one per CPU)")
-    export.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")
+    export.add_argument("--workers", type=_integer(1), help="local worker threads (default: one per CPU)")
+    export.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local threads")
+    export.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed task this many times")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
     export.set_defaults(run=_verb_export_neuroglancer)
     return parser

@@ -5,7 +5,7 @@ Compaction reads them through the unified index and writes a new *generation*
 under ``compacted/<generation>/``, described by the same tables as any worker
 index (one ``point_index`` row per (label, block), block ids kept), so queries
 use it without a special path. The work is split into shards, each a contiguous
-label range written as one file by its own worker process (or Dask worker).
+label range written as one file by one task of :mod:`pocaduck.executor`.
 
 It is resumable and atomic. The generation's name is a fingerprint of what it
 compacts (the sessions the current index covers, and the settings), so running
@@ -22,15 +22,12 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any
 
 import duckdb
@@ -39,13 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
-from ._lifeline import exit_with
 from .config import StorageConfig
 from .consolidate import publish_unified_index, write_failures_reported
-from .errors import CompactionBusyError, CompactionError, StoreNotConsolidatedError
+from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
+from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, run_tasks
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, chunk_index_rows, write_point_file
-from .progress import ProgressEvent
+from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .sampling import order_marker, stored_order
 from .storage import Storage
 from .store import Store, open_store
 
@@ -55,6 +53,7 @@ DEFAULT_POINTS_PER_FILE = 4_000_000
 _PLAN = "plan.json"
 _SOURCE = "source.duckdb"
 _SHARDS = "shards"
+_POOL: Pool = "threads"  # local shards run in threads: see bench/bench_executors.py
 
 
 @dataclass(frozen=True)
@@ -88,15 +87,27 @@ def compact(
     points_per_file: int = DEFAULT_POINTS_PER_FILE,
     row_group_size: int = layout.ROW_GROUP_SIZE,
     compression: str = "lz4",
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: Progress = None,
+    retries: int = 0,
+    stop: threading.Event | None = None,
 ) -> CompactionReport:
     """Rewrite the consolidated store so each label's points are contiguous, then switch to it atomically.
 
-    Shards run in ``workers`` local processes (default: one per CPU; 1 runs them
-    in this process), or on a ``dask.distributed.Client`` when one is given.
+    Shards run in ``workers`` threads of this process (default: one per CPU;
+    1 runs them one after another), or on a ``dask.distributed.Client`` when
+    one is given; a shard that fails runs again up to ``retries`` times.
+    Threads, not processes: a shard's work is mostly Arrow, Parquet and numpy,
+    which release the GIL, and threads compacted as fast end to end (faster on
+    small stores, which they spare the process start-up; see
+    bench/bench_executors.py) and need no ``if __name__ == "__main__":`` guard.
     ``deduplicate=True`` keeps one copy of identical points of a label (the
-    first, in block order); by default every point is kept. A killed run
-    resumes where it stopped when called again with the same settings.
+    first, in block order); by default every point is kept. ``progress`` (a
+    callable, or ``"tqdm"`` for bars) receives a
+    :class:`~pocaduck.ProgressEvent` per shard as it is queued, runs and ends.
+    Setting ``stop`` (from another thread), or Ctrl-C, stops the compaction
+    after the shards being written, with :class:`CompactionCancelledError`
+    (or KeyboardInterrupt); a stopped, failed or killed run resumes where it
+    stopped when called again with the same settings.
 
     >>> import tempfile
     >>> from pocaduck import Ingestor, Query, consolidate
@@ -111,8 +122,8 @@ def compact(
     ...     query.get_points(5).tolist(), query.get_blocks_for_label(5)
     ([[0, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 1]], ['block-0', 'block-1'])
     """
-    if points_per_file < 1 or row_group_size < 1:
-        raise ValueError("points_per_file and row_group_size must be positive")
+    if points_per_file < 1 or row_group_size < 1 or retries < 0:
+        raise ValueError("points_per_file and row_group_size must be positive, retries at least 0")
     store = open_store(storage_config)
     config, storage = store.config, store.storage
     schema = store.require("compaction")
@@ -135,9 +146,18 @@ def compact(
             return CompactionReport(None, deduplicated=bool(deduplicate))
         plan = json.loads(storage.read_bytes(_plan_path(generation)))
         pending = [shard for shard in range(len(plan["shards"])) if not storage.exists(_marker(generation, shard))]
-        task = partial(compact_shard, config, generation)
-        for result in _run_shards(task, pending, workers, client, progress):
-            logger.info("compaction %s: shard %d done (%d points)", generation, result["shard"], result["points"])
+        tasks = [Task(_shard_name(shard), 1, _shard_task, (config, generation, shard)) for shard in pending]
+        with progress_sink(progress, unit="shard") as sink:
+            results = run_tasks(
+                tasks,
+                workers=workers or os.cpu_count() or 1,
+                sink=sink,
+                stop=stop,
+                retries=retries,
+                client=client,
+                pool=_POOL,
+            )
+        _raise_failures(config, results, len(plan["shards"]) - len(pending))
         totals = _assemble(storage, schema, generation, plan)
         publish_unified_index(store, lambda: (schema, store.worker_states()[0], generation))
         _tidy(storage, generation)
@@ -278,6 +298,9 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
             segment_blocks[nonempty],
             segment_counts[nonempty],
         )
+    points, segment_labels, segment_blocks, segment_counts = _in_sample_order(
+        points, segment_labels, segment_blocks, segment_counts
+    )
     block_type = pa.string() if schema.block_id_type == "string" else pa.int64()
     block_column = pa.array(segment_blocks, block_type)
     values = np.ascontiguousarray(points.T)
@@ -293,6 +316,7 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
         values,
         row_group_size=plan["row_group_size"],
         compression=plan["compression"],
+        metadata=order_marker(),
     )
     rows = chunk_index_rows(schema, segment_labels, block_column, shard, segment_counts, values)
     result = {
@@ -317,6 +341,25 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
     return {**result, "seconds": time.perf_counter() - started}
 
 
+def _in_sample_order(
+    points: np.ndarray, labels: np.ndarray, blocks: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The shard's rows in the stored sample order (see ``sampling``), and the (label, block) runs they form.
+
+    A label of several levels has each block's rows in every level, so it gets
+    one index row per (label, level, block) run; its multiset of points and
+    blocks is unchanged, and de-duplication, done before, is untouched.
+    """
+    segment_of_point = np.repeat(np.arange(len(counts)), counts)
+    order = stored_order(np.repeat(labels, counts))
+    if (order == np.arange(len(order))).all():
+        return points, labels, blocks, counts
+    segment_of_point = segment_of_point[order]
+    starts = np.flatnonzero(np.concatenate([[True], segment_of_point[1:] != segment_of_point[:-1]]))
+    runs = segment_of_point[starts]
+    return points[order], labels[runs], blocks[runs], np.diff(np.append(starts, len(order)))
+
+
 def _first_occurrences(point_labels: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Mask keeping the first of every run of identical (label, point) rows, in the given order."""
     order = np.lexsort((*points.T[::-1], point_labels))  # stable: equal rows stay in their given order
@@ -330,91 +373,50 @@ def _first_occurrences(point_labels: np.ndarray, points: np.ndarray) -> np.ndarr
 # -- running shards ----------------------------------------------------------
 
 
-def _run_shards(
-    task: Callable[[int], dict[str, int]],
-    shards: list[int],
-    workers: int | None,
-    client: Any,
-    progress: Callable[[ProgressEvent], None] | None,
-) -> Iterator[dict[str, int]]:
-    """Run ``task`` for every shard on the chosen executor, yielding results as they finish."""
-    report = progress or (lambda event: None)
-    for shard in shards:
-        report(ProgressEvent(_shard_name(shard), "queued", blocks_total=1))
-    workers = workers or os.cpu_count() or 1
-    if client is not None:
-        outcomes = _on_dask(task, shards, client)
-    elif workers == 1 or len(shards) <= 1:
-        outcomes = ((shard, partial(task, shard)) for shard in shards)
-    else:
-        outcomes = _in_processes(task, shards, workers)
-    try:
-        yield from _reported(outcomes, report)
-    finally:
-        close = getattr(outcomes, "close", None)
-        if close is not None:
-            close()  # stops the pool now rather than when the generator is collected
-
-
-def _reported(
-    outcomes: Iterator[tuple[int, Callable[[], dict[str, int]]]], report: Callable[[ProgressEvent], None]
-) -> Iterator[dict[str, int]]:
-    for shard, outcome in outcomes:
-        try:
-            result = outcome()
-        except Exception as error:
-            report(ProgressEvent(_shard_name(shard), "failed", blocks_total=1, error=repr(error)))
-            raise CompactionError(
-                f"compaction shard {shard} failed: {error!r}. Run the compaction again: it resumes from the "
-                f"shards already written"
-            ) from error
-        report(
-            ProgressEvent(
-                _shard_name(shard),
-                "finished",
-                blocks_done=1,
-                blocks_total=1,
-                labels_written=result["labels"],
-                points_written=result["points"],
-                files_written=1,
-                bytes_written=result["bytes"],
-                elapsed=result["seconds"],
-            )
-        )
-        yield result
-
-
 def _shard_name(shard: int) -> str:
     return f"compact-{shard:06d}"
 
 
-def _in_processes(
-    task: Callable[[int], dict[str, int]], shards: list[int], workers: int
-) -> Iterator[tuple[int, Callable[[], dict[str, int]]]]:
-    # forkserver/spawn: never fork a parent that may hold DuckDB or pyarrow threads.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(shards)),
-        mp_context=multiprocessing.get_context(method),
-        initializer=exit_with,
-        initargs=(os.getpid(),),
-    ) as pool:
-        futures = {pool.submit(task, shard): shard for shard in shards}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result
-        finally:
-            for future in futures:
-                future.cancel()
+def _shard_task(job: tuple[StorageConfig, str, int], report: Callback, should_stop: ShouldStop) -> TaskOutcome:
+    """One shard as an executor task: it reports that it runs, writes the shard, and ends with its counts."""
+    config, generation, shard = job
+    if should_stop():
+        raise TaskStopped(f"shard {shard} was not started: the compaction was cancelled")
+    report(ProgressEvent(_shard_name(shard), "running", blocks_total=1))
+    result = compact_shard(config, generation, shard)
+    logger.info("compaction %s: shard %d done (%d points)", generation, shard, result["points"])
+    final_event = ProgressEvent(
+        _shard_name(shard),
+        "finished",
+        blocks_done=1,
+        blocks_total=1,
+        labels_written=result["labels"],
+        points_written=result["points"],
+        files_written=1,
+        bytes_written=result["bytes"],
+        elapsed=result["seconds"],
+    )
+    return TaskOutcome(final_event, result)
 
 
-def _on_dask(task: Callable[[int], dict[str, int]], shards: list[int], client: Any) -> Iterator[tuple[int, Any]]:
-    from distributed import as_completed as dask_completed
-
-    futures = client.map(task, shards, pure=False)
-    shard_of = {future.key: shard for future, shard in zip(futures, shards, strict=True)}
-    for future in dask_completed(futures):
-        yield shard_of[future.key], future.result
+def _raise_failures(config: StorageConfig, results: dict[str, Any], reused: int) -> None:
+    """Stop with an error saying what went wrong and what helps: re-running resumes from the shards written."""
+    failures = [result for result in results.values() if isinstance(result, Failure)]
+    written = reused + len(results) - len(failures)
+    resumes = f"it resumes from the {written} shards already written"
+    if any(failure.cancelled for failure in failures):
+        raise CompactionCancelledError(
+            f"the compaction of {config.base_path} was cancelled; run it again with the same settings: {resumes}"
+        )
+    if not failures:
+        return
+    first = failures[0]
+    what = f"compaction shard {int(first.worker_id.rsplit('-', 1)[1])} failed: {first.text}"
+    if first.never_started:  # the text says why; a re-run would fail the same way
+        raise CompactionError(what)
+    if first.error is None:
+        raise CompactionError(f"{what}. Run the compaction again: {resumes}")
+    raise CompactionError(f"{what}. Fix the cause, then run the compaction again: {resumes}") from first.error
 
 
 # -- publishing --------------------------------------------------------------

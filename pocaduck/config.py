@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -87,6 +87,14 @@ class StorageConfig:
         if path.startswith("file://"):
             path = urlparse(path).path
         return os.path.abspath(os.path.expanduser(path))
+
+    def absolute(self) -> StorageConfig:
+        """This store named so that a process started elsewhere (a forkserver, a Dask node) finds it too.
+
+        >>> StorageConfig("~/store").absolute().base_path == os.path.expanduser("~/store")
+        True
+        """
+        return replace(self, base_path=self.local_root) if self.is_local else self
 
     @classmethod
     def add_storage_args(cls, parser: argparse.ArgumentParser, *, base_path: bool = True) -> None:

@@ -7,6 +7,14 @@ and published with one atomic compare-and-swap: readers see the old index or
 the new, and of overlapping consolidations the one that read the workers last
 wins (see :class:`UnifiedIndexBuild`).
 
+Each published index is also kept as an *index version* named after its
+build, ``index_versions/<build>/``: the index itself (a hard link on disk) and
+its label directory (``label_directory.py``). Both are uploaded once the index
+is in force, then ``label_directory.json`` names the build with the version of
+``unified_index.duckdb`` it was published as. Readers on a bucket find a label
+with a few ranged reads of the directory, fetch the version's index only if
+they need SQL, and trust either only while that version is the one in force.
+
 A compacted store stays compacted: the sessions a compaction generation covers
 are served from its files, and only newer sessions are added beside them. If a
 covered worker has been re-run since, the generation no longer matches the
@@ -19,6 +27,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -30,11 +39,13 @@ from .errors import (
     DamagedStoreError,
     EmptyStoreError,
     IndexConflictError,
+    PocaduckError,
     StoreNotFoundError,
     StoreWriteError,
     WorkerNotFinalizedError,
 )
 from .index import attach_read_only, create_summary_tables, create_worker_tables
+from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -153,7 +164,9 @@ class UnifiedIndexBuild:
         self.store, self.storage, self.output_path = store, store.storage, output_path
         # Beside the destination so the final rename stays on one filesystem.
         folder = os.path.dirname(os.path.abspath(output_path)) if output_path else self.storage.staging_dir("")
-        self.path = os.path.join(folder, f"{layout.BUILDING_PREFIX}{uuid.uuid4().hex}")
+        self.build_id = uuid.uuid4().hex
+        self.path = os.path.join(folder, f"{layout.BUILDING_PREFIX}{self.build_id}")
+        self.directory: DirectoryFile | None = None
         self.sessions: set[tuple[str, str]] = set()
         self.generation: str | None = None
         self._lock = file_lock(self.path + ".lock")
@@ -164,7 +177,7 @@ class UnifiedIndexBuild:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for leftover in (self.path, self.path + ".wal", self.path + ".lock"):
+        for leftover in [self.path + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
         self._lock.__exit__(*exc_info)
@@ -186,6 +199,8 @@ class UnifiedIndexBuild:
             raise EmptyStoreError(f"{self.storage.describe('')} has no finalized worker data to index")
         self.sessions = _build_unified_index(self.storage, schema, sessions, generation, self.path)
         self.generation = generation
+        if self.output_path is None:  # an index kept outside the store has no directory in it
+            self.directory = _add_label_directory(self.path, self.build_id)
 
     def publish(self) -> bool:
         """Make this build the unified index unless it changed since; False means build again from fresh state.
@@ -196,10 +211,80 @@ class UnifiedIndexBuild:
         if self.output_path is not None:
             os.replace(self.path, self.output_path)
             return True
-        if self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on):
+        if self.directory is not None:
+            _second_name(self.path, self.path + ".snapshot")  # publishing moves the build away
+        version = self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on)
+        if version is not None:
+            if self.directory is not None:
+                self._publish_index_version_or_warn(version)
             return True
         sessions, generation = self.store.served_sessions()
         return self.sessions <= sessions and generation == self.generation
+
+    def _publish_index_version_or_warn(self, index_version: str) -> None:
+        """The index is in force whatever happens here: a failure leaves readers on the whole index, and says so."""
+        try:
+            self._publish_index_version(index_version)
+        except (OSError, PocaduckError) as error:
+            logger.warning(
+                "the unified index of %s is in force, but its label directory could not be published (%s): "
+                "readers read the whole index until `pocaduck consolidate %s` runs again",
+                self.storage.describe(""),
+                error,
+                self.storage.describe(""),
+            )
+
+    def _publish_index_version(self, index_version: str) -> None:
+        """Publish the index just put in force as ``index_versions/<build>/`` with its directory, then name it.
+
+        Uploads come after the index, so ``gc`` (which keeps the version the index
+        in force names) cannot remove them first. ``label_directory.json`` is
+        replaced by compare-and-swap, and only while this index is still in force:
+        of overlapping consolidations the last to publish its index ends up named.
+        A run that dies before the pointer leaves it naming an older index, which
+        readers notice (the version differs) and then read the index instead.
+        """
+        assert self.directory is not None
+        self.storage.publish(self.path + ".snapshot", layout.index_version_index(self.build_id))
+        self.storage.publish(self.path + ".labeldir", layout.index_version_directory(self.build_id))
+        staged = self.path + ".pointer"
+        with open(staged, "wb") as out:
+            out.write(pointer_bytes(self.build_id, self.directory, index_version))
+        for _ in range(_PUBLISH_ATTEMPTS):
+            pointer_version = self.storage.version(layout.LABEL_DIRECTORY_POINTER)
+            if self.storage.version(layout.UNIFIED_INDEX) != index_version:
+                return  # a newer index is in force: its own run points to its directory
+            if self.storage.publish_if_unchanged(staged, layout.LABEL_DIRECTORY_POINTER, pointer_version):
+                return
+        logger.warning(
+            "%s kept changing while this run pointed it to its label directory: readers read the unified index "
+            "until the next consolidation",
+            self.storage.describe(layout.LABEL_DIRECTORY_POINTER),
+        )
+
+
+def _second_name(path: str, link: str) -> None:
+    """A hard link, no bytes copied; a copy where the filesystem has no links."""
+    try:
+        os.link(path, link)
+    except OSError:
+        shutil.copyfile(path, link)
+
+
+def _add_label_directory(index_path: str, build_id: str) -> DirectoryFile:
+    """Write the label directory of the index built at ``index_path`` beside it, and record the build in it."""
+    con = duckdb.connect(index_path)
+    try:
+        written = write_label_directory(con, index_path + ".labeldir")
+        con.execute(
+            "CREATE TABLE label_directory AS SELECT ? AS build, ?::BIGINT AS entries, ?::BIGINT AS size, "
+            "?::BIGINT AS top_bytes",
+            [build_id, written.entries, written.size, written.top_bytes],
+        )
+        con.execute("CHECKPOINT")
+        return written
+    finally:
+        con.close()
 
 
 @contextlib.contextmanager

@@ -52,12 +52,20 @@ class InvalidArgumentError(PocaduckError, ValueError):
     """An argument has the wrong type or lies outside its range (a size, a count, a timeout, a box)."""
 
 
+class InvalidBoxError(InvalidArgumentError):
+    """A box is not two points of the store's spatial width with finite ``lower < upper`` on every axis."""
+
+
 class StoreWriteError(PocaduckError, OSError):
     """Writing into the store failed (disk full, read-only, file too large); what was published before is intact."""
 
 
 class DamagedStoreError(PocaduckError, OSError):
     """A file that describes the store (manifest, ``finalized.json``, an index) is unreadable or corrupt."""
+
+
+class LabelDirectoryError(DamagedStoreError):
+    """A label directory (or the ``label_directory.json`` naming it) is missing, truncated or corrupt."""
 
 
 class IndexConflictError(PocaduckError, RuntimeError):
@@ -108,12 +116,20 @@ class CompactionError(PocaduckError, RuntimeError):
     """A compaction shard failed or its worker process died; run the compaction again to resume it."""
 
 
+class CompactionCancelledError(CompactionError):
+    """The compaction was stopped (``stop`` set); the shards written are kept, and running it again resumes it."""
+
+
 class CompactionBusyError(PocaduckError, RuntimeError):
     """Another compaction or garbage collection is running on this store."""
 
 
 class LegacyStoreError(PocaduckError, ValueError):
     """A store written by the original pocaduck (0.1.x) cannot be read or migrated as it is."""
+
+
+class MigrationError(PocaduckError, RuntimeError):
+    """A migration worker's process died or was stopped; the message says what to do (usually: run ``migrate`` again)."""
 
 
 # -- scanning volumes -----------------------------------------------------------
@@ -174,3 +190,7 @@ class ExportFolderError(PocaduckError, FileExistsError):
 
 class ExportError(PocaduckError, RuntimeError):
     """An export task failed or its process died; run the export again to resume it."""
+
+
+class ExportCancelledError(ExportError):
+    """The export was stopped (``stop`` set); the tasks done are kept, and running it again resumes it."""

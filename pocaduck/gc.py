@@ -9,6 +9,8 @@ back. ``collect_garbage`` removes, after those readers have reopened:
 - leftovers of building the generation in force,
 - sessions that ``workers/*/finalized.json`` lists as superseded and that the
   unified index no longer refers to,
+- index versions (a copy of a unified index and its label directory) other
+  than the one the unified index in force names,
 - the half-built unified index of a killed consolidation (never a live one's:
   each build holds a lock while its process lives).
 
@@ -29,6 +31,7 @@ from . import layout
 from .config import StorageConfig
 from .errors import CompactionBusyError, DamagedStoreError
 from .index import attach_read_only
+from .label_directory import recorded_build
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -62,8 +65,15 @@ def collect_garbage(
     with storage.lock(layout.COMPACTION_LOCK) as free:
         if not free:
             raise CompactionBusyError(f"a compaction is running on {store.path}; collect garbage after it")
+        # Listed before the index is read: a consolidation uploads its index version only once its index is
+        # in force, so every version listed here belongs to the index read next or to an older one.
+        versions = [layout.index_version(build) for build in storage.listdir(layout.INDEX_VERSIONS)]
         referenced = _referenced_paths(store)
-        garbage = _unreferenced_compactions(storage, referenced) + _unreferenced_sessions(storage, referenced)
+        garbage = (
+            _unreferenced_compactions(storage, referenced)
+            + _unreferenced_sessions(storage, referenced)
+            + [path for path in versions if path not in referenced]
+        )
         if not dry_run:
             for path in garbage:
                 storage.delete_tree(path)
@@ -72,7 +82,7 @@ def collect_garbage(
 
 
 def _referenced_paths(store: Store) -> set[str]:
-    """Every payload file the unified index lists, plus the index of the generation it is built on."""
+    """Every payload file the unified index lists, its index version, and the index of its compaction."""
     storage = store.storage
     if not storage.exists(layout.UNIFIED_INDEX):
         return set()
@@ -80,9 +90,11 @@ def _referenced_paths(store: Store) -> set[str]:
     try:
         attach_read_only(con, storage.local_copy(layout.UNIFIED_INDEX), "current")
         paths = {path for (path,) in con.execute("SELECT path FROM current.files").fetchall()}
+        build = recorded_build(con, "current")
     finally:
         con.close()
     generation = store.compaction_in_force()
+    paths |= {layout.index_version(build)} if build else set()
     return paths | ({layout.compaction_index(generation)} if generation else set())
 
 
@@ -128,15 +140,27 @@ def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
     folder = storage.staging_dir("")
     names = [name for name in os.listdir(folder) if name.startswith(layout.BUILDING_PREFIX)]
     # A lock file alone may be a build that is just starting: only a build with data is judged.
-    builds = sorted({name.removesuffix(".wal") for name in names if not name.endswith(".lock")})
+    builds = sorted({_build_of(name) for name in names if not name.endswith(".lock")})
     removed = []
     for build in builds:
         with file_lock(os.path.join(folder, build + ".lock")) as free:
             if not free:
                 continue
-            for name in (build, build + ".wal", build + ".lock"):
+            for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
                 if os.path.exists(os.path.join(folder, name)):
                     removed.append(name)
                     if not dry_run:
                         os.unlink(os.path.join(folder, name))
     return removed
+
+
+def _build_of(name: str) -> str:
+    """The build a file beside a unified index build belongs to.
+
+    >>> _build_of(layout.BUILDING_PREFIX + "3fa9.labeldir") == layout.BUILDING_PREFIX + "3fa9"
+    True
+    """
+    for suffix in layout.BUILDING_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name

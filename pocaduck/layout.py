@@ -5,8 +5,15 @@
     STORE/
       pocaduck.json                          manifest: format version, columns, dtype, block id type
       unified_index.duckdb                   consolidated index (replaced atomically)
-      .unified_index.duckdb.building-<id>    a consolidation's index while it is built (+ .wal, and
-                                             .lock, held while it runs): gc removes a dead one's
+      label_directory.json                   names the index version in force (its build id) and the
+                                             version of unified_index.duckdb it was published as
+      index_versions/<build>/                one per published unified index, never changed; the index
+                                             names its own build (table ``label_directory``)
+        unified_index.duckdb                 that index, for readers that fetch it after it was replaced
+        label_directory.bin                  where each label's rows are, read by ranges (``label_directory.py``)
+      .unified_index.duckdb.building-<id>    a consolidation's index while it is built (+ .wal, .labeldir,
+                                             .snapshot, .pointer, and .lock, held while it runs): gc
+                                             removes a dead one's
       workers/<worker_id>/
         .lock                                held by the worker's live Ingestor
         finalized.json                       names the worker's finalized session
@@ -57,7 +64,12 @@ UNIFIED_INDEX = "unified_index.duckdb"
 WORKERS = "workers"
 COMPACTED = "compacted"
 BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
+# What a build keeps beside its index: DuckDB's log, its label directory, a second name of the index
+# (a hard link, published as the index version), the pointer to them, its lock.
+BUILDING_SUFFIXES = (".wal", ".labeldir", ".snapshot", ".pointer", ".lock")
 COMPACTION_LOCK = f"{COMPACTED}/.lock"
+LABEL_DIRECTORY_POINTER = "label_directory.json"
+INDEX_VERSIONS = "index_versions"
 LEGACY_INDEX = "unified_index.db"
 LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 # Rows per Parquet row group, for ingestion and compaction alike. A label read decodes whole row groups:
@@ -113,6 +125,23 @@ def compaction_index(generation: str) -> str:
 
 def compaction_file(generation: str, shard: int) -> str:
     return f"{compaction_dir(generation)}/part-{shard:06d}.parquet"
+
+
+def index_version(build_id: str) -> str:
+    """The folder of what one consolidation (or compaction) published: its index and its label directory.
+
+    >>> index_version("5f0c"), index_version_index("5f0c"), index_version_directory("5f0c")
+    ('index_versions/5f0c', 'index_versions/5f0c/unified_index.duckdb', 'index_versions/5f0c/label_directory.bin')
+    """
+    return f"{INDEX_VERSIONS}/{build_id}"
+
+
+def index_version_index(build_id: str) -> str:
+    return f"{index_version(build_id)}/{UNIFIED_INDEX}"
+
+
+def index_version_directory(build_id: str) -> str:
+    return f"{index_version(build_id)}/label_directory.bin"
 
 
 def checksum(chunks: Iterable[bytes]) -> str:
@@ -296,9 +325,11 @@ def check_columns(columns: tuple[str, ...]) -> None:
 
 def read_schema(storage: Storage) -> Schema | None:
     """The store's schema, or None when nothing has been written yet."""
-    if not storage.exists(MANIFEST):
+    try:
+        data = storage.read_bytes(MANIFEST)  # one request on an object store, not a HEAD and a GET
+    except FileNotFoundError:
         return None
-    return Schema.from_json(storage.read_bytes(MANIFEST), storage.describe(MANIFEST))
+    return Schema.from_json(data, storage.describe(MANIFEST))
 
 
 def read_finalized(storage: Storage, worker_id: str) -> dict | None:

@@ -1,4 +1,4 @@
-"""Stores written by the original pocaduck (0.1.x): read them as it did, or migrate them into this layout.
+"""Stores written by the original pocaduck (0.1.x): the reader that answers as the original did.
 
 The original layout::
 
@@ -14,8 +14,8 @@ results do not change under a lab's feet: points come back as int64, and from
 the un-optimized data they are de-duplicated and sorted (``np.unique``); from
 optimized data they are not; an unknown label gives a 1-D empty array;
 ``get_blocks_for_label`` is ``[]`` on optimized data. ``Query(store)`` returns
-one automatically for such a store. ``migrate`` converts the stored rows
-exactly (every row, its dtype, its block id) into a store of this library.
+one automatically for such a store. ``migrate.py`` converts such a store into
+this library's layout.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import functools
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -37,35 +37,32 @@ from . import layout
 from ._sql import lock_down, private_connection, tables_of
 from ._timing import Timing
 from .config import StorageConfig
-from .consolidate import consolidate
 from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
 from .index import attach_read_only
-from .ingest import Ingestor
 from .keys import check_label
-from .progress import ProgressEvent
-from .reader import Reader
-from .storage import Storage
-from .store import Store, create_store, open_store
+from .reader import Output, Reader
+from .sampling import check_sample, check_seed, choose, sample_key
+from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
 
 _INT64_LIMIT = 2**63
 
 
-def _store_relative(recorded_path: str) -> str:
+def store_relative(recorded_path: str) -> str:
     """Where a file the original index names sits in the store.
 
     The original records full paths as they were at ingestion time; its files
     always sit two folders below the store root, so the last three parts
     locate them even after the store was moved, copied or mounted elsewhere.
 
-    >>> _store_relative("/old/mount/store/worker_3/data/3-0.parquet")
+    >>> store_relative("/old/mount/store/worker_3/data/3-0.parquet")
     'worker_3/data/3-0.parquet'
     """
     return "/".join(recorded_path.replace("\\", "/").split("/")[-3:])
 
 
-def _points_of(data: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
+def points_of(data: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
     """The ``data`` list column as an (N, D) array, without a Python loop over rows."""
     data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
     lengths = pc.list_value_length(data).to_numpy(zero_copy_only=False)
@@ -133,7 +130,7 @@ class LegacyQuery(Reader):
     def schema(self) -> layout.Schema:
         """The original stored one ``data`` list column of any width, read back as int64: columns x, y, z, ..."""
         (path,) = self.db_connection.execute("SELECT file_path FROM point_cloud_index LIMIT 1").fetchone()
-        first = pq.ParquetFile(self._storage.open_input(_store_relative(path))).read_row_group(0, columns=["data"])
+        first = pq.ParquetFile(self._storage.open_input(store_relative(path))).read_row_group(0, columns=["data"])
         width = int(pc.list_value_length(first.column("data").slice(0, 1)).to_numpy()[0])
         return layout.Schema(layout.default_columns(width), np.dtype("int64"), "string")
 
@@ -169,13 +166,31 @@ class LegacyQuery(Reader):
             ).fetchone()
         return clock.finish(int(count), timing)
 
-    def get_points(self, label: int | Iterable[int], use_cache: bool = True, timing: bool = False) -> Any:
+    def get_points(
+        self,
+        label: int | Iterable[int],
+        use_cache: bool = True,
+        timing: bool = False,
+        *,
+        sample: int | None = None,
+        seed: int | None = None,
+    ) -> Any:
         """The label's points as the original returned them: int64, de-duplicated unless from optimized data.
 
         Several labels give a dict ``{label: points}`` (an extension: the original took one).
+        ``sample=N`` keeps ``min(N, count)`` of those rows, chosen as on any store
+        without a stored sample order (an extension too).
         """
         if isinstance(label, Iterable):
-            return {each: self.get_points(each, use_cache) for each in map(check_label, label)}
+            return {
+                each: self.get_points(each, use_cache, sample=sample, seed=seed) for each in map(check_label, label)
+            }
+        if sample is not None or seed is not None:
+            if sample is None:
+                raise InvalidArgumentError("seed picks a sample: give sample=N with it")
+            sample, seed, label = check_sample(sample), check_seed(seed), check_label(label)
+            points = self.get_points(label, use_cache)
+            return points[choose(len(points), sample, sample_key(label, seed))] if len(points) else points
         label = check_label(label)
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
@@ -195,11 +210,32 @@ class LegacyQuery(Reader):
                 self._points_cache.popitem(last=False)
         return clock.finish(points, timing)
 
+    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
+        """Not on the original's layout, whose files are read whole: migrate the store to stream labels."""
+        raise self._migrate_for("iter_points")
+
+    def get_labels_in_box(self, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:
+        """Not on the original's layout, whose index keeps no bounding boxes: migrate the store for box queries."""
+        raise self._migrate_for("get_labels_in_box")
+
+    def get_points_in_box(
+        self, lower: Sequence[float], upper: Sequence[float], labels: Any = None, output: Output = "arrow"
+    ) -> Any:
+        """Not on the original's layout, whose index keeps no bounding boxes: migrate the store for box queries."""
+        raise self._migrate_for("get_points_in_box")
+
+    def _migrate_for(self, method: str) -> LegacyStoreError:
+        return LegacyStoreError(
+            f"{method} needs the bounding boxes and row runs this library's index keeps; "
+            f"{self.storage_config.base_path} was written by the original pocaduck 0.1.x. Convert it once with "
+            f"`pocaduck migrate OLD NEW` (pocaduck.migrate) and query the new store"
+        )
+
     def _files_of(self, label: int) -> list[str]:
         rows = self.db_connection.execute(
             "SELECT DISTINCT file_path FROM point_cloud_index WHERE label = ? ORDER BY file_path", [label]
         ).fetchall()
-        return [_store_relative(path) for (path,) in rows]
+        return [store_relative(path) for (path,) in rows]
 
     def _read(self, label: int, paths: list[str]) -> np.ndarray:
         tables = [
@@ -214,7 +250,7 @@ class LegacyQuery(Reader):
         if rows == 0:
             return np.array([], dtype=np.int64)
         data = pa.concat_tables(tables).column("data")
-        points = _points_of(data, f"label {label}").astype(np.int64)
+        points = points_of(data, f"label {label}").astype(np.int64)
         return points if self.using_optimized_data else np.unique(points, axis=0)
 
     def info(self) -> dict[str, Any]:
@@ -231,139 +267,3 @@ class LegacyQuery(Reader):
             "files": files,
             "using_optimized_data": self.using_optimized_data,
         }
-
-
-# -- migration ---------------------------------------------------------------
-
-
-def migrate(
-    old_store: StorageConfig | str | os.PathLike,
-    new_store: StorageConfig | str | os.PathLike,
-    *,
-    max_points_per_file: int = 10_000_000,
-    progress: Callable[[ProgressEvent], None] | None = None,
-) -> str:
-    """Convert an original-library store into a new store of this library, exactly; return the unified index.
-
-    Every row the original's index refers to is copied with its label, block id
-    and values (in their stored dtype, no de-duplication). Each original worker
-    becomes a worker of the new store, so running it again after an
-    interruption rewrites them and the result is the same. The new store must be
-    absent, empty, or such an interrupted migration of the same old store:
-    anything else is refused before a file is written. A store that has only
-    optimized data (the original drops block ids there) is migrated with the
-    block id ``""``.
-
-    Example::
-
-        migrate("/data/old_store", "/data/new_store")
-        # -> '/data/new_store/unified_index.duckdb'
-    """
-    old_opened = open_store(old_store)
-    old = old_opened.storage
-    if not old.root_exists() or old_opened.kind != "original":
-        raise LegacyStoreError(
-            f"{old_opened.path} is not a store written by the original pocaduck "
-            f"(no {layout.LEGACY_INDEX} or {layout.LEGACY_OPTIMIZED_INDEX}; run the original's consolidate_indexes first)"
-        )
-    _check_target(old_opened.path, open_store(new_store))
-    optimized_only = not old.exists(layout.LEGACY_INDEX)
-    pairs = _indexed_pairs(old, layout.LEGACY_OPTIMIZED_INDEX if optimized_only else layout.LEGACY_INDEX)
-    files = sorted(pairs)
-    if not files:
-        raise LegacyStoreError(f"{old.describe(layout.LEGACY_INDEX)} indexes no points: there is nothing to migrate")
-    dimensions, dtype = _common_shape(old, files)
-    create_store(
-        new_store,
-        columns=layout.default_columns(dimensions),
-        dtype=dtype,
-        block_id_type="string",
-        migrated_from=old_opened.path,
-    )
-    report = progress or (lambda event: None)
-    by_worker: dict[str, list[str]] = {}
-    for path in files:
-        by_worker.setdefault(_worker_of(path), []).append(path)
-    for worker_id, paths in sorted(by_worker.items()):
-        with Ingestor(new_store, worker_id, max_points_per_file=max_points_per_file) as ingestor:
-            for done, path in enumerate(paths):
-                _copy_file(old, path, pairs[path], ingestor, dtype)
-                report(
-                    ProgressEvent(
-                        worker_id,
-                        "running",
-                        blocks_done=done + 1,
-                        blocks_total=len(paths),
-                        points_written=ingestor.stats.points,
-                    )
-                )
-        report(ProgressEvent(worker_id, "finished", len(paths), len(paths), points_written=ingestor.stats.points))
-    return consolidate(new_store)
-
-
-def _check_target(source: str, new: Store) -> None:
-    """Refuse a target that holds anything but an earlier (interrupted) migration of the same store."""
-    schema = new.require_or_empty("migrate")
-    if schema is not None and schema.metadata.get("migrated_from") != source:
-        raise InvalidArgumentError(
-            f"{new.storage.describe('')} already holds a pocaduck store (not a migration of {source}): "
-            f"migrate writes nothing there. Give a new or empty folder"
-        )
-
-
-def _indexed_pairs(storage: Storage, index: str) -> dict[str, np.ndarray]:
-    """Store-relative file → the labels the index lists in it (the original reads only those)."""
-    con = duckdb.connect(":memory:")
-    try:
-        attach_read_only(con, storage.local_copy(index), "legacy_index")
-        rows = con.execute(
-            "SELECT file_path, list(DISTINCT label::BIGINT) FROM legacy_index.point_cloud_index GROUP BY file_path"
-        ).fetchall()
-    finally:
-        con.close()
-    pairs: dict[str, set[int]] = {}
-    for recorded, labels in rows:
-        pairs.setdefault(_store_relative(recorded), set()).update(labels)
-    return {path: np.array(sorted(labels), dtype=np.int64) for path, labels in pairs.items()}
-
-
-def _common_shape(storage: Storage, paths: list[str]) -> tuple[int, np.dtype]:
-    """Point dimensions and one dtype that holds every file's values without loss."""
-    dtypes, dimensions = [], None
-    for path in paths:
-        parquet = pq.ParquetFile(storage.open_input(path))
-        dtypes.append(parquet.schema_arrow.field("data").type.value_type.to_pandas_dtype())
-        if dimensions is None and parquet.metadata.num_rows:
-            first = parquet.read_row_group(0, columns=["data"]).column("data").slice(0, 1)
-            dimensions = _points_of(first, storage.describe(path)).shape[1]
-    if dimensions is None:
-        raise LegacyStoreError("the original store's files hold no points")
-    return dimensions, np.result_type(*dtypes)
-
-
-def _worker_of(path: str) -> str:
-    """``worker_3/data/..`` → ``3``; ``optimized/optimize_a/..`` → ``optimized-a``."""
-    top, middle = path.split("/")[:2]
-    if top == "optimized":
-        return "optimized-" + middle.removeprefix("optimize_")
-    return top.removeprefix("worker_")
-
-
-def _copy_file(storage: Storage, path: str, labels: np.ndarray, ingestor: Ingestor, dtype: np.dtype) -> None:
-    """Write one original file's indexed rows as one write per (label, block) run, in stored order."""
-    table = pq.read_table(storage.open_input(path))
-    table = table.filter(pc.is_in(table.column("label"), pa.array(labels, pa.int64())))
-    if table.num_rows == 0:
-        return
-    labels_of_rows = table.column("label").to_numpy().astype(np.uint64)
-    if "block_id" in table.column_names:
-        blocks_of_rows = table.column("block_id").to_numpy(zero_copy_only=False).astype(str)
-    else:
-        blocks_of_rows = np.full(table.num_rows, "")
-    points = _points_of(table.column("data"), storage.describe(path)).astype(dtype, copy=False)
-    order = np.lexsort((blocks_of_rows, labels_of_rows))  # stable: each run keeps its stored order
-    labels_of_rows, blocks_of_rows, points = labels_of_rows[order], blocks_of_rows[order], points[order]
-    change = (labels_of_rows[1:] != labels_of_rows[:-1]) | (blocks_of_rows[1:] != blocks_of_rows[:-1])
-    starts = np.flatnonzero(np.concatenate([[True], change]))
-    for start, end in zip(starts, np.append(starts[1:], len(order)), strict=True):
-        ingestor.write(int(labels_of_rows[start]), str(blocks_of_rows[start]), points[start:end])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,7 @@ from . import layout
 from .errors import DataFileError, StorageAccessError, StorageUnavailableError
 from .index import bbox_columns
 from .layout import Schema
+from .sampling import read_marker
 from .storage import Storage
 
 _OPEN_FILES_KEPT = 256
@@ -40,13 +43,15 @@ def write_point_file(
     *,
     row_group_size: int,
     compression: str,
+    metadata: dict[bytes, bytes] | None = None,
 ) -> tuple[int, str]:
     """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's Parquet files.
 
     Ingestion and compaction both write through here, so every payload file has
-    the layout queries expect, page checksums included. The file is built in
-    ``staging`` and published at ``path`` atomically; returns its size in bytes
-    and its checksum, taken from the local copy before publishing.
+    the layout queries expect, page checksums included. ``metadata`` goes into
+    the file's footer (compaction declares its row order there). The file is
+    built in ``staging`` and published at ``path`` atomically; returns its size
+    in bytes and its checksum, taken from the local copy before publishing.
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     string_blocks = pa.types.is_string(chunk_blocks.type)
@@ -56,7 +61,8 @@ def write_point_file(
             ("label", pa.uint64()),
             ("block_id", block_type),
             *((name, pa.from_numpy_dtype(schema.dtype)) for name in schema.columns),
-        ]
+        ],
+        metadata=metadata,
     )
     temp = os.path.join(staging, os.path.basename(path) + ".tmp")
     # Delta encoding (integers) and byte-stream-split (floats) shrink clustered neuron
@@ -192,7 +198,38 @@ class PointFiles:
                 points[put, j] = table.column(name).to_numpy()[take]
         return points
 
-    def _read_row_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
+    def iter_rows(
+        self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, chunk_size: int
+    ) -> Iterator[np.ndarray]:
+        """The rows :meth:`read_rows` would return, as consecutive (chunk_size, D) arrays (the last one shorter).
+
+        Reads at most about ``chunk_size`` rows (whole row groups) at a time, so
+        memory stays bounded however many rows the runs hold.
+        """
+        pending: list[np.ndarray] = []
+        held = 0
+        for file_id, offset, count in zip(*_coalesced(file_ids, offsets, counts)[:3], strict=True):
+            group_size = self.files[int(file_id)][1]
+            step = max(1, chunk_size // group_size) * group_size
+            # Pieces end on row group borders, so no row group is decoded twice.
+            end = offset + count
+            borders = np.concatenate([[offset], np.arange(offset - offset % step + step, end, step), [end]])
+            for start, stop in zip(borders[:-1].tolist(), borders[1:].tolist(), strict=True):
+                pending.append(self.read_rows(np.array([file_id]), np.array([start]), np.array([stop - start])))
+                held += stop - start
+                while held >= chunk_size:
+                    rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    yield rows[:chunk_size]
+                    pending, held = ([rows[chunk_size:]] if held > chunk_size else []), held - chunk_size
+        if held:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+    def row_order(self, file_id: int) -> dict[str, Any] | None:
+        """The sample order a file declares in its footer (see ``sampling``), or None."""
+        path, _, byte_size = self.files[int(file_id)]
+        return read_marker(self._parquet(int(file_id), path, byte_size).schema_arrow.metadata)
+
+    def _parquet(self, file_id: int, path: str, byte_size: int) -> pq.ParquetFile:
         try:
             parquet = self._open.get(file_id)
             if parquet is None:
@@ -207,6 +244,21 @@ class PointFiles:
                     self._open.popitem(last=False)
             else:
                 self._open.move_to_end(file_id)
+            return parquet
+        except (StorageAccessError, StorageUnavailableError):
+            raise  # the store is fine, reaching it is not
+        except (OSError, pa.ArrowException) as error:
+            raise self._damaged(path, error) from error
+
+    def _damaged(self, path: str, error: Exception) -> DataFileError:
+        return DataFileError(
+            f"cannot read {self.storage.describe(path)}, which the index lists: {error}. "
+            f"The store is damaged: {layout.rewrite_advice(path)}"
+        )
+
+    def _read_row_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
+        parquet = self._parquet(file_id, path, byte_size)
+        try:
             # Decoding columns on threads pays from two row groups on; for one it costs more than it saves.
             return parquet.read_row_groups(groups, columns=list(self.schema.columns), use_threads=len(groups) > 1)
         except (StorageAccessError, StorageUnavailableError):
@@ -214,7 +266,4 @@ class PointFiles:
             raise  # the store is fine, reaching it is not
         except (OSError, pa.ArrowException) as error:
             self._open.pop(file_id, None)
-            raise DataFileError(
-                f"cannot read {self.storage.describe(path)}, which the index lists: {error}. "
-                f"The store is damaged: {layout.rewrite_advice(path)}"
-            ) from error
+            raise self._damaged(path, error) from error

@@ -1,16 +1,34 @@
-"""Progress events: what a worker reports while it ingests, for callbacks, tqdm bars and notebook panels."""
+"""Progress of every verb that runs tasks (scan, compaction, migration): events, their stream, and a tqdm display.
+
+A task reports :class:`ProgressEvent` s as it goes. :class:`EventLog` keeps a
+run's events in arrival order for notebook panels and scripts, which consume
+it in one of three ways: ``subscribe(callback)`` (called for past and future
+events), iterating it (blocks until the next event, ends when the run ends),
+or ``latest()`` (one event per worker, for polling). :class:`TqdmProgress`
+draws them as bars.
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 WorkerState = Literal["queued", "running", "finished", "failed"]
+logger = logging.getLogger("pocaduck")
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """One worker's state at one moment. Events of a worker are cumulative, not deltas.
+
+    ``blocks_done`` and ``blocks_total`` count the worker's units: blocks for a
+    scan worker, one for a compaction shard, files for a migrated worker.
 
     >>> ProgressEvent("0", "running", blocks_done=2, blocks_total=8, points_written=1000, elapsed=0.5).points_per_second
     2000.0
@@ -41,3 +59,164 @@ class ProgressEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+Callback = Callable[[ProgressEvent], None]
+Progress = Callback | Literal["tqdm"] | None
+
+
+def _deliver(callback: Callback, event: ProgressEvent) -> None:
+    """A failing display must not fail the run it displays: log its error and go on."""
+    try:
+        callback(event)
+    except Exception:
+        logger.exception("progress callback %r failed on %s", callback, event)
+
+
+@contextlib.contextmanager
+def progress_sink(progress: Progress, unit: str = "block") -> Iterator[Callback]:
+    """Where a verb sends its events: ``progress`` (a callable), bars of ``unit`` for ``"tqdm"``, or nowhere.
+
+    A failing callback is logged, not raised (Ctrl-C in one still stops the
+    run); the bars close when the block ends.
+
+    >>> seen = []
+    >>> with progress_sink(seen.append) as sink:
+    ...     sink(ProgressEvent("0", "queued"))
+    >>> [event.state for event in seen]
+    ['queued']
+    """
+    display = TqdmProgress(unit=unit) if progress == "tqdm" else progress
+    try:
+        yield (lambda event: None) if display is None else (lambda event: _deliver(display, event))
+    finally:
+        if isinstance(display, TqdmProgress):
+            display.close()
+
+
+class EventLog:
+    """Thread-safe, append-only stream of a run's events that can be followed live.
+
+    It keeps the last ``history`` events (a long scan on many workers reports
+    millions), and always the latest event of every worker.
+
+    >>> log = EventLog()
+    >>> log.append(ProgressEvent("0", "running", blocks_done=1, blocks_total=2))
+    >>> log.close()
+    >>> [event.blocks_done for event in log], log.latest()["0"].state
+    ([1], 'running')
+    """
+
+    def __init__(self, history: int = 100_000) -> None:
+        self._events: collections.deque[ProgressEvent] = collections.deque(maxlen=history)
+        self._forgotten = 0  # events pushed out of the history
+        self._latest: dict[str, ProgressEvent] = {}
+        self._subscribers: list[Callback] = []
+        self._changed = threading.Condition()
+        self._delivering = threading.RLock()  # subscribers see events once each, in order
+        self._closed = False
+
+    def append(self, event: ProgressEvent) -> None:
+        with self._delivering:
+            with self._changed:
+                if len(self._events) == self._events.maxlen:
+                    self._forgotten += 1
+                self._events.append(event)
+                self._latest[event.worker_id] = event
+                subscribers = list(self._subscribers)
+                self._changed.notify_all()
+            for callback in subscribers:
+                _deliver(callback, event)
+
+    def close(self) -> None:
+        """Mark the stream complete: iterators end after the last event."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscribe(self, callback: Callback) -> None:
+        """Call ``callback`` with the kept events, then with each new one, in the thread that receives it."""
+        with self._delivering:
+            with self._changed:
+                past = list(self._events)
+                self._subscribers.append(callback)
+            for event in past:
+                _deliver(callback, event)
+
+    def latest(self) -> dict[str, ProgressEvent]:
+        """The most recent event of each worker."""
+        with self._changed:
+            return dict(self._latest)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[ProgressEvent]:
+        """The kept events, then each new one as it arrives, until the run ends (a slow reader skips forgotten ones)."""
+        seen = 0  # events appended so far that this iterator has yielded or skipped
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda seen=seen: seen < self._forgotten + len(self._events) or self._closed)
+                batch = list(itertools.islice(self._events, max(seen - self._forgotten, 0), None))
+                seen = self._forgotten + len(self._events)
+            if not batch:
+                return
+            yield from batch
+
+
+class TqdmProgress:
+    """A progress display for scripts and terminals: one bar per worker, counting its ``unit`` s, and a total bar.
+
+    ``progress="tqdm"`` in :func:`~pocaduck.scan_volume`, :func:`~pocaduck.compact`
+    or :func:`~pocaduck.migrate` makes one and closes it at the end; close one
+    you made yourself with :meth:`close`.
+
+    Example::
+
+        bars = TqdmProgress(ncols=100)
+        scan_volume(volume, store, progress=bars)
+        bars.close()
+    """
+
+    def __init__(self, unit: str = "block", **tqdm_options: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self._unit = unit
+        self._options = tqdm_options
+        self._total: Any = None
+        self._bars: dict[str, Any] = {}
+        self._done: dict[str, int] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self._total is None:
+            self._total = self._tqdm(total=0, desc="total", unit=self._unit, position=0, **self._options)
+        bar = self._bars.get(event.worker_id)
+        if bar is None:
+            bar = self._tqdm(
+                total=event.blocks_total,
+                desc=f"worker {event.worker_id}",
+                unit=self._unit,
+                position=len(self._bars) + 1,
+                leave=False,
+                **self._options,
+            )
+            self._bars[event.worker_id] = bar
+            self._total.total += event.blocks_total
+            self._total.refresh()
+        step = event.blocks_done - self._done.get(event.worker_id, 0)
+        self._done[event.worker_id] = event.blocks_done
+        bar.update(step)
+        self._total.update(step)
+        bar.set_postfix_str(f"{event.state}, {event.points_written:,} points, {event.points_per_second:,.0f} points/s")
+
+    def close(self) -> None:
+        """Close every bar (the worker bars disappear, the total stays)."""
+        for bar in self._bars.values():
+            bar.close()
+        if self._total is not None:
+            self._total.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -80,8 +80,34 @@ class Reader(ABC):
         """Sorted ids of the blocks holding ``label``'s points."""
 
     @abstractmethod
-    def get_points(self, label: int | Iterable[int], use_cache: bool = True, timing: bool = False) -> Any:
-        """All points of a label, assembled across every block; several labels give one result per label."""
+    def get_points(
+        self,
+        label: int | Iterable[int],
+        use_cache: bool = True,
+        timing: bool = False,
+        *,
+        sample: int | None = None,
+        seed: int | None = None,
+    ) -> Any:
+        """All points of a label, assembled across every block; several labels give one result per label.
+
+        ``sample=N`` gives ``min(N, count)`` of them, uniformly without replacement,
+        the same on every call for the same ``seed``.
+        """
+
+    @abstractmethod
+    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
+        """A label's points as consecutive chunks of ``chunk_size`` rows that concatenate to ``get_points``."""
+
+    @abstractmethod
+    def get_labels_in_box(self, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:
+        """The labels with a point ``p`` in ``lower <= p[:3] < upper``, sorted, as uint64."""
+
+    @abstractmethod
+    def get_points_in_box(
+        self, lower: Sequence[float], upper: Sequence[float], labels: Any = None, output: Output = "arrow"
+    ) -> Any:
+        """Every point in ``lower <= p[:3] < upper``, with its label."""
 
     @abstractmethod
     def info(self) -> dict[str, Any]:

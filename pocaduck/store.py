@@ -19,7 +19,7 @@ import numpy as np
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import DamagedStoreError, InvalidArgumentError, StoreNotFoundError
+from .errors import DamagedStoreError, InvalidArgumentError, PocaduckError, StoreNotFoundError
 from .index import attach_read_only
 from .layout import Schema
 from .storage import Storage, open_storage
@@ -63,7 +63,10 @@ class Store:
     @property
     def kind(self) -> Literal["pocaduck", "original"] | None:
         """``"pocaduck"`` for a store of this library, ``"original"`` for one of pocaduck 0.1.x, else None."""
-        if self.storage.exists(layout.MANIFEST):
+        try:
+            if self.schema is not None:  # reads the manifest that every verb needs next anyway
+                return "pocaduck"
+        except PocaduckError:  # a manifest, if a damaged one: the verbs that need it say so
             return "pocaduck"
         if self.storage.exists(layout.LEGACY_INDEX) or self.storage.exists(layout.LEGACY_OPTIMIZED_INDEX):
             return "original"

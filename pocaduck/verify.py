@@ -1,9 +1,11 @@
 """Check a store without changing it: its manifest, its unified index, every data file and every index row.
 
 The quick check compares each file's size with the index and each index row
-with its file's row count; ``deep=True`` also reads every byte: the file's
-checksum against the one the index recorded, and every Parquet page against its
-own checksum. Each problem says what rewrites the damaged part: the worker to
+with its file's row count, and opens the label directory (its top level and
+``label_directory.json``); ``deep=True`` also reads every byte: the file's
+checksum against the one the index recorded, every Parquet page against its
+own checksum, and every page of the label directory against its checksum and
+against a directory rebuilt from the index. Each problem says what rewrites the damaged part: the worker to
 re-run, the compaction to rebuild from the workers' sessions, or consolidation. Nothing in the store is
 written (on an object store the index is downloaded into the local cache, as a
 Query does).
@@ -12,18 +14,21 @@ Query does).
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
 from .config import StorageConfig
-from .errors import PocaduckError, StoreNotFoundError
+from .errors import LabelDirectoryError, PocaduckError, StoreNotFoundError
 from .index import attach_read_only
-from .storage import Storage
+from .label_directory import LabelDirectory, read_pointer, recorded_build, write_label_directory
+from .storage import LocalStorage, Storage
 from .store import Store, open_store
 
 _TABLES = ("files", "point_index", "labels", "workers")
@@ -128,6 +133,7 @@ def verify(storage_config: Store | StorageConfig | str | os.PathLike, deep: bool
             if what is not None:
                 problems.append(Problem(row["path"], what, layout.rewrite_advice(row["path"])))
         problems += _check_row_ranges(con)
+        problems += _check_index_version(storage, con, deep)
         (report["labels"],) = con.execute("SELECT count(*) FROM store_index.labels").fetchone()
         (points,) = con.execute("SELECT coalesce(sum(point_count), 0) FROM store_index.point_index").fetchone()
     finally:
@@ -198,3 +204,71 @@ def _check_row_ranges(con: duckdb.DuckDBPyConnection) -> list[Problem]:
             )
             problems.append(Problem(path, what, layout.rewrite_advice(path)))
     return problems
+
+
+def _check_index_version(storage: Storage, con: duckdb.DuckDBPyConnection, deep: bool) -> list[Problem]:
+    """The index version the index names: ``label_directory.json`` naming it, its copy of the index, its label
+    directory intact and (deep) equal to the index's rows."""
+    build = recorded_build(con, "store_index")
+    if build is None:
+        what = (
+            "names no label directory (consolidated before pocaduck wrote them): readers on a bucket download it whole"
+        )
+        return [Problem(layout.UNIFIED_INDEX, what, _CONSOLIDATE)]
+    problems = _check_pointer(storage, build)
+    copy, name = layout.index_version_index(build), layout.index_version_directory(build)
+    try:
+        size, expected_size = storage.size(copy), storage.size(layout.UNIFIED_INDEX)
+        if size != expected_size:
+            problems.append(Problem(copy, f"is {size:,} bytes, the index in force {expected_size:,}", _CONSOLIDATE))
+        elif deep and layout.checksum([storage.read_bytes(copy)]) != layout.checksum(
+            [storage.read_bytes(layout.UNIFIED_INDEX)]
+        ):
+            problems.append(Problem(copy, "differs from the index in force", _CONSOLIDATE))
+    except FileNotFoundError:
+        problems.append(Problem(copy, "missing", _CONSOLIDATE))
+    if not storage.exists(name):
+        return [*problems, Problem(name, "missing", _CONSOLIDATE)]
+    try:
+        directory = LabelDirectory.open(storage, name)
+        (entries,) = con.execute("SELECT entries FROM store_index.label_directory").fetchone()
+        if directory.entry_count != entries:
+            what = f"holds {directory.entry_count:,} entries, the index records {entries:,}"
+            return [*problems, Problem(name, what, _CONSOLIDATE)]
+        disagreement = _disagreement(directory, con) if deep else None
+        if disagreement:
+            problems.append(Problem(name, disagreement, _CONSOLIDATE))
+    except LabelDirectoryError as error:
+        problems.append(Problem(name, f"unreadable ({error})", _CONSOLIDATE))
+    return problems
+
+
+def _check_pointer(storage: Storage, build: str) -> list[Problem]:
+    path = layout.LABEL_DIRECTORY_POINTER
+    try:
+        pointer = read_pointer(storage)
+    except LabelDirectoryError as error:
+        return [Problem(path, f"unreadable ({error})", _CONSOLIDATE)]
+    if pointer is None:
+        return [Problem(path, "missing: readers read the whole index", _CONSOLIDATE)]
+    if pointer["build"] != build or pointer["index_version"] != storage.version(layout.UNIFIED_INDEX):
+        return [Problem(path, "names another index than the one in force: readers read the whole index", _CONSOLIDATE)]
+    return []
+
+
+def _disagreement(directory: LabelDirectory, con: duckdb.DuckDBPyConnection) -> str | None:
+    """How ``directory`` differs from the one the index gives (its files, its entries), or None."""
+    with tempfile.TemporaryDirectory(prefix="pocaduck-verify-") as scratch:
+        con.execute("USE store_index")
+        try:
+            write_label_directory(con, os.path.join(scratch, "expected"), page_bytes=directory.page_bytes)
+        finally:
+            con.execute("USE memory")
+        expected = LabelDirectory.open(LocalStorage(scratch), "expected")
+        if directory.files != expected.files:
+            return "lists other files than the index"
+        for found, wanted in zip(directory.entries(), expected.entries(), strict=True):
+            if not np.array_equal(found, wanted):
+                label = found["label"][np.argmax(found != wanted)] if len(found) == len(wanted) else found["label"][0]
+                return f"disagrees with the index, from label {label} on"
+    return None

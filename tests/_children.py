@@ -93,19 +93,34 @@ def build_and_wait(store: str) -> None:
         sys.stdin.read()
 
 
-def blocking_shard(shard: int) -> dict:
-    """A compaction shard that never ends, once it has printed its process id."""
+def blocking_task(argument: object, report: object, should_stop: object) -> None:
+    """An executor task that never ends, once it has printed its process id."""
     say(os.getpid())
     signal.pause()
-    return {}
 
 
-def compaction_pool(workers: str) -> None:
-    """Run never-ending shards on compaction's process pool."""
-    from pocaduck.compact import _run_shards
+def executor_processes(workers: str) -> None:
+    """Run never-ending tasks in the executor's worker processes."""
+    from pocaduck.executor import Task, run_tasks
 
-    for _ in _run_shards(blocking_shard, list(range(int(workers))), int(workers), None, None):
-        pass
+    tasks = [Task(str(number), 1, blocking_task) for number in range(int(workers))]
+    run_tasks(tasks, workers=int(workers), sink=lambda event: None, pool="processes")
+
+
+def compact_until_interrupted(store: str) -> None:
+    """Compact; after the first shard, hold the run until Ctrl-C (SIGINT) arrives, and say how it ended."""
+    from pocaduck import compact
+
+    def hold_after_the_first_shard(event: object) -> None:
+        if event.state == "finished":
+            say("finished")
+            signal.pause()  # Ctrl-C raises KeyboardInterrupt here, in the thread that runs the compaction
+
+    try:
+        compact(store, workers=2, points_per_file=200, progress=hold_after_the_first_shard)
+        say("compacted")
+    except KeyboardInterrupt:
+        say("interrupted")
 
 
 class BlockingVolume:

@@ -4,8 +4,8 @@ S3 is moto in server mode, in a thread of the calling process on a free port.
 Objects live in moto's in-memory backend, not in the server, so ``stop()``
 then ``start()`` is a server that disappears and comes back with its data.
 Requests are signed and checked against one IAM key made at start, so a wrong
-key is refused as a real S3 would. Every answered request is logged, for
-counting.
+key is refused as a real S3 would. Every answered request is logged with the
+bytes of its response, for counting.
 
 GCS is gcp-storage-emulator (a thread, no authentication); Azure is Azurite's
 blob service (a Node.js process, found on PATH or in ``node_modules/.bin``).
@@ -31,17 +31,41 @@ from werkzeug.serving import make_server
 from pocaduck import StorageConfig
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
+    """One request the server answered; ``bytes_sent`` counts its whole response (status line, headers, body)."""
+
     method: str
     path: str
     byte_range: str | None
     status: int
+    bytes_sent: int = 0
+
+
+class _CountingWriter:
+    """The handler's output stream, adding every byte to the request being answered before sending it.
+
+    ``send_response`` logs the request before it writes anything, so every byte has its request; counting
+    before the write means a client that has the response sees the count complete.
+    """
+
+    def __init__(self, stream, handler: _LoggingHandler):
+        self._stream, self._handler = stream, handler
+
+    def write(self, data: bytes) -> int:
+        if self._handler.current is not None:
+            self._handler.current.bytes_sent += len(data)
+        return self._stream.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 class _LoggingHandler(MotoRequestHandler):
     def setup(self) -> None:
         super().setup()
+        self.current: Request | None = None
+        self.wfile = _CountingWriter(self.wfile, self)
         self.server.connections.add(self.connection)
 
     def finish(self) -> None:
@@ -50,7 +74,8 @@ class _LoggingHandler(MotoRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         status = int(getattr(code, "value", code)) if str(getattr(code, "value", code)).isdigit() else 0
-        self.server.requests.append(Request(self.command, self.path, self.headers.get("Range"), status))
+        self.current = Request(self.command, self.path, self.headers.get("Range"), status)
+        self.server.requests.append(self.current)
 
 
 def _free_port() -> int:

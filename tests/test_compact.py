@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import _children
@@ -20,6 +21,7 @@ from pocaduck.cli import main as cli
 from pocaduck.compact import compact
 from pocaduck.errors import (
     CompactionBusyError,
+    CompactionCancelledError,
     CompactionError,
     EmptyStoreError,
     StoreNotConsolidatedError,
@@ -91,6 +93,7 @@ def test_compacted_store_answers_exactly_what_the_scattered_one_did(scattered):
     assert all(path.startswith(f"compacted/{report.generation}/") for path in files_in_index(scattered))
     with Query(scattered) as query:
         pieces = query.sql("SELECT count(*) AS n, count(DISTINCT (label, block_id)) AS pairs FROM point_index")
+    # labels of up to 1,024 points (all of these) are one level: one index row per (label, block)
     assert pieces["n"][0] == pieces["pairs"][0], "one index row per (label, block) after compaction"
     finished = [e for e in events if e.state == "finished"]
     assert len(finished) == report.shards
@@ -206,15 +209,6 @@ def kill_after_two(event):
 compact(sys.argv[1], workers=1, points_per_file=200, progress=kill_after_two)
 """
 
-_KILL_A_WORKER = """
-import multiprocessing, os, signal, sys
-from pocaduck.compact import compact
-def kill_a_worker(event):
-    if event.state == "finished" and multiprocessing.active_children():
-        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
-compact(sys.argv[1], workers=2, points_per_file=200, progress=kill_a_worker)
-"""
-
 
 def run_child(code: str, store: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -236,15 +230,117 @@ def test_a_killed_compaction_leaves_readers_on_the_old_layout_and_resumes(scatte
     assert all(path.startswith("compacted/") for path in files_in_index(scattered))
 
 
-def test_a_killed_shard_worker_fails_clearly_and_the_next_run_finishes(scattered):
+def test_a_script_without_the_main_guard_compacts(scattered, tmp_path):
+    """Shards run in threads: a plain script needs no `if __name__ == "__main__":`, unlike worker processes."""
     before = answers(scattered)
-    child = run_child(_KILL_A_WORKER, scattered)
-    assert child.returncode != 0
-    assert "CompactionError" in child.stderr and "Run the compaction again" in child.stderr
+    script = tmp_path / "compact_it.py"
+    script.write_text(
+        f"from pocaduck import compact\nprint(compact({scattered!r}, workers=2, points_per_file=500).shards)\n"
+    )
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    assert int(child.stdout) > 1
+    assert answers(scattered) == before
+    assert all(path.startswith("compacted/") for path in files_in_index(scattered))
+
+
+def test_every_shard_reports_while_it_runs(scattered):
+    events = []
+    report = compact(scattered, workers=2, points_per_file=500, progress=events.append)
+    shards = sorted({event.worker_id for event in events})
+    assert len(shards) == report.shards > 2
+    for shard in shards:
+        mine = [event for event in events if event.worker_id == shard]
+        assert [event.state for event in mine] == ["queued", "running", "finished"]
+        assert mine[-1].points_written > 0 and mine[-1].blocks_done == mine[-1].blocks_total == 1
+    first_finished = next(i for i, event in enumerate(events) if event.state == "finished")
+    assert all(event.state == "queued" for event in events[: report.shards]), "every shard is queued first"
+    assert first_finished < max(i for i, event in enumerate(events) if event.state == "running"), (
+        "shards run while others finish: the running events come from the shards, not from the end of the run"
+    )
+
+
+def test_a_stopped_compaction_keeps_the_old_layout_and_a_rerun_resumes_exactly(scattered):
+    before = answers(scattered)
+    files_before = files_in_index(scattered)
+    stop = threading.Event()
+    events = []
+
+    def stop_after_the_first_shard(event):
+        events.append(event)
+        if event.state == "finished":
+            stop.set()
+
+    with pytest.raises(CompactionCancelledError, match="run it again with the same settings: it resumes"):
+        compact(scattered, workers=2, points_per_file=200, progress=stop_after_the_first_shard, stop=stop)
+    cancelled = {event.worker_id for event in events if event.state == "failed" and event.error == "cancelled"}
+    finished = {event.worker_id for event in events if event.state == "finished"}
+    assert cancelled and finished and not cancelled & finished
+    assert files_in_index(scattered) == files_before
     assert answers(scattered) == before
 
     report = compact(scattered, workers=2, points_per_file=200)
-    assert report.shards_reused >= 1
+    assert report.shards_reused == len(finished) and report.shards == len(finished) + len(cancelled)
+    assert answers(scattered) == before
+    assert all(path.startswith(f"compacted/{report.generation}/") for path in files_in_index(scattered))
+
+
+def test_ctrl_c_stops_a_compaction_and_a_rerun_resumes_exactly(scattered):
+    before = answers(scattered)
+    child = _children.start("compact_until_interrupted", scattered)
+    try:
+        _children.read_until(child, lambda lines: "finished" in lines)
+        child.send_signal(signal.SIGINT)
+        lines = _children.read_until(child, lambda lines: bool(lines) and lines[-1] in ("interrupted", "compacted"))
+    finally:
+        child.kill()
+        child.wait()
+    assert lines[-1] == "interrupted"
+    assert answers(scattered) == before
+
+    report = compact(scattered, workers=2, points_per_file=200)
+    assert 1 <= report.shards_reused < report.shards
+    assert answers(scattered) == before
+
+
+def move_a_data_file_away(store: str) -> tuple[Path, Path]:
+    with Query(store) as query:
+        path = Path(store) / query.sql("SELECT path FROM files ORDER BY path LIMIT 1")["path"][0]
+    away = path.with_name(path.name + ".away")
+    path.rename(away)
+    return path, away
+
+
+def test_a_failing_shard_is_retried_when_retries_allow(scattered):
+    before = answers(scattered)
+    path, away = move_a_data_file_away(scattered)
+    events = []
+
+    def put_it_back_when_a_shard_is_queued_again(event):
+        events.append(event)
+        if event.state == "queued" and any(e.worker_id == event.worker_id for e in events[:-1]) and away.exists():
+            away.rename(path)
+
+    report = compact(
+        scattered, workers=2, points_per_file=500, retries=1, progress=put_it_back_when_a_shard_is_queued_again
+    )
+    assert not away.exists(), "no shard failed: the test moved the wrong file"
+    assert len([event for event in events if event.state == "finished"]) == report.shards
+    assert not [event for event in events if event.state == "failed"]
+    assert answers(scattered) == before
+
+
+def test_a_failing_shard_fails_the_compaction_with_its_error_and_a_rerun_resumes(scattered):
+    before = answers(scattered)
+    path, away = move_a_data_file_away(scattered)
+    with pytest.raises(
+        CompactionError,
+        match=r"(?s)compaction shard \d+ failed: .*Fix the cause, then run the compaction again: it resumes",
+    ):
+        compact(scattered, workers=2, points_per_file=500)
+    away.rename(path)
+    assert answers(scattered) == before
+    compact(scattered, workers=2, points_per_file=500)
     assert answers(scattered) == before
 
 
@@ -282,18 +378,23 @@ def test_gc_removes_only_what_no_index_refers_to(scattered):
     second = compact(scattered, workers=1).generation
     sessions = sorted(str(p.relative_to(scattered)) for p in Path(scattered).glob("workers/*/sessions/*"))
 
+    versions = sorted(p.relative_to(scattered).as_posix() for p in Path(scattered).glob("index_versions/*"))
+    in_force = "index_versions/" + json.loads((Path(scattered) / "label_directory.json").read_text())["build"]
+    assert len(versions) == 4 and in_force in versions  # one per consolidation, compactions included
+
     dry = collect_garbage(scattered, dry_run=True)
-    assert dry.removed == [f"compacted/{first}"]
+    assert dry.removed == [f"compacted/{first}"] + [path for path in versions if path != in_force]
     assert (Path(scattered) / "compacted" / first).exists()
 
-    assert collect_garbage(scattered).removed == [f"compacted/{first}"]
+    assert collect_garbage(scattered).removed == dry.removed
     assert not (Path(scattered) / "compacted" / first).exists()
+    assert [p.relative_to(scattered).as_posix() for p in Path(scattered).glob("index_versions/*")] == [in_force]
     assert (Path(scattered) / "compacted" / second / "index.duckdb").exists()
     assert sorted(str(p.relative_to(scattered)) for p in Path(scattered).glob("workers/*/sessions/*")) == sessions
     after = answers(scattered)
     consolidate(scattered)  # the generation in force and every finalized session are still there
     assert answers(scattered) == after
-    assert collect_garbage(scattered).removed == []
+    assert collect_garbage(scattered).removed == [in_force]  # the version of the index just replaced
 
 
 def test_gc_removes_superseded_sessions_once_the_index_moved_on(scattered):
@@ -301,7 +402,7 @@ def test_gc_removes_superseded_sessions_once_the_index_moved_on(scattered):
     ingest(scattered, 1, offset=100)
     assert collect_garbage(scattered).removed == [], "the unified index still reads the old session"
     consolidate(scattered)
-    assert collect_garbage(scattered).removed == [old_session]
+    assert [path for path in collect_garbage(scattered).removed if "index_versions/" not in path] == [old_session]
     with Query(scattered) as query:
         assert query.get_point_count(7) > 0
 
@@ -340,16 +441,6 @@ def test_a_full_disk_fails_the_compaction_clearly_and_the_store_answers_as_befor
     assert "Free space" in outcome["message"] and "run the compaction again" in outcome["message"]
     assert answers(scattered) == before
     assert compaction_generation(scattered) is None
-
-
-def test_a_killed_compaction_leaves_no_pool_process_behind():
-    child = _children.start("compaction_pool", "2")
-    try:
-        pool = [int(pid) for pid in _children.read_until(child, lambda lines: len(lines) == 2)]
-    finally:
-        child.kill()
-        child.wait()
-    assert _children.wait_until_ended(pool) == []
 
 
 def test_compacting_when_every_last_run_finalized_empty_says_so_and_the_index_stays(store):

@@ -81,7 +81,21 @@ def test_readers_keep_the_index_they_opened_until_they_reopen(store):
 def test_consolidation_leaves_no_temporary_files(store):
     write_worker(store, 0, {1: np.ones((2, 3))})
     consolidate(store)
-    assert sorted(os.listdir(store)) == ["pocaduck.json", "unified_index.duckdb", "workers"]
+    consolidate(store)
+    assert sorted(os.listdir(store)) == [
+        "index_versions",
+        "label_directory.json",
+        "pocaduck.json",
+        "unified_index.duckdb",
+        "workers",
+    ]
+    versions = os.listdir(os.path.join(store, "index_versions"))
+    assert len(versions) == 2  # one per consolidation; gc removes the older one
+    for build in versions:
+        assert sorted(os.listdir(os.path.join(store, "index_versions", build))) == [
+            "label_directory.bin",
+            "unified_index.duckdb",
+        ]
 
 
 def test_nothing_to_consolidate(store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 from _children import read_until, start, wait_until_ended
 
 from pocaduck import (
+    ExportCancelledError,
+    ExportError,
     ExportFolderError,
     Ingestor,
     InvalidArgumentError,
@@ -29,6 +32,7 @@ from pocaduck import (
     export_neuroglancer,
 )
 from pocaduck.cli import main
+from pocaduck.neuroglancer import tasks as export_tasks
 from pocaduck.neuroglancer.sharded import Sharding, dense_sharding, encode_shard
 
 reading = pytest.importorskip("neuroglancer.read_precomputed_annotations")
@@ -140,9 +144,13 @@ def test_the_info_describes_a_sharded_multilevel_point_index(reader, exported):
     ]  # fmt: skip
 
 
-def test_processes_and_dask_write_the_same_bytes_as_one_worker(store, exported, tmp_path):
+def test_threads_processes_and_dask_write_the_same_bytes_as_one_worker(store, exported, tmp_path, monkeypatch):
+    export_neuroglancer(store, tmp_path / "threads", workers=2, **SMALL)
+    assert files_of(tmp_path / "threads") == files_of(exported)
+    monkeypatch.setattr("pocaduck.neuroglancer.api._POOL", "processes")  # what the executor also offers
     export_neuroglancer(store, tmp_path / "processes", workers=2, **SMALL)
     assert files_of(tmp_path / "processes") == files_of(exported)
+    monkeypatch.undo()
     distributed = pytest.importorskip("distributed")
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
         export_neuroglancer(store, tmp_path / "dask", client=client, **SMALL)
@@ -161,6 +169,46 @@ def test_an_export_killed_half_way_resumes_to_the_same_bytes(store, exported, tm
     assert report.tasks_reused == len(done) == 5  # each had written its files and marker before it was reported
     assert {e.worker_id for e in events if e.state == "finished"}.isdisjoint(done)
     assert files_of(out) == files_of(exported)
+
+
+def test_a_stopped_export_is_cancelled_between_tasks_and_resumes_to_the_same_bytes(store, exported, tmp_path):
+    stop = threading.Event()
+    events = []
+
+    def stop_after_two(event) -> None:
+        events.append(event)
+        if sum(e.state == "finished" for e in events) == 2:
+            stop.set()
+
+    out = tmp_path / "stopped"
+    with pytest.raises(ExportCancelledError, match="resumes from the tasks done"):
+        export_neuroglancer(store, out, workers=1, progress=stop_after_two, stop=stop, **SMALL)
+    assert [e.error for e in events if e.state == "failed"][:1] == ["cancelled"]
+    assert not (out / "info").exists()
+    report = export_neuroglancer(store, out, workers=1, **SMALL)
+    assert report.tasks_reused == 2
+    assert files_of(out) == files_of(exported)
+
+
+def test_a_failing_task_runs_again_with_retries_and_otherwise_stops_the_export(store, exported, tmp_path, monkeypatch):
+    write_shard = export_tasks._write_shard
+    failures = []
+
+    def fails_once(task, *args):
+        if not failures:
+            failures.append(task.name)
+            raise OSError("disk hiccup")
+        return write_shard(task, *args)
+
+    monkeypatch.setattr(export_tasks, "_write_shard", fails_once)
+    export_neuroglancer(store, tmp_path / "retried", workers=2, retries=1, **SMALL)
+    assert files_of(tmp_path / "retried") == files_of(exported)
+    failures.clear()
+    with pytest.raises(ExportError, match=r"failed: OSError: disk hiccup\. Fix the cause") as raised:
+        export_neuroglancer(store, tmp_path / "failed", workers=2, **SMALL)
+    assert isinstance(raised.value.__cause__, OSError) and failures[0] in str(raised.value)
+    export_neuroglancer(store, tmp_path / "failed", workers=2, **SMALL)
+    assert files_of(tmp_path / "failed") == files_of(exported)
 
 
 def test_running_a_finished_export_again_changes_nothing(store, exported, points):

@@ -16,7 +16,8 @@ from _support import as_row_set
 from pocaduck import Ingestor, Query, compact, consolidate
 from pocaduck.cli import main as cli
 from pocaduck.errors import InvalidArgumentError, LegacyStoreError, ReadOnlySQLError, StoreNotFoundError
-from pocaduck.legacy import LegacyQuery, migrate
+from pocaduck.legacy import LegacyQuery
+from pocaduck.migration import migrate
 
 
 def assert_answers_like_the_original(query, original: dict) -> None:
@@ -75,6 +76,49 @@ def test_migrate_converts_every_stored_row_exactly(original_stores, tmp_path, dt
     compact(new_store, workers=1)
     with Query(new_store) as query:
         assert {label: as_row_set(query.get_points(label)) for label in truth} == migrated
+
+
+def everything_stored(store: str) -> dict:
+    """Each label's points in the order they come back, its blocks, and every index row but the file it names."""
+    with Query(store) as query:
+        labels = query.get_labels().tolist()
+        return {
+            "points": {label: query.get_points(label).tolist() for label in labels},
+            "blocks": {label: query.get_blocks_for_label(label) for label in labels},
+            "rows": query.sql("SELECT * EXCLUDE (file_id) FROM point_index ORDER BY ALL").values.tolist(),
+            "workers": query.sql("SELECT worker_id FROM workers ORDER BY ALL")["worker_id"].tolist(),
+        }
+
+
+def test_migrating_with_two_workers_gives_exactly_what_one_worker_gives(original_stores, tmp_path):
+    store, _ = original_stores("float32", 1)
+    migrate(str(store), str(tmp_path / "one"), workers=1)
+    events = []
+    migrate(str(store), str(tmp_path / "two"), workers=2, progress=events.append)
+    assert everything_stored(str(tmp_path / "two")) == everything_stored(str(tmp_path / "one"))
+
+    workers = everything_stored(str(tmp_path / "two"))["workers"]
+    assert sorted({event.worker_id for event in events}) == workers and len(workers) == 3
+    for worker_id in workers:
+        mine = [event for event in events if event.worker_id == worker_id]
+        assert mine[0].state == "queued" and mine[-1].state == "finished"
+        running = [event.blocks_done for event in mine if event.state == "running"]
+        assert running == list(range(mine[-1].blocks_total + 1)), "a running event as it starts, then one per file"
+    with Query(str(tmp_path / "two")) as query:
+        total = int(query.sql("SELECT sum(point_count) AS n FROM point_index")["n"][0])
+    assert sum(event.points_written for event in events if event.state == "finished") == total
+
+
+def test_migrating_on_a_dask_client_gives_the_same_store(original_stores, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    store, _ = original_stores("float32", 1)
+    migrate(str(store), str(tmp_path / "here"), workers=1)
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        migrate(str(store), str(tmp_path / "on-dask"), client=client)
+    assert everything_stored(str(tmp_path / "on-dask")) == everything_stored(str(tmp_path / "here"))
 
 
 def test_cli_migrates_and_the_result_answers_like_the_original_minus_its_quirks(original_stores, tmp_path, capsys):
@@ -196,3 +240,22 @@ def test_the_widgets_browse_render_and_describe_an_original_store(
     assert f"<code>{labels[0]}</code>" in explorer.details.value
     assert f"{counts[labels[0]]:,}" in explorer.details.value
     assert files_and_times(store) == untouched, "the widgets must not change an original store"
+
+
+def test_an_original_store_samples_and_says_to_migrate_for_boxes_and_streaming(original_stores):
+    store, original = original_stores()
+    label = int(original["labels"][0])
+    with Query(str(store)) as query:
+        everything = query.get_points(label)
+        chosen = query.get_points(label, sample=3)
+        assert len(chosen) == min(3, len(everything))
+        assert set(as_row_set(chosen)) <= set(as_row_set(everything))
+        assert np.array_equal(chosen, query.get_points(label, sample=3))
+        assert list(query.get_points([label], sample=3, seed=1)) == [label]
+        for ask in (
+            lambda: query.get_labels_in_box((0, 0, 0), (9, 9, 9)),
+            lambda: query.get_points_in_box((0, 0, 0), (9, 9, 9)),
+            lambda: query.iter_points(label),
+        ):
+            with pytest.raises(LegacyStoreError, match="pocaduck migrate"):
+                ask()

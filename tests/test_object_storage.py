@@ -9,8 +9,10 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 import tempfile
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -28,6 +30,7 @@ from pocaduck import (
     compact,
     consolidate,
     create_store,
+    label_directory,
     make_demo_volume,
     open_store,
     scan_volume,
@@ -42,6 +45,8 @@ from pocaduck.errors import (
     StorageUnavailableError,
     UnsupportedStorageError,
 )
+from pocaduck.label_directory import level_page_counts, open_in_force
+from pocaduck.storage import _fsspec as fsspec_storage
 from pocaduck.storage import open_storage
 
 LABELS = [3, 2**63, 2**64 - 1]
@@ -136,14 +141,21 @@ def test_verify_on_s3_finds_a_missing_and_a_flipped_object_and_writes_nothing(s3
 def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_store):
     first = ingest(s3_store, 0, range(2))
     Ingestor.consolidate_indexes(s3_store)
+
+    store = f"/{s3.bucket}/{s3_store.base_path.split('/', 3)[3]}/"
+
+    def downloads() -> int:  # of the index in force, or of the copy of it a Query fetches from its index version
+        paths = [r.path.split("?")[0] for r in s3.requests if r.method == "GET"]
+        return sum(path.startswith(store) and path.endswith("/unified_index.duckdb") for path in paths)
+
     with Query(s3_store) as query:
         assert as_row_set(query.get_points(LABELS[0])) == first[LABELS[0]]
-
-    index_key = f"/{s3.bucket}/{s3_store.base_path.split('/', 3)[3]}/unified_index.duckdb"
-    downloads_before = sum(r.method == "GET" and r.path == index_key for r in s3.requests)
-    with Query(s3_store) as query:
-        query.get_labels()
-    assert sum(r.method == "GET" and r.path == index_key for r in s3.requests) == downloads_before
+        assert query.get_point_count(LABELS[0]) == len(first[LABELS[0]])
+    assert downloads() == 0  # points and counts come through the label directory
+    for _ in range(2):
+        with Query(s3_store) as query:
+            query.get_labels()
+        assert downloads() == 1  # fetched when first needed, then reused while unchanged
 
     second = ingest(s3_store, 1, range(2, 4))
     Ingestor.consolidate_indexes(s3_store)
@@ -152,7 +164,23 @@ def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_s
         assert query.info()["workers"] == 2
 
 
-def test_get_points_reads_only_the_rows_it_needs_once_the_index_is_cached(s3, s3_store):
+def test_a_large_index_download_shows_a_bar_or_a_log_line(s3_store, monkeypatch, tmp_path, capsys, caplog):
+    ingest(s3_store, 0, range(1))
+    consolidate(s3_store)
+    monkeypatch.setattr(fsspec_storage, "_PROGRESS_FROM_BYTES", 0)  # every download counts as large
+    with Query(s3_store) as query:
+        query.get_labels()
+    assert f"downloading {s3_store.base_path}/index_versions/" in capsys.readouterr().err  # tqdm's bar
+    for module in ("tqdm", "tqdm.auto"):  # tqdm not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "empty-cache"))
+    caplog.set_level("INFO", logger="pocaduck")
+    with Query(s3_store) as query:
+        query.get_labels()
+    assert f"downloading {s3_store.base_path}/index_versions/" in caplog.text
+
+
+def test_get_points_reads_only_the_rows_it_needs(s3, s3_store):
     with Ingestor(s3_store, worker_id=0, row_group_size=100) as ingestor:
         for label in range(50):
             ingestor.write(label, "b0", np.full((100, 3), label))
@@ -160,12 +188,89 @@ def test_get_points_reads_only_the_rows_it_needs_once_the_index_is_cached(s3, s3
     with Query(s3_store) as query:
         before = len(s3.requests)
         assert query.get_points(7, use_cache=False).tolist() == [[7, 7, 7]] * 100
-        first = [r.method for r in s3.requests[before:]]
+        first = [(r.method, r.path.rsplit("/", 1)[-1]) for r in s3.requests[before:]]
         before = len(s3.requests)
         query.get_points(8, use_cache=False)
-        second = [r.method for r in s3.requests[before:]]
-    assert first == ["GET", "GET"]  # the file's footer, then the label's row group: no HEAD, no listing
-    assert second == ["GET"]  # the footer is kept while the Query is open
+        second = [(r.method, r.path.rsplit("/", 1)[-1]) for r in s3.requests[before:]]
+    # The directory's page holding the label, the file's footer, then the label's row group: no HEAD, no listing.
+    data = ("GET", "part-000000.parquet")
+    assert first == [("GET", "label_directory.bin"), data, data]
+    assert second == [data]  # the page and the footer are kept while the Query is open
+
+
+def write_one_file(config: StorageConfig, labels: int) -> None:
+    """``labels`` labels over two blocks each, all in one file of one worker."""
+    with Ingestor(config, worker_id=0, max_points_per_file=10**7) as ingestor:
+        for block in range(2):
+            for label in range(labels):
+                ingestor.write(label, f"b{block}", np.full((3, 3), [label, block, 0]))
+    consolidate(config)
+
+
+def cold_read(s3, config: StorageConfig, label: int) -> list:
+    """The requests of a new Query's first get_points, each as (method, object name, ranged?, bytes sent)."""
+    before = len(s3.requests)
+    with Query(config) as query:
+        assert query.get_points(label).tolist() == [[label, 0, 0]] * 3 + [[label, 1, 0]] * 3
+    prefix = f"/{s3.bucket}/{config.base_path.split('/', 3)[3]}/"
+    return [
+        (r.method, r.path.split("?")[0].removeprefix(prefix), r.byte_range is not None, r.bytes_sent)
+        for r in s3.requests[before:]
+    ]
+
+
+def test_a_cold_label_read_costs_the_same_few_requests_and_bytes_whatever_the_store_size(s3, s3_store):
+    reads = {}
+    for labels in (300, 12_000):
+        config = s3.config(f"{s3_store.base_path.split('/', 3)[3]}-{labels}")
+        write_one_file(config, labels)
+        reads[labels] = cold_read(s3, config, labels // 2)
+    for labels, requests in reads.items():
+        (build,) = {name.split("/")[1] for _, name, _, _ in requests if name.startswith("index_versions/")}
+        directory = f"index_versions/{build}/label_directory.bin"
+        # The manifest, the pointer to the directory, the index's version (a HEAD, never its content), the
+        # directory's top level and one of its pages, then the Parquet footer and the label's row group.
+        assert [(method, name, ranged) for method, name, ranged, _ in requests] == [
+            ("GET", "pocaduck.json", True),
+            ("GET", "label_directory.json", True),
+            ("HEAD", "unified_index.duckdb", False),
+            ("GET", directory, True),
+            ("GET", directory, True),
+            ("GET", "workers/0/sessions/" + requests[5][1].split("/")[3] + "/part-000000.parquet", True),
+            ("GET", requests[5][1], True),
+        ], labels
+        directory_bytes = sum(sent for _, name, _, sent in requests if name == directory)
+        assert directory_bytes < 64 * 1024 + 4096, (labels, directory_bytes)  # one page of 64 KiB and a small top
+        assert sum(sent for *_, sent in requests) < 200_000, labels
+    # 40 times more labels: the same requests, and the top level grows by a few bytes per page.
+    assert len(reads[300]) == len(reads[12_000])
+
+
+def test_each_level_of_the_directory_costs_one_more_ranged_get(s3, s3_store, monkeypatch):
+    monkeypatch.setattr(label_directory, "PAGE_BYTES", 100)  # 4 entries or 12 keys a page
+    directory_gets = {}
+    for labels in (100, 1_000):
+        config = s3.config(f"{s3_store.base_path.split('/', 3)[3]}-{labels}")
+        write_one_file(config, labels)
+        requests = cold_read(s3, config, labels - 1)
+        gets = [name for method, name, _, _ in requests if name.endswith("label_directory.bin")]
+        directory_gets[labels] = len(gets)
+        assert len(requests) == 5 + len(gets)
+    # 100 labels: top, one fence page, one leaf page; 1,000: a second fence level, so one GET more.
+    assert level_page_counts(100, 100) == [3, 25] and level_page_counts(1000, 100) == [2, 21, 250]
+    assert directory_gets == {100: 3, 1_000: 4}
+
+
+def test_ranged_reads_on_every_backend(s3_store, gcs_store, azure_store, tmp_path):
+    for config in (s3_store, gcs_store, azure_store, StorageConfig(str(tmp_path / "local"))):
+        storage = open_storage(config)
+        storage.write_bytes("ranged", bytes(range(200)))
+        assert storage.read_range("ranged", 10, 5) == bytes(range(10, 15))
+        assert storage.read_range("ranged", 195, 50) == bytes(range(195, 200)), config
+        assert storage.read_range("ranged", 200, 10) == b"", config
+        assert storage.read_range("ranged", 500, 10) == b"", config
+        with pytest.raises(FileNotFoundError):
+            storage.read_range("absent", 0, 10)
 
 
 def test_a_wrong_secret_key_is_refused_clearly_and_nothing_is_written(s3, s3_store):
@@ -307,10 +412,25 @@ def gcs_store():
 def test_ingest_consolidate_query_on_gcs(gcs_store):
     expected = merged(ingest(gcs_store, 0, range(3)), ingest(gcs_store, 1, range(3, 5)))
     Ingestor.consolidate_indexes(gcs_store)
+    assert_found_through_the_directory(gcs_store, expected)
     with Query(gcs_store) as query:
         assert query.get_labels().tolist() == LABELS
         for label in LABELS:
             assert as_row_set(query.get_points(label)) == expected[label]
+
+
+def assert_found_through_the_directory(config: StorageConfig, expected: dict[int, list[tuple]]) -> None:
+    """A new Query reads every label through the label directory in force, without the index."""
+    directory = open_in_force(open_storage(config))
+    assert directory is not None
+    assert {label: int(directory.lookup([label])["point_count"].sum()) for label in LABELS} == {
+        label: len(rows) for label, rows in expected.items()
+    }
+    with Query(config, cache_size=0) as query:
+        for label in LABELS:
+            assert as_row_set(query.get_points(label)) == expected[label]
+            assert query.get_point_count(label) == len(expected[label])
+        assert query._index is None  # the index was never fetched
 
 
 def test_compaction_on_s3_answers_the_same_with_one_get_per_label(s3, s3_store):
@@ -368,7 +488,9 @@ def test_ingest_consolidate_compact_query_on_azure(azure_connection_string):
     config = StorageConfig("az://pocaduck/store", azure_storage_connection_string=azure_connection_string)
     expected = merged(ingest(config, 0, range(3)), ingest(config, 1, range(3, 5)))
     Ingestor.consolidate_indexes(config)
+    assert_found_through_the_directory(config, expected)
     compact(config, workers=1)
+    assert_found_through_the_directory(config, expected)
     with Query(config) as query:
         for label in LABELS:
             assert as_row_set(query.get_points(label)) == expected[label]
@@ -387,6 +509,11 @@ def test_a_wrong_azure_key_is_refused_clearly(azure_connection_string):
     with pytest.raises(StorageAccessError) as refused:
         Query(config)
     assert wrong_key not in str(refused.value) and "az://pocaduck/refused" in str(refused.value)
+
+
+@pytest.fixture
+def azure_store(azure_connection_string, request):
+    return StorageConfig(f"az://pocaduck/{request.node.name}", azure_storage_connection_string=azure_connection_string)
 
 
 def _account_key(connection_string: str) -> str:
@@ -424,7 +551,19 @@ def test_an_older_view_published_last_on_s3_keeps_the_worker_that_finished_in_be
         assert not full.publish()  # started from the index partial replaced: refused
     with Query(s3_store) as query:
         assert query.info()["workers"] == 1
+    assert_directory_in_step(s3_store)
     consolidate(s3_store)
     with Query(s3_store) as query:
         for label in LABELS:
             assert as_row_set(query.get_points(label)) == merged(first, second)[label]
+    assert_directory_in_step(s3_store)
+
+
+def assert_directory_in_step(config: StorageConfig) -> None:
+    """Readers use a label directory, and it counts each label's points as the index in force does."""
+    storage = open_storage(config)
+    directory = open_in_force(storage)
+    assert directory is not None
+    with duckdb.connect(storage.local_copy("unified_index.duckdb"), read_only=True) as index:
+        counts = dict(index.execute("SELECT label, point_count FROM labels").fetchall())
+    assert {label: directory.point_count(label) for label in counts} == counts

@@ -1,17 +1,19 @@
-"""Property: for random labels, dimensions, dtypes, block splits, workers and rollover sizes,
-every label returns exactly the multiset of points written, with the right blocks and counts."""
+"""Property: for random labels, dimensions, dtypes, block splits, workers, rollover and directory page sizes,
+every label returns exactly the multiset of points written, with the right blocks and counts, through the label
+directory (a new Query) and through the index alike."""
 
 from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
+from unittest import mock
 
 import numpy as np
 from _support import as_row_set
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocaduck import Ingestor, Query, consolidate
+from pocaduck import Ingestor, Query, consolidate, label_directory
 
 LABELS = st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 DTYPES = st.sampled_from(["int8", "int32", "int64", "uint16", "uint64", "float32", "float64"])
@@ -37,9 +39,13 @@ def workloads(draw):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(workloads())
-def test_every_label_returns_exactly_what_was_written(workload):
-    with tempfile.TemporaryDirectory(prefix="pocaduck-property-") as store:
+@given(workloads(), st.sampled_from([64, 100, 256, label_directory.PAGE_BYTES]))
+def test_every_label_returns_exactly_what_was_written(workload, page_bytes):
+    # Pages of 2 to 2,730 entries: small ones make trees of several levels out of a few labels.
+    with (
+        tempfile.TemporaryDirectory(prefix="pocaduck-property-") as store,
+        mock.patch.object(label_directory, "PAGE_BYTES", page_bytes),
+    ):
         check_round_trip(store, *workload)
 
 
@@ -57,6 +63,12 @@ def check_round_trip(store, writes, max_points_per_file, row_group_size):
     if not expected:
         return
     consolidate(store)
+    with Query(store, cache_size=0) as query:  # nothing asked needs the index: the label directory answers
+        for label, parts in expected.items():
+            assert as_row_set(query.get_points(label)) == as_row_set(np.concatenate(parts))
+            assert query.get_point_count(label) == sum(len(p) for p in parts)
+        together = query.get_points([*expected, 12345])
+        assert all(as_row_set(together[label]) == as_row_set(np.concatenate(expected[label])) for label in expected)
     with Query(store, cache_size=0) as query:
         assert query.get_labels().tolist() == sorted(expected)
         for label, parts in expected.items():

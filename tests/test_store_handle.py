@@ -93,7 +93,7 @@ def test_users_sql_reaches_neither_files_nor_other_readers_indexes(tmp_path):
         write_worker(path, 0, {number: np.ones((1, 3))})
         consolidate(path)
     with Query(stores[0]) as first, Query(stores[1]) as second:
-        assert second.get_labels().tolist() == [1]
+        assert first.get_labels().tolist() == [0] and second.get_labels().tolist() == [1]
         aliases = first._index.alias, second._index.alias
         for alias in aliases:
             with pytest.raises(ReadOnlySQLError):

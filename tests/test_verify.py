@@ -100,9 +100,11 @@ def test_a_flipped_byte_in_a_compacted_file_says_to_compact_again(two_workers):
 def test_an_index_row_past_the_end_of_its_file_is_found(two_workers):
     with duckdb.connect(os.path.join(two_workers, UNIFIED_INDEX)) as index:
         index.execute("UPDATE point_index SET row_offset = row_offset + 1000 WHERE label = 3 AND file_id = 0")
-    (problem,) = verify(two_workers).problems
+    problem, changed_index = verify(two_workers).problems
     assert "lie outside its" in problem.what and "label 3" in problem.what
     assert "re-run worker 'w0'" in problem.repair
+    # Changed in place, the index is no longer the version the label directory was published with.
+    assert changed_index.path == "label_directory.json" and "consolidate" in changed_index.repair
 
 
 def test_a_damaged_manifest_is_reported_and_the_files_still_checked(two_workers):

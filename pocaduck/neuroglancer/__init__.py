@@ -2,8 +2,8 @@
 
 The modules, in the order data flows through them: ``plan`` (what is written
 where, the output folder's layout and state), ``tasks`` (the picklable units of
-work), ``runner`` (runs them), ``annotations``, ``spatial`` and ``sharded``
-(neuroglancer's encodings, spatial index and shard files).
+work, run by :func:`pocaduck.executor.run_tasks`), ``annotations``, ``spatial``
+and ``sharded`` (neuroglancer's encodings, spatial index and shard files).
 """
 
 from .api import ExportReport, export_neuroglancer

@@ -4,8 +4,10 @@
 that ``by_id`` shard, and leave their points for the shard tasks, grouped by
 the shard task that will read them. ``label-<s>`` and ``spatial<l>-<s>``
 tasks, once every ``ids`` task is done, gather their rows from all of them and
-write one shard. Any runner can run them (local processes, Dask, a loop): a
-task needs only its own fields and the files in the output folder.
+write one shard. :func:`run_export_task` runs one as a task of
+:func:`pocaduck.executor.run_tasks` (in this process, local threads or
+processes, or on Dask): a task needs only its own fields and the files in the
+output folder, and a task run again (a retry) replaces what it wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,8 @@ import pyarrow.parquet as pq
 
 from ..config import StorageConfig
 from ..errors import ExportError
+from ..executor import ShouldStop, TaskOutcome, TaskStopped
+from ..progress import Callback, ProgressEvent
 from ..query import Query
 from ..storage import Storage, open_storage
 from .annotations import RELATIONSHIP, by_id_size, encode_by_id, encode_groups, encode_records
@@ -43,14 +47,44 @@ class ExportTask:
     fingerprint: str
     name: str
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self, checkpoint: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """Write the task's files and marker; ``checkpoint()`` between units raises to stop it."""
         started = time.perf_counter()
         plan, labels = load_plan(self.out, self.fingerprint)
         storage = open_storage(self.out)
         write = _write_ids if self.name.startswith("ids-") else _write_shard
-        result = write(self, plan, labels, storage)
+        result = write(self, plan, labels, storage, checkpoint)
         publish(storage, done_path(self.name), [json.dumps(result).encode()])
         return {**result, "seconds": time.perf_counter() - started}
+
+
+def run_export_task(task: ExportTask, report: Callback, should_stop: ShouldStop) -> TaskOutcome:
+    """One export task on the executor: it reports that it runs, writes its files and marker, and ends with its counts.
+
+    ``should_stop`` is checked before it starts and between its units (reading
+    the store and writing a ``by_id`` shard; each ids task's rows a shard
+    gathers); a stopped task leaves no marker, so the next run redoes it.
+    """
+    _check(should_stop, task.name)
+    report(ProgressEvent(task.name, "running", blocks_total=1))
+    result = task(lambda: _check(should_stop, task.name))
+    final_event = ProgressEvent(
+        task.name,
+        "finished",
+        blocks_done=1,
+        blocks_total=1,
+        labels_written=result["labels"],
+        points_written=result["points"],
+        files_written=result["files"],
+        bytes_written=result["bytes"],
+        elapsed=result["seconds"],
+    )
+    return TaskOutcome(final_event, result)
+
+
+def _check(should_stop: ShouldStop, name: str) -> None:
+    if should_stop():
+        raise TaskStopped(f"export task {name} stopped: the export was cancelled")
 
 
 def is_done(storage: Storage, task: str) -> bool:
@@ -78,7 +112,9 @@ def publish(storage: Storage, path: str, pieces: Iterable[bytes]) -> int:
     return size
 
 
-def _write_ids(task: ExportTask, plan: ExportPlan, labels: pa.Table, storage: Storage) -> dict[str, Any]:
+def _write_ids(
+    task: ExportTask, plan: ExportPlan, labels: pa.Table, storage: Storage, checkpoint: Callable[[], None]
+) -> dict[str, Any]:
     number = int(task.name.removeprefix("ids-"))
     low = number * plan.ids_per_task
     high = min(plan.point_count, low + plan.ids_per_task)
@@ -104,7 +140,9 @@ def _write_ids(task: ExportTask, plan: ExportPlan, labels: pa.Table, storage: St
     by_id = np.arange(low, high, dtype=np.uint64)
     values = encode_by_id(records[mine], point_labels[mine])
     sizes = np.full(len(by_id), by_id_size(plan.record), np.uint64)
+    checkpoint()
     written = publish(storage, shard_path(plan, "by_id", number), encode_shard(plan.by_id, by_id, sizes, values))
+    checkpoint()
 
     # A label goes to the label index with the task that holds its first point; each point to one spatial cell.
     owned = 0 if first_ids[first] >= low else int(counts[first])
@@ -164,10 +202,13 @@ def _write_rows(
     storage.publish(local, rows_path(task))
 
 
-def _write_shard(task: ExportTask, plan: ExportPlan, labels: pa.Table, storage: Storage) -> dict[str, Any]:
+def _write_shard(
+    task: ExportTask, plan: ExportPlan, labels: pa.Table, storage: Storage, checkpoint: Callable[[], None]
+) -> dict[str, Any]:
     index, shard = task.name.rsplit("-", 1)
     parts = []
     for source in plan.id_tasks():
+        checkpoint()
         rows = pq.ParquetFile(storage.open_input(rows_path(source)))
         runs = json.loads(rows.schema_arrow.metadata[_ROWS_SCHEMA_KEY])
         if task.name in runs:

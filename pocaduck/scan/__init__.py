@@ -5,9 +5,9 @@ the pieces (block ids, the event stream, the tqdm display).
 """
 
 from ..errors import InvalidVolumeError, ScanCancelledError, ScanConflictError, ScanWorkerError
+from ..progress import EventLog, TqdmProgress
 from .api import ScanHandle, ScanResult, scan_volume
 from .blocks import BlockGrid, block_id_of, block_position
-from .events import EventLog, TqdmProgress
 from .volumes import open_volume
 
 __all__ = [

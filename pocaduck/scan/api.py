@@ -25,24 +25,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from ..config import StorageConfig
 from ..consolidate import consolidate as consolidate_store
 from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
-from ..progress import ProgressEvent
+from ..executor import Failure, Pool, Task, run_tasks, runs_here
+from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress
 from ..store import Store, create_store, open_store
 from .blocks import BlockGrid
-from .events import EventLog, TqdmProgress
-from .executors import run_dask, run_local
 from .extract import Mode, PointSelection
-from .volumes import check_volume, share_with_processes, share_with_task
-from .worker import COLUMNS, ScanTask, WorkerOutcome
+from .volumes import Pickled, check_volume, library_of, share_with_processes, share_with_task
+from .worker import COLUMNS, ScanTask, WorkerOutcome, run_scan_task
 
-Progress = Callable[[ProgressEvent], None] | Literal["tqdm"] | None
 _INT32_LIMIT = 2**31
+_POOL: Pool = "processes"  # local scan workers: see bench/bench_executors.py
 
 
 @dataclass(frozen=True)
@@ -199,12 +198,13 @@ def scan_volume(
     is skipped; None keeps every label.
 
     Workers are local processes (from a script, call this under
-    ``if __name__ == "__main__":``, as for any multiprocessing code), or Dask
-    tasks when ``client`` (a
+    ``if __name__ == "__main__":``, as for any multiprocessing code; a single
+    worker runs in this process), or Dask tasks when ``client`` (a
     ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
-    see :mod:`pocaduck.scan.executors`) is given; ``retries`` re-runs a failed
-    worker. ``progress`` (a callable, or ``"tqdm"`` for bars) receives
-    :class:`~pocaduck.ProgressEvent` s while the scan runs. A failed worker
+    see :mod:`pocaduck.executor`) is given; ``retries`` re-runs a failed
+    worker, or one whose process died. ``progress`` (a callable, or
+    ``"tqdm"`` for bars) receives :class:`~pocaduck.ProgressEvent` s while
+    the scan runs. A failed worker
     does not stop the others: the scan consolidates what finished and raises
     :class:`ScanWorkerError` naming the worker and block. Re-running the same
     scan replaces its data; ``resume=True`` keeps finished workers.
@@ -230,9 +230,7 @@ def scan_volume(
     # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
     tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)
     runs = grid.split(workers)
-    config = open_store(store).config
-    if config.is_local:  # workers may run in another directory (a forkserver, a Dask node)
-        config = dataclasses.replace(config, base_path=config.local_root)
+    config = open_store(store).config.absolute()  # workers may run in another directory
     opened = open_store(config)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
@@ -278,19 +276,45 @@ def _run_tasks(
     emit: Callable[[ProgressEvent], None],
     stop: threading.Event,
 ) -> dict:
-    """Send the volume the cheapest way the executor allows, then run the tasks."""
+    """Send the volume the cheapest way the executor allows, run the tasks, and return each one's outcome or error."""
+    temporary = None
     if client is not None:
         tasks = [
             dataclasses.replace(t, source=share_with_task(volume, *t.grid.region(t.blocks, t.selection.halo)))
             for t in tasks
         ]
-        return run_dask(client, tasks, emit, stop, retries)
-    source, temporary = share_with_processes(volume)
+    else:
+        if runs_here(workers, len(tasks)):
+            source = Pickled(volume)  # in this process the volume serves as it is: no copy, no pickling
+        else:
+            source, temporary = share_with_processes(volume)
+        tasks = [dataclasses.replace(t, source=source) for t in tasks]
     try:
-        return run_local([dataclasses.replace(t, source=source) for t in tasks], workers, emit, stop, retries)
+        results = run_tasks(
+            [Task(t.worker_id, len(t.blocks), run_scan_task, t) for t in tasks],
+            workers=workers,
+            sink=emit,
+            stop=stop,
+            retries=retries,
+            client=client,
+            pool=_POOL,
+            preload=[library_of(tasks[0].source)] if tasks else [],
+        )
     finally:
         if temporary is not None:
             os.unlink(temporary)
+    return {worker_id: _scan_outcome(result) for worker_id, result in results.items()}
+
+
+def _scan_outcome(result: WorkerOutcome | Failure) -> WorkerOutcome | ScanWorkerError | ScanCancelledError:
+    """A task's failure as the scan's error: the worker's own, or one saying how its process died."""
+    if not isinstance(result, Failure):
+        return result
+    if result.cancelled:
+        return ScanCancelledError(result.text)
+    if isinstance(result.error, ScanWorkerError):
+        return result.error
+    return ScanWorkerError(result.worker_id, None, None, result.text, result.details)
 
 
 def _prepare_store(

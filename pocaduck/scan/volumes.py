@@ -111,6 +111,15 @@ def mapped_file(volume: Any) -> NpyFile | None:
     return None
 
 
+def library_of(source: VolumeSource) -> str:
+    """The top-level package a worker needs to open ``source`` (zarr for a zarr array), for a forkserver to preload.
+
+    >>> library_of(Pickled(np.zeros(1)))
+    'numpy'
+    """
+    return type(getattr(source, "volume", source)).__module__.split(".")[0]
+
+
 def share_with_processes(volume: Any) -> tuple[VolumeSource, str | None]:
     """A source local worker processes can open, and a temporary file to delete after the scan (or None)."""
     on_disk = mapped_file(volume)

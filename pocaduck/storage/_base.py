@@ -1,7 +1,8 @@
-"""The storage interface: whole-file puts and gets addressed by store-relative paths.
+"""The storage interface: whole-file puts, whole-file and ranged gets, addressed by store-relative paths.
 
 Files are immutable once published, which is what lets the same interface
-serve a local disk (temp file + rename) and an object store (one PUT).
+serve a local disk (temp file + rename) and an object store (one PUT), and
+lets a reader fetch pieces of a file by range without fearing it changed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class Storage(abc.ABC):
     def read_bytes(self, path: str) -> bytes: ...
 
     @abc.abstractmethod
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        """Bytes ``start`` to ``start + length`` of ``path``: one read, one ranged GET on an object store.
+
+        Fewer bytes (none at all from the end on) when the file is shorter; ``FileNotFoundError`` when it is absent.
+        """
+
+    @abc.abstractmethod
     def size(self, path: str) -> int:
         """Bytes in ``path``; ``FileNotFoundError`` when it does not exist."""
 
@@ -48,11 +56,13 @@ class Storage(abc.ABC):
         """A token that changes whenever ``path`` is replaced (None when absent), for ``publish_if_unchanged``."""
 
     @abc.abstractmethod
-    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> bool:
-        """``publish`` only if ``path`` still has version ``expected`` (None: still absent); False if it changed.
+    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> str | None:
+        """``publish`` only if ``path`` still has version ``expected`` (None: still absent).
 
-        The check and the replace are one atomic step, so of two writers that
-        started from the same version exactly one wins. The loser's file stays.
+        Returns the version of the file just published, or None (and publishes
+        nothing) when ``path`` changed meanwhile. The check and the replace are one
+        atomic step, so of two writers that started from the same version exactly
+        one wins. The loser's file stays.
         """
 
     @abc.abstractmethod

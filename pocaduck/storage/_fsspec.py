@@ -8,9 +8,12 @@ Object stores have no rename and no file locks, so the interface maps onto them 
   ``ifGenerationMatch=0`` on GCS), so racing workers agree on one manifest;
 - ``local_copy`` downloads into a local cache and reuses the copy while the
   object's ETag (or generation) is unchanged, because DuckDB reads only local files;
+  a download of 16 MiB or more shows a tqdm bar (or logs a line without tqdm);
+- ``read_range`` is one ranged GET;
 - ``publish_if_unchanged`` is a conditional PUT on S3 (``If-Match`` on the ETag,
-  ``If-None-Match: *`` for a first publish); on GCS and Azure it checks the
-  version, then uploads, which leaves a narrow window between the two;
+  ``If-None-Match: *`` for a first publish), whose answer gives the new ETag; on
+  GCS and Azure it checks the version, uploads, then asks for the new version,
+  which leaves a narrow window between each step and the next;
 - ``lock`` is a lock file on this machine: it keeps two Ingestors of one worker
   id apart on one machine, but two machines using the same worker id at once are
   not detected.
@@ -22,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import uuid
@@ -32,6 +36,9 @@ from ..config import redact_url
 from ..errors import StorageAccessError, StorageUnavailableError
 from ._base import Storage
 from ._local import file_lock
+
+logger = logging.getLogger("pocaduck")
+_PROGRESS_FROM_BYTES = 16 * 2**20  # a download this large takes seconds: say what is happening
 
 
 def _cache_root() -> str:
@@ -118,6 +125,18 @@ class FsspecStorage(Storage):
             # An open-ended range is one GET; without one, s3fs first asks for the size (a HEAD).
             return self._fs.cat_file(self._full(path), start=0)
 
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        with self._reaching(path):
+            try:
+                return self._fs.cat_file(self._full(path), start=start, end=start + length)
+            except FileNotFoundError:
+                raise
+            except Exception:
+                # A range that starts past the end is refused (HTTP 416), in each client's own words.
+                if start >= self.size(path):
+                    return b""
+                raise
+
     def size(self, path: str) -> int:
         with self._reaching(path):
             return int(self._fs.size(self._full(path)))
@@ -147,26 +166,27 @@ class FsspecStorage(Storage):
             except FileNotFoundError:
                 return None
 
-    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> bool:
+    def publish_if_unchanged(self, local_file: str, path: str, expected: str | None) -> str | None:
         if "s3" not in self._fs.protocol:
             if self.version(path) != expected:
-                return False
+                return None
             self.publish(local_file, path)
-            return True
+            return self.version(path)
         bucket, key, _ = self._fs.split_path(self._full(path))
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
         # One PUT (up to 5 GB), since s3fs's multipart upload takes no condition.
         with self._reaching(path), open(local_file, "rb") as body:
             try:
-                self._fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+                answer = self._fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
             except OSError as error:
                 if _condition_failed(error):
-                    return False
+                    return None
                 raise
             finally:
                 self._fs.invalidate_cache(self._full(path))
         os.unlink(local_file)
-        return True
+        # The answer's ETag is this very upload's, even if another writer replaces it a moment later.
+        return _version_of(answer) if answer.get("ETag") else self.version(path)
 
     def listdir(self, path: str) -> list[str]:
         with self._reaching(path):
@@ -194,7 +214,8 @@ class FsspecStorage(Storage):
         One metadata request per call; the object itself is fetched only when it changed.
         """
         with self._reaching(path):
-            version = _version_of(self._fs.info(self._full(path)))
+            info = self._fs.info(self._full(path))
+        version = _version_of(info)
         folder = os.path.join(_cache_root(), _short_hash(self.url))
         stem = f"{_short_hash(path)}-"
         cached = os.path.join(folder, f"{stem}{_short_hash(version)}-{os.path.basename(path)}")
@@ -203,8 +224,8 @@ class FsspecStorage(Storage):
         os.makedirs(folder, exist_ok=True)
         partial = f"{cached}.partial-{uuid.uuid4().hex}"
         try:
-            with self._reaching(path):
-                self._fs.get_file(self._full(path), partial)
+            with self._reaching(path), _download_progress(self.describe(path), int(info.get("size") or 0)) as shown:
+                self._fs.get_file(self._full(path), partial, callback=shown)
             os.replace(partial, cached)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -267,11 +288,31 @@ class _RangeReader(io.RawIOBase):
         end = min(self._position + len(buffer), self.size)
         if end <= self._position:
             return 0
-        with self._storage._reaching(self._path):
-            data = self._storage._fs.cat_file(self._storage._full(self._path), start=self._position, end=end)
+        data = self._storage.read_range(self._path, self._position, end - self._position)
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
+
+
+@contextlib.contextmanager
+def _download_progress(what: str, size: int) -> Iterator[Any]:
+    """An fsspec callback showing a large download: a tqdm bar when tqdm is installed, else one log line."""
+    from fsspec.callbacks import DEFAULT_CALLBACK, TqdmCallback
+
+    if size < _PROGRESS_FROM_BYTES:
+        yield DEFAULT_CALLBACK
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.info("downloading %s (%.0f MB) into the local cache", what, size / 1e6)
+        yield DEFAULT_CALLBACK
+        return
+    bar = TqdmCallback(tqdm_kwargs={"desc": f"downloading {what}", "unit": "B", "unit_scale": True}, tqdm_cls=tqdm)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 @functools.cache

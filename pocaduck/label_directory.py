@@ -1,0 +1,543 @@
+"""The label directory: where each label's rows are, in one file a reader fetches by byte ranges.
+
+The unified index (DuckDB) answers a label in ~0.3 ms, but only from local disk:
+on a bucket every new reader would first download all of it, ~22 bytes per
+(label, block) row. A directory holds only what a point read needs: one entry
+per run of a label's rows in a file, ``(label, file_id, row_offset,
+point_count)``, sorted by label, in fixed-size pages under a static B+tree of
+first labels. Block ids and bounding boxes stay in the index.
+
+The file, written front to back in one pass (little-endian)::
+
+    leaf pages    entries of 24 bytes: label u64, file_id u32, row_offset u64, point_count u32
+    fence pages   for each level above the leaves, bottom up: the first label (u64) of every page below
+    top           root keys (the first label of every page of the level below the root),
+                  the file table (zlib-compressed JSON: file_id, path, row_group_size, byte_size),
+                  the page count of every level, top down, and a 48-byte trailer (magic, format,
+                  page size, entry count, sizes, level count, CRC-32 of the top)
+
+A page holds as many items as fit ``page_bytes`` (64 KiB: 2,730 entries or
+8,191 keys) followed by their CRC-32, the last page of a level fewer, so page
+``i`` of a level starts ``i`` full pages after the level's first. The root
+holds at most one fence page of keys: leaves under the root serve 22 M
+entries, and every fence level 8,191 times more. A reader fetches the top once
+(one ranged read: ``label_directory.json`` gives its size), then one range per
+level and label: two reads for a label in a store of up to 22 M entries, three
+up to 183 billion.
+
+Runs that continue each other in one file are one entry (a run longer than
+``2**32 - 1`` rows is cut in pieces), so after compaction a label in one file is
+one entry whatever its block count.
+
+A directory is published with a copy of its index as an index version,
+``index_versions/<build>/`` (see ``consolidate.py``). ``label_directory.json``
+names the build in force with the version of ``unified_index.duckdb`` it was
+published as; a reader uses the directory only when that version still
+matches (:func:`open_in_force`), so it never reads a directory that disagrees
+with the index. The unified index names its own build (table
+``label_directory``) for ``verify`` and ``gc``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from . import layout
+from .errors import LabelDirectoryError
+from .storage import Storage
+
+logger = logging.getLogger("pocaduck")
+
+FORMAT = 1
+PAGE_BYTES = 64 * 1024
+ENTRY = np.dtype([("label", "<u8"), ("file_id", "<u4"), ("row_offset", "<u8"), ("point_count", "<u4")])
+_KEY = np.dtype("<u8")
+_CRC_BYTES = 4
+_MAGIC = b"PCDLBDIR"
+_TRAILER = struct.Struct("<8sIIQQQII")  # magic, format, page_bytes, entries, top_bytes, files_bytes, levels, crc
+_MAX_RUN = 2**32 - 1
+_BATCH_ROWS = 1 << 20
+_PAGES_KEPT = 64  # 4 MiB of pages per reader
+
+
+def _fix(store: str) -> str:
+    return f"rebuild it with `pocaduck consolidate {store}`"
+
+
+# -- the shape of the tree ------------------------------------------------------
+
+
+def _per_page(item_bytes: int, page_bytes: int) -> int:
+    return (page_bytes - _CRC_BYTES) // item_bytes
+
+
+def _pages(items: int, per_page: int) -> int:
+    return -(-items // per_page)
+
+
+def level_page_counts(entries: int, page_bytes: int = PAGE_BYTES) -> list[int]:
+    """Pages of every level below the root, top down (leaves last); none for an empty directory.
+
+    >>> level_page_counts(5_000), level_page_counts(30_000_000)
+    ([2], [2, 10990])
+    """
+    if entries == 0:
+        return []
+    counts = [_pages(entries, _per_page(ENTRY.itemsize, page_bytes))]
+    keys_per_page = _per_page(_KEY.itemsize, page_bytes)
+    while counts[0] > keys_per_page:
+        counts.insert(0, _pages(counts[0], keys_per_page))
+    return counts
+
+
+@dataclass(frozen=True)
+class _Level:
+    """Where one level's pages lie in the file and what they hold."""
+
+    start: int
+    items: int
+    item: np.dtype
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return _pages(self.items, self.per_page)
+
+    @property
+    def length(self) -> int:
+        return self.items * self.item.itemsize + self.pages * _CRC_BYTES
+
+    @property
+    def stride(self) -> int:
+        """Bytes from one page to the next: a full page's items and its CRC (at most ``page_bytes``)."""
+        return self.per_page * self.item.itemsize + _CRC_BYTES
+
+    def page_span(self, first: int, last: int) -> tuple[int, int]:
+        """Byte offset and length of pages ``first`` to ``last`` (inclusive)."""
+        start = first * self.stride
+        return self.start + start, min((last + 1) * self.stride, self.length) - start
+
+    def page_items(self, page: int) -> int:
+        return min(self.per_page, self.items - page * self.per_page)
+
+
+def _levels(entries: int, page_bytes: int) -> list[_Level]:
+    """Every level below the root, top down, placed as the writer lays them out: leaves first in the file."""
+    counts = level_page_counts(entries, page_bytes)
+    items = [*counts[1:], entries]  # a fence level holds one key per page of the level below
+    kinds = [_KEY] * (len(counts) - 1) + [ENTRY]
+    levels: list[_Level] = []
+    start = 0
+    for count, kind in reversed(list(zip(items, kinds, strict=True))):
+        level = _Level(start, count, kind, _per_page(kind.itemsize, page_bytes))
+        levels.insert(0, level)
+        start += level.length
+    return levels
+
+
+# -- writing -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectoryFile:
+    """What a reader needs to fetch a directory's top in one read, as ``label_directory.json`` records it."""
+
+    entries: int
+    size: int
+    top_bytes: int
+
+
+def write_label_directory(
+    con: duckdb.DuckDBPyConnection, target: str, *, page_bytes: int | None = None
+) -> DirectoryFile:
+    """Write the label directory of the index open on ``con`` (its ``files`` and ``point_index``) to ``target``.
+
+    Rows stream from DuckDB in batches, so memory stays flat whatever the index size.
+    ``page_bytes`` defaults to ``PAGE_BYTES``.
+
+    >>> import os, tempfile
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("CREATE TABLE files AS SELECT 0 AS file_id, 'a.parquet' AS path, 10 AS row_group_size, "
+    ...                 "99 AS byte_size")
+    >>> _ = con.execute("CREATE TABLE point_index AS SELECT * FROM (VALUES (5::UBIGINT, 0, 0::BIGINT, 2::BIGINT), "
+    ...                 "(5, 0, 2, 3), (7, 0, 5, 1)) t(label, file_id, row_offset, point_count)")
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.labeldir")
+    >>> write_label_directory(con, path).entries  # label 5's two rows continue each other: one entry
+    2
+    """
+    page_bytes = page_bytes or PAGE_BYTES
+    if page_bytes < 2 * _KEY.itemsize + _CRC_BYTES or page_bytes < ENTRY.itemsize + _CRC_BYTES:
+        raise ValueError(f"page_bytes must hold an entry and two keys, not {page_bytes}")
+    files = con.execute("SELECT file_id, path, row_group_size, byte_size FROM files ORDER BY file_id").fetchall()
+    # A relation's reader streams (DuckDB 1.5 and 2.x); one from execute() would copy every row first.
+    rows = con.sql(
+        "SELECT label, file_id, row_offset, point_count FROM point_index WHERE point_count > 0 "
+        "ORDER BY label, file_id, row_offset"
+    ).to_arrow_reader(_BATCH_ROWS)
+    per_page = _per_page(ENTRY.itemsize, page_bytes)
+    with rows, open(target, "wb") as out:
+        first_labels: list[np.ndarray] = []
+        open_run = [np.empty(0, dtype) for dtype in _COLUMN_TYPES]  # the last run seen: the next batch may continue it
+        unwritten = np.empty(0, ENTRY)  # less than a page of finished entries
+        entries = 0
+        for batch in rows:
+            runs = _merge_runs(
+                *(
+                    np.concatenate([carried, column.to_numpy()])
+                    for carried, column in zip(open_run, batch.columns, strict=True)
+                )
+            )
+            unwritten = np.concatenate([unwritten, _entries(*(column[:-1] for column in runs))])
+            open_run = [column[-1:] for column in runs]
+            full = len(unwritten) // per_page * per_page
+            first_labels.append(_write_pages(out, unwritten[:full], per_page))
+            entries += full
+            unwritten = unwritten[full:]
+        unwritten = np.concatenate([unwritten, _entries(*open_run)])
+        first_labels.append(_write_pages(out, unwritten, per_page))
+        entries += len(unwritten)
+        keys = np.concatenate(first_labels)
+        keys_per_page = _per_page(_KEY.itemsize, page_bytes)
+        while len(keys) > keys_per_page:  # fence levels, bottom up, until the rest fits the root
+            keys = _write_pages(out, keys, keys_per_page)
+        counts = level_page_counts(entries, page_bytes)
+        columns = [list(column) for column in zip(*files, strict=True)] if files else [[], [], [], []]
+        table = zlib.compress(json.dumps(columns).encode())
+        top = keys.tobytes() + table + np.array(counts, _KEY).tobytes()
+        top_bytes = len(top) + _TRAILER.size
+        trailer = _TRAILER.pack(_MAGIC, FORMAT, page_bytes, entries, top_bytes, len(table), len(counts), 0)
+        top += trailer[:-_CRC_BYTES]
+        out.write(top + struct.pack("<I", zlib.crc32(top)))
+        size = out.tell()
+    return DirectoryFile(entries, size, top_bytes)
+
+
+_COLUMN_TYPES = (np.uint64, np.int32, np.int64, np.int64)  # label, file_id, row_offset, point_count
+
+
+def _merge_runs(
+    labels: np.ndarray, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """One run per stretch of a label's rows that continue each other in one file, as the same four columns.
+
+    >>> merged = _merge_runs(*map(np.array, ([5, 5, 5, 6], [0, 0, 1, 1], [0, 2, 0, 1], [2, 3, 1, 4])))
+    >>> [column.tolist() for column in merged]
+    [[5, 5, 6], [0, 1, 1], [0, 0, 1], [5, 1, 4]]
+    """
+    continues = (
+        (labels[1:] == labels[:-1]) & (file_ids[1:] == file_ids[:-1]) & (offsets[1:] == offsets[:-1] + counts[:-1])
+    )
+    if not continues.any():
+        return labels, file_ids, offsets, counts
+    heads = np.flatnonzero(np.concatenate([[True], ~continues]))
+    return labels[heads], file_ids[heads], offsets[heads], np.add.reduceat(counts, heads)
+
+
+def _entries(labels: np.ndarray, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Runs as directory entries, whose count fits 32 bits: a longer run becomes several that follow each other.
+
+    >>> _entries(*map(np.array, ([5], [0], [10], [2**32 + 1])))[["row_offset", "point_count"]].tolist()
+    [(10, 4294967295), (4294967305, 2)]
+    """
+    pieces = np.maximum(-(-counts // _MAX_RUN), 1)
+    if (pieces > 1).any():
+        source = np.repeat(np.arange(len(counts)), pieces)
+        taken = (np.arange(len(source)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * _MAX_RUN
+        labels, file_ids = labels[source], file_ids[source]
+        offsets, counts = offsets[source] + taken, np.minimum(counts[source] - taken, _MAX_RUN)
+    entries = np.empty(len(labels), ENTRY)
+    entries["label"], entries["file_id"], entries["row_offset"], entries["point_count"] = (
+        labels,
+        file_ids,
+        offsets,
+        counts,
+    )
+    return entries
+
+
+def _write_pages(out: Any, items: np.ndarray, per_page: int) -> np.ndarray:
+    """Write ``items`` as pages of ``per_page`` items, each followed by its CRC-32; return each page's first label."""
+    data = items.tobytes()
+    step = per_page * items.dtype.itemsize
+    for start in range(0, len(data), step):  # one iteration per 64 KiB page
+        page = data[start : start + step]
+        out.write(page + struct.pack("<I", zlib.crc32(page)))
+    return np.ascontiguousarray(_labels_of(items)[::per_page], dtype=_KEY)
+
+
+def _labels_of(items: np.ndarray) -> np.ndarray:
+    """The labels of leaf entries, or fence keys as they are."""
+    return items["label"] if items.dtype.names else items
+
+
+# -- reading -----------------------------------------------------------------
+
+
+class LabelDirectory:
+    """A label directory opened for lookups: its top read once, pages fetched by range and kept (up to 4 MiB).
+
+    >>> import os, tempfile
+    >>> from pocaduck.storage import LocalStorage
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("CREATE TABLE files AS SELECT 0 AS file_id, 'a.parquet' AS path, 10 AS row_group_size, "
+    ...                 "99 AS byte_size")
+    >>> _ = con.execute("CREATE TABLE point_index AS SELECT * FROM (VALUES (5::UBIGINT, 0, 0::BIGINT, 2::BIGINT), "
+    ...                 "(7, 0, 2, 1)) t(label, file_id, row_offset, point_count)")
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_label_directory(con, os.path.join(folder, "d.labeldir"))
+    >>> directory = LabelDirectory.open(LocalStorage(folder), "d.labeldir")
+    >>> directory.lookup([7])["row_offset"].tolist(), directory.point_count(5), directory.files
+    ([2], 2, {0: ('a.parquet', 10, 99)})
+    """
+
+    def __init__(self, storage: Storage, path: str, size: int, top: bytes, index: str | None = None):
+        self.storage, self.path, self.size = storage, path, size
+        self.index = index  # the unified index this directory was built from, when known
+        if len(top) < _TRAILER.size:
+            raise self._damaged("is shorter than its own trailer")
+        magic, fmt, page_bytes, entries, top_bytes, files_bytes, levels, crc = _TRAILER.unpack(top[-_TRAILER.size :])
+        if magic != _MAGIC:
+            raise self._damaged("is not a label directory (its trailer lacks the magic bytes)")
+        if fmt > FORMAT:
+            raise LabelDirectoryError(
+                f"{storage.describe(path)} has label directory format {fmt}; this pocaduck reads up to {FORMAT}: "
+                f"upgrade pocaduck, or {_fix(storage.describe(''))} with this version"
+            )
+        if top_bytes != len(top) or zlib.crc32(top[:-_CRC_BYTES]) != crc:
+            raise self._damaged("fails the checksum of its top level")
+        self.entry_count, self.page_bytes = entries, page_bytes
+        self._levels = _levels(entries, page_bytes)
+        counts_at = len(top) - _TRAILER.size - levels * _KEY.itemsize
+        files_at = counts_at - files_bytes
+        counts = np.frombuffer(top[counts_at : len(top) - _TRAILER.size], _KEY).tolist()
+        self._root = np.frombuffer(top[:files_at], _KEY)
+        if (
+            counts != [level.pages for level in self._levels]
+            or len(self._root) != (counts[0] if counts else 0)
+            or size != sum(level.length for level in self._levels) + top_bytes
+        ):
+            raise self._damaged("has a top level that disagrees with its own size and entry count")
+        file_ids, paths, group_sizes, byte_sizes = json.loads(zlib.decompress(top[files_at:counts_at]))
+        self.files = {
+            file_id: (path, group_size, byte_size)
+            for file_id, path, group_size, byte_size in zip(file_ids, paths, group_sizes, byte_sizes, strict=True)
+        }
+        self._pages: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    @classmethod
+    def open(
+        cls,
+        storage: Storage,
+        path: str,
+        *,
+        size: int | None = None,
+        top_bytes: int | None = None,
+        index: str | None = None,
+    ) -> LabelDirectory:
+        """Read the directory's top: one read when ``size`` and ``top_bytes`` are known, else a size and two reads.
+
+        ``index`` names the unified index it was built from, for readers that will need it.
+        """
+        try:
+            if size is None:
+                size = storage.size(path)
+            if top_bytes is None:
+                trailer = storage.read_range(path, max(size - _TRAILER.size, 0), _TRAILER.size)
+                top_bytes = _TRAILER.size  # a file too short for a trailer is reported as such
+                if len(trailer) == _TRAILER.size:
+                    _, _, _, _, top_bytes, *_ = _TRAILER.unpack(trailer)
+            top = storage.read_range(path, size - top_bytes, top_bytes) if top_bytes <= size else b""
+        except FileNotFoundError as error:
+            raise LabelDirectoryError(
+                f"the label directory {storage.describe(path)} is missing: {_fix(storage.describe(''))}"
+            ) from error
+        return cls(storage, path, size, top, index)
+
+    def _damaged(self, what: str) -> LabelDirectoryError:
+        return LabelDirectoryError(
+            f"the label directory {self.storage.describe(self.path)} {what}: it is damaged or truncated; "
+            f"{_fix(self.storage.describe(''))}"
+        )
+
+    def lookup(self, labels: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """The entries of ``labels``, sorted by label, file and row offset, as columns named like the index's."""
+        wanted = np.unique(np.asarray(labels, dtype=np.uint64))
+        keys, children = self._root, np.arange(len(self._root))
+        found = np.empty(0, ENTRY)
+        for depth, level in enumerate(self._levels):
+            pages = _pages_holding(keys, children, wanted)
+            items = self._read(depth, pages)
+            if level.item == ENTRY:
+                found = items[np.isin(items["label"], wanted)]
+            else:  # the keys of the next level's pages, numbered as that level numbers them
+                keys = items
+                children = np.concatenate(
+                    [page * level.per_page + np.arange(level.page_items(page)) for page in pages.tolist()]
+                    or [np.empty(0, np.int64)]
+                )
+        return {
+            "label": found["label"].astype(np.uint64),
+            "file_id": found["file_id"].astype(np.int64),
+            "row_offset": found["row_offset"].astype(np.int64),
+            "point_count": found["point_count"].astype(np.int64),
+        }
+
+    def point_count(self, label: int) -> int:
+        return int(self.lookup([label])["point_count"].sum())
+
+    def _read(self, depth: int, pages: np.ndarray) -> np.ndarray:
+        """The items of ``pages`` (sorted) of one level, concatenated; pages not kept are fetched, a run per read."""
+        missing = np.array([page for page in pages.tolist() if (depth, page) not in self._pages], np.int64)
+        for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1) if len(missing) else []:
+            self._fetch(depth, int(run[0]), int(run[-1]))
+        parts = []
+        for page in pages.tolist():
+            self._pages.move_to_end((depth, page))
+            parts.append(self._pages[depth, page])
+        while len(self._pages) > max(_PAGES_KEPT, len(pages)):
+            self._pages.popitem(last=False)
+        return np.concatenate(parts) if parts else np.empty(0, self._levels[depth].item)
+
+    def _fetch(self, depth: int, first: int, last: int) -> None:
+        """Read pages ``first`` to ``last`` of a level in one range, check each one's CRC and keep them."""
+        level = self._levels[depth]
+        start, length = level.page_span(first, last)
+        try:
+            data = self.storage.read_range(self.path, start, length)
+        except FileNotFoundError as error:
+            raise self._damaged("is missing") from error
+        if len(data) != length:
+            raise self._damaged(f"ends at byte {start + len(data):,}, inside page {first} of level {depth + 1}")
+        for page in range(first, last + 1):
+            at = (page - first) * level.stride
+            payload = data[at : at + level.page_items(page) * level.item.itemsize]
+            (crc,) = struct.unpack_from("<I", data, at + len(payload))
+            if zlib.crc32(payload) != crc:
+                raise self._damaged(f"fails the checksum of page {page} of level {depth + 1}")
+            self._pages[depth, page] = np.frombuffer(payload, level.item)
+
+    def entries(self, pages_per_read: int = 64) -> Iterator[np.ndarray]:
+        """Every entry in order, a few pages per read, each page's CRC and fence key checked (for ``verify``)."""
+        keys = self._root
+        for depth, level in enumerate(self._levels):
+            pages_read = []
+            for first in range(0, level.pages, pages_per_read):
+                last = min(first + pages_per_read, level.pages) - 1
+                self._fetch(depth, first, last)
+                pages = [self._pages.pop((depth, page)) for page in range(first, last + 1)]
+                if not np.array_equal([_labels_of(page)[0] for page in pages], keys[first : last + 1]):
+                    raise self._damaged(f"has fence keys that disagree with pages {first}-{last} of level {depth + 1}")
+                if level.item == ENTRY:
+                    yield np.concatenate(pages)
+                else:
+                    pages_read.extend(pages)
+            keys = np.concatenate(pages_read) if pages_read else keys
+
+
+def _pages_holding(keys: np.ndarray, children: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The pages (``children`` numbers them) that may hold ``wanted`` labels, given each page's first label.
+
+    A label's entries start in the last page whose first label is below it and run
+    through every page that starts with it.
+
+    >>> _pages_holding(np.array([1, 5, 5, 9], np.uint64), np.arange(4), np.array([5, 20, 0], np.uint64)).tolist()
+    [0, 1, 2, 3]
+    """
+    starts = np.searchsorted(keys, wanted, "left")
+    ends = np.searchsorted(keys, wanted, "right")
+    present = ends > 0
+    first = children[np.maximum(starts[present] - 1, 0)]
+    spans = children[ends[present] - 1] - first + 1
+    pages = np.repeat(first - (np.cumsum(spans) - spans), spans) + np.arange(int(spans.sum()))
+    return np.unique(pages)
+
+
+# -- the pointer: which directory goes with the index in force ---------------
+
+
+def read_pointer(storage: Storage) -> dict[str, Any] | None:
+    """``label_directory.json``, or None in a store written before label directories."""
+    path = layout.LABEL_DIRECTORY_POINTER
+    try:
+        pointer = json.loads(storage.read_bytes(path))
+        if not isinstance(pointer, dict) or not {"build", "index_version", "size", "top_bytes"} <= pointer.keys():
+            raise ValueError("it lacks the build, the directory's size or the index version")
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise LabelDirectoryError(
+            f"{storage.describe(path)} is damaged ({error}): {_fix(storage.describe(''))}"
+        ) from error
+    return pointer
+
+
+def pointer_bytes(build_id: str, written: DirectoryFile, index_version: str) -> bytes:
+    """What ``label_directory.json`` holds for the build in force, published as ``index_version`` of the index."""
+    body = {
+        "build": build_id,
+        "index_version": index_version,
+        "size": written.size,
+        "top_bytes": written.top_bytes,
+        "entries": written.entries,
+    }
+    return json.dumps(body, indent=1).encode()
+
+
+def open_in_force(storage: Storage) -> LabelDirectory | None:
+    """The directory of the unified index in force, or None when there is none to trust (then read the index).
+
+    The directory knows (``.index``) where the copy of its index lies in its index version.
+
+    None when the store predates label directories, and when ``label_directory.json``
+    names another index version than the one in force: a consolidation is between
+    publishing its index and pointing to its directory, or died there, or the
+    store was copied (which changes versions). On an object store this costs two
+    requests (the pointer, the index's version) and one ranged read of the top.
+    """
+    pointer = read_pointer(storage)
+    if pointer is None:
+        logger.info(
+            "%s has no label directory (it was consolidated before pocaduck wrote them): queries read the whole "
+            "unified index; `pocaduck consolidate %s` writes one",
+            storage.describe(""),
+            storage.describe(""),
+        )
+        return None
+    version = storage.version(layout.UNIFIED_INDEX)
+    if version != pointer["index_version"]:
+        logger.info(
+            "%s names the label directory of another unified index than the one in force: reading the index; "
+            "`pocaduck consolidate %s` brings them together again if this lasts",
+            storage.describe(layout.LABEL_DIRECTORY_POINTER),
+            storage.describe(""),
+        )
+        return None
+    build = pointer["build"]
+    return LabelDirectory.open(
+        storage,
+        layout.index_version_directory(build),
+        size=pointer["size"],
+        top_bytes=pointer["top_bytes"],
+        index=layout.index_version_index(build),
+    )
+
+
+def recorded_build(con: duckdb.DuckDBPyConnection, catalog: str) -> str | None:
+    """The build the unified index attached as ``catalog`` names as its own, None in an older index."""
+    (present,) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'label_directory'", [catalog]
+    ).fetchone()
+    if not present:
+        return None
+    row = con.execute(f"SELECT build FROM {catalog}.label_directory").fetchone()
+    return None if row is None else row[0]

@@ -1,0 +1,466 @@
+"""What users ask of a segmentation's points: a box of space, a sample of a label, a label too big to hold, a dataset.
+
+Box queries are compared with brute force on random stores, before and after
+compaction; samples are checked for size, membership, stability (calls,
+readers, processes, and pinned values that any machine must reproduce) and
+uniformity, with fixed seeds so nothing can flake.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import tempfile
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from _support import as_row_set
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pocaduck import (
+    Ingestor,
+    InvalidArgumentError,
+    InvalidBoxError,
+    PointCloudDataset,
+    Query,
+    compact,
+    consolidate,
+    sampling,
+)
+from pocaduck.cli import main as cli
+
+LABELS = st.one_of(st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
+BLOCK = 8  # block edge in the random stores: boxes often start or end on a multiple of it
+
+
+def small_levels(monkeypatch):
+    """Make compaction split labels of more than 4 rows into levels (4, 8, 16, ...), so small stores use them."""
+    monkeypatch.setitem(sampling.ORDER, "first_level", 4)
+    monkeypatch.setitem(sampling.ORDER, "growth", 2)
+
+
+def write_store(store, writes, row_group_size=4, max_points_per_file=40):
+    """writes: (worker, label, points); each point goes to the block of its first coordinates."""
+    for worker in sorted({w for w, _, _ in writes}):
+        with Ingestor(store, worker, max_points_per_file=max_points_per_file, row_group_size=row_group_size) as ing:
+            for w, label, points in writes:
+                if w == worker and len(points):
+                    blocks = np.floor_divide(points[:, : min(3, points.shape[1])], BLOCK).astype(np.int64)
+                    for block in np.unique(blocks, axis=0):
+                        here = (blocks == block).all(axis=1)
+                        ing.write(label, "_".join(map(str, block.tolist())), points[here])
+    consolidate(store)
+
+
+def expected_in_box(writes, lower, upper):
+    """Brute force: (label, point) rows with lower <= point[:k] < upper, compared in float64 (coordinates are small)."""
+    rows = []
+    for _, label, points in writes:
+        spatial = points[:, : len(lower)].astype(np.float64)
+        inside = ((spatial >= np.array(lower, float)) & (spatial < np.array(upper, float))).all(axis=1)
+        rows += [(label, *map(float, p)) for p in points[inside].tolist()]
+    return sorted(rows)
+
+
+def table_rows(table):
+    columns = [table.column(name).to_pylist() for name in table.column_names]
+    return sorted((int(row[0]), *map(float, row[1:])) for row in zip(*columns, strict=True))
+
+
+@st.composite
+def spatial_workloads(draw):
+    dtype = np.dtype(draw(st.sampled_from(["int32", "int64", "uint16", "float32", "float64"])))
+    dimensions = draw(st.integers(2, 4))
+    labels = draw(st.lists(LABELS, min_size=1, max_size=5, unique=True))
+    low = 0 if dtype.kind == "u" else -20
+    writes = []
+    for _ in range(draw(st.integers(1, 12))):
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        points = rng.integers(low, 24, (draw(st.integers(1, 30)), dimensions)).astype(dtype)
+        if dtype.kind == "f" and draw(st.booleans()):
+            points += np.array(0.5, dtype)
+        writes.append((draw(st.integers(0, 2)), draw(st.sampled_from(labels)), points))
+    boxes = []
+    for _ in range(4):
+        width = min(3, dimensions)
+        ends = [sorted(draw(st.lists(_coordinate(dtype), min_size=2, max_size=2, unique=True))) for _ in range(width)]
+        boxes.append(([lo for lo, _ in ends], [up for _, up in ends]))
+    return writes, boxes
+
+
+def _coordinate(dtype):
+    on_borders = st.integers(-3, 3).map(lambda i: i * BLOCK)
+    anywhere = st.integers(-22, 26)
+    halves = st.integers(-44, 52).map(lambda i: i / 2)
+    return st.one_of(on_borders, anywhere, halves)
+
+
+def check_boxes(store, writes, boxes):
+    with Query(store, cache_size=0) as query:
+        for lower, upper in boxes:
+            expected = expected_in_box(writes, lower, upper)
+            found = query.get_labels_in_box(lower, upper)
+            assert found.dtype == np.uint64
+            assert found.tolist() == sorted({row[0] for row in expected})
+            assert table_rows(query.get_points_in_box(lower, upper)) == expected
+            some = sorted({label for _, label, _ in writes})[:2]
+            by_label = query.get_points_in_box(lower, upper, labels=some, output="numpy")
+            assert list(by_label) == some
+            for label in some:
+                assert as_row_set(by_label[label]) == [row[1:] for row in expected if row[0] == label]
+
+
+def check_samples(store, writes):
+    with Query(store, cache_size=0) as query:
+        for label in sorted({label for _, label, _ in writes}):
+            everything = query.get_points(label)
+            assert np.array_equal(np.concatenate(list(query.iter_points(label, chunk_size=3))), everything)
+            for sample in (1, 5, 64):
+                chosen = query.get_points(label, sample=sample)
+                assert len(chosen) == min(sample, len(everything))
+                assert Counter(as_row_set(chosen)) <= Counter(as_row_set(everything))
+                assert np.array_equal(chosen, query.get_points(label, sample=sample))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spatial_workloads())
+def test_box_queries_and_samples_match_brute_force_before_and_after_compaction(workload):
+    writes, boxes = workload
+    with tempfile.TemporaryDirectory(prefix="pocaduck-box-") as store, pytest.MonkeyPatch.context() as patch:
+        write_store(store, writes)
+        check_boxes(store, writes, boxes)
+        check_samples(store, writes)
+        small_levels(patch)
+        compact(store, workers=1, points_per_file=50)
+        check_boxes(store, writes, boxes)
+        check_samples(store, writes)
+
+
+# -- boxes ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cube(store):
+    """Label 1 fills the cube [0, 16)^3 on integer points, 2**64 - 1 sits at (20, 20, 20); blocks of 8."""
+    grid = np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    write_store(store, [(0, 1, grid), (1, 2**64 - 1, np.array([[20, 20, 20]]))], 64, max_points_per_file=10**6)
+    return store
+
+
+def test_a_box_is_half_open_like_slicing(cube):
+    with Query(cube) as query:
+        assert query.get_points_in_box((0, 0, 0), (2, 1, 1)).column("x").to_pylist() == [0, 1]
+        assert query.get_labels_in_box((16, 16, 16), (21, 21, 21)).tolist() == [2**64 - 1]
+        assert query.get_labels_in_box((16, 16, 16), (20, 20, 20)).tolist() == []
+        # between two integers there is no point of an integer store
+        assert query.get_labels_in_box((1.2, 0, 0), (1.8, 5, 5)).tolist() == []
+        assert len(query.get_points_in_box((0.5, 0, 0), (1.5, 1, 1))) == 1
+
+
+def test_a_bounding_box_that_meets_the_box_does_not_prove_a_point_inside(store):
+    # one write whose bounding box is the whole cube, with points only in two far corners
+    write_store(store, [(0, 7, np.array([[0, 0, 0], [7, 7, 7]]))])
+    with Query(store) as query:
+        assert query.get_labels_in_box((2, 2, 2), (5, 5, 5)).tolist() == []
+        assert query.get_labels_in_box((6, 6, 6), (9, 9, 9)).tolist() == [7]
+
+
+def test_points_in_box_reads_only_row_groups_whose_runs_meet_the_box(cube, monkeypatch):
+    with Query(cube, cache_size=0) as query:
+        read = []
+        original = query._points._read_row_groups
+        monkeypatch.setattr(
+            query._points, "_read_row_groups", lambda *args: read.append(len(args[3])) or original(*args)
+        )
+        inside = query.get_points_in_box((0, 0, 0), (8, 8, 8))
+        assert len(inside) == 8**3
+        # the block (0,0,0) holds 512 points in 8 row groups of 64; the other 7 blocks of label 1 are not read
+        assert sum(read) == 8
+
+
+def test_points_in_box_as_numpy_and_pandas(cube):
+    with Query(cube) as query:
+        by_label = query.get_points_in_box((15, 15, 15), (30, 30, 30), output="numpy")
+        assert list(by_label) == [1, 2**64 - 1]
+        assert by_label[1].tolist() == [[15, 15, 15]] and by_label[2**64 - 1].tolist() == [[20, 20, 20]]
+        frame = query.get_points_in_box((15, 15, 15), (30, 30, 30), output="pandas")
+        assert list(frame.columns) == ["label", "x", "y", "z"] and len(frame) == 2
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "message"),
+    [
+        ((0, 0, 5), (9, 9, 5), "below upper on every axis.*z"),
+        ((0, 9, 0), (9, 1, 9), "below upper on every axis.*y"),
+        ((0, 0), (9, 9), "lower has 2 values but this store's boxes have 3"),
+        ((0, 0, 0), (9, 9, 9, 9), "upper has 4 values"),
+        ((0, 0, float("nan")), (9, 9, 9), "finite numbers"),
+        ((0, 0, 0), (9, 9, float("inf")), "finite numbers"),
+        ("0,0,0", (9, 9, 9), "must be 3 numbers"),
+        ((0, 0, True), (9, 9, 9), "finite numbers"),
+    ],
+)
+def test_bad_boxes_are_refused_with_what_is_wrong(cube, lower, upper, message):
+    with Query(cube) as query:
+        for ask in (query.get_labels_in_box, query.get_points_in_box):
+            with pytest.raises(InvalidBoxError, match=message):
+                ask(lower, upper)
+
+
+# -- samples ----------------------------------------------------------------------
+
+
+def counted_points(label: int, count: int) -> np.ndarray:
+    """``count`` points whose x is their index: a sample tells which rows it took."""
+    return np.stack([np.arange(count), np.full(count, label % 1000), np.arange(count) % 7], axis=1)
+
+
+@pytest.fixture
+def big_label_store(store):
+    """Label 2**63 + 5 with 20,000 points over 40 blocks and 3 files, and labels 3, 50 and 1500 of that many."""
+    with Ingestor(store, 0, max_points_per_file=7000) as ingestor:
+        for label in (2**63 + 5, 3, 50, 1500):
+            points = counted_points(label, 20_000 if label > 2**63 else label)
+            for block in range(40):
+                ingestor.write(label, block, points[block::40])
+    consolidate(store)
+    return store
+
+
+def sample_in_child(store: str, label: int, sample: int, seed: int | None) -> list:
+    with Query(store) as query:
+        return query.get_points(label, sample=sample, seed=seed).tolist()
+
+
+def test_a_sample_is_a_uniform_subset_the_same_everywhere(big_label_store):
+    label = 2**63 + 5
+    compact(big_label_store, workers=1)
+    with Query(big_label_store, cache_size=0) as first, Query(big_label_store) as second:
+        everything = as_row_set(first.get_points(label))
+        for sample, seed in [(1, None), (1024, None), (1500, None), (1500, 7), (30_000, None)]:
+            chosen = first.get_points(label, sample=sample, seed=seed)
+            assert chosen.shape == (min(sample, 20_000), 3)
+            assert set(as_row_set(chosen)) <= set(everything) and len(set(as_row_set(chosen))) == len(chosen)
+            assert np.array_equal(chosen, second.get_points(label, sample=sample, seed=seed))
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            in_child = pool.apply(sample_in_child, (big_label_store, label, 1500, None))
+        assert in_child == first.get_points(label, sample=1500).tolist()
+        assert first.get_points(label, sample=100, seed=1).tolist() != first.get_points(label, sample=100).tolist()
+
+
+def recorded_reads(query, monkeypatch):
+    """The point counts of every row run the query reads, one list per read, from now on."""
+    reads = []
+    original = query._points.read_rows
+    monkeypatch.setattr(query._points, "read_rows", lambda f, o, c: reads.append(c.tolist()) or original(f, o, c))
+    return reads
+
+
+def test_on_a_compacted_store_a_sample_reads_one_short_range(big_label_store, monkeypatch):
+    label = 2**63 + 5
+    compact(big_label_store, workers=1)
+    with Query(big_label_store, cache_size=0) as query:
+        reads = recorded_reads(query, monkeypatch)
+        query.get_points(label, sample=1024)
+        query.get_points(label, sample=1025)
+        query.get_points(label, sample=1024, seed=3)  # an integer seed reads the whole label
+        assert reads[:2] == [[1024], [4096]]
+        assert sum(reads[2]) == 20_000
+
+
+def test_many_labels_sample_each_as_alone(big_label_store):
+    labels = [3, 50, 1500, 2**63 + 5, 999]
+    for compacted in (False, True):
+        if compacted:
+            compact(big_label_store, workers=1)
+        with Query(big_label_store) as query:
+            together = query.get_points(labels, sample=40)
+            assert list(together) == labels
+            for label in labels:
+                assert np.array_equal(together[label], query.get_points(label, sample=40))
+                in_block = as_row_set(query.get_points(label, blocks=[0]))
+                chosen = query.get_points(label, sample=2, blocks=[0], output="pandas")
+                assert len(chosen) == min(2, len(in_block)) and set(map(tuple, chosen.to_numpy().tolist())) <= set(
+                    in_block
+                )
+            table = query.get_points(labels, sample=40, output="arrow")
+            assert table.column("label").to_pylist() == [lab for lab in sorted(labels) for _ in together[lab]]
+
+
+def test_samples_are_pinned_across_machines_and_versions(big_label_store):
+    """The hash, levels and picks are plain integer arithmetic: these values must never change."""
+    with Query(big_label_store) as query:
+        assert query.get_points(1500, sample=5)[:, 0].tolist() == PINNED_WHOLE
+        assert query.get_points(1500, sample=5, seed=2**64 - 1)[:, 0].tolist() == PINNED_SEEDED
+    compact(big_label_store, workers=1)
+    with Query(big_label_store) as query:
+        assert query.get_points(2**63 + 5, sample=5)[:, 0].tolist() == PINNED_STORED
+
+
+PINNED_WHOLE = [1178, 819, 1060, 1266, 1195]
+PINNED_SEEDED = [816, 1416, 1225, 69, 671]
+PINNED_STORED = [15885, 1705, 15555, 5677, 17158]
+
+
+def test_over_many_seeds_every_row_is_chosen_about_equally_often(store):
+    write_store(store, [(0, 11, counted_points(11, 50))])
+    with Query(store) as query:
+        chosen = Counter(x for seed in range(2000) for x in query.get_points(11, sample=10, seed=seed)[:, 0].tolist())
+    # each row's count is Binomial(2000, 0.2): mean 400, sd 18; the bounds are 6 sd away
+    assert sorted(chosen) == list(range(50))
+    assert min(chosen.values()) > 290 and max(chosen.values()) < 510
+
+
+def test_the_stored_order_makes_every_row_equally_likely_across_labels(store, monkeypatch):
+    small_levels(monkeypatch)  # levels of 4, 8, 16, 32, 64 rows: a sample of 6 reads the first 8 rows
+    labels = list(range(1000, 2500))
+    with Ingestor(store, 0) as ingestor:
+        for label in labels:
+            points = counted_points(label, 48)
+            for block in range(3):  # three blocks, so each level is sorted by block, not by row
+                ingestor.write(label, block, points[block::3])
+    consolidate(store)
+    compact(store, workers=1)
+    with Query(store) as query:
+        by_label = query.get_points(labels, sample=6)
+    chosen = Counter(x for points in by_label.values() for x in points[:, 0].tolist())
+    # each row's count is Binomial(1500, 1/8): mean 187.5, sd 12.8; the bounds are 6 sd away
+    assert sorted(chosen) == list(range(48))
+    assert min(chosen.values()) > 110 and max(chosen.values()) < 265
+
+
+def test_compaction_keeps_blocks_counts_and_points_of_labels_split_into_levels(big_label_store):
+    label = 2**63 + 5
+    with Query(big_label_store, cache_size=0) as query:
+        before = {
+            "points": as_row_set(query.get_points(label)),
+            "blocks": query.get_blocks_for_label(label),
+            "block 7": as_row_set(query.get_points(label, blocks=[7])),
+            "summary": {k: v for k, v in query.get_label_summary(label).items() if k != "file_count"},
+        }
+    compact(big_label_store, workers=1)
+    with Query(big_label_store, cache_size=0) as query:
+        assert as_row_set(query.get_points(label)) == before["points"]
+        assert query.get_blocks_for_label(label) == before["blocks"]
+        assert as_row_set(query.get_points(label, blocks=[7])) == before["block 7"]
+        summary = query.get_label_summary(label)
+        assert {k: v for k, v in summary.items() if k != "file_count"} == before["summary"]
+        assert summary["file_count"] == 1
+        runs = query.sql("SELECT count(*) AS n FROM point_index WHERE label = ?", [label])["n"][0]
+        assert 40 < runs <= 40 * len(sampling.level_ends(20_000, sampling.ORDER))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"sample": 0}, "sample must be a positive integer"),
+        ({"sample": -3}, "sample must be a positive integer"),
+        ({"sample": 2.5}, "sample must be a positive integer"),
+        ({"sample": True}, "sample must be a positive integer"),
+        ({"sample": "10"}, "sample must be a positive integer"),
+        ({"sample": 10, "seed": -1}, "seed must be None or an integer"),
+        ({"sample": 10, "seed": 1.0}, "seed must be None or an integer"),
+        ({"seed": 3}, "give sample=N with it"),
+    ],
+)
+def test_bad_samples_are_refused(big_label_store, arguments, message):
+    with Query(big_label_store) as query, pytest.raises(InvalidArgumentError, match=message):
+        query.get_points(3, **arguments)
+
+
+# -- big labels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 999, 4096, 10**6])
+def test_iter_points_concatenates_to_get_points_in_bounded_reads(big_label_store, chunk_size, monkeypatch):
+    label = 2**63 + 5
+    for compacted in (False, True):
+        if compacted:
+            compact(big_label_store, workers=1)
+        with Query(big_label_store, cache_size=0) as query:
+            reads = recorded_reads(query, monkeypatch)
+            chunks = list(query.iter_points(label, chunk_size=chunk_size))
+            assert all(len(chunk) == chunk_size for chunk in chunks[:-1]) and 0 < len(chunks[-1]) <= chunk_size
+            assert max(map(sum, reads)) <= max(chunk_size, layout_group_size(query))
+            monkeypatch.undo()
+            assert np.array_equal(np.concatenate(chunks), query.get_points(label))
+            assert chunks[0].dtype == query.get_points(label).dtype
+            assert list(query.iter_points(12345)) == []
+
+
+def layout_group_size(query):
+    return max(group for _, group, _ in query._points.files.values())
+
+
+def test_iter_points_refuses_a_chunk_size_below_one(big_label_store):
+    with Query(big_label_store) as query:
+        for bad in (0, -1, 1.5):
+            with pytest.raises(InvalidArgumentError, match="chunk_size must be a positive integer"):
+                query.iter_points(3, chunk_size=bad)
+
+
+# -- the dataset --------------------------------------------------------------------
+
+
+def items_in_this_process(dataset: PointCloudDataset, indices: list[int]) -> list:
+    return [(label, points.tolist()) for label, points in (dataset[i] for i in indices)]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_the_dataset_gives_the_same_items_in_a_pool_of_processes(big_label_store, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{method} is not available here")
+    compact(big_label_store, workers=1)
+    dataset = PointCloudDataset(big_label_store, sample=100, columns=["z", "x"])
+    expected = items_in_this_process(dataset, list(range(len(dataset))))  # the parent holds a Query when it forks
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        parts = pool.starmap(items_in_this_process, [(dataset, [i]) for i in range(len(dataset))])
+    assert [item for part in parts for item in part] == expected
+    assert [label for label, _ in expected] == [3, 50, 1500, 2**63 + 5]
+    assert [len(points) for _, points in expected] == [3, 50, 100, 100]
+    assert all(len(point) == 2 for _, points in expected for point in points)
+
+
+def test_the_dataset_pickles_without_its_reader_and_batches_like_items(big_label_store):
+    dataset = PointCloudDataset(big_label_store, labels=[2**63 + 5, 3], sample=7, seed=4)
+    first = dataset[0]
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy._query is None and len(copy) == 2
+    assert copy[0][0] == first[0] and np.array_equal(copy[0][1], first[1])
+    batch = dataset.__getitems__([1, 0, 1])
+    assert [label for label, _ in batch] == [3, 2**63 + 5, 3]
+    assert all(np.array_equal(points, dataset[i][1]) for (_, points), i in zip(batch, [1, 0, 1], strict=True))
+    with pytest.raises(IndexError):
+        dataset[2]
+    with pytest.raises(InvalidArgumentError, match="columns must be"):
+        PointCloudDataset(big_label_store, columns=["w"])
+    with pytest.raises(InvalidArgumentError, match="sample must be"):
+        PointCloudDataset(big_label_store, sample=0)
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def test_the_command_line_samples_and_answers_boxes(cube, tmp_path, capsys):
+    assert cli(["labels-in-box", cube, "15,15,15", "21,21,21"]) == 0
+    assert capsys.readouterr().out.split() == ["1", str(2**64 - 1)]
+    target = str(tmp_path / "box.parquet")
+    assert cli(["points-in-box", cube, "0,0,0", "2,2,2", "-o", target]) == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(target).column_names == ["label", "x", "y", "z"] and pq.read_table(target).num_rows == 8
+    assert cli(["points", cube, "1", "--sample", "5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6
+    assert cli(["labels-in-box", cube, "5,0,0", "4,9,9"]) == 1
+    assert "lower must be below upper" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        cli(["points", cube, "1", "--sample", "0"])
+    assert exit_status.value.code == 2
+
+
+def test_box_results_are_grouped_by_label(cube):
+    with Query(cube) as query:
+        labels = query.get_points_in_box((0, 0, 0), (30, 30, 30)).column("label").to_pylist()
+    assert labels == sorted(labels) and defaultdict(int, Counter(labels))[1] == 16**3
