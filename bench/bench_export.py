@@ -1,4 +1,4 @@
-"""Neuroglancer export benchmark: points/s exported with 1 and 2 processes, files written, and reading one label
+"""Neuroglancer export benchmark: points/s exported with 1 and 2 local workers (threads), files written, and reading one label
 back through neuroglancer's AnnotationReader beside Query.get_points.
 
     .venv/bin/python bench/bench_export.py            # about 2 minutes on 2 shared cores
@@ -93,7 +93,7 @@ def render(results: dict[str, Any]) -> str:
         "| export | seconds | points/s | files | MB | files per 10⁶ points |",
         "|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {workers} process{'es' if workers > 1 else ''} | {r['seconds']:.1f} | {r['points_per_second']:,} | "
+            f"| {workers} thread{'s' if workers > 1 else ''} | {r['seconds']:.1f} | {r['points_per_second']:,} | "
             f"{r['files']} | {r['bytes'] / 1e6:.0f} | {per_million:.1f} |"
             for workers, r in ((1, one), (2, two))
         ),
