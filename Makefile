@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,widgets,browser-test,scan,dask,s3
+EXTRAS := test,widgets,browser-test,scan,dask,s3,neuroglancer
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export clean
 
 install: $(INSTALLED)
 
@@ -84,6 +84,9 @@ bench-requests: install
 
 bench-widgets: install browser
 	$(BIN)/python bench/bench_widgets.py $(BENCH_ARGS)
+
+bench-export: install
+	$(BIN)/python bench/bench_export.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV15) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts

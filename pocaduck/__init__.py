@@ -16,6 +16,9 @@ from .errors import (
     DamagedStoreError,
     DataFileError,
     EmptyStoreError,
+    ExportCancelledError,
+    ExportError,
+    ExportFolderError,
     IndexConflictError,
     IngestorClosedError,
     InvalidArgumentError,
@@ -39,6 +42,7 @@ from .errors import (
     StoreNotConsolidatedError,
     StoreNotFoundError,
     StoreWriteError,
+    UnknownLabelError,
     UnsupportedStorageError,
     WorkerBusyError,
     WorkerNotFinalizedError,
@@ -48,6 +52,7 @@ from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
 from .migration import migrate
+from .neuroglancer import ExportReport, export_neuroglancer
 from .progress import ProgressEvent
 from .query import Query
 from .reader import Reader
@@ -65,6 +70,10 @@ __all__ = [
     "DamagedStoreError",
     "DataFileError",
     "EmptyStoreError",
+    "ExportCancelledError",
+    "ExportError",
+    "ExportFolderError",
+    "ExportReport",
     "GarbageReport",
     "IndexConflictError",
     "Ingestor",
@@ -99,6 +108,7 @@ __all__ = [
     "StoreNotConsolidatedError",
     "StoreNotFoundError",
     "StoreWriteError",
+    "UnknownLabelError",
     "UnsupportedStorageError",
     "VerifyReport",
     "WorkerBusyError",
@@ -108,6 +118,7 @@ __all__ = [
     "compact",
     "consolidate",
     "create_store",
+    "export_neuroglancer",
     "make_demo_volume",
     "migrate",
     "open_store",

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 import numpy as np
@@ -32,6 +32,7 @@ from .consolidate import consolidate
 from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
 from .migration import migrate
+from .neuroglancer import export_neuroglancer
 from .query import Query
 from .scan import open_volume, scan_volume
 from .store import Store, open_store
@@ -118,13 +119,20 @@ def _verb_verify(args: argparse.Namespace) -> None:
         )
 
 
-def _verb_scan(args: argparse.Namespace) -> None:
-    with contextlib.ExitStack() as resources:
-        client = None
-        if args.scheduler:
-            from distributed import Client
+@contextlib.contextmanager
+def _dask_client(args: argparse.Namespace) -> Iterator[object]:
+    """A Dask client on ``--scheduler`` for the verb's duration, or None to use local workers."""
+    if not args.scheduler:
+        yield None
+        return
+    from distributed import Client
 
-            client = resources.enter_context(Client(args.scheduler))
+    with Client(args.scheduler) as client:
+        yield client
+
+
+def _verb_scan(args: argparse.Namespace) -> None:
+    with _dask_client(args) as client:
         result = scan_volume(
             open_volume(args.volume),
             _store(args),
@@ -144,6 +152,23 @@ def _verb_scan(args: argparse.Namespace) -> None:
         )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
     print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
+
+
+def _verb_export_neuroglancer(args: argparse.Namespace) -> None:
+    with _dask_client(args) as client:
+        report = export_neuroglancer(
+            _store(args),
+            StorageConfig.from_args(args, args.out),
+            labels=args.labels,
+            workers=args.workers,
+            client=client,
+            progress=None if args.no_progress else "tqdm",
+            retries=args.retries,
+        )
+    print(json.dumps(report.to_dict(), indent=2))
+    print(
+        f"open it in neuroglancer as precomputed://{report.out} (served over HTTP or from its bucket)", file=sys.stderr
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -331,6 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")
     scan.set_defaults(run=_verb_scan)
+
+    export = verbs.add_parser(
+        "export-neuroglancer",
+        parents=[credentials],
+        help="write a store as neuroglancer precomputed point annotations (sharded), resumable",
+    )
+    export.add_argument("store")
+    export.add_argument("out", help="a new or empty folder, or a bucket URL; re-run the same command to resume")
+    export.add_argument("--labels", type=_label, nargs="+", help="only these labels (default: all)")
+    export.add_argument("--workers", type=_integer(1), help="local worker threads (default: one per CPU)")
+    export.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local threads")
+    export.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed task this many times")
+    export.add_argument("--no-progress", action="store_true", help="no progress bars")
+    export.set_defaults(run=_verb_export_neuroglancer)
     return parser
 
 

@@ -175,3 +175,22 @@ class ScanWorkerError(PocaduckError, RuntimeError):
         message = f"scan worker {self.worker_id!r} failed {where}: {self.error}"
         others = [f.worker_id for f in self.failures if f is not self]
         return message + (f" (workers {others} failed too)" if others else "")
+
+
+# -- exporting ------------------------------------------------------------------
+
+
+class UnknownLabelError(PocaduckError, LookupError):
+    """Labels given to an export are not in the store."""
+
+
+class ExportFolderError(PocaduckError, FileExistsError):
+    """The export's output folder holds other files or another export; nothing in it was changed."""
+
+
+class ExportError(PocaduckError, RuntimeError):
+    """An export task failed or its process died; run the export again to resume it."""
+
+
+class ExportCancelledError(ExportError):
+    """The export was stopped (``stop`` set); the tasks done are kept, and running it again resumes it."""

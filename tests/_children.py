@@ -142,5 +142,20 @@ def scan(store: str, workers: str) -> None:
     scan_volume(BlockingVolume(), store, block_shape=4, workers=int(workers))
 
 
+def export_then_hang(store: str, out: str, tasks: str) -> None:
+    """Export with one worker, printing each finished task; after ``tasks`` of them, stop half-way for good."""
+    from pocaduck import export_neuroglancer
+
+    def report(event) -> None:
+        if event.state == "finished":
+            say(event.worker_id)
+            if len(finished) + 1 >= int(tasks):
+                signal.pause()
+            finished.append(event.worker_id)
+
+    finished: list[str] = []
+    export_neuroglancer(store, out, workers=1, progress=report, shard_bytes=4096, points_per_cell=200)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

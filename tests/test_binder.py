@@ -22,7 +22,7 @@ from packaging.version import Version
 from test_notebooks import NAMES, problems_in
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-BINDER_EXTRAS = ("widgets", "scan", "dask")  # what binder/postBuild installs pocaduck with
+BINDER_EXTRAS = ("widgets", "scan", "dask", "neuroglancer")  # what binder/postBuild installs pocaduck with
 LAB = ("jupyterlab", "ipykernel")  # JupyterLab itself, whose bounds the browser-test extra sets
 WIDGET_EXTENSIONS = ("@jupyter-widgets/jupyterlab-manager", "jupyter-threejs", "anywidget")
 

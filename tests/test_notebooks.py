@@ -53,8 +53,8 @@ def workspace(tmp_path_factory) -> Path:
     return folder
 
 
-def test_there_are_the_five_notebooks_with_outputs_cleared_and_a_kernel():
-    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_the_six_notebooks_with_outputs_cleared_and_a_kernel():
+    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_", "06_"]
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(notebook)

@@ -1,7 +1,7 @@
 """Jupyter widgets for pocaduck stores: find labels, look at their points, watch ingestion.
 
-Install with ``pip install pocaduck[widgets]``. The browser, viewer and
-explorer take a store path, a ``StorageConfig`` or an open ``Query``.
+Install with ``pip install pocaduck[widgets]`` (and ``pocaduck[neuroglancer]`` for
+``neuroglancer_viewer``). The widgets take a store path, a ``StorageConfig`` or an open ``Query``.
 
 Example::
 
@@ -12,6 +12,16 @@ Example::
 from .browser import LabelBrowser, LabelNotFoundError
 from .explorer import Explorer
 from .monitor import IngestionMonitor, WorkerPanel
+from .neuroglancer_view import NeuroglancerView, neuroglancer_viewer
 from .viewer import PointCloudViewer
 
-__all__ = ["Explorer", "IngestionMonitor", "LabelBrowser", "LabelNotFoundError", "PointCloudViewer", "WorkerPanel"]
+__all__ = [
+    "Explorer",
+    "IngestionMonitor",
+    "LabelBrowser",
+    "LabelNotFoundError",
+    "NeuroglancerView",
+    "PointCloudViewer",
+    "WorkerPanel",
+    "neuroglancer_viewer",
+]

@@ -1,4 +1,4 @@
-"""The explorer: label browser, point cloud viewer and details pane side by side.
+"""The explorer: label browser, point cloud viewer and details pane side by side; neuroglancer below on request.
 
 The three wrap rather than squeeze: the table takes what the view leaves and
 scrolls sideways within its own box, and when the output is too narrow for
@@ -21,6 +21,7 @@ from pocaduck import InvalidBoxError
 
 from ._source import StoreLike, open_query
 from .browser import LabelBrowser
+from .neuroglancer_view import NeuroglancerView
 from .viewer import PointCloudViewer
 
 _BLOCKS_LISTED = 6
@@ -32,6 +33,8 @@ class Explorer(w.VBox):
 
     ``width`` and ``height`` are the 3D view's canvas in pixels; the table takes the width left beside it.
     The box tool's corners are voxel coordinates, lower inclusive and upper exclusive.
+    "open in neuroglancer" exports the store (once; see ``neuroglancer_viewer``) and opens neuroglancer
+    below, with the selected labels as its segments; later selections follow there too.
 
     Example::
 
@@ -52,10 +55,12 @@ class Explorer(w.VBox):
             height=height,
             layout=w.Layout(flex="0 0 auto", width=f"{width}px", margin=_GAP),  # the canvas's width: legend under it
         )
-        self.details = w.HTML(
-            layout=w.Layout(flex="1 1 180px", min_width="0", max_height=f"{height + 80}px", overflow="auto")
-        )
-        for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (self.details, "details")):
+        self.details = w.HTML(layout=w.Layout(max_height=f"{height + 40}px", overflow="auto", margin="4px 0 0 0"))
+        self.neuroglancer: NeuroglancerView | None = None
+        self.open_button = w.Button(description="open in neuroglancer", icon="external-link")
+        self.open_button.on_click(lambda _button: self.open_neuroglancer())
+        side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="1 1 180px", min_width="0"))
+        for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
         self.browser.observe(self._on_selection, "selected_labels")
         self._box: tuple[list[float], list[float]] | None = None
@@ -75,9 +80,10 @@ class Explorer(w.VBox):
         )
         box_tool.add_class("pocaduck-explorer-box")
         parts = w.HBox(
-            [self.browser, self.viewer, self.details], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")
+            [self.browser, self.viewer, side], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")
         )
-        super().__init__([box_tool, parts], **kwargs)
+        self._below = w.Box(layout=w.Layout(width="100%"))
+        super().__init__([box_tool, parts, self._below], **kwargs)
         self._describe([])
 
     def limit_to_box(self, lower: tuple[float, float, float], upper: tuple[float, float, float]) -> list[int]:
@@ -114,6 +120,19 @@ class Explorer(w.VBox):
         except InvalidBoxError as error:
             self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
+    def open_neuroglancer(self) -> NeuroglancerView:
+        """Show neuroglancer below, with the selected labels (the first time, the store is exported first)."""
+        if self.neuroglancer is None:
+            self.open_button.disabled, self.open_button.description = True, "exporting…"
+            try:
+                self.neuroglancer = NeuroglancerView(self.query, self.browser.selected_labels)
+            finally:
+                self.open_button.disabled, self.open_button.description = False, "open in neuroglancer"
+            self._below.children = (self.neuroglancer,)
+        else:
+            self.neuroglancer.show(self.browser.selected_labels)
+        return self.neuroglancer
+
     def _on_selection(self, change: dict) -> None:
         labels = change["new"]
         if labels:
@@ -122,6 +141,8 @@ class Explorer(w.VBox):
             self.viewer.show(self._box_labels, box=self._box)
         else:
             self.viewer.clear()
+        if self.neuroglancer is not None:
+            self.neuroglancer.show(labels)
         self._describe(labels)
 
     def _describe(self, labels: list[int]) -> None:

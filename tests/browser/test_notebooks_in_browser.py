@@ -1,7 +1,8 @@
-"""The quick start and render notebooks, run in real JupyterLab in headless Chromium: their widgets appear.
+"""The quick start, render and neuroglancer notebooks, run in real JupyterLab in headless Chromium: their widgets
+appear and draw.
 
 The notebooks run from a copy of notebooks/ with no demo store yet, as on a
-fresh checkout. Screenshots of both go to test-artifacts/.
+fresh checkout. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lab import (
     error_outputs,
     jupyter_lab,
     open_notebook,
+    pixels_unlike,
     run_all_cells,
     skip_without_browser,
     wait_for_drawing,
@@ -23,6 +25,7 @@ from lab import (
 )
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+POINT_MAGENTA = (255, 0, 255)  # the color neuroglancer_viewer gives the points
 skip_without_browser()
 
 
@@ -80,3 +83,26 @@ def _viewers(page):
     """Each viewer's output area, in notebook order."""
     outputs = page.locator(".jp-OutputArea-output", has=page.locator("canvas"))
     return [outputs.nth(i) for i in range(outputs.count())]
+
+
+def test_the_neuroglancer_notebook_draws_the_exported_labels_points(lab):
+    pytest.importorskip("neuroglancer")
+    page = run_notebook_in_browser(lab, "06_neuroglancer.ipynb")
+    frames = page.locator("iframe.pocaduck-neuroglancer")
+    assert frames.count() == 2  # the viewer, and the one the Explorer opened
+    for index in range(2):
+        frame = frames.nth(index)
+        frame.scroll_into_view_if_needed()
+        box = frame.bounding_box()
+        below_the_layer_bar = {"x": box["x"], "y": box["y"] + 60, "width": box["width"], "height": box["height"] - 60}
+        points = 0
+        for _ in range(360):  # neuroglancer loads its client and the labels' shards, then draws (software WebGL)
+            shot = page.screenshot(clip=below_the_layer_bar)
+            differing, total = pixels_unlike(page, shot, POINT_MAGENTA, tolerance=90)
+            points = total - differing
+            if points > 2000:
+                break
+            page.wait_for_timeout(500)
+        (ARTIFACTS / f"neuroglancer-{index + 1}.png").write_bytes(shot)
+        assert points > 2000, f"neuroglancer {index + 1} drew {points} pixels of points"
+    page.screenshot(path=ARTIFACTS / "notebook-06-neuroglancer.png", full_page=True)

@@ -1,0 +1,185 @@
+"""``export_neuroglancer``: a store as sharded precomputed point annotations that neuroglancer opens."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..config import StorageConfig, as_config
+from ..errors import ExportCancelledError, ExportError, LegacyStoreError
+from ..executor import Failure, Pool, Task, run_tasks
+from ..progress import Progress, progress_sink
+from ..query import Query
+from ..storage import open_storage
+from ..store import Store, open_store
+from .plan import (
+    DEFAULT_SHARD_BYTES,
+    FORMAT,
+    FORMAT_VERSION,
+    INFO,
+    RECORD,
+    WORK,
+    make_plan,
+    output_state,
+    save_plan,
+)
+from .spatial import POINTS_PER_CELL
+from .tasks import ExportTask, is_done, publish, result_of, run_export_task
+
+_POOL: Pool = "threads"  # local tasks run in threads: measured, see export_neuroglancer's docstring
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote; ``reused`` when ``out`` already held this very export and nothing was written."""
+
+    out: str
+    labels: int
+    points: int
+    files: int
+    bytes: int
+    tasks: int
+    tasks_reused: int
+    seconds: float
+    reused: bool = False
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points / self.seconds if self.seconds > 0 and not self.reused else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "points_per_second": round(self.points_per_second)}
+
+
+def export_neuroglancer(
+    store: Store | StorageConfig | str | os.PathLike,
+    out: StorageConfig | str | os.PathLike,
+    labels: Iterable[int] | None = None,
+    properties: Sequence[str] | None = None,
+    workers: int | None = None,
+    client: Any = None,
+    progress: Progress = None,
+    *,
+    retries: int = 0,
+    stop: threading.Event | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    points_per_cell: int = POINTS_PER_CELL,
+) -> ExportReport:
+    """Write ``labels`` of a store (all by default) into ``out`` as neuroglancer precomputed point annotations.
+
+    ``out`` is a new or empty folder, or a bucket URL (``s3://…``, ``gs://…``, ``az://…``). It
+    gets ``info``, a ``by_id`` index, one relationship ``label`` (select a segment, see its
+    points) and a spatial index of several levels, all sharded (``neuroglancer_uint64_sharded_v1``,
+    shards of about ``shard_bytes``). Each spatial level holds about ``points_per_cell`` points per grid
+    cell, the finest level the rest. Open it in neuroglancer as ``precomputed://URL-of-out``.
+
+    Coordinates are the store's x, y, z as float32, in voxels of the manifest's ``voxel_size``
+    (nm; 1 nm with a warning when it has none). ``properties`` (default: every column after x, y, z)
+    become annotation properties; neuroglancer has no 64-bit types, so int64 and uint64 columns
+    become int32 and uint32 (a value out of range stops the export, naming the column) and
+    float64 columns float32.
+
+    Tasks run on :func:`pocaduck.executor.run_tasks`: in ``workers`` threads of this process
+    (default one per CPU; 1 runs them one after another), or on a Dask ``client``; a task that
+    fails runs again up to ``retries`` times. Threads, not processes: a task's work is DuckDB,
+    Arrow, Parquet and numpy, which release the GIL, and side by side on a 224³ demo volume
+    (1.5 M points, 10 tasks, 2 busy cores) 2 threads took 1.2–3.3 s (median 2.2) against 2.0–3.8 s
+    (median 2.9) for 2 processes, which also pay their start-up and need an
+    ``if __name__ == "__main__":`` guard in scripts. ``progress`` (a callable, or ``"tqdm"`` for bars)
+    receives a :class:`~pocaduck.ProgressEvent` per task as it is queued, runs and ends. Setting
+    ``stop`` (from another thread), or Ctrl-C, stops the export between the tasks' units with
+    :class:`~pocaduck.ExportCancelledError` (or KeyboardInterrupt). A run that was stopped, failed
+    or killed resumes where it stopped when run again with the same arguments, and ends
+    with the same bytes as an uninterrupted one; running it again once done changes nothing.
+    A folder that holds anything else is refused untouched (``ExportFolderError``).
+
+    >>> import tempfile, numpy as np
+    >>> from pocaduck import Ingestor, consolidate, create_store
+    >>> store = tempfile.mkdtemp()
+    >>> _ = create_store(store, voxel_size=[8, 8, 40])
+    >>> with Ingestor(store, worker_id=0) as ingestor:
+    ...     ingestor.write(7, "b0", np.array([[1, 2, 3], [4, 5, 6]]))
+    >>> _ = consolidate(store)
+    >>> report = export_neuroglancer(store, tempfile.mkdtemp() + "/ng", workers=1)
+    >>> report.points, report.labels
+    (2, 1)
+    """
+    if retries < 0:
+        raise ValueError("retries must be at least 0")
+    started = time.perf_counter()
+    opened = open_store(store)
+    opened.require("export_neuroglancer")
+    if opened.kind != "pocaduck":
+        raise LegacyStoreError(
+            f"{opened.path} was written by the original pocaduck 0.1.x: convert it first with "
+            f"`pocaduck migrate OLD NEW`, then export the new store"
+        )
+    out_config = as_config(out)
+    storage = open_storage(out_config)
+    with Query(opened) as query:
+        plan, table = make_plan(opened, query, labels, properties, shard_bytes, points_per_cell)
+    state = output_state(storage, plan.fingerprint)
+    if state == "done":
+        storage.delete_tree(WORK)  # a run killed after its last file leaves only this
+        record = json.loads(storage.read_bytes(RECORD))
+        return ExportReport(out_config.base_path, record["labels"], record["points"], record["files"],
+                            record["bytes"], 0, 0, time.perf_counter() - started, reused=True)  # fmt: skip
+    if state == "new":
+        save_plan(storage, plan, table)
+    phases = [plan.id_tasks(), plan.shard_tasks()]  # every shard task reads every ids task's rows
+    pending = 0
+    with progress_sink(progress, unit="task") as sink:
+        for names in phases:
+            todo = [name for name in names if not is_done(storage, name)]
+            pending += len(todo)
+            tasks = [Task(name, 1, run_export_task, ExportTask(opened.config, out_config, plan.fingerprint, name))
+                     for name in todo]  # fmt: skip
+            outcomes = run_tasks(
+                tasks,
+                workers=workers or os.cpu_count() or 1,
+                sink=sink,
+                stop=stop,
+                retries=retries,
+                client=client,
+                pool=_POOL,
+            )
+            _raise_failures(out_config, outcomes)
+    names = [name for phase in phases for name in phase]
+    results = [result_of(storage, name) for name in names]
+    largest = {}
+    for name, result in zip(names, results, strict=True):
+        index = name.rsplit("-", 1)[0]
+        largest[index] = max(largest.get(index, 0), result["largest_cell"])
+    info = plan.info([largest.get(f"spatial{level}", 0) for level in range(len(plan.levels))])
+    info_bytes = publish(storage, INFO, [json.dumps(info, indent=1).encode()])
+    files = sum(result["files"] for result in results) + 1
+    total = sum(result["bytes"] for result in results) + info_bytes
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": plan.fingerprint,
+              "store": opened.path, "labels": plan.label_count, "points": plan.point_count, "files": files,
+              "bytes": total}  # fmt: skip
+    publish(storage, RECORD, [json.dumps(record, indent=1).encode()])
+    storage.delete_tree(WORK)
+    return ExportReport(out_config.base_path, plan.label_count, plan.point_count, files, total, len(names),
+                        len(names) - pending, time.perf_counter() - started)  # fmt: skip
+
+
+def _raise_failures(out: StorageConfig, results: dict[str, Any]) -> None:
+    """Stop with an error saying what went wrong and what helps: running again resumes from the tasks done."""
+    failures = [result for result in results.values() if isinstance(result, Failure)]
+    resumes = f"run the export into {out.base_path} again with the same arguments: it resumes from the tasks done"
+    if any(failure.cancelled for failure in failures):
+        raise ExportCancelledError(f"the export was cancelled; {resumes}")
+    if not failures:
+        return
+    first = failures[0]
+    what = f"export task {first.worker_id} failed: {first.text}"
+    if first.never_started:  # the text says why; a re-run would fail the same way
+        raise ExportError(what)
+    if first.error is None:
+        raise ExportError(f"{what}. {resumes[0].upper()}{resumes[1:]}")
+    raise ExportError(f"{what}. Fix the cause, then {resumes}") from first.error
