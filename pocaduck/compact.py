@@ -39,7 +39,7 @@ from . import layout
 from .config import StorageConfig
 from .consolidate import publish_unified_index, write_failures_reported
 from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
-from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, run_tasks
+from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, progress_sink
@@ -401,22 +401,17 @@ def _shard_task(job: tuple[StorageConfig, str, int], report: Callback, should_st
 
 def _raise_failures(config: StorageConfig, results: dict[str, Any], reused: int) -> None:
     """Stop with an error saying what went wrong and what helps: re-running resumes from the shards written."""
-    failures = [result for result in results.values() if isinstance(result, Failure)]
-    written = reused + len(results) - len(failures)
+    written = reused + sum(not isinstance(result, Failure) for result in results.values())
     resumes = f"it resumes from the {written} shards already written"
-    if any(failure.cancelled for failure in failures):
-        raise CompactionCancelledError(
+    raise_first_failure(
+        results,
+        lambda first: f"compaction shard {int(first.worker_id.rsplit('-', 1)[1])} failed: {first.text}",
+        f"run the compaction again: {resumes}",
+        CompactionError,
+        CompactionCancelledError(
             f"the compaction of {config.base_path} was cancelled; run it again with the same settings: {resumes}"
-        )
-    if not failures:
-        return
-    first = failures[0]
-    what = f"compaction shard {int(first.worker_id.rsplit('-', 1)[1])} failed: {first.text}"
-    if first.never_started:  # the text says why; a re-run would fail the same way
-        raise CompactionError(what)
-    if first.error is None:
-        raise CompactionError(f"{what}. Run the compaction again: {resumes}")
-    raise CompactionError(f"{what}. Fix the cause, then run the compaction again: {resumes}") from first.error
+        ),
+    )
 
 
 # -- publishing --------------------------------------------------------------

@@ -121,6 +121,38 @@ class Failure:
         return not (self.cancelled or self.never_started)
 
 
+def raise_first_failure(
+    results: dict[str, Any],
+    what_failed: Callable[[Failure], str],
+    run_again: str,
+    error: type[Exception],
+    cancelled: Exception,
+) -> None:
+    """Raise ``cancelled`` if a task was cancelled, else ``error`` for the first failed task, with advice that helps.
+
+    ``run_again`` says how to resume ("run the compaction again: it resumes from …"): a task
+    whose process never started gets no such advice (a re-run fails the same way), one that
+    raised its own error is told to fix the cause first.
+
+    >>> raise_first_failure({"a": Failure("a", "ValueError: bad")}, lambda f: f"task {f.worker_id} failed: {f.text}",
+    ...                     "run it again", RuntimeError, RuntimeError("cancelled"))
+    Traceback (most recent call last):
+    RuntimeError: task a failed: ValueError: bad. Run it again
+    """
+    failures = [result for result in results.values() if isinstance(result, Failure)]
+    if any(failure.cancelled for failure in failures):
+        raise cancelled
+    if not failures:
+        return
+    first = failures[0]
+    what = what_failed(first)
+    if first.never_started:
+        raise error(what)
+    if first.error is None:
+        raise error(f"{what}. {run_again[0].upper()}{run_again[1:]}")
+    raise error(f"{what}. Fix the cause, then {run_again}") from first.error
+
+
 def describe(error: BaseException) -> str:
     """One line for an exception: our errors' messages say enough, others need their type.
 

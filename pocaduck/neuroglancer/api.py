@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import StorageConfig, as_config
 from ..errors import ExportCancelledError, ExportError, LegacyStoreError
-from ..executor import Failure, Pool, Task, run_tasks
+from ..executor import Pool, Task, raise_first_failure, run_tasks
 from ..progress import Progress, progress_sink
 from ..query import Query
 from ..storage import open_storage
@@ -170,16 +170,11 @@ def export_neuroglancer(
 
 def _raise_failures(out: StorageConfig, results: dict[str, Any]) -> None:
     """Stop with an error saying what went wrong and what helps: running again resumes from the tasks done."""
-    failures = [result for result in results.values() if isinstance(result, Failure)]
     resumes = f"run the export into {out.base_path} again with the same arguments: it resumes from the tasks done"
-    if any(failure.cancelled for failure in failures):
-        raise ExportCancelledError(f"the export was cancelled; {resumes}")
-    if not failures:
-        return
-    first = failures[0]
-    what = f"export task {first.worker_id} failed: {first.text}"
-    if first.never_started:  # the text says why; a re-run would fail the same way
-        raise ExportError(what)
-    if first.error is None:
-        raise ExportError(f"{what}. {resumes[0].upper()}{resumes[1:]}")
-    raise ExportError(f"{what}. Fix the cause, then {resumes}") from first.error
+    raise_first_failure(
+        results,
+        lambda first: f"export task {first.worker_id} failed: {first.text}",
+        resumes,
+        ExportError,
+        ExportCancelledError(f"the export was cancelled; {resumes}"),
+    )
