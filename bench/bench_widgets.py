@@ -207,13 +207,15 @@ def _ms(value: float) -> str:
 def markdown(report: dict) -> str:
     """The page times as one table, a column per store, and the first frame in a sentence."""
     pages = report["pages"]
-    lines = [
-        "| page of 50 rows | " + " | ".join(_labels_heading(p["labels"]) for p in pages) + " |",
-        "|---|" + "---:|" * len(pages),
-    ]
-    for name in pages[0]:
-        if name != "labels":
-            lines.append(f"| {name.removesuffix(', ms')} | " + " | ".join(_ms(p[name]) for p in pages) + " |")
+    lines = []
+    if pages:  # none with --labels and no sizes: the first frame alone
+        lines += [
+            "| page of 50 rows | " + " | ".join(_labels_heading(p["labels"]) for p in pages) + " |",
+            "|---|" + "---:|" * len(pages),
+        ]
+        for name in pages[0]:
+            if name != "labels":
+                lines.append(f"| {name.removesuffix(', ms')} | " + " | ".join(_ms(p[name]) for p in pages) + " |")
     if "first_frame" in report:
         frame = report["first_frame"]
         lines += [
