@@ -87,6 +87,30 @@ class PointCloudDataset:
         by_label = self._reader().get_points(labels, use_cache=False, sample=self.sample, seed=self.seed)
         return [(label, self._columns_of(by_label[label])) for label in labels]
 
+    @staticmethod
+    def collate(items: Sequence[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Stack a batch of items into ``(labels, points)``: a uint64 array and a (B, sample, D) array.
+
+        PyTorch's default collate turns labels into int64 and fails on labels
+        ≥ 2**63; this keeps them exact (``torch.from_numpy`` takes uint64).
+        Every item must hold the same number of points: labels smaller than
+        ``sample`` give shorter items, refused here with the labels named.
+
+        >>> labels, points = PointCloudDataset.collate([(2**64 - 1, np.zeros((2, 3))), (7, np.ones((2, 3)))])
+        >>> labels.tolist(), points.shape
+        ([18446744073709551615, 7], (2, 2, 3))
+        """
+        sizes = {len(points) for _, points in items}
+        if len(sizes) > 1:
+            short = [label for label, points in items if len(points) < max(sizes)]
+            raise InvalidArgumentError(
+                f"items of a batch must hold the same number of points to stack, but labels {short} hold fewer "
+                f"than the others ({sorted(sizes)}): pick labels with at least `sample` points, or keep the pairs "
+                f"with collate_fn=list"
+            )
+        labels = np.array([label for label, _ in items], dtype=np.uint64)
+        return labels, np.stack([points for _, points in items])
+
     def _label_at(self, index: object) -> int:
         if isinstance(index, bool) or not isinstance(index, int | np.integer):
             raise TypeError(f"dataset indices are integers, got {type(index).__name__}")

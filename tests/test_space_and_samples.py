@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import subprocess
+import sys
 import tempfile
 from collections import Counter, defaultdict
 
@@ -438,6 +440,34 @@ def test_the_dataset_pickles_without_its_reader_and_batches_like_items(big_label
         PointCloudDataset(big_label_store, columns=["w"])
     with pytest.raises(InvalidArgumentError, match="sample must be"):
         PointCloudDataset(big_label_store, sample=0)
+
+
+def test_torch_data_loader_batches_the_dataset_in_spawned_workers(big_label_store):
+    torch_data = pytest.importorskip("torch.utils.data")  # in the test extra: CI runs this
+    compact(big_label_store, workers=1)
+    dataset = PointCloudDataset(big_label_store, sample=3)
+    loader = torch_data.DataLoader(
+        dataset, batch_size=3, num_workers=2, multiprocessing_context="spawn", collate_fn=PointCloudDataset.collate
+    )
+    batches = list(loader)
+    assert [len(labels) for labels, _ in batches] == [3, 1]
+    labels = np.concatenate([labels for labels, _ in batches])
+    points = np.concatenate([points for _, points in batches])
+    assert labels.dtype == np.uint64 and labels.tolist() == [3, 50, 1500, 2**63 + 5]
+    assert all(np.array_equal(points[i], dataset[i][1]) for i in range(len(dataset)))
+    tensors = torch_data.default_collate([dataset[0], dataset[1]])  # labels below 2**63 take torch's own
+    assert tensors[0].tolist() == [3, 50] and tensors[1].shape == (2, 3, 3)
+
+
+def test_a_batch_of_items_of_unequal_sizes_is_refused_naming_the_short_labels(big_label_store):
+    dataset = PointCloudDataset(big_label_store, sample=10)
+    with pytest.raises(InvalidArgumentError, match=r"labels \[3\] hold fewer"):
+        PointCloudDataset.collate(dataset.__getitems__([0, 1]))
+
+
+def test_pocaduck_never_imports_torch():
+    code = "import sys, pocaduck, pocaduck.dataset; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 # -- command line ---------------------------------------------------------------------
