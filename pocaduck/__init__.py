@@ -12,6 +12,7 @@ from .consolidate import consolidate
 from .dataset import PointCloudDataset
 from .errors import (
     CompactionBusyError,
+    CompactionCancelledError,
     CompactionError,
     DamagedStoreError,
     DataFileError,
@@ -28,7 +29,9 @@ from .errors import (
     InvalidPointsError,
     InvalidVolumeError,
     InvalidWorkerIdError,
+    LabelDirectoryError,
     LegacyStoreError,
+    MigrationError,
     PocaduckError,
     QueryTimeoutError,
     ReadOnlySQLError,
@@ -65,6 +68,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "CompactionBusyError",
+    "CompactionCancelledError",
     "CompactionError",
     "CompactionReport",
     "DamagedStoreError",
@@ -85,7 +89,9 @@ __all__ = [
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
+    "LabelDirectoryError",
     "LegacyStoreError",
+    "MigrationError",
     "PocaduckError",
     "PointCloudDataset",
     "ProgressEvent",

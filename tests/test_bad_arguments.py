@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pytest
 
+import pocaduck
+import pocaduck.errors
 from pocaduck import (
     DamagedStoreError,
     Ingestor,
@@ -201,3 +203,11 @@ def test_a_damaged_finalized_record_is_reported_and_a_rerun_repairs_it_deleting_
         assert json.load(f)["superseded"] == [old_session]
     consolidate(store)
     assert_queryable(store, [2, 3])
+
+
+def test_every_error_class_is_a_pocaduck_error_importable_from_the_package():
+    classes = [value for value in vars(pocaduck.errors).values() if isinstance(value, type)]
+    errors = [cls for cls in classes if issubclass(cls, Exception) and cls.__module__ == "pocaduck.errors"]
+    assert len(errors) > 30
+    assert all(issubclass(cls, pocaduck.PocaduckError) for cls in errors)
+    assert [cls.__name__ for cls in errors if getattr(pocaduck, cls.__name__, None) is not cls] == []
