@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 from _original import install_original, run_original
+
+# A shell's background job (`make test &`) ignores SIGINT, and every process it starts inherits that:
+# the tests that press Ctrl-C in a child would see it ignored. A Python handler here is reset to the
+# default in each child at exec, so children receive SIGINT as they would from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
