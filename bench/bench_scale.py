@@ -442,20 +442,27 @@ def plan(workdir: str, sizes: Sizes, payloads: list[str], seed: int, budget: flo
 # -- the model -----------------------------------------------------------------------
 
 
-def directory_geometry(entries: int, files: int, table_bytes_per_file: float) -> dict[str, Any]:
-    """Size, levels and top of a label directory of ``entries`` over ``files`` files, as label_directory lays it out."""
-    counts = level_page_counts(entries)
-    per_leaf_page = (PAGE_BYTES - 4) // ENTRY.itemsize
-    key_pages = counts[:-1]
+def directory_geometry(
+    entries: int, files: int, table_bytes_per_file: float, page_bytes: int = PAGE_BYTES
+) -> dict[str, Any]:
+    """Size, levels and top of a label directory of ``entries`` over ``files`` files, as label_directory lays it out.
+
+    Leaves of 24-byte entries and fence levels of 8-byte keys, each page closed by a 4-byte CRC; the top
+    holds the root's keys, the file table, the page count of every level and a 48-byte trailer.
+
+    >>> directory_geometry(10**6, 1, 0.0)["levels"], directory_geometry(10**8, 1, 0.0)["levels"]
+    (1, 2)
+    """
+    counts = level_page_counts(entries, page_bytes)
     leaves = entries * ENTRY.itemsize + counts[-1] * 4
-    fences = sum(keys * 8 + pages * 4 for keys, pages in zip(counts[1:], key_pages, strict=True))
+    fences = sum(keys * 8 + pages * 4 for keys, pages in zip(counts[1:], counts[:-1], strict=True))
     top = counts[0] * 8 + files * table_bytes_per_file + 8 * len(counts) + 48
     return {
         "entries": entries,
         "levels": len(counts),
         "bytes": leaves + fences + top,
         "top_bytes": top,
-        "page_bytes": min(PAGE_BYTES, per_leaf_page * ENTRY.itemsize + 4),
+        "page_bytes": page_bytes,
     }
 
 
@@ -548,9 +555,9 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     return out
 
 
-def _table_bytes(figures: dict[str, Any]) -> float:
+def _table_bytes(figures: dict[str, Any], page_bytes: int = PAGE_BYTES) -> float:
     """Bytes per file of the directory's file table (its top less the root keys, page counts and trailer)."""
-    counts = level_page_counts(figures["directory_entries"])
+    counts = level_page_counts(figures["directory_entries"], page_bytes)
     return max(0.0, (figures["directory_top_bytes"] - counts[0] * 8 - 8 * len(counts) - 48) / figures["files"])
 
 
