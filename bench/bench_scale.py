@@ -210,7 +210,7 @@ def _part(relative: str) -> str:
 
 
 class DiskWatch:
-    """Samples the allocated bytes under a folder every second in a thread, keeping the peak."""
+    """Samples the allocated bytes under a folder five times a second in a thread, keeping the peak."""
 
     def __init__(self, root: str):
         self.root, self.peak = root, 0
@@ -218,7 +218,7 @@ class DiskWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(0.2):
             self.sample()
 
     def sample(self) -> int:
@@ -255,6 +255,17 @@ def compact_to(store: str, payload: str, arrow_compression: str | None) -> Any:
     if payload == "parquet":
         return compact(store)
     return compact(store, payload=payload, compression=arrow_compression)
+
+
+def _check_compacted(store: str, payload: str, report: Any) -> None:
+    """Refuse to measure a compaction that did not happen, or that left its payload in another format."""
+    if report.generation is None:
+        raise RuntimeError(f"compact(payload={payload!r}) found {store} already compact: nothing new to measure")
+    with Query(store) as query:
+        paths = query.sql("SELECT path FROM files", output="arrow").column("path").to_pylist()
+    parquet = [path for path in paths if path.endswith(".parquet")]
+    if (payload == "parquet") != (len(parquet) == len(paths)):
+        raise RuntimeError(f"after compact(payload={payload!r}) the store's files are {paths[:3]}…: not that payload")
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -397,7 +408,9 @@ def build_and_measure(
         for payload in payloads:
             log(f"compacting to {payload}")
             report = compact_to(store, payload, arrow_compression)
+            _check_compacted(store, payload, report)
             figures: dict[str, Any] = {"compact_s": report.seconds, "points_per_s": report.points_per_second}
+            watch.sample()  # the old index version stays until collect_garbage: part of the peak
             figures["peak_before_gc"] = watch.peak
             figures["garbage_removed"] = len(collect_garbage(store).removed)
             figures.update(store_figures(store))
@@ -432,6 +445,7 @@ def plan(workdir: str, sizes: Sizes, payloads: list[str], seed: int, budget: flo
         "scale": scale,
         "predicted_peaks": peaks,
         "full_payloads": full,
+        "moved_payloads": rest,
         "subset_payloads": ["parquet", *[p for p in rest if p != "parquet"]] if rest else [],
         "full_peak": full_peak,
         "subset_peak": subset_peak,
@@ -601,6 +615,10 @@ def render(results: dict[str, Any], sizes: Sizes, arrow_compression: str | None)
         lines.append(f"| {figure} | " + " | ".join(render_cell(f, s) for _, f, s in columns) + " |")
 
     add("ingest (s), 8 workers 2 at a time", lambda f, s: f"{s['ingest']['seconds']:.0f}" if f is s["ingested"] else "")
+    add(
+        "… of the workers' time, generating the points",
+        lambda f, s: f"{s['ingest']['generate_s'] / sum(s['ingest']['worker_s']):.0%}" if f is s["ingested"] else "",
+    )
     add("consolidation (s)", lambda f, s: f"{s['consolidate_s']:.1f}" if f is s["ingested"] else "")
     add("compaction (s)", lambda f, s: f"{f['compact_s']:.0f}" if "compact_s" in f else "")
     add(
@@ -624,6 +642,7 @@ def render(results: dict[str, Any], sizes: Sizes, arrow_compression: str | None)
     add("label browser: new Query + first page (count + 50 rows)", lambda f, s: _ms(f.get("reads", {}).get("browser")))
     add("… the first page again, same browser", lambda f, s: _ms(f.get("reads", {}).get("browser_page")))
     text = "\n".join(lines)
+    text += "\n\n" + render_targets(results)
     text += "\n\n" + render_plan(results)
     text += "\n\n" + render_model(results["model"])
     wrong = {name: f["reads"]["wrong_counts"] for name, f, _ in columns if f.get("reads", {}).get("wrong_counts")}
@@ -634,7 +653,7 @@ def render(results: dict[str, Any], sizes: Sizes, arrow_compression: str | None)
 
 def _payload_cell(figures: dict[str, Any]) -> str:
     part = "compacted payload" if "compact_s" in figures else "ingested payload"
-    return f"{figures['parts'][part] / GB:,.2f} GB ({figures['parts'][part] / figures['points']:.2f})"
+    return f"{_gb(figures['parts'][part])} ({figures['parts'][part] / figures['points']:.2f})"
 
 
 def _ratio(figures: dict[str, Any], store: dict[str, Any], kind: str) -> str:
@@ -645,21 +664,55 @@ def _ratio(figures: dict[str, Any], store: dict[str, Any], kind: str) -> str:
     return f"{ours / npy[kind]['p50']:.1f}×"
 
 
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 11's local targets, judged on this run's p50s: (target, measured, met)."""
+    judged = []
+    for note, store in (("", results["full"]), (" (subset)", results.get("subset"))):
+        if not store:
+            continue
+        where = f"{_power(store['ingested']['points'])}-point store{note}"
+        ingested = store["ingested"]["reads"]
+        judged.append(
+            (
+                f"Parquet as ingested, warm get_points ≤ 2 ms, {where}",
+                f"{ingested['warm']['p50']:.2f} ms",
+                ingested["warm"]["p50"] <= 2,
+            )
+        )
+        for payload, figures in store["payloads"].items():
+            warm, new_query = figures["reads"]["warm"]["p50"], figures["reads"]["new_query"]["p50"]
+            if payload == "parquet":
+                judged.append((f"Parquet compacted, warm get_points ≤ 1 ms, {where}", f"{warm:.2f} ms", warm <= 1))
+            else:
+                ratio = warm / store["npy"]["warm"]["p50"]
+                judged.append((f"Arrow IPC, warm get_points ≤ 3× np.load, {where}", f"{ratio:.1f}×", ratio <= 3))
+            judged.append(
+                (f"new Query + first get_points ≤ 3 ms, {payload}, {where}", f"{new_query:.2f} ms", new_query <= 3)
+            )
+    return judged
+
+
+def render_targets(results: dict[str, Any]) -> str:
+    lines = ["| target (p50) | measured | |", "|---|---:|---|"]
+    lines += [f"| {target} | {measured} | {'met' if met else 'MISSED'} |" for target, measured, met in targets(results)]
+    return "\n".join(lines)
+
+
 def render_plan(results: dict[str, Any]) -> str:
     planned = results["plan"]
     subset = results.get("subset")
     lines = [
         f"Disk: planned from a dry run of the same steps on {planned['sample_points']:,} points, scaled ×"
-        f"{planned['scale']:,.0f}: {planned['full_peak'] / GB:.1f} GB at peak for the "
+        f"{planned['scale']:,.0f}: {_gb(planned['full_peak'])} at peak for the "
         f"{'+'.join(planned['full_payloads']) or 'as-ingested'} store (budget {results['budget'] / GB:.0f} GB, "
-        f"{results['free_at_start'] / GB:.0f} GB free at the start); measured peak {results['full']['peak'] / GB:.1f} GB."
+        f"{results['free_at_start'] / GB:.0f} GB free at the start); measured peak {_gb(results['full']['peak'])}."
     ]
     if subset:
         lines.append(
-            f"The {', '.join(p for p in planned['subset_payloads'] if p != 'parquet')} payload would not fit the budget beside the "
-            f"others at full scale (predicted peaks {', '.join(f'{k} {v / GB:.1f} GB' for k, v in planned['predicted_peaks'].items())}): "
+            f"The {' and '.join(planned['moved_payloads'])} payload would not fit the budget at full scale beside "
+            f"what precedes it (predicted peaks {', '.join(f'{k} {_gb(v)}' for k, v in planned['predicted_peaks'].items())}): "
             f"measured, with Parquet beside it, on a store of {_power(subset['ingested']['points'])} points built the same "
-            f"way (peak {subset['peak'] / GB:.1f} GB), its sizes ×{1 / results['sizes']['subset_fraction']:.0f} for the 10^9 store."
+            f"way (peak {_gb(subset['peak'])}); its bytes per point and per row are those to expect on the full store."
         )
     return "\n".join(lines)
 
@@ -795,7 +848,8 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     results["model"] = model(results["full"], sizes)
     text = render(results, sizes, arrow_compression)
-    text += "\n\n" + _report.how_measured(started, f"seed {args.seed}")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    text += "\n\n" + _report.how_measured(started, f"seed {args.seed}; load average at the end {load}")
     _report.publish("bench_scale", text, results, docs)
 
 
