@@ -1,6 +1,6 @@
 """The 1-billion-point store on this machine, each payload side by side, and a model for 10^10–10^11 points.
 
-    .venv/bin/python bench/bench_scale.py                      # 10^9 points: ~30 min on 2 shared cores
+    .venv/bin/python bench/bench_scale.py                      # 10^9 points: 20-30 min on 2 shared cores
     .venv/bin/python bench/bench_scale.py --quick              # 10^7 points, a smoke run; docs left alone
     .venv/bin/python bench/bench_scale.py --payloads parquet   # only the Parquet payload
     .venv/bin/python bench/bench_scale.py --no-docs --keep     # docs left alone, the work directory kept
