@@ -398,9 +398,10 @@ def build_and_measure(
         probes = [
             int(p)
             for p in np.random.default_rng(seed + 1).choice(
-                np.load(os.path.join(rows, "labels.npy"), mmap_mode="r"), sizes.probes, replace=False
+                np.load(os.path.join(rows, "labels.npy")), sizes.probes, replace=False
             )
         ]
+        shutil.rmtree(rows)  # needed no more: its bytes stay out of the compactions' peak
         if reads:
             log("reads of the store as ingested")
             result["ingested"]["reads"] = measure_reads(store, probes, sizes)
@@ -704,12 +705,12 @@ def render_plan(results: dict[str, Any]) -> str:
     lines = [
         f"Disk: planned from a dry run of the same steps on {planned['sample_points']:,} points, scaled ×"
         f"{planned['scale']:,.0f}: {_gb(planned['full_peak'])} at peak for the "
-        f"{'+'.join(planned['full_payloads']) or 'as-ingested'} store (budget {results['budget'] / GB:.0f} GB, "
+        f"{'+'.join(planned['full_payloads']) or 'as-ingested'} store (budget {results['budget'] / GB:g} GB, "
         f"{results['free_at_start'] / GB:.0f} GB free at the start); measured peak {_gb(results['full']['peak'])}."
     ]
     if subset:
         lines.append(
-            f"The {' and '.join(planned['moved_payloads'])} payload would not fit the budget at full scale beside "
+            f"{' and '.join(planned['moved_payloads'])}: would not fit the budget at full scale beside "
             f"what precedes it (predicted peaks {', '.join(f'{k} {_gb(v)}' for k, v in planned['predicted_peaks'].items())}): "
             f"measured, with Parquet beside it, on a store of {_power(subset['ingested']['points'])} points built the same "
             f"way (peak {_gb(subset['peak'])}); its bytes per point and per row are those to expect on the full store."
@@ -824,15 +825,15 @@ def main() -> None:
                 if planned["subset_payloads"]
                 else ""
             )
-            + f"; {free / GB:.1f} GB free under {workdir}; budget {budget / GB:.0f} GB",
+            + f"; {free / GB:.1f} GB free under {workdir}; budget {budget / GB:g} GB",
             file=sys.stderr,
             flush=True,
         )
         if need > free * 0.95 or need > budget:
             raise SystemExit(
                 f"bench_scale: not enough disk: the run needs {need / GB:.1f} GB at peak, {free / GB:.1f} GB are free "
-                f"and the budget is {budget / GB:.0f} GB. Free some space, give --workdir on a larger disk, or raise "
-                "--budget-gb. Nothing was built."
+                f"and the budget is {budget / GB:g} GB. Free some space, give --workdir on a larger disk, or raise "
+                "--budget-gb. The store was not built."
             )
         results["full"] = build_and_measure(
             os.path.join(workdir, "full"), sizes, planned["full_payloads"], args.seed, arrow_compression
