@@ -236,15 +236,20 @@ class DiskWatch:
         self.sample()
 
 
+def drop_page_cache_file(path: str) -> None:
+    """Drop one file's clean pages from the page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
 def drop_page_cache(root: str) -> None:
     """Ask the kernel to drop every file under ``root`` from the page cache (clean pages only: sync first)."""
     for folder, _, names in os.walk(root):
         for name in names:
-            descriptor = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(descriptor)
+            drop_page_cache_file(os.path.join(folder, name))
 
 
 # -- one store, its payloads ---------------------------------------------------------------
@@ -368,14 +373,6 @@ def measure_npy(folder: str, store: str, probes: list[int], sizes: Sizes) -> dic
         np.load(path)
         cold.append(time.perf_counter() - started)
     return {"warm": percentiles(warm), "cold": percentiles(cold), "bytes": os.path.getsize(paths[0])}
-
-
-def drop_page_cache_file(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
 
 
 def build_and_measure(
