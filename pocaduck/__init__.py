@@ -13,6 +13,7 @@ from .dataset import PointCloudDataset
 from .errors import (
     CompactionBusyError,
     CompactionError,
+    ConsolidationError,
     DamagedStoreError,
     DataFileError,
     EmptyStoreError,
@@ -67,6 +68,7 @@ __all__ = [
     "CompactionBusyError",
     "CompactionError",
     "CompactionReport",
+    "ConsolidationError",
     "DamagedStoreError",
     "DataFileError",
     "EmptyStoreError",

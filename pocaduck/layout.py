@@ -67,6 +67,7 @@ BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
 # What a build keeps beside its index: DuckDB's log, its label directory, a second name of the index
 # (a hard link, published as the index version), the pointer to them, its lock.
 BUILDING_SUFFIXES = (".wal", ".labeldir", ".snapshot", ".pointer", ".lock")
+BUILDING_PARTS = ".parts"  # a folder: the sorted label ranges a split consolidation assembles the index from
 COMPACTION_LOCK = f"{COMPACTED}/.lock"
 LABEL_DIRECTORY_POINTER = "label_directory.json"
 INDEX_VERSIONS = "index_versions"
