@@ -8,8 +8,9 @@ the new, and of overlapping consolidations the one that read the workers last
 wins (see :class:`UnifiedIndexBuild`).
 
 Each published index is also kept as an *index version* named after its
-build, ``index_versions/<build>/``: the index itself (a hard link on disk) and
-its label directory (``label_directory.py``). Both are uploaded once the index
+build, ``index_versions/<build>/``: the index itself (a hard link on disk, a
+server-side copy on a bucket, so it is uploaded once) and its label directory
+(``label_directory.py``). Both are stored once the index
 is in force, then ``label_directory.json`` names the build with the version of
 ``unified_index.duckdb`` it was published as. Readers on a bucket find a label
 with a few ranged reads of the directory, fetch the version's index only if
@@ -260,8 +261,6 @@ class UnifiedIndexBuild:
         if self.output_path is not None:
             os.replace(self.path, self.output_path)
             return True
-        if self.directory is not None:
-            _second_name(self.path, self.path + ".snapshot")  # publishing moves the build away
         with _phase("publish"):
             version = self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on)
             if version is not None and self.directory is not None:
@@ -288,14 +287,18 @@ class UnifiedIndexBuild:
         """Publish the index just put in force as ``index_versions/<build>/`` with its directory, then name it.
 
         Uploads come after the index, so ``gc`` (which keeps the version the index
-        in force names) cannot remove them first. ``label_directory.json`` is
+        in force names) cannot remove them first. The index is not uploaded twice:
+        its version is a copy made by the store itself (a server-side copy, a hard
+        link on disk), trusted only if the index is still this build's once it is made. ``label_directory.json`` is
         replaced by compare-and-swap, and only while this index is still in force:
         of overlapping consolidations the last to publish its index ends up named.
         A run that dies before the pointer leaves it naming an older index, which
         readers notice (the version differs) and then read the index instead.
         """
         assert self.directory is not None
-        self.storage.publish(self.path + ".snapshot", layout.index_version_index(self.build_id))
+        self.storage.copy(layout.UNIFIED_INDEX, layout.index_version_index(self.build_id))
+        if self.storage.version(layout.UNIFIED_INDEX) != index_version:
+            return  # replaced during the copy, which may hold the newer index: nothing names this version
         self.storage.publish(self.path + ".labeldir", layout.index_version_directory(self.build_id))
         staged = self.path + ".pointer"
         with open(staged, "wb") as out:
@@ -320,14 +323,6 @@ def _phase(name: str) -> Iterator[None]:
     yield
     seconds = time.perf_counter() - started
     logger.debug("consolidation: %s took %.3f s", name, seconds, extra={"phase": name, "seconds": seconds})
-
-
-def _second_name(path: str, link: str) -> None:
-    """A hard link, no bytes copied; a copy where the filesystem has no links."""
-    try:
-        os.link(path, link)
-    except OSError:
-        shutil.copyfile(path, link)
 
 
 def _add_label_directory(index_path: str, build_id: str) -> DirectoryFile:
