@@ -288,8 +288,9 @@ class UnifiedIndexBuild:
 
         Uploads come after the index, so ``gc`` (which keeps the version the index
         in force names) cannot remove them first. The index is not uploaded twice:
-        its version is a copy made by the store itself (a server-side copy, a hard
-        link on disk), trusted only if the index is still this build's once it is made. ``label_directory.json`` is
+        its version is a copy the store makes itself (a server-side copy, a hard
+        link on disk), kept only if the index is still this build's once the copy
+        is made. ``label_directory.json`` is
         replaced by compare-and-swap, and only while this index is still in force:
         of overlapping consolidations the last to publish its index ends up named.
         A run that dies before the pointer leaves it naming an older index, which
@@ -474,8 +475,8 @@ def _build_unified_index(
 
 # -- merging by label ranges ---------------------------------------------------
 
-_RANGE_ROWS = 4_000_000  # index rows a range task sorts at most (about as they spread): ~300 MB in DuckDB
-_SAMPLE_ROWS = 100_000  # labels sampled to cut the ranges: ~1% imbalance per range at worst
+_RANGE_ROWS = 4_000_000  # index rows a range holds (as the sample predicts them): its task sorts them in memory
+_SAMPLE_ROWS = 100_000  # labels sampled to cut the ranges
 _POOL: Pool = "threads"  # DuckDB and Parquet release the GIL; threads need no __main__ guard
 _MAX_LABEL = 2**64 - 1
 
