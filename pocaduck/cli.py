@@ -51,7 +51,12 @@ def _verb_info(args: argparse.Namespace) -> None:
 
 def _verb_consolidate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    path = consolidate(_store(args), ignore_unfinalized=args.ignore_unfinalized, from_sessions=args.from_sessions)
+    path = consolidate(
+        _store(args),
+        ignore_unfinalized=args.ignore_unfinalized,
+        from_sessions=args.from_sessions,
+        workers=args.workers,
+    )
     print(f"consolidated {args.store} into {path} in {time.perf_counter() - started:.2f} s")
 
 
@@ -264,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--ignore-unfinalized", action="store_true", help="skip workers that did not finalize")
     merge.add_argument(
         "--from-sessions", action="store_true", help="index the workers' own files, not the compaction in force"
+    )
+    merge.add_argument(
+        "--workers",
+        type=_integer(1),
+        help="merge label ranges in this many threads (default: one DuckDB sort, the fastest on one machine)",
     )
     merge.set_defaults(run=_verb_consolidate)
 

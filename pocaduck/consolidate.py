@@ -8,8 +8,9 @@ the new, and of overlapping consolidations the one that read the workers last
 wins (see :class:`UnifiedIndexBuild`).
 
 Each published index is also kept as an *index version* named after its
-build, ``index_versions/<build>/``: the index itself (a hard link on disk) and
-its label directory (``label_directory.py``). Both are uploaded once the index
+build, ``index_versions/<build>/``: the index itself (a hard link on disk, a
+server-side copy on a bucket, so it is uploaded once) and its label directory
+(``label_directory.py``). Both are stored once the index
 is in force, then ``label_directory.json`` names the build with the version of
 ``unified_index.duckdb`` it was published as. Readers on a bucket find a label
 with a few ranged reads of the directory, fetch the version's index only if
@@ -28,14 +29,20 @@ import errno
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow.parquet as pq
 
 from . import layout
 from .config import StorageConfig
 from .errors import (
+    ConsolidationError,
     DamagedStoreError,
     EmptyStoreError,
     IndexConflictError,
@@ -44,8 +51,16 @@ from .errors import (
     StoreWriteError,
     WorkerNotFinalizedError,
 )
-from .index import attach_read_only, create_summary_tables, create_worker_tables
+from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
+from .index import (
+    attach_read_only,
+    create_point_cloud_view,
+    create_summary_tables,
+    create_worker_tables,
+    label_summary_sql,
+)
 from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
+from .progress import Callback, Progress, ProgressEvent, progress_sink
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -58,6 +73,10 @@ def consolidate(
     *,
     ignore_unfinalized: bool = False,
     from_sessions: bool = False,
+    workers: int | None = None,
+    client: Any = None,
+    progress: Progress = None,
+    retries: int = 0,
 ) -> str:
     """Build the unified index over every finalized worker and return its location.
 
@@ -68,14 +87,28 @@ def consolidate(
     compaction in force aside and indexes the workers' own files again: the repair
     for a damaged compacted file (compact again afterwards).
 
+    By default the worker indexes are merged in one DuckDB statement, which
+    sorts on every core of this machine. Given ``workers`` or a
+    ``dask.distributed.Client``, the label space is cut into ranges instead and
+    each range of every worker index is merged as a task of its own, in
+    ``workers`` threads here or on the cluster (a range that fails runs again
+    up to ``retries`` times; ``progress`` receives an event per range); the
+    index is then assembled from the sorted ranges without a global sort. Both
+    give the same index. The ranges are written in the store's staging folder,
+    so Dask workers must reach it as the other verbs ask: the store on a
+    filesystem every node mounts. See ``bench/bench_consolidate.py`` for which
+    is faster where.
+
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor
     >>> store = tempfile.mkdtemp()
     >>> with Ingestor(store, worker_id="a") as ingestor:
     ...     ingestor.write(7, "block-0", np.zeros((2, 3), np.int32))
-    >>> consolidate(store) == consolidate(store)
+    >>> consolidate(store) == consolidate(store, workers=2)
     True
     """
+    if (workers is not None and workers < 1) or retries < 0:
+        raise ValueError(f"workers must be at least 1 and retries at least 0, not {workers} and {retries}")
     store = open_store(storage_config)
     if not store.storage.root_exists():
         raise StoreNotFoundError(f"no store at {store.path}")
@@ -95,7 +128,10 @@ def consolidate(
             raise EmptyStoreError(f"{store.path} has no finalized worker data to consolidate")
         return schema, finalized, None if from_sessions else _generation_to_keep(store)
 
-    return publish_unified_index(store, sources, output_path)
+    split = None
+    if workers is not None or client is not None:
+        split = RangeMerge(workers or os.cpu_count() or 1, client, progress, retries)
+    return publish_unified_index(store, sources, output_path, split)
 
 
 def _generation_to_keep(store: Store) -> str | None:
@@ -117,7 +153,19 @@ Sources = Callable[[], tuple[layout.Schema, dict[str, str], str | None]]
 _PUBLISH_ATTEMPTS = 5
 
 
-def publish_unified_index(store: Store, sources: Sources, output_path: str | None = None) -> str:
+@dataclass(frozen=True)
+class RangeMerge:
+    """Merge the worker indexes by label ranges as executor tasks: ``workers`` at a time, or on ``client``."""
+
+    workers: int
+    client: Any = None
+    progress: Progress = None
+    retries: int = 0
+
+
+def publish_unified_index(
+    store: Store, sources: Sources, output_path: str | None = None, split: RangeMerge | None = None
+) -> str:
     """Build the unified index from ``sources()`` and publish it unless a newer one appeared meanwhile.
 
     ``sources`` returns the schema, the finalized sessions and the compaction
@@ -133,7 +181,7 @@ def publish_unified_index(store: Store, sources: Sources, output_path: str | Non
     storage = store.storage
     with write_failures_reported(storage, "consolidation"):
         for _ in range(_PUBLISH_ATTEMPTS):
-            with UnifiedIndexBuild(store, output_path) as build:
+            with UnifiedIndexBuild(store, output_path, split) as build:
                 build.fill(*sources())
                 if build.publish():
                     return output_path or storage.describe(layout.UNIFIED_INDEX)
@@ -160,8 +208,8 @@ class UnifiedIndexBuild:
             build.publish()  # False: another run published an index without worker-0's session meanwhile
     """
 
-    def __init__(self, store: Store, output_path: str | None = None):
-        self.store, self.storage, self.output_path = store, store.storage, output_path
+    def __init__(self, store: Store, output_path: str | None = None, split: RangeMerge | None = None):
+        self.store, self.storage, self.output_path, self.split = store, store.storage, output_path, split
         # Beside the destination so the final rename stays on one filesystem.
         folder = os.path.dirname(os.path.abspath(output_path)) if output_path else self.storage.staging_dir("")
         self.build_id = uuid.uuid4().hex
@@ -180,6 +228,7 @@ class UnifiedIndexBuild:
         for leftover in [self.path + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+        shutil.rmtree(self.path + layout.BUILDING_PARTS, ignore_errors=True)
         self._lock.__exit__(*exc_info)
 
     def fill(self, schema: layout.Schema, finalized: dict[str, str], generation: str | None) -> None:
@@ -197,10 +246,11 @@ class UnifiedIndexBuild:
         sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
         if generation is None and not sessions:  # e.g. every worker's last run finalized without a point
             raise EmptyStoreError(f"{self.storage.describe('')} has no finalized worker data to index")
-        self.sessions = _build_unified_index(self.storage, schema, sessions, generation, self.path)
+        self.sessions = _build_unified_index(self.store, schema, sessions, generation, self.path, self.split)
         self.generation = generation
         if self.output_path is None:  # an index kept outside the store has no directory in it
-            self.directory = _add_label_directory(self.path, self.build_id)
+            with _phase("label directory"):
+                self.directory = _add_label_directory(self.path, self.build_id)
 
     def publish(self) -> bool:
         """Make this build the unified index unless it changed since; False means build again from fresh state.
@@ -211,12 +261,11 @@ class UnifiedIndexBuild:
         if self.output_path is not None:
             os.replace(self.path, self.output_path)
             return True
-        if self.directory is not None:
-            _second_name(self.path, self.path + ".snapshot")  # publishing moves the build away
-        version = self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on)
-        if version is not None:
-            if self.directory is not None:
+        with _phase("publish"):
+            version = self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on)
+            if version is not None and self.directory is not None:
                 self._publish_index_version_or_warn(version)
+        if version is not None:
             return True
         sessions, generation = self.store.served_sessions()
         return self.sessions <= sessions and generation == self.generation
@@ -238,14 +287,19 @@ class UnifiedIndexBuild:
         """Publish the index just put in force as ``index_versions/<build>/`` with its directory, then name it.
 
         Uploads come after the index, so ``gc`` (which keeps the version the index
-        in force names) cannot remove them first. ``label_directory.json`` is
+        in force names) cannot remove them first. The index is not uploaded twice:
+        its version is a copy the store makes itself (a server-side copy, a hard
+        link on disk), kept only if the index is still this build's once the copy
+        is made. ``label_directory.json`` is
         replaced by compare-and-swap, and only while this index is still in force:
         of overlapping consolidations the last to publish its index ends up named.
         A run that dies before the pointer leaves it naming an older index, which
         readers notice (the version differs) and then read the index instead.
         """
         assert self.directory is not None
-        self.storage.publish(self.path + ".snapshot", layout.index_version_index(self.build_id))
+        self.storage.copy(layout.UNIFIED_INDEX, layout.index_version_index(self.build_id))
+        if self.storage.version(layout.UNIFIED_INDEX) != index_version:
+            return  # replaced during the copy, which may hold the newer index: nothing names this version
         self.storage.publish(self.path + ".labeldir", layout.index_version_directory(self.build_id))
         staged = self.path + ".pointer"
         with open(staged, "wb") as out:
@@ -263,19 +317,20 @@ class UnifiedIndexBuild:
         )
 
 
-def _second_name(path: str, link: str) -> None:
-    """A hard link, no bytes copied; a copy where the filesystem has no links."""
-    try:
-        os.link(path, link)
-    except OSError:
-        shutil.copyfile(path, link)
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Log how long a phase of the build took, at DEBUG with ``phase`` and ``seconds`` fields (the bench reads them)."""
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    logger.debug("consolidation: %s took %.3f s", name, seconds, extra={"phase": name, "seconds": seconds})
 
 
 def _add_label_directory(index_path: str, build_id: str) -> DirectoryFile:
     """Write the label directory of the index built at ``index_path`` beside it, and record the build in it."""
     con = duckdb.connect(index_path)
     try:
-        written = write_label_directory(con, index_path + ".labeldir")
+        written = write_label_directory(con, index_path + ".labeldir", in_order=True)
         con.execute(
             "CREATE TABLE label_directory AS SELECT ? AS build, ?::BIGINT AS entries, ?::BIGINT AS size, "
             "?::BIGINT AS top_bytes",
@@ -337,31 +392,40 @@ def _finalized_session(storage: Storage, worker_id: str) -> str | None:
 
 
 def _build_unified_index(
-    storage: Storage, schema: layout.Schema, sessions: dict[str, str], generation: str | None, target: str
+    store: Store,
+    schema: layout.Schema,
+    sessions: dict[str, str],
+    generation: str | None,
+    target: str,
+    split: RangeMerge | None,
 ) -> set[tuple[str, str]]:
     """Fill ``target`` from every source index in a few set-based statements; return the sessions it serves.
 
     The sources are ATTACHed to one connection (a read-only connection per file
     costs ~20× more) and read through UNION ALL, so every row is copied once,
-    straight into the sorted ``point_index``.
+    straight into the sorted ``point_index`` (or, with ``split``, into sorted
+    label ranges put end to end).
     """
+    storage = store.storage
     con = duckdb.connect(target)
     try:
         create_worker_tables(con, schema)
         con.execute(
             "CREATE TABLE workers (worker_id VARCHAR, session_id VARCHAR, file_count BIGINT, point_count BIGINT)"
         )
-        aliases = []
+        attached = [(f"session_{number}", w, s) for number, (w, s) in enumerate(sorted(sessions.items()))]
+        session_aliases = [alias for alias, _, _ in attached]
+        aliases = ["generation"] * (generation is not None) + session_aliases
+        keys = [layout.compaction_index(generation)] * (generation is not None)
+        keys += [layout.session_index(worker_id, session_id) for _, worker_id, session_id in attached]
+        with _phase("fetch worker indexes"):
+            paths = [storage.local_copy(key) for key in keys]
+        with _phase("attach"):
+            for alias, path in zip(aliases, paths, strict=True):
+                attach_read_only(con, path, alias)
         if generation is not None:
-            attach_read_only(con, storage.local_copy(layout.compaction_index(generation)), "generation")
             con.execute("INSERT INTO workers SELECT * FROM generation.workers")
             con.execute("CREATE TABLE compaction AS SELECT * FROM generation.compaction")
-            aliases.append("generation")
-        attached = [(f"session_{number}", w, s) for number, (w, s) in enumerate(sorted(sessions.items()))]
-        for alias, worker_id, session_id in attached:
-            attach_read_only(con, storage.local_copy(layout.session_index(worker_id, session_id)), alias)
-        session_aliases = [alias for alias, _, _ in attached]
-        aliases += session_aliases
         # Worker file ids run 0..n-1; shift each source's past the ones before it.
         offsets, total = [], 0
         for alias in aliases:
@@ -374,12 +438,20 @@ def _build_unified_index(
             + ")",
             offsets,
         )
-        con.execute(
-            "INSERT INTO point_index SELECT * FROM ("
-            + _union(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
-            + ") ORDER BY label, file_id, row_offset",
-            offsets,
-        )
+        if split is None:
+            with _phase("sorted insert"):
+                con.execute(
+                    "INSERT INTO point_index SELECT * FROM ("
+                    + _union(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
+                    + ") ORDER BY label, file_id, row_offset",
+                    offsets,
+                )
+        else:
+            parts = _merge_label_ranges(
+                con, store, schema, aliases, list(zip(keys, offsets, strict=True)), target, split
+            )
+            with _phase("insert ranges"):
+                con.execute("INSERT INTO point_index SELECT * FROM read_parquet(?)", [[rows for rows, _ in parts]])
         if session_aliases:
             con.execute(
                 "INSERT INTO workers "
@@ -388,11 +460,147 @@ def _build_unified_index(
             )
         for alias in aliases:
             con.execute(f"DETACH {alias}")
-        create_summary_tables(con, schema)
-        con.execute("CHECKPOINT")
+        with _phase("summaries"):
+            if split is None:
+                create_summary_tables(con, schema)
+            else:
+                con.execute("CREATE TABLE labels AS SELECT * FROM read_parquet(?)", [[labels for _, labels in parts]])
+                create_point_cloud_view(con)
+        with _phase("checkpoint"):
+            con.execute("CHECKPOINT")
         return set(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
     finally:
         con.close()
+
+
+# -- merging by label ranges ---------------------------------------------------
+
+_RANGE_ROWS = 4_000_000  # index rows a range holds (as the sample predicts them): its task sorts them in memory
+_SAMPLE_ROWS = 100_000  # labels sampled to cut the ranges
+_POOL: Pool = "threads"  # DuckDB and Parquet release the GIL; threads need no __main__ guard
+_MAX_LABEL = 2**64 - 1
+
+
+def _merge_label_ranges(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    schema: layout.Schema,
+    aliases: list[str],
+    sources: list[tuple[str, int]],
+    target: str,
+    split: RangeMerge,
+) -> list[tuple[str, str]]:
+    """Merge every source's rows range by range as executor tasks; return each range's Parquet parts, in label order.
+
+    ``sources`` are the store keys of the indexes attached on ``con`` as ``aliases``, with
+    their file id offsets. Each task writes a range's ``point_index`` rows and ``labels``
+    summary, sorted: a label's rows all fall in one range, so the parts end to end are
+    the tables.
+    """
+    labels = _union(aliases, "SELECT label FROM {}.point_index")
+    with _phase("sample labels"):
+        rows = sum(con.execute(f"SELECT count(*) FROM {alias}.point_index").fetchone()[0] for alias in aliases)
+        sample = con.execute(
+            f"SELECT label FROM ({labels}) USING SAMPLE reservoir({_SAMPLE_ROWS} ROWS) REPEATABLE (1)"
+        ).fetchnumpy()["label"]
+    ranges = label_ranges(sample, max(split.workers, -(-rows // _RANGE_ROWS)))
+    folder = target + layout.BUILDING_PARTS
+    os.makedirs(folder, exist_ok=True)
+    threads = None if split.client is not None else max(1, (os.cpu_count() or 1) // min(split.workers, len(ranges)))
+    parts = [
+        (os.path.join(folder, f"{n:06d}.rows.parquet"), os.path.join(folder, f"{n:06d}.labels.parquet"))
+        for n in range(len(ranges))
+    ]
+    tasks = [
+        Task(_range_name(n), 1, _range_task, (n, store.config, schema, sources, first, last, parts[n], threads))
+        for n, (first, last) in enumerate(ranges)
+    ]
+    with progress_sink(split.progress, unit="range") as sink, _phase("merge ranges"):
+        results = run_tasks(
+            tasks, workers=split.workers, sink=sink, retries=split.retries, client=split.client, pool=_POOL
+        )
+    unchanged = "the unified index in force is unchanged"
+    raise_first_failure(
+        results,
+        lambda first: f"consolidation {first.worker_id} failed: {first.text}",
+        f"run the consolidation again: {unchanged}",
+        ConsolidationError,
+        ConsolidationError(f"the consolidation of {store.path} was cancelled; {unchanged}: run it again"),
+    )
+    return parts
+
+
+def label_ranges(sample: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """``count`` (or fewer) inclusive label ranges covering every uint64, cut at quantiles of ``sample``.
+
+    >>> label_ranges(np.array([1, 2, 3, 4, 5, 6], np.uint64), 3)
+    [(0, 2), (3, 4), (5, 18446744073709551615)]
+    >>> label_ranges(np.array([], np.uint64), 2)
+    [(0, 18446744073709551615)]
+    """
+    ordered = np.sort(sample)
+    cuts = ordered[[len(ordered) * n // count for n in range(1, count)]] if len(ordered) else ordered
+    cuts = [cut for cut in np.unique(cuts).tolist() if cut > 0]
+    return list(zip([0, *cuts], [cut - 1 for cut in cuts] + [_MAX_LABEL], strict=True))
+
+
+def _range_name(number: int) -> str:
+    return f"range-{number:06d}"
+
+
+def merge_label_range(
+    storage_config: StorageConfig,
+    schema: layout.Schema,
+    sources: list[tuple[str, int]],
+    first_label: int,
+    last_label: int,
+    parts: tuple[str, str],
+    threads: int | None = None,
+) -> int:
+    """Write the rows of labels ``first_label``..``last_label`` of every source index, and their summary, as Parquet.
+
+    ``sources`` are store keys of worker (or compaction) indexes with the offset
+    added to their file ids; ``parts`` the two files to write, rows and labels,
+    each sorted. Running it twice rewrites the same files. Returns the rows written.
+
+    Example::
+
+        merge_label_range(StorageConfig("/data/store"), schema, [("workers/w0/…/index.duckdb", 0)], 0, 999,
+                          ("/data/store/range.rows.parquet", "/data/store/range.labels.parquet"))
+        # -> 5012
+    """
+    storage = open_store(storage_config).storage
+    settings = {"temp_directory": os.path.dirname(parts[0])} | ({"threads": threads} if threads else {})
+    con = duckdb.connect(config=settings)
+    try:
+        aliases = [f"source_{number}" for number in range(len(sources))]
+        for alias, (key, _) in zip(aliases, sources, strict=True):
+            attach_read_only(con, storage.local_copy(key), alias)
+        select = "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT"
+        rows = con.execute(
+            f"SELECT * FROM ({_union(aliases, select)}) ORDER BY label, file_id, row_offset",
+            [value for _, offset in sources for value in (offset, first_label, last_label)],
+        ).to_arrow_table()
+        con.register("range_rows", rows)
+        summary = con.sql(label_summary_sql(schema, "range_rows")).to_arrow_table()
+    finally:
+        con.close()
+    pq.write_table(rows, parts[0], compression="lz4")
+    pq.write_table(summary, parts[1], compression="lz4")
+    return rows.num_rows
+
+
+def _range_task(job: tuple[Any, ...], report: Callback, should_stop: ShouldStop) -> TaskOutcome:
+    """One label range as an executor task: it reports that it runs, merges the range, and ends with its rows."""
+    number, config, schema, sources, first_label, last_label, parts, threads = job
+    name = _range_name(number)
+    if should_stop():
+        raise TaskStopped(f"{name} was not started: the consolidation was cancelled")
+    report(ProgressEvent(name, "running", blocks_total=1))
+    started = time.perf_counter()
+    rows = merge_label_range(config, schema, sources, first_label, last_label, parts, threads)
+    final_event = ProgressEvent(name, "finished", blocks_done=1, blocks_total=1, elapsed=time.perf_counter() - started)
+    return TaskOutcome(final_event, rows)
 
 
 def _union(aliases: list[str], select: str) -> str:

@@ -112,6 +112,10 @@ class WorkerWriteError(PocaduckError, RuntimeError):
     """Writing or indexing one of a worker's files failed; the Ingestor keeps its points: fix the cause, finalize again."""
 
 
+class ConsolidationError(PocaduckError, RuntimeError):
+    """A label range of a consolidation failed or its worker died; the unified index in force is unchanged: run it again."""
+
+
 class CompactionError(PocaduckError, RuntimeError):
     """A compaction shard failed or its worker process died; run the compaction again to resume it."""
 

@@ -23,6 +23,7 @@ consolidation rebuilds from those when a covered worker is re-run.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import duckdb
@@ -146,11 +147,16 @@ def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
         with file_lock(os.path.join(folder, build + ".lock")) as free:
             if not free:
                 continue
-            for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
-                if os.path.exists(os.path.join(folder, name)):
+            for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS)]:
+                path = os.path.join(folder, name)
+                if os.path.exists(path):
                     removed.append(name)
-                    if not dry_run:
-                        os.unlink(os.path.join(folder, name))
+                    if dry_run:
+                        continue
+                    if os.path.isdir(path):  # a split build's label ranges
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
     return removed
 
 
@@ -160,7 +166,7 @@ def _build_of(name: str) -> str:
     >>> _build_of(layout.BUILDING_PREFIX + "3fa9.labeldir") == layout.BUILDING_PREFIX + "3fa9"
     True
     """
-    for suffix in layout.BUILDING_SUFFIXES:
+    for suffix in (*layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS):
         if name.endswith(suffix):
             return name.removesuffix(suffix)
     return name

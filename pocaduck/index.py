@@ -63,15 +63,33 @@ def create_worker_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None
     )
 
 
-def create_summary_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None:
-    """Per-label summary, per-worker summary and the original library's table name as a view."""
+def label_summary_sql(schema: Schema, source: str) -> str:
+    """The SELECT of the ``labels`` table over the point_index rows of ``source`` (a table name of our own).
+
+    The consolidation that merges by label ranges runs it on each range's rows:
+    a label's rows all lie in one range, so the parts put end to end are the table.
+
+    >>> from pocaduck.layout import Schema
+    >>> label_summary_sql(Schema(("x",), np.dtype("int32"), "int64"), "point_index").split(" FROM ")[1]
+    'point_index GROUP BY label ORDER BY label'
+    """
     mins = ", ".join(f"min(min_{c}) AS min_{c}" for c in schema.spatial_columns)
     maxs = ", ".join(f"max(max_{c}) AS max_{c}" for c in schema.spatial_columns)
-    con.execute(
-        "CREATE TABLE labels AS SELECT label, sum(point_count)::BIGINT AS point_count, "
+    return (
+        "SELECT label, sum(point_count)::BIGINT AS point_count, "
         "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
-        f"{mins}, {maxs} FROM point_index GROUP BY label ORDER BY label"
+        f"{mins}, {maxs} FROM {source} GROUP BY label ORDER BY label"
     )
+
+
+def create_summary_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None:
+    """Per-label summary, per-worker summary and the original library's table name as a view."""
+    con.execute(f"CREATE TABLE labels AS {label_summary_sql(schema, 'point_index')}")
+    create_point_cloud_view(con)
+
+
+def create_point_cloud_view(con: duckdb.DuckDBPyConnection) -> None:
+    """The original library's ``point_cloud_index`` table, as a view over ours."""
     con.execute(
         "CREATE VIEW point_cloud_index AS SELECT p.label, p.block_id::VARCHAR AS block_id, f.path AS file_path, "
         "p.point_count::UBIGINT AS point_count FROM point_index p JOIN files f USING (file_id)"

@@ -12,8 +12,8 @@
         unified_index.duckdb                 that index, for readers that fetch it after it was replaced
         label_directory.bin                  where each label's rows are, read by ranges (``label_directory.py``)
       .unified_index.duckdb.building-<id>    a consolidation's index while it is built (+ .wal, .labeldir,
-                                             .snapshot, .pointer, and .lock, held while it runs): gc
-                                             removes a dead one's
+                                             .pointer, .lock held while it runs, and .parts, the label
+                                             ranges of a split build): gc removes a dead one's
       workers/<worker_id>/
         .lock                                held by the worker's live Ingestor
         finalized.json                       names the worker's finalized session
@@ -64,9 +64,9 @@ UNIFIED_INDEX = "unified_index.duckdb"
 WORKERS = "workers"
 COMPACTED = "compacted"
 BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
-# What a build keeps beside its index: DuckDB's log, its label directory, a second name of the index
-# (a hard link, published as the index version), the pointer to them, its lock.
-BUILDING_SUFFIXES = (".wal", ".labeldir", ".snapshot", ".pointer", ".lock")
+# What a build keeps beside its index: DuckDB's log, its label directory, the pointer to them, its lock.
+BUILDING_SUFFIXES = (".wal", ".labeldir", ".pointer", ".lock")
+BUILDING_PARTS = ".parts"  # a folder: the sorted label ranges a split consolidation assembles the index from
 COMPACTION_LOCK = f"{COMPACTED}/.lock"
 LABEL_DIRECTORY_POINTER = "label_directory.json"
 INDEX_VERSIONS = "index_versions"

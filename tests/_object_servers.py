@@ -40,6 +40,7 @@ class Request:
     byte_range: str | None
     status: int
     bytes_sent: int = 0
+    copy_source: str | None = None  # a server-side copy (CopyObject): a PUT that uploads no body
 
 
 class _CountingWriter:
@@ -74,7 +75,13 @@ class _LoggingHandler(MotoRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         status = int(getattr(code, "value", code)) if str(getattr(code, "value", code)).isdigit() else 0
-        self.current = Request(self.command, self.path, self.headers.get("Range"), status)
+        self.current = Request(
+            self.command,
+            self.path,
+            self.headers.get("Range"),
+            status,
+            copy_source=self.headers.get("x-amz-copy-source"),
+        )
         self.server.requests.append(self.current)
 
 

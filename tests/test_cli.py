@@ -41,6 +41,12 @@ def test_consolidate_then_info(written_store):
     assert info["labels"] == 1 and info["points"] == 2 and info["columns"] == ["x", "y", "z"]
 
 
+def test_consolidate_by_label_ranges_gives_the_same_answers(written_store):
+    assert "consolidated" in pocaduck("consolidate", written_store, "--workers", "2").stdout
+    info = json.loads(pocaduck("info", written_store).stdout)
+    assert info["labels"] == 1 and info["points"] == 2
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".csv", ".parquet"])
 def test_points_to_a_file(written_store, tmp_path, suffix):
     pocaduck("consolidate", written_store)
@@ -123,6 +129,7 @@ def test_points_into_an_unknown_file_type_is_refused(consolidated_store, tmp_pat
         ("scan", "--voxel-size", "8,-8,8"),
         ("compact", "--workers", "-1"),
         ("compact", "--workers", "0"),
+        ("consolidate", "--workers", "0"),
     ],
 )
 def test_counts_and_sizes_out_of_range_are_usage_errors(consolidated_store, tmp_path, verb, option, value):

@@ -186,7 +186,6 @@ def test_a_run_that_publishes_its_index_late_does_not_take_the_pointer_back(stor
     with UnifiedIndexBuild(opened) as slow, UnifiedIndexBuild(opened) as fast:
         slow.fill(opened.schema, opened.worker_states()[0], None)
         fast.fill(opened.schema, opened.worker_states()[0], None)
-        shutil.copyfile(slow.path, slow.path + ".snapshot")
         version = opened.storage.publish_if_unchanged(slow.path, UNIFIED_INDEX, slow.based_on)
         assert version is not None
         # fast builds on the index slow just put in force, publishes and names its own version...

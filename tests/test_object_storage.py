@@ -90,6 +90,29 @@ def ingest(config: StorageConfig, worker: int, blocks: range) -> dict[int, list[
     return {label: sorted(rows) for label, rows in expected.items()}
 
 
+def test_consolidation_uploads_the_unified_index_once_and_copies_its_version_on_the_server(s3, s3_store):
+    ingest(s3_store, 0, range(2))
+    before = len(s3.requests)
+    consolidate(s3_store)
+    writes = [
+        request
+        for request in s3.requests[before:]
+        if request.method == "PUT" and request.path.split("?")[0].endswith("/unified_index.duckdb")
+    ]
+    uploads = [request.path for request in writes if request.copy_source is None]
+    copies = [request for request in writes if request.copy_source is not None]
+    assert uploads == [f"/{s3.bucket}/{s3_store.base_path.split('/', 3)[3]}/unified_index.duckdb"]
+    assert len(copies) == 1 and copies[0].copy_source.endswith("/unified_index.duckdb")
+    assert "/index_versions/" in copies[0].path
+    objects = s3.client()
+    key = uploads[0].split("/", 2)[2]
+    version = copies[0].path.split("?")[0].split("/", 2)[2]
+    read = [objects.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in (key, version)]
+    assert read[0] == read[1]
+    with Query(s3_store) as query:
+        assert query.get_labels().tolist() == sorted(LABELS)
+
+
 def merged(*parts: dict[int, list[tuple]]) -> dict[int, list[tuple]]:
     return {label: sorted(row for part in parts for row in part.get(label, [])) for label in LABELS}
 

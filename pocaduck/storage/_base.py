@@ -52,6 +52,14 @@ class Storage(abc.ABC):
         """Move a complete local file into the store at ``path`` atomically."""
 
     @abc.abstractmethod
+    def copy(self, source: str, target: str) -> None:
+        """Give ``target`` the content of ``source`` in the store, sending no bytes from here.
+
+        A hard link on a local disk, a server-side copy on an object store;
+        ``target`` appears whole or not at all.
+        """
+
+    @abc.abstractmethod
     def version(self, path: str) -> str | None:
         """A token that changes whenever ``path`` is replaced (None when absent), for ``publish_if_unchanged``."""
 

@@ -84,6 +84,16 @@ class LocalStorage(Storage):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(local_file, target)
 
+    def copy(self, source: str, target: str) -> None:
+        destination = self._abs(target)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        staged = f"{destination}.{uuid.uuid4().hex}.partial"
+        try:
+            os.link(self._abs(source), staged)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(self._abs(source), staged)
+        os.replace(staged, destination)
+
     def version(self, path: str) -> str | None:
         try:
             found = os.stat(self._abs(path))
