@@ -89,7 +89,13 @@ def _write_table(table: pa.Table, output: str | None, what: str) -> None:
 
 
 def _verb_compact(args: argparse.Namespace) -> None:
-    report = compact(_store(args), workers=args.workers, deduplicate=args.deduplicate)
+    report = compact(
+        _store(args),
+        workers=args.workers,
+        deduplicate=args.deduplicate,
+        payload=args.payload,
+        compression=args.compression,
+    )
     if report.generation is None:
         print(f"{args.store} is already compact")
         return
@@ -297,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     compaction.add_argument("store")
     compaction.add_argument("--workers", type=_integer(1), help="shards written at once (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
+    compaction.add_argument(
+        "--payload",
+        choices=tuple(layout.PAYLOADS),
+        default=layout.DEFAULT_PAYLOAD,
+        help="file format: parquet (default; compressed, smaller) or arrow (Arrow IPC, read as memory-mapped slices)",
+    )
+    compaction.add_argument(
+        "--compression",
+        help="codec (default: lz4 for parquet, none for arrow; arrow also takes lz4 and zstd)",
+    )
     compaction.set_defaults(run=_verb_compact)
 
     garbage = verbs.add_parser(

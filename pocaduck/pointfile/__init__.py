@@ -1,12 +1,19 @@
-"""The store's Parquet point file: how it is written, how a run of its rows is found and read.
+"""The store's point files: how they are written, how a run of their rows is found and read.
 
-A point file holds one row per point: ``label`` (uint64, dictionary-encoded),
-``block_id`` and one column per schema column, sorted by label. The index
-(``point_index``) names a run of rows by ``(file_id, row_offset, point_count)``.
-The invariant that ties writer and reader: every row group but the last holds
-exactly ``row_group_size`` rows, so a row offset alone says which row group to
-read. Ingestion and compaction write through :func:`write_point_file`; every
-reader gathers rows through :class:`PointFiles`.
+A point file holds one row per point, sorted by label: the label, the block id
+and the point's values (one value per schema column). Two formats, one per
+module: Parquet (``_parquet.py``, the default: compressed, checksummed pages)
+and Arrow IPC files (``_arrow.py``: a label's points are a slice of one flat
+buffer, memory-mapped on local disk). A file's extension says which
+(``layout.PAYLOADS``); nothing above this package asks.
+
+The index (``point_index``) names a run of rows by ``(file_id, row_offset,
+point_count)``. The invariant that ties writer and reader, in both formats:
+every row group (Arrow: record batch) but the last holds exactly
+``row_group_size`` rows, so a row offset alone says which group to read.
+Ingestion and compaction write through :func:`write_point_file`; every reader
+gathers rows through :class:`PointFiles`, and ``verify`` decodes whole files
+with :func:`count_rows`.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import layout
-from .errors import DataFileError, StorageAccessError, StorageUnavailableError
-from .index import bbox_columns
-from .layout import Schema
-from .sampling import read_marker
-from .storage import Storage
+from .. import layout
+from ..errors import DataFileError, InvalidArgumentError, StorageAccessError, StorageUnavailableError
+from ..index import bbox_columns
+from ..layout import Schema
+from ..sampling import read_marker
+from ..storage import Storage
+from . import _arrow, _parquet
+
+_FORMATS = {"parquet": _parquet, "arrow": _arrow}
+_OPENERS = {"parquet": _parquet.ParquetPointFile, "arrow": _arrow.ArrowPointFile}
+_DEFAULT_CODECS = {"parquet": "lz4", "arrow": "none"}
 
 _OPEN_FILES_KEPT = 256
 
@@ -45,57 +56,56 @@ def write_point_file(
     compression: str,
     metadata: dict[bytes, bytes] | None = None,
 ) -> tuple[int, str]:
-    """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's Parquet files.
+    """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's point files.
 
     Ingestion and compaction both write through here, so every payload file has
-    the layout queries expect, page checksums included. ``metadata`` goes into
-    the file's footer (compaction declares its row order there). The file is
-    built in ``staging`` and published at ``path`` atomically; returns its size
-    in bytes and its checksum, taken from the local copy before publishing.
+    the layout queries expect; ``path``'s extension picks the format, and
+    ``compression`` must be one it takes (see :func:`check_compression`).
+    ``metadata`` goes into the file's footer or schema (compaction declares its
+    row order there). The file is built in ``staging`` and published at ``path``
+    atomically; returns its size in bytes and its checksum, taken from the
+    local copy before publishing.
     """
     chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    string_blocks = pa.types.is_string(chunk_blocks.type)
-    block_type = pa.dictionary(pa.int32(), pa.string()) if string_blocks else chunk_blocks.type
-    arrow_schema = pa.schema(
-        [
-            ("label", pa.uint64()),
-            ("block_id", block_type),
-            *((name, pa.from_numpy_dtype(schema.dtype)) for name in schema.columns),
-        ],
-        metadata=metadata,
-    )
     temp = os.path.join(staging, os.path.basename(path) + ".tmp")
-    # Delta encoding (integers) and byte-stream-split (floats) shrink clustered neuron
-    # coordinates several times at no cost in write or read speed.
-    value_encoding = "DELTA_BINARY_PACKED" if schema.dtype.kind in "iu" else "BYTE_STREAM_SPLIT"
-    with pq.ParquetWriter(
-        temp,
-        arrow_schema,
-        compression=compression,
-        use_dictionary=["label", "block_id"],
-        write_statistics=["label"],
-        column_encoding=dict.fromkeys(schema.columns, value_encoding),
-        write_page_checksum=True,  # queries verify them: a flipped bit fails the read instead of moving a point
-    ) as writer:
-        # One row group per call, so every group but the last holds exactly row_group_size rows (queries
-        # locate rows by that), each with a dictionary of only its own labels and blocks: a file-wide block
-        # dictionary is repeated in every row group, which made files of many small writes ~10x larger.
-        for start in range(0, len(chunk_of_row), row_group_size):
-            rows = slice(start, start + row_group_size)
-            chunks = chunk_of_row[rows]
-            if string_blocks:
-                first = int(chunks[0])
-                dictionary = chunk_blocks.slice(first, int(chunks[-1]) - first + 1)
-                blocks = pa.DictionaryArray.from_arrays(pa.array(chunks - first), dictionary)
-            else:
-                blocks = chunk_blocks.take(pa.array(chunks))
-            group = pa.table([chunk_labels[chunks], blocks, *(column[rows] for column in values)], schema=arrow_schema)
-            writer.write_table(group, row_group_size=row_group_size)
+    _FORMATS[layout.payload_of(path)].write(
+        temp, schema, chunk_labels, chunk_blocks, chunk_of_row, values, row_group_size, compression, metadata
+    )
     byte_size = os.path.getsize(temp)
     with open(temp, "rb") as written:
         file_checksum = layout.checksum(iter(functools.partial(written.read, 2**22), b""))
     storage.publish(temp, path)
     return byte_size, file_checksum
+
+
+def check_compression(payload: str, compression: object) -> str:
+    """The codec a payload's files are written with: ``compression`` checked, None giving the payload's default.
+
+    Parquet takes the codecs pyarrow's Parquet writer was built with (default
+    ``lz4``); Arrow IPC files take ``none`` (the default), ``lz4`` or ``zstd``.
+
+    >>> check_compression("arrow", None), check_compression("parquet", None), check_compression("arrow", "zstd")
+    ('none', 'lz4', 'zstd')
+    >>> check_compression("arrow", "snappy")
+    Traceback (most recent call last):
+    pocaduck.errors.InvalidArgumentError: compression 'snappy' does not suit payload 'arrow' ...
+    """
+    payload = layout.check_payload(payload)
+    codec = _DEFAULT_CODECS[payload] if compression is None else compression
+    if isinstance(codec, str) and _FORMATS[payload].check_codec(codec):
+        return codec
+    raise InvalidArgumentError(
+        f"compression {compression!r} does not suit payload {payload!r}: Parquet files take "
+        f"{_parquet.CODECS}; Arrow IPC files take {_arrow.CODECS}"
+    )
+
+
+def count_rows(path: str, data: bytes) -> int:
+    """Decode every row of a whole point file's bytes (``path`` names its format) and return the row count.
+
+    Raises ``OSError`` or ``pyarrow.ArrowException`` when the file does not decode (Parquet: a page checksum fails).
+    """
+    return _FORMATS[layout.payload_of(path)].count_rows(data)
 
 
 def chunk_index_rows(
@@ -143,9 +153,14 @@ class PointFiles:
     """Reads row runs out of a store's point files, keeping recently used files open.
 
     ``files`` maps each ``file_id`` to its ``(path, row_group_size, byte_size)`` as the
-    index's ``files`` table lists them. ``verify_checksums=False`` only serves to
-    measure what verifying Parquet page checksums costs: a damaged page then reads
-    as wrong points.
+    index's ``files`` table lists them; each path's extension says its format.
+    ``verify_checksums=False`` only serves to measure what verifying Parquet page
+    checksums costs: a damaged page then reads as wrong points.
+
+    Points come back in a new, writable array whatever the format: from an Arrow
+    file on local disk the rows are a view of the mapped file, copied once
+    (~1 µs for 1,000 points), so a caller never holds a read-only array or one
+    that pins a file that ``collect_garbage`` may remove.
     """
 
     def __init__(
@@ -155,7 +170,7 @@ class PointFiles:
         self.schema = schema
         self.files = files
         self.verify_checksums = verify_checksums
-        self._open: OrderedDict[int, pq.ParquetFile] = OrderedDict()
+        self._open: OrderedDict[int, Any] = OrderedDict()
 
     def close(self) -> None:
         self._open.clear()
@@ -171,8 +186,7 @@ class PointFiles:
                              output="numpy")
             points = point_files.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         """
-        columns = self.schema.columns
-        points = np.empty((int(counts.sum()), len(columns)), dtype=self.schema.dtype)
+        points = np.empty((int(counts.sum()), self.schema.dimensions), dtype=self.schema.dtype)
         file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
         for file_id in np.unique(file_ids):
             mine = np.flatnonzero(file_ids == file_id)
@@ -193,9 +207,7 @@ class PointFiles:
                 sources = np.searchsorted(groups, first_group) * group_size + offsets[mine] % group_size
                 take = _row_ranges(sources, counts[mine])
                 put = _row_ranges(destinations[mine], counts[mine])
-            table = self._read_row_groups(int(file_id), path, byte_size, groups.tolist())
-            for j, name in enumerate(columns):
-                points[put, j] = table.column(name).to_numpy()[take]
+            self._gather(int(file_id), path, byte_size, groups.tolist(), take, points, put)
         return points
 
     def iter_rows(
@@ -225,26 +237,25 @@ class PointFiles:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
     def row_order(self, file_id: int) -> dict[str, Any] | None:
-        """The sample order a file declares in its footer (see ``sampling``), or None."""
+        """The sample order a file declares in its footer or schema (see ``sampling``), or None."""
         path, _, byte_size = self.files[int(file_id)]
-        return read_marker(self._parquet(int(file_id), path, byte_size).schema_arrow.metadata)
+        return read_marker(self._opened(int(file_id), path, byte_size).metadata)
 
-    def _parquet(self, file_id: int, path: str, byte_size: int) -> pq.ParquetFile:
+    def _opened(self, file_id: int, path: str, byte_size: int) -> Any:
+        """The file, opened in its format (a ``ParquetPointFile`` or an ``ArrowPointFile``) and kept."""
         try:
-            parquet = self._open.get(file_id)
-            if parquet is None:
+            opened = self._open.get(file_id)
+            if opened is None:
                 source = self.storage.open_input(path, byte_size)
-                # Pre-buffering coalesces a row group's column chunks into one request: worth a round
-                # trip to an object store, a quarter of the read time lost on a local file.
-                parquet = pq.ParquetFile(
-                    source, pre_buffer=not isinstance(source, str), page_checksum_verification=self.verify_checksums
+                opened = _OPENERS[layout.payload_of(path)](
+                    source, self.schema.columns, verify_checksums=self.verify_checksums
                 )
-                self._open[file_id] = parquet
+                self._open[file_id] = opened
                 if len(self._open) > _OPEN_FILES_KEPT:
                     self._open.popitem(last=False)
             else:
                 self._open.move_to_end(file_id)
-            return parquet
+            return opened
         except (StorageAccessError, StorageUnavailableError):
             raise  # the store is fine, reaching it is not
         except (OSError, pa.ArrowException) as error:
@@ -256,14 +267,23 @@ class PointFiles:
             f"The store is damaged: {layout.rewrite_advice(path)}"
         )
 
-    def _read_row_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
-        parquet = self._parquet(file_id, path, byte_size)
+    def _gather(
+        self,
+        file_id: int,
+        path: str,
+        byte_size: int,
+        groups: list[int],
+        take: slice | np.ndarray,
+        points: np.ndarray,
+        put: slice | np.ndarray,
+    ) -> None:
+        opened = self._opened(file_id, path, byte_size)
         try:
-            # Decoding columns on threads pays from two row groups on; for one it costs more than it saves.
-            return parquet.read_row_groups(groups, columns=list(self.schema.columns), use_threads=len(groups) > 1)
+            opened.gather(groups, take, points, put)
         except (StorageAccessError, StorageUnavailableError):
             self._open.pop(file_id, None)
             raise  # the store is fine, reaching it is not
-        except (OSError, pa.ArrowException) as error:
+        # A file with fewer groups or rows than the index says: an IndexError, or a ValueError as rows land.
+        except (OSError, pa.ArrowException, IndexError, ValueError) as error:
             self._open.pop(file_id, None)
             raise self._damaged(path, error) from error
