@@ -186,6 +186,8 @@ class PointFiles:
                              output="numpy")
             points = point_files.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         """
+        if len(counts) == 1:  # one run, as a compacted label is: no coalescing, no grouping
+            return self._read_run(int(file_ids[0]), int(offsets[0]), int(counts[0]))
         points = np.empty((int(counts.sum()), self.schema.dimensions), dtype=self.schema.dtype)
         file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
         for file_id in np.unique(file_ids):
@@ -208,6 +210,16 @@ class PointFiles:
                 take = _row_ranges(sources, counts[mine])
                 put = _row_ranges(destinations[mine], counts[mine])
             self._gather(int(file_id), path, byte_size, groups.tolist(), take, points, put)
+        return points
+
+    def _read_run(self, file_id: int, offset: int, count: int) -> np.ndarray:
+        points = np.empty((count, self.schema.dimensions), dtype=self.schema.dtype)
+        if count:
+            path, group_size, byte_size = self.files[file_id]
+            first = offset // group_size
+            start = offset - first * group_size
+            groups = list(range(first, (offset + count - 1) // group_size + 1))
+            self._gather(file_id, path, byte_size, groups, slice(start, start + count), points, slice(0, count))
         return points
 
     def iter_rows(
