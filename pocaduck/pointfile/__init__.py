@@ -88,7 +88,7 @@ def check_compression(payload: str, compression: object) -> str:
     ('none', 'lz4', 'zstd')
     >>> check_compression("arrow", "snappy")
     Traceback (most recent call last):
-    pocaduck.errors.InvalidArgumentError: compression 'snappy' does not suit payload 'arrow' ...
+    pocaduck.errors.InvalidArgumentError: compression 'snappy' does not suit payload 'arrow': ...
     """
     payload = layout.check_payload(payload)
     codec = _DEFAULT_CODECS[payload] if compression is None else compression
