@@ -1,11 +1,11 @@
 """Blockwise ingestion: one Ingestor per worker buffers writes and packs them into point files.
 
 A write costs a validation and an append to in-memory lists (``write_block``
-validates a whole block's labels at once). Work scales with
-the data: when the buffer reaches ``max_points_per_file`` (or
-``max_bytes_per_file``) it is sorted by label, written as one point file in the
-store's payload (Parquet, or Arrow IPC: see ``pointfile``; temp name, then atomic publish) and indexed with one bulk insert committed
-after the file exists.
+validates a whole block's labels at once). Work scales with the data: when the
+buffer reaches ``max_points_per_file`` (or ``max_bytes_per_file``) it is sorted
+by label, written as one point file in the store's payload (Parquet, or Arrow
+IPC: see ``pointfile``; temp name, then atomic publish) and indexed with one
+bulk insert committed after the file exists.
 """
 
 from __future__ import annotations

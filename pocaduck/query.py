@@ -4,7 +4,9 @@ A new Query finds points through the store's label directory
 (``label_directory.py``: a few ranged reads, nothing downloaded whole) and
 fetches the unified index only when something else needs it (SQL, labels,
 blocks, summaries): the copy of it published with that directory, so the
-Query reads one version of the store throughout. A store without a directory
+Query reads one version of the store throughout, and the directory keeps
+finding points (~10 µs a label, DuckDB ~0.3 ms) once the index is attached;
+only ``blocks=`` and box queries ask the index. A store without a directory
 to trust is read through its index from the start. The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
 makes that cheap too; only our own statements run there. Users' SQL (``Query.sql``, ``db_connection``) runs on a
