@@ -171,9 +171,11 @@ class PointFiles:
         self.files = files
         self.verify_checksums = verify_checksums
         self._open: OrderedDict[int, Any] = OrderedDict()
+        self._orders: dict[int, dict[str, Any] | None] = {}
 
     def close(self) -> None:
         self._open.clear()
+        self._orders.clear()
 
     def read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Gather row ranges of the store's files, as ``point_index`` rows name them, into one (N, D) array.
@@ -250,8 +252,11 @@ class PointFiles:
 
     def row_order(self, file_id: int) -> dict[str, Any] | None:
         """The sample order a file declares in its footer or schema (see ``sampling``), or None."""
-        path, _, byte_size = self.files[int(file_id)]
-        return read_marker(self._opened(int(file_id), path, byte_size).metadata)
+        file_id = int(file_id)
+        if file_id not in self._orders:  # parsed once a file: a dataset's first pass asks for every label
+            path, _, byte_size = self.files[file_id]
+            self._orders[file_id] = read_marker(self._opened(file_id, path, byte_size).metadata)
+        return self._orders[file_id]
 
     def _opened(self, file_id: int, path: str, byte_size: int) -> Any:
         """The file, opened in its format (a ``ParquetPointFile`` or an ``ArrowPointFile``) and kept."""
