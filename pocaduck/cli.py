@@ -154,6 +154,7 @@ def _verb_scan(args: argparse.Namespace) -> None:
             voxel_offset=args.voxel_offset,
             consolidate=not args.no_consolidate,
             resume=args.resume,
+            payload=args.payload,
             retries=args.retries,
         )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--seed", type=_integer(0), default=0, help="sample mode: random seed")
     scan.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed worker this many times")
     scan.add_argument("--resume", action="store_true", help="keep workers a previous run of this scan finished")
+    scan.add_argument(
+        "--payload", choices=tuple(layout.PAYLOADS), help="workers' file format in a new store (default: parquet)"
+    )
     scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")

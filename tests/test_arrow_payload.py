@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _support import as_row_set
 
-from pocaduck import Ingestor, Query, consolidate, create_store, verify
+from pocaduck import Ingestor, Query, consolidate, create_store, make_demo_volume, scan_volume, verify
 from pocaduck.cli import main as cli
 from pocaduck.compact import compact
 from pocaduck.errors import DataFileError, InvalidArgumentError, SchemaMismatchError
@@ -217,3 +217,14 @@ def test_the_command_compacts_as_arrow(tmp_path, capsys):
     assert "already compact" in capsys.readouterr().out
     with Query(store) as query:
         assert {label: as_row_set(query.get_points(label)) for label in LABELS} == expected
+
+
+def test_a_scan_writes_the_payload_it_is_asked_for(tmp_path):
+    volume = make_demo_volume(32, seed=1)
+    read = {}
+    for payload in ("parquet", "arrow"):
+        scan_volume(volume, tmp_path / payload, block_shape=16, workers=1, payload=payload)
+        assert set(data_files(tmp_path / payload)) == {f".{payload}"}
+        with Query(tmp_path / payload) as query:
+            read[payload] = {label: as_row_set(query.get_points(label)) for label in query.get_labels().tolist()}
+    assert read["arrow"] == read["parquet"] and read["arrow"]
