@@ -66,10 +66,9 @@ def write_point_file(
     atomically; returns its size in bytes and its checksum, taken from the
     local copy before publishing.
     """
-    chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     temp = os.path.join(staging, os.path.basename(path) + ".tmp")
     _FORMATS[layout.payload_of(path)].write(
-        temp, schema, chunk_labels, chunk_blocks, chunk_of_row, values, row_group_size, compression, metadata
+        temp, schema, chunk_labels, chunk_blocks, counts, values, row_group_size, compression, metadata
     )
     byte_size = os.path.getsize(temp)
     with open(temp, "rb") as written:

@@ -40,14 +40,15 @@ def write(
     schema: Schema,
     chunk_labels: np.ndarray,
     chunk_blocks: pa.Array,
-    chunk_of_row: np.ndarray,
+    counts: np.ndarray,
     values: np.ndarray,
     row_group_size: int,
     compression: str,
     metadata: dict[bytes, bytes] | None,
 ) -> None:
-    """Write the rows as an Arrow IPC file at ``temp``, a record batch per ``row_group_size`` rows."""
-    ends = pa.array(np.cumsum(np.bincount(chunk_of_row, minlength=len(chunk_labels))), pa.int64())
+    """Write the chunks (``counts[i]`` rows each) as an Arrow IPC file at ``temp``, a record batch per
+    ``row_group_size`` rows."""
+    ends = pa.array(np.cumsum(counts), pa.int64())
     labels = pa.RunEndEncodedArray.from_arrays(ends, pa.array(chunk_labels, pa.uint64()))
     blocks = pa.RunEndEncodedArray.from_arrays(ends, chunk_blocks)
     # (D, N) columns to one row-major (N, D) buffer: the transposing copy is the write's only pass over the points.
@@ -59,7 +60,7 @@ def write(
     )
     options = pa.ipc.IpcWriteOptions(compression=_CODECS[compression.lower()])
     with pa.OSFile(temp, "wb") as sink, pa.ipc.new_file(sink, arrow_schema, options=options) as writer:
-        for start in range(0, len(chunk_of_row), row_group_size):
+        for start in range(0, len(points), row_group_size):
             columns = [column.slice(start, row_group_size) for column in (labels, blocks, points)]
             writer.write_batch(pa.record_batch(columns, schema=arrow_schema))
 

@@ -27,13 +27,14 @@ def write(
     schema: Schema,
     chunk_labels: np.ndarray,
     chunk_blocks: pa.Array,
-    chunk_of_row: np.ndarray,
+    counts: np.ndarray,
     values: np.ndarray,
     row_group_size: int,
     compression: str,
     metadata: dict[bytes, bytes] | None,
 ) -> None:
-    """Write the rows as a Parquet file at ``temp``, a row group per ``row_group_size`` rows."""
+    """Write the chunks (``counts[i]`` rows each) as a Parquet file at ``temp``, a row group per ``row_group_size`` rows."""
+    chunk_of_row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     string_blocks = pa.types.is_string(chunk_blocks.type)
     block_type = pa.dictionary(pa.int32(), pa.string()) if string_blocks else chunk_blocks.type
     arrow_schema = pa.schema(
