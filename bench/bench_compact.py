@@ -1,4 +1,5 @@
-"""Compaction benchmark: get_points before and after compaction, beside the original 0.1.1 and npz-per-block files.
+"""Compaction benchmark: get_points before and after compaction, beside the original 0.1.1 and npz-per-block files,
+and the compacted store as Parquet and as Arrow IPC files beside ``np.load`` of the same points.
 
     .venv/bin/python bench/bench_compact.py            # about 3 minutes on 2 shared cores
     .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute; docs left alone
@@ -8,7 +9,11 @@ block), so a label has 1,000 points; blocks go to 8 workers round-robin, so
 every label is written by all 8 workers, as a blockwise scan produces it. The
 "probe" store (200 labels) is built by all three implementations from the
 same arrays; the "throughput" store (ours only, 20x more labels) gives the
-compaction rate at a more realistic size. The original runs in its own
+compaction rate at a more realistic size. The probe store is also compacted
+as Arrow IPC files (uncompressed, LZ4, ZSTD), each a copy of the same
+ingested store; their ``get_points`` and ``np.load`` of each label's points
+from its own ``.npy`` file are timed side by side, label by label in turn, so
+the machine's noise falls on all alike. The original runs in its own
 process (same import name, its package first on ``PYTHONPATH``). The table is
 printed and written to ``bench/results/compact.md`` and its section of
 ``docs/benchmarks.md`` (not with ``--quick`` or ``--no-docs``), raw figures to
@@ -18,8 +23,10 @@ printed and written to ``bench/results/compact.md`` and its section of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +49,14 @@ POINTS_PER_WRITE = 20
 # writes many 10M-point files: a label's blocks then sit in many files. The probe store keeps the default
 # (one or two files per worker), the case least favourable to compaction.
 BIG_POINTS_PER_FILE = 20_000
+# The compacted probe store in each payload: (name, payload, compression), Parquet first as the reference.
+PAYLOADS = (
+    ("parquet (lz4)", "parquet", None),
+    ("arrow (uncompressed)", "arrow", None),
+    ("arrow (lz4)", "arrow", "lz4"),
+    ("arrow (zstd)", "arrow", "zstd"),
+)
+NPY = "np.load, one .npy per label"
 
 # Runs under the original package; reads the workload arrays, writes its store, times get_points.
 _ORIGINAL = """
@@ -145,6 +160,50 @@ def time_original(original_dir: str, workload_file: str, store: str, probes: lis
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def time_side_by_side(readers: dict[str, Any], probes: list[int], passes: int) -> dict[str, list[float]]:
+    """Each reader's get_points of every probe label, the readers taking turns on each label."""
+    for read in readers.values():
+        read(probes[0])  # open files and warm the page cache once
+    seconds: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(passes):
+        for label in probes:
+            for name, read in readers.items():
+                started = time.perf_counter()
+                read(label)
+                seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def compare_payloads(ours: str, workdir: str, probes: list[int], passes: int, workers: int) -> dict[str, Any]:
+    """Compact copies of the ingested store in every payload; time them beside np.load of the same points."""
+    stores = {}
+    for name, payload, compression in PAYLOADS:
+        stores[name] = os.path.join(workdir, f"payload-{payload}-{compression}")
+        shutil.copytree(ours, stores[name])
+    results: dict[str, Any] = {}
+    for name, payload, compression in PAYLOADS:
+        report = compact(stores[name], workers=workers, points_per_file=10**7, payload=payload, compression=compression)
+        results[name] = {"compaction": report.to_dict(), "bytes": report.bytes_written}
+    queries = {name: Query(stores[name], cache_size=0) for name in stores}
+    npy = os.path.join(workdir, "npy")
+    os.makedirs(npy)
+    npy_bytes = 0
+    for label in probes:
+        np.save(os.path.join(npy, f"{label}.npy"), queries[PAYLOADS[0][0]].get_points(label))
+        npy_bytes += os.path.getsize(os.path.join(npy, f"{label}.npy"))
+    readers = {name: functools.partial(query.get_points, use_cache=False) for name, query in queries.items()}
+    readers[NPY] = lambda label: np.load(os.path.join(npy, f"{label}.npy"))
+    try:
+        for name, seconds in time_side_by_side(readers, probes, passes).items():
+            results.setdefault(name, {})["seconds"] = seconds
+        results[PAYLOADS[0][0]].update(files=queries[PAYLOADS[0][0]].info()["files"])
+    finally:
+        for query in queries.values():
+            query.close()
+    results[NPY].update(bytes_probes=npy_bytes, labels=len(probes))
+    return results
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     values = np.array(seconds) * 1e3
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "n": len(values)}
@@ -185,6 +244,7 @@ def main() -> None:
         ours = os.path.join(workdir, "ours")
         results["ours_ingest_s"] = ingest_ours(workload, ours)
         results["before"] = time_ours(ours, probes, passes)
+        results["payloads"] = compare_payloads(ours, workdir, probes, passes, args.workers)
         results["compaction"] = run_compaction(ours, args.workers, 10**7)
         results["after"] = time_ours(ours, probes, passes)
         npz = os.path.join(workdir, "npz")
@@ -262,8 +322,36 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Ingestion of the probe store: ours {results['ours_ingest_s']:.1f} s, original {results['original']['ingest_seconds']:.1f} s, "
         f"npz {results['npz_ingest_s']:.1f} s.",
+        "",
+        *render_payloads(results["payloads"], probe["points"]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_payloads(payloads: dict[str, Any], points: int) -> list[str]:
+    """The compacted probe store in each payload beside np.load: bytes on disk and get_points, side by side."""
+    npy = percentiles_ms(payloads[NPY]["seconds"])
+    rows = []
+    for name, *_ in PAYLOADS:
+        figures = percentiles_ms(payloads[name]["seconds"])
+        size = payloads[name]["bytes"]
+        rows.append(
+            f"| {name} | {size / 2**20:.2f} MiB ({size / points:.1f} B/point) | {figures['p50'] * 1e3:.0f} | "
+            f"{figures['p95'] * 1e3:.0f} | **{figures['p50'] / npy['p50']:.2f}x** |"
+        )
+    return [
+        "#### Parquet or Arrow IPC: the compacted probe store, get_points beside np.load of the same points",
+        "",
+        f"The same ingested store compacted in each payload; {npy['n']} reads each of 1,000-point labels, "
+        "the readers taking turns label by label (warm Query, points cache off, page cache warm). "
+        "Bytes: the compacted point files.",
+        "",
+        "| compacted payload | bytes on disk | p50 µs | p95 µs | p50 / np.load |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        f"| {NPY} | {payloads[NPY]['bytes_probes'] / 2**20:.2f} MiB for the {payloads[NPY]['labels']} labels read | "
+        f"{npy['p50'] * 1e3:.0f} | {npy['p95'] * 1e3:.0f} | 1.00x |",
+    ]
 
 
 if __name__ == "__main__":

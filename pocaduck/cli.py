@@ -94,7 +94,13 @@ def _write_table(table: pa.Table, output: str | None, what: str) -> None:
 
 
 def _verb_compact(args: argparse.Namespace) -> None:
-    report = compact(_store(args), workers=args.workers, deduplicate=args.deduplicate)
+    report = compact(
+        _store(args),
+        workers=args.workers,
+        deduplicate=args.deduplicate,
+        payload=args.payload,
+        compression=args.compression,
+    )
     if report.generation is None:
         print(f"{args.store} is already compact")
         return
@@ -153,6 +159,7 @@ def _verb_scan(args: argparse.Namespace) -> None:
             voxel_offset=args.voxel_offset,
             consolidate=not args.no_consolidate,
             resume=args.resume,
+            payload=args.payload,
             retries=args.retries,
         )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
@@ -307,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     compaction.add_argument("store")
     compaction.add_argument("--workers", type=_integer(1), help="shards written at once (default: one per CPU)")
     compaction.add_argument("--deduplicate", action="store_true", help="keep one copy of identical points per label")
+    compaction.add_argument(
+        "--payload",
+        choices=tuple(layout.PAYLOADS),
+        default=layout.DEFAULT_PAYLOAD,
+        help="file format: parquet (default; compressed, smaller) or arrow (Arrow IPC, read as memory-mapped slices)",
+    )
+    compaction.add_argument(
+        "--compression",
+        help="codec (default: lz4 for parquet, none for arrow; arrow also takes lz4 and zstd)",
+    )
     compaction.set_defaults(run=_verb_compact)
 
     garbage = verbs.add_parser(
@@ -362,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--seed", type=_integer(0), default=0, help="sample mode: random seed")
     scan.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed worker this many times")
     scan.add_argument("--resume", action="store_true", help="keep workers a previous run of this scan finished")
+    scan.add_argument(
+        "--payload", choices=tuple(layout.PAYLOADS), help="workers' file format in a new store (default: parquet)"
+    )
     scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")

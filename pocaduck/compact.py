@@ -41,7 +41,7 @@ from .consolidate import publish_unified_index, write_failures_reported
 from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
 from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
-from .pointfile import PointFiles, chunk_index_rows, write_point_file
+from .pointfile import PointFiles, check_compression, chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, progress_sink
 from .sampling import order_marker, stored_order
 from .storage import Storage
@@ -86,7 +86,8 @@ def compact(
     deduplicate: bool = False,
     points_per_file: int = DEFAULT_POINTS_PER_FILE,
     row_group_size: int = layout.ROW_GROUP_SIZE,
-    compression: str = "lz4",
+    compression: str | None = None,
+    payload: str = layout.DEFAULT_PAYLOAD,
     progress: Progress = None,
     retries: int = 0,
     stop: threading.Event | None = None,
@@ -101,7 +102,13 @@ def compact(
     small stores, which they spare the process start-up; see
     bench/bench_executors.py) and need no ``if __name__ == "__main__":`` guard.
     ``deduplicate=True`` keeps one copy of identical points of a label (the
-    first, in block order); by default every point is kept. ``progress`` (a
+    first, in block order); by default every point is kept. ``payload``
+    picks the files' format: ``"parquet"`` (the default) or ``"arrow"``, Arrow
+    IPC files whose labels read as slices of a memory-mapped file (see the
+    guide's "Parquet or Arrow IPC: which to pick"); ``compression=None`` is the
+    payload's default codec (LZ4 for Parquet, uncompressed for Arrow; Arrow
+    also takes ``"lz4"`` and ``"zstd"``). Compacting again with another payload
+    rewrites the store in it. ``progress`` (a
     callable, or ``"tqdm"`` for bars) receives a
     :class:`~pocaduck.ProgressEvent` per shard as it is queued, runs and ends.
     Setting ``stop`` (from another thread), or Ctrl-C, stops the compaction
@@ -124,6 +131,7 @@ def compact(
     """
     if points_per_file < 1 or row_group_size < 1 or retries < 0:
         raise ValueError("points_per_file and row_group_size must be positive, retries at least 0")
+    codec = check_compression(payload, compression)
     store = open_store(storage_config)
     config, storage = store.config, store.storage
     schema = store.require("compaction")
@@ -135,7 +143,8 @@ def compact(
         "deduplicate": bool(deduplicate),
         "points_per_file": int(points_per_file),
         "row_group_size": int(row_group_size),
-        "compression": compression,
+        "compression": codec,
+        "payload": payload,
     }
     started = time.perf_counter()
     with storage.lock(layout.COMPACTION_LOCK) as free, write_failures_reported(storage, "compaction"):
@@ -224,10 +233,12 @@ def _prepare(store: Store, settings: dict[str, Any]) -> str | None:
 
 
 def _already_compact(con: duckdb.DuckDBPyConnection, generation: str, settings: dict[str, Any]) -> bool:
-    """True when every file of the index belongs to ``generation`` and it was written with the same de-dup choice."""
+    """True when every file of the index belongs to ``generation``, in the payload asked for, and it was written
+    with the same de-dup choice."""
     (deduplicated,) = con.execute("SELECT deduplicated FROM source.compaction").fetchone()
     (outside,) = con.execute(
-        "SELECT count(*) FROM source.files WHERE NOT starts_with(path, ?)", [layout.compaction_dir(generation) + "/"]
+        "SELECT count(*) FROM source.files WHERE NOT (starts_with(path, ?) AND ends_with(path, ?))",
+        [layout.compaction_dir(generation) + "/", layout.PAYLOADS[settings["payload"]]],
     ).fetchone()
     return outside == 0 and bool(deduplicated) == settings["deduplicate"]
 
@@ -304,7 +315,7 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
     block_type = pa.string() if schema.block_id_type == "string" else pa.int64()
     block_column = pa.array(segment_blocks, block_type)
     values = np.ascontiguousarray(points.T)
-    path = layout.compaction_file(generation, shard)
+    path = layout.compaction_file(generation, shard, plan.get("payload", layout.DEFAULT_PAYLOAD))
     byte_size, file_checksum = write_point_file(
         storage,
         storage.staging_dir(layout.compaction_dir(generation)),

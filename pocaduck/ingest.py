@@ -1,11 +1,11 @@
-"""Blockwise ingestion: one Ingestor per worker buffers writes and packs them into Parquet files.
+"""Blockwise ingestion: one Ingestor per worker buffers writes and packs them into point files.
 
 A write costs a validation and an append to in-memory lists (``write_block``
-validates a whole block's labels at once). Work scales with
-the data: when the buffer reaches ``max_points_per_file`` (or
-``max_bytes_per_file``) it is sorted by label, written as one Parquet file
-(temp name, then atomic publish) and indexed with one bulk insert committed
-after the file exists.
+validates a whole block's labels at once). Work scales with the data: when the
+buffer reaches ``max_points_per_file`` (or ``max_bytes_per_file``) it is sorted
+by label, written as one point file in the store's payload (Parquet, or Arrow
+IPC: see ``pointfile``; temp name, then atomic publish) and indexed with one
+bulk insert committed after the file exists.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from types import TracebackType
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import layout
 from .config import StorageConfig
@@ -43,7 +42,7 @@ from .errors import (
 from .index import create_worker_tables
 from .keys import check_block_id, check_label, check_labels
 from .layout import Schema
-from .pointfile import chunk_index_rows, write_point_file
+from .pointfile import check_compression, chunk_index_rows, write_point_file
 from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
@@ -72,23 +71,6 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _check_compression(compression: object) -> str:
-    """Try the codec on a one-row table now, so a bad name fails here and not at the first file.
-
-    pyarrow's codecs depend on how it was built, so asking its writer is the only exact test.
-    """
-    if isinstance(compression, str):
-        try:
-            pq.write_table(pa.table({"probe": [0]}), pa.BufferOutputStream(), compression=compression)
-            return compression
-        except (pa.ArrowException, ValueError):
-            pass
-    raise InvalidArgumentError(
-        f"compression {compression!r} is not a codec pyarrow's Parquet writer accepts: use 'lz4', 'zstd', "
-        f"'snappy', 'gzip', 'brotli' or 'none'"
-    )
-
-
 def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
     """Integers may widen and float32 may become float64; nothing crosses int/float."""
     if source == target:
@@ -103,6 +85,12 @@ class Ingestor:
     Each worker of a parallel job uses its own ``worker_id``. A new Ingestor for
     a worker id replaces whatever an earlier, unfinished run of that worker
     left behind, so a crashed or retried worker simply runs again.
+
+    Files are written in the store's payload, which its manifest records
+    (``create_store(..., payload="arrow")``, else the first worker's
+    ``payload``, else Parquet); asking for another is refused.
+    ``compression=None`` is the payload's default codec (LZ4 for Parquet, none
+    for Arrow IPC).
 
     >>> import tempfile
     >>> store = tempfile.mkdtemp()
@@ -122,12 +110,12 @@ class Ingestor:
         columns: list[str] | tuple[str, ...] | None = None,
         max_bytes_per_file: int = 512 * 2**20,
         row_group_size: int = layout.ROW_GROUP_SIZE,
-        compression: str = "lz4",
+        compression: str | None = None,
+        payload: str | None = None,
     ):
         self.max_points_per_file = _positive_int("max_points_per_file", max_points_per_file)
         self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
         self.row_group_size = _positive_int("row_group_size", row_group_size)
-        self.compression = _check_compression(compression)
         store = open_store(storage_config)
         self.storage_config = store.config
         self.worker_id = layout.check_worker_id(worker_id)
@@ -140,6 +128,10 @@ class Ingestor:
             raise SchemaMismatchError(
                 f"columns {list(self._requested_columns)} differ from the store's {list(self._schema.columns)}"
             )
+        self._requested_payload = None if payload is None else layout.check_payload(payload)
+        self._requested_compression = compression
+        self.payload = self._payload_in_force(self._schema)
+        self.compression = check_compression(self.payload, compression)
         self._index: duckdb.DuckDBPyConnection | None = None
         self._writer = ThreadPoolExecutor(max_workers=FILES_IN_FLIGHT, thread_name_prefix="pocaduck-writer")
         self._in_flight: deque[tuple[Future, _Buffer]] = deque()
@@ -171,6 +163,18 @@ class Ingestor:
         self._buffered_bytes = 0
 
     # -- lifecycle -------------------------------------------------------
+
+    def _payload_in_force(self, schema: Schema | None) -> str:
+        """The store's payload (what every worker writes), refusing another one asked for."""
+        if schema is None:
+            return self._requested_payload or layout.DEFAULT_PAYLOAD
+        if self._requested_payload not in (None, schema.payload):
+            raise SchemaMismatchError(
+                f"this Ingestor was asked for payload {self._requested_payload!r}, but the store's manifest says "
+                f"{schema.payload!r}, which every worker of a store writes: leave payload out, or write to another "
+                f"store (compact(store, payload=...) rewrites a store in the other format)"
+            )
+        return schema.payload
 
     def _read_finalized(self) -> dict:
         """The last run's record; if it is damaged, every session on disk counts as superseded.
@@ -327,9 +331,14 @@ class Ingestor:
             raise SchemaMismatchError(
                 f"{len(columns)} column names {list(columns)} for points with {points.shape[1]} columns"
             )
+        proposed = Schema(columns, points.dtype, block_id_type, payload=self.payload)
         with layout.writing(self._storage, layout.MANIFEST):
-            self._schema = layout.establish_schema(self._storage, Schema(columns, points.dtype, block_id_type))
-        return self._schema
+            schema = layout.establish_schema(self._storage, proposed)
+        # Another worker may have declared the store first, with its payload: follow it, or refuse if ours was asked.
+        self.payload = self._payload_in_force(schema)
+        self.compression = check_compression(self.payload, self._requested_compression)
+        self._schema = schema
+        return schema
 
     @staticmethod
     def _check_fits(points: np.ndarray, block_id_type: str, schema: Schema) -> None:
@@ -396,7 +405,7 @@ class Ingestor:
                 ) from error
 
     def _publish_file(self, file_id: int, labels: list[int], block_ids: list[object], chunks: list[np.ndarray]) -> None:
-        """Sort buffered chunks by label, write them as one Parquet file, then commit the index rows
+        """Sort buffered chunks by label, write them as one point file, then commit the index rows
         that point at it (runs on a writer thread; files are encoded in parallel, indexed one at a time)."""
         schema = self._schema
         unsorted_labels = np.array(labels, dtype=np.uint64)
@@ -405,7 +414,7 @@ class Ingestor:
         counts = np.fromiter((chunks[i].shape[1] for i in order), dtype=np.int64, count=len(order))
         values = np.concatenate([chunks[i] for i in order], axis=1)
         chunk_blocks = self._block_column([block_ids[i] for i in order])
-        path = layout.data_file(self.worker_id, self.session_id, file_id)
+        path = layout.data_file(self.worker_id, self.session_id, file_id, self.payload)
         byte_size, file_checksum = write_point_file(
             self._storage,
             self._staging,

@@ -373,7 +373,10 @@ class LabelDirectory:
 
     def lookup(self, labels: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The entries of ``labels``, sorted by label, file and row offset, as columns named like the index's."""
-        wanted = np.unique(np.asarray(labels, dtype=np.uint64))
+        wanted = np.asarray(labels, dtype=np.uint64).reshape(-1)
+        if len(wanted) == 1:
+            return _columns(self._lookup_one(wanted[0]))
+        wanted = np.unique(wanted)
         keys, children = self._root, np.arange(len(self._root))
         found = np.empty(0, ENTRY)
         for depth, level in enumerate(self._levels):
@@ -387,12 +390,36 @@ class LabelDirectory:
                     [page * level.per_page + np.arange(level.page_items(page)) for page in pages.tolist()]
                     or [np.empty(0, np.int64)]
                 )
-        return {
-            "label": found["label"].astype(np.uint64),
-            "file_id": found["file_id"].astype(np.int64),
-            "row_offset": found["row_offset"].astype(np.int64),
-            "point_count": found["point_count"].astype(np.int64),
-        }
+        return _columns(found)
+
+    def _lookup_one(self, label: np.uint64) -> np.ndarray:
+        """:meth:`lookup` of one label, the hot path of ``get_points``: scalar searches, no set operations.
+
+        One label's pages are consecutive on every level, so the keys in hand number
+        their pages from the first one's on (~10 µs against ~30 for the general path).
+        """
+        keys, first_child = self._root, 0
+        for depth, level in enumerate(self._levels):
+            start, end = np.searchsorted(keys, label, "left"), np.searchsorted(keys, label, "right")
+            if end == 0:  # below the first label of the store
+                return np.empty(0, ENTRY)
+            first, last = first_child + max(int(start) - 1, 0), first_child + int(end) - 1
+            items = self._page_run(depth, first, last)
+            if level.item == ENTRY:
+                return items[
+                    np.searchsorted(items["label"], label, "left") : np.searchsorted(items["label"], label, "right")
+                ]
+            keys, first_child = items, first * level.per_page
+        return np.empty(0, ENTRY)
+
+    def _page_run(self, depth: int, first: int, last: int) -> np.ndarray:
+        """The items of pages ``first`` to ``last`` of one level; a single kept page without a copy."""
+        if first == last:
+            page = self._pages.get((depth, first))
+            if page is not None:
+                self._pages.move_to_end((depth, first))
+                return page
+        return self._read(depth, np.arange(first, last + 1))
 
     def point_count(self, label: int) -> int:
         return int(self.lookup([label])["point_count"].sum())
@@ -444,6 +471,15 @@ class LabelDirectory:
                 else:
                     pages_read.extend(pages)
             keys = np.concatenate(pages_read) if pages_read else keys
+
+
+def _columns(found: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "label": found["label"].astype(np.uint64),
+        "file_id": found["file_id"].astype(np.int64),
+        "row_offset": found["row_offset"].astype(np.int64),
+        "point_count": found["point_count"].astype(np.int64),
+    }
 
 
 def _pages_holding(keys: np.ndarray, children: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -18,12 +18,16 @@
         .lock                                held by the worker's live Ingestor
         finalized.json                       names the worker's finalized session
         sessions/<session_id>/index.duckdb   the session's own index
-        sessions/<session_id>/part-000000.parquet ...
+        sessions/<session_id>/part-000000.parquet ...   (or .arrow: the store's payload, in the manifest)
       compacted/.lock                        held by a running compaction or gc
       compacted/<generation>/                one compaction: each label's points together
         index.duckdb                         its files, point_index, the sessions it covers, its settings
-        part-000000.parquet ...              one file per shard (a contiguous label range)
+        part-000000.parquet ...              one file per shard (a contiguous label range): .parquet, or
+                                             .arrow when compacted with payload="arrow"
         plan.json, source.duckdb, shards/    only while it is built: the plan, the index it reads, done shards
+
+A point file's extension says its format (``PAYLOADS``): ``.parquet`` or
+``.arrow`` (the Arrow IPC file format), read and written by ``pointfile``.
 
 The unified index names the compaction generation it is built on (table
 ``compaction``); consolidation keeps using that generation for the sessions it
@@ -75,6 +79,9 @@ LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 # Rows per Parquet row group, for ingestion and compaction alike. A label read decodes whole row groups:
 # 8,192 rows read a small label ~3x faster than 32,768; files grow a little (each group has its own dictionaries).
 ROW_GROUP_SIZE = 8_192
+# The point file formats a store can hold, by name, and each one's file extension.
+PAYLOADS = {"parquet": ".parquet", "arrow": ".arrow"}
+DEFAULT_PAYLOAD = "parquet"
 
 SUPPORTED_DTYPES = tuple(
     np.dtype(name)
@@ -111,8 +118,29 @@ def session_index(worker_id: str, session_id: str) -> str:
     return f"{session_dir(worker_id, session_id)}/index.duckdb"
 
 
-def data_file(worker_id: str, session_id: str, sequence: int) -> str:
-    return f"{session_dir(worker_id, session_id)}/part-{sequence:06d}.parquet"
+def check_payload(payload: object) -> str:
+    """A payload name of ``PAYLOADS``, else an error listing them.
+
+    >>> check_payload("feather")
+    Traceback (most recent call last):
+    pocaduck.errors.InvalidArgumentError: payload 'feather' is not one of 'parquet' or 'arrow' (Arrow IPC files)
+    """
+    if not isinstance(payload, str) or payload not in PAYLOADS:
+        raise InvalidArgumentError(f"payload {payload!r} is not one of 'parquet' or 'arrow' (Arrow IPC files)")
+    return payload
+
+
+def payload_of(path: str) -> str:
+    """The format of a point file, from its extension.
+
+    >>> payload_of("compacted/3f2a/part-000000.arrow"), payload_of("workers/0/sessions/s/part-000001.parquet")
+    ('arrow', 'parquet')
+    """
+    return "arrow" if path.endswith(PAYLOADS["arrow"]) else "parquet"
+
+
+def data_file(worker_id: str, session_id: str, sequence: int, payload: str = DEFAULT_PAYLOAD) -> str:
+    return f"{session_dir(worker_id, session_id)}/part-{sequence:06d}{PAYLOADS[payload]}"
 
 
 def compaction_dir(generation: str) -> str:
@@ -123,8 +151,8 @@ def compaction_index(generation: str) -> str:
     return f"{compaction_dir(generation)}/index.duckdb"
 
 
-def compaction_file(generation: str, shard: int) -> str:
-    return f"{compaction_dir(generation)}/part-{shard:06d}.parquet"
+def compaction_file(generation: str, shard: int, payload: str = DEFAULT_PAYLOAD) -> str:
+    return f"{compaction_dir(generation)}/part-{shard:06d}{PAYLOADS[payload]}"
 
 
 def index_version(build_id: str) -> str:
@@ -218,6 +246,8 @@ class Schema:
     dtype: np.dtype
     block_id_type: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    # How ingestion writes point files; not part of what a row looks like, so schemas compare without it.
+    payload: str = field(default=DEFAULT_PAYLOAD, compare=False)
 
     def __post_init__(self) -> None:
         check_columns(self.columns)
@@ -227,6 +257,7 @@ class Schema:
             )
         if self.block_id_type not in BLOCK_ID_TYPES:
             raise SchemaMismatchError(f"block id type {self.block_id_type!r} is not one of {BLOCK_ID_TYPES}")
+        check_payload(self.payload)
 
     @property
     def dimensions(self) -> int:
@@ -244,6 +275,7 @@ class Schema:
             "columns": list(self.columns),
             "dtype": self.dtype.name,
             "block_id_type": self.block_id_type,
+            "payload": self.payload,
             **self.metadata,
         }
         return json.dumps(body, indent=2).encode()
@@ -258,7 +290,7 @@ class Schema:
                 f"{where} has format version {body['format_version']}; this pocaduck reads up to "
                 f"{FORMAT_VERSION}: upgrade pocaduck"
             )
-        known = {"format", "format_version", "columns", "dtype", "block_id_type"}
+        known = {"format", "format_version", "columns", "dtype", "block_id_type", "payload"}
         if not isinstance(body.get("columns"), list) or not {"dtype", "block_id_type"} <= body.keys():
             raise DamagedStoreError(
                 f"{where} lacks the store's columns, dtype or block id type: restore it from a backup, or rewrite "
@@ -269,6 +301,7 @@ class Schema:
             dtype=dtype_of(body["dtype"]),
             block_id_type=body["block_id_type"],
             metadata={k: v for k, v in body.items() if k not in known},
+            payload=body.get("payload", DEFAULT_PAYLOAD),  # manifests written before Arrow payloads: Parquet
         )
 
 

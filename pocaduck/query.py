@@ -4,7 +4,9 @@ A new Query finds points through the store's label directory
 (``label_directory.py``: a few ranged reads, nothing downloaded whole) and
 fetches the unified index only when something else needs it (SQL, labels,
 blocks, summaries): the copy of it published with that directory, so the
-Query reads one version of the store throughout. A store without a directory
+Query reads one version of the store throughout, and the directory keeps
+finding points (~10 µs a label, DuckDB ~0.3 ms) once the index is attached;
+only ``blocks=`` and box queries ask the index. A store without a directory
 to trust is read through its index from the start. The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
 makes that cheap too; only our own statements run there. Users' SQL (``Query.sql``, ``db_connection``) runs on a
@@ -278,7 +280,7 @@ class Query(Reader):
         """Number of points stored for ``label`` (0 when unknown)."""
         clock = Timing(label=check_label(label))
         with clock.phase("index_lookup_time"), self._index_read():
-            if self._index is None and self._directory is not None:
+            if self._directory is not None:
                 return clock.finish(self._directory.point_count(clock["label"]), timing)
             row = self._lookups.execute(
                 "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [clock["label"]]
@@ -332,7 +334,11 @@ class Query(Reader):
             raise InvalidArgumentError("seed picks a sample: give sample=N with it")
         sample = None if sample is None else check_sample(sample)
         seed = check_seed(seed)
-        single = not isinstance(label, Iterable) or (isinstance(label, np.ndarray) and label.ndim == 0)
+        single = (
+            type(label) is int  # checked first: the ABC test below costs microseconds on the hot path
+            or not isinstance(label, Iterable)
+            or (isinstance(label, np.ndarray) and label.ndim == 0)
+        )
         labels = [check_label(label)] if single else [check_label(each) for each in label]
         blocks = None if blocks is None else self._block_ids(blocks)
         clock = Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
@@ -350,9 +356,11 @@ class Query(Reader):
             rows = self._lookup(labels, blocks) if sample is None else self._sample_runs(labels, blocks, sample, seed)
         with clock.phase("data_read_time"):
             points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
-        clock.update(files_queried=len(np.unique(rows["file_id"])), points_returned=len(points))
+        files = rows["file_id"]
+        clock.update(files_queried=len(np.unique(files)) if len(files) > 1 else len(files), points_returned=len(points))
         if sample is None:
-            point_labels = np.repeat(rows["label"], rows["point_count"])
+            # One label's numpy result needs no labels per point
+            point_labels = None if single and output == "numpy" else np.repeat(rows["label"], rows["point_count"])
         else:  # label only the points kept: a whole-label read may hold millions
             kept = _picked(rows, sample)
             points, point_labels = (
@@ -384,8 +392,10 @@ class Query(Reader):
         return checked
 
     def _lookup(self, labels: list[int], blocks: list[str | int] | None) -> dict[str, np.ndarray]:
-        if self._index is None and self._directory is not None and blocks is None:
-            return self._directory.lookup(labels)  # blocks, and whatever follows the index once it is here, need it
+        if self._directory is not None and blocks is None:
+            # The directory is published with the index this Query reads: the same rows, found in ~10 µs where
+            # DuckDB takes ~0.3 ms, even once SQL, labels or blocks have attached the index. Blocks need the index.
+            return self._directory.lookup(labels)
         # The explicit UBIGINT casts let DuckDB prune by the label zone maps; an untyped
         # parameter is compared after a cast and scans the whole table (76 ms vs 0.4 ms on 10M rows).
         if len(labels) == 1:
@@ -448,7 +458,7 @@ class Query(Reader):
         The index of an open Query never changes, so a label is looked up once:
         a training loop's later epochs skip DuckDB (0.5 ms a label) altogether.
         """
-        if self._index is None and self._directory is not None:  # as _lookup: the directory, while it serves
+        if self._directory is not None:  # as _lookup: the directory whenever there is one
             extents = _extents(self._directory.lookup(labels))
         else:
             # As in _lookup: one label compares with =, which DuckDB prunes by zone maps (0.5 ms against 1 ms).
@@ -580,8 +590,9 @@ class Query(Reader):
         return self._points.read_rows(file_ids, offsets, counts)
 
     def _shape_result(
-        self, labels: list[int], single: bool, point_labels: np.ndarray, points: np.ndarray, output: Output
+        self, labels: list[int], single: bool, point_labels: np.ndarray | None, points: np.ndarray, output: Output
     ) -> Any:
+        """The result as ``output`` asks; ``point_labels`` (one per point) may be None for one label's numpy result."""
         if output == "numpy":
             if single:
                 return points

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import layout
 from .config import StorageConfig, as_config
-from .errors import DamagedStoreError, InvalidArgumentError, PocaduckError, StoreNotFoundError
+from .errors import DamagedStoreError, InvalidArgumentError, PocaduckError, SchemaMismatchError, StoreNotFoundError
 from .index import attach_read_only
 from .layout import Schema
 from .storage import Storage, open_storage
@@ -182,13 +182,17 @@ def create_store(
     columns: tuple[str, ...] | list[str] = ("x", "y", "z"),
     dtype: str | np.dtype = "int64",
     block_id_type: str = "string",
+    payload: str | None = None,
     **metadata: Any,
 ) -> Schema:
     """Declare a store's schema before any write (otherwise the first write fixes it).
 
-    Extra keyword arguments (e.g. ``voxel_size=(8, 8, 33)``) are kept in the
-    manifest for viewers and tools. Returns the schema in force; declaring a
-    different schema for an existing store raises ``SchemaMismatchError``.
+    ``payload`` is the format every Ingestor of the store writes: ``"parquet"``
+    (the default for a new store) or ``"arrow"`` (Arrow IPC files; see the
+    guide's "Parquet or Arrow IPC"). Extra keyword arguments (e.g.
+    ``voxel_size=(8, 8, 33)``) are kept in the manifest for viewers and tools.
+    Returns the schema in force; declaring a different schema, or another
+    payload, for an existing store raises ``SchemaMismatchError``.
 
     >>> import tempfile
     >>> create_store(tempfile.mkdtemp(), columns=("x", "y", "z", "supervoxel"), voxel_size=[8, 8, 33]).columns
@@ -201,7 +205,20 @@ def create_store(
         json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidArgumentError(f"store metadata must be plain JSON without NaN or infinity: {error}") from error
-    proposed = Schema(layout.column_names(columns), layout.dtype_of(dtype), block_id_type, metadata)
+    asked = None if payload is None else layout.check_payload(payload)
+    proposed = Schema(
+        layout.column_names(columns),
+        layout.dtype_of(dtype),
+        block_id_type,
+        metadata,
+        payload=asked or layout.DEFAULT_PAYLOAD,
+    )
     storage = open_store(store).storage
     with layout.writing(storage, layout.MANIFEST):
-        return layout.establish_schema(storage, proposed)
+        schema = layout.establish_schema(storage, proposed)
+    if asked not in (None, schema.payload):
+        raise SchemaMismatchError(
+            f"{storage.describe(layout.MANIFEST)} declares payload {schema.payload!r}, not {asked!r}: a store's "
+            f"workers all write one payload. compact(store, payload={asked!r}) rewrites it in the other format"
+        )
+    return schema

@@ -4,7 +4,7 @@ The quick check compares each file's size with the index and each index row
 with its file's row count, and opens the label directory (its top level and
 ``label_directory.json``); ``deep=True`` also reads every byte: the file's
 checksum against the one the index recorded, every Parquet page against its
-own checksum, and every page of the label directory against its checksum and
+own checksum (Arrow IPC files: every record batch decoded and validated), and every page of the label directory against its checksum and
 against a directory rebuilt from the index. Each problem says what rewrites the damaged part: the worker to
 re-run, the compaction to rebuild from the workers' sessions, or consolidation. Nothing in the store is
 written (on an object store the index is downloaded into the local cache, as a
@@ -21,13 +21,13 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import layout
 from .config import StorageConfig
 from .errors import LabelDirectoryError, PocaduckError, StoreNotFoundError
 from .index import attach_read_only
 from .label_directory import LabelDirectory, read_pointer, recorded_build, write_label_directory
+from .pointfile import count_rows
 from .storage import LocalStorage, Storage
 from .store import Store, open_store
 
@@ -173,13 +173,11 @@ def _check_file(storage: Storage, row: dict[str, Any], deep: bool) -> str | None
     if recorded is not None and layout.checksum([data]) != recorded:
         return f"checksum {layout.checksum([data])} differs from the {recorded} recorded when it was written"
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
-        for group in range(parquet.num_row_groups):
-            parquet.read_row_group(group)
+        rows = count_rows(path, data)
     except (OSError, pa.ArrowException) as error:
         return f"unreadable: {error}"
-    if parquet.metadata.num_rows != row["row_count"]:
-        return f"holds {parquet.metadata.num_rows:,} rows, the index records {row['row_count']:,}"
+    if rows != row["row_count"]:
+        return f"holds {rows:,} rows, the index records {row['row_count']:,}"
     return None
 
 

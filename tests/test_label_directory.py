@@ -101,6 +101,23 @@ def test_every_label_is_found_through_a_tree_of_several_levels(store, small_page
         assert query.get_blocks_for_label(2**63) == ["0/0", "0/1", "0/2"]  # blocks need the index: fetched now
 
 
+def test_the_directory_keeps_finding_points_once_the_index_is_attached(store, monkeypatch):
+    expected = write_labels(store, 0, [5, 2**63])
+    consolidate(store)
+    compact(store, workers=1)
+    with Query(store, cache_size=0) as query:
+        assert query.get_labels().tolist() == [5, 2**63]  # attaches the index, as a dataset does first
+        assert query._index is not None
+        found = []
+        lookup = query._directory.lookup
+        monkeypatch.setattr(query._directory, "lookup", lambda labels: found.append(list(labels)) or lookup(labels))
+        assert as_row_set(query.get_points(5)) == sorted(expected[5])
+        assert len(query.get_points(2**63, sample=2)) == 2
+        assert query.get_point_count(5) == len(expected[5])
+        assert found == [[5], [2**63], [5]]  # none of them asked DuckDB
+        assert len(query.get_points(5, blocks="0/1")) == 1 + (5 + 1) % 4  # blocks do: the index has them
+
+
 def test_a_closed_query_refuses_even_what_the_directory_could_answer(store):
     write_labels(store, 0, [5])
     consolidate(store)

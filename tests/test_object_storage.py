@@ -590,3 +590,17 @@ def assert_directory_in_step(config: StorageConfig) -> None:
     with duckdb.connect(storage.local_copy("unified_index.duckdb"), read_only=True) as index:
         counts = dict(index.execute("SELECT label, point_count FROM labels").fetchall())
     assert {label: directory.point_count(label) for label in counts} == counts
+
+
+def test_an_arrow_compaction_reads_through_the_bucket_by_ranges(s3, s3_store):
+    expected = merged(ingest(s3_store, 0, range(3)), ingest(s3_store, 1, range(3, 6)))
+    Ingestor.consolidate_indexes(s3_store)
+    compact(s3_store, workers=1, payload="arrow", compression="zstd")
+    assert verify(s3_store, deep=True).ok
+    with Query(s3_store) as query:
+        query.get_points(LABELS[0], use_cache=False)  # reads the compacted file's footer once
+        for label in LABELS:
+            before = len(s3.requests)
+            assert as_row_set(query.get_points(label, use_cache=False)) == expected[label]
+            assert [r.method for r in s3.requests[before:]] == ["GET"]  # one ranged read: the batch holding it
+        assert as_row_set(np.concatenate(list(query.iter_points(LABELS[1], chunk_size=7)))) == expected[LABELS[1]]

@@ -1,5 +1,5 @@
-"""Property: for random labels, dimensions, dtypes, block splits, workers, rollover and directory page sizes,
-every label returns exactly the multiset of points written, with the right blocks and counts, through the label
+"""Property: for random labels, dimensions, dtypes, block splits, workers, rollover, directory page sizes and
+payloads (Parquet or Arrow IPC files), every label returns exactly the multiset of points written, with the right blocks and counts, through the label
 directory (a new Query) and through the index alike."""
 
 from __future__ import annotations
@@ -39,21 +39,23 @@ def workloads(draw):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(workloads(), st.sampled_from([64, 100, 256, label_directory.PAGE_BYTES]))
-def test_every_label_returns_exactly_what_was_written(workload, page_bytes):
+@given(workloads(), st.sampled_from([64, 100, 256, label_directory.PAGE_BYTES]), st.sampled_from(["parquet", "arrow"]))
+def test_every_label_returns_exactly_what_was_written(workload, page_bytes, payload):
     # Pages of 2 to 2,730 entries: small ones make trees of several levels out of a few labels.
     with (
         tempfile.TemporaryDirectory(prefix="pocaduck-property-") as store,
         mock.patch.object(label_directory, "PAGE_BYTES", page_bytes),
     ):
-        check_round_trip(store, *workload)
+        check_round_trip(store, *workload, payload=payload)
 
 
-def check_round_trip(store, writes, max_points_per_file, row_group_size):
+def check_round_trip(store, writes, max_points_per_file, row_group_size, payload="parquet"):
     expected = defaultdict(list)
     blocks = defaultdict(set)
     for worker in sorted({w for w, *_ in writes}):
-        with Ingestor(store, worker, max_points_per_file=max_points_per_file, row_group_size=row_group_size) as ing:
+        with Ingestor(
+            store, worker, max_points_per_file=max_points_per_file, row_group_size=row_group_size, payload=payload
+        ) as ing:
             for w, label, block, points in writes:
                 if w == worker:
                     ing.write(label, block, points)
@@ -64,6 +66,7 @@ def check_round_trip(store, writes, max_points_per_file, row_group_size):
         return
     consolidate(store)
     with Query(store, cache_size=0) as query:  # nothing asked needs the index: the label directory answers
+        assert query.schema.payload == payload
         for label, parts in expected.items():
             assert as_row_set(query.get_points(label)) == as_row_set(np.concatenate(parts))
             assert query.get_point_count(label) == sum(len(p) for p in parts)

@@ -172,10 +172,8 @@ def test_a_bounding_box_that_meets_the_box_does_not_prove_a_point_inside(store):
 def test_points_in_box_reads_only_row_groups_whose_runs_meet_the_box(cube, monkeypatch):
     with Query(cube, cache_size=0) as query:
         read = []
-        original = query._points._read_row_groups
-        monkeypatch.setattr(
-            query._points, "_read_row_groups", lambda *args: read.append(len(args[3])) or original(*args)
-        )
+        original = query._points._gather
+        monkeypatch.setattr(query._points, "_gather", lambda *args: read.append(len(args[3])) or original(*args))
         inside = query.get_points_in_box((0, 0, 0), (8, 8, 8))
         assert len(inside) == 8**3
         # the block (0,0,0) holds 512 points in 8 row groups of 64; the other 7 blocks of label 1 are not read

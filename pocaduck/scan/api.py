@@ -183,6 +183,7 @@ def scan_volume(
     max_points_per_file: int = 2_000_000,
     tile_bytes: int = 128 * 2**20,
     report_interval: float = 0.25,
+    payload: str | None = None,
 ) -> ScanResult | ScanHandle:
     """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
 
@@ -208,7 +209,9 @@ def scan_volume(
     does not stop the others: the scan consolidates what finished and raises
     :class:`ScanWorkerError` naming the worker and block. Re-running the same
     scan replaces its data; ``resume=True`` keeps finished workers.
-    ``background=True`` returns a :class:`ScanHandle` at once.
+    ``background=True`` returns a :class:`ScanHandle` at once. ``payload``
+    (``"parquet"``, the default for a new store, or ``"arrow"``) is the workers'
+    file format, recorded in the manifest (see ``create_store``).
 
     >>> from pocaduck import Query, make_demo_volume
     >>> import tempfile
@@ -234,7 +237,7 @@ def scan_volume(
     opened = open_store(config)
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
-    _prepare_store(opened, dtype, grid, selection, voxel_size, voxel_offset, len(runs))
+    _prepare_store(opened, dtype, grid, selection, voxel_size, voxel_offset, len(runs), payload)
     if resume:  # a worker whose later run did not finish is redone, though its earlier run is still served
         finalized, unfinished = opened.worker_states()
         finished = set(finalized) - set(unfinished)
@@ -325,8 +328,9 @@ def _prepare_store(
     voxel_size: tuple,
     voxel_offset: tuple,
     workers: int,
+    payload: str | None,
 ) -> None:
-    """Declare the schema and scan settings; a store scanned with other settings is refused, not mixed.
+    """Declare the schema, payload and scan settings; a store scanned with other settings is refused, not mixed.
 
     A folder that holds files but no pocaduck store is refused before anything is written.
     """
@@ -346,7 +350,7 @@ def _prepare_store(
             "workers": workers,
         },
     }
-    schema = create_store(store, columns=COLUMNS, dtype=dtype, block_id_type="int64", **metadata)
+    schema = create_store(store, columns=COLUMNS, dtype=dtype, block_id_type="int64", payload=payload, **metadata)
     wanted = json.loads(json.dumps(metadata))
     if schema.metadata != wanted:
         held = {**schema.metadata, **schema.metadata.get("scan", {})}

@@ -1,0 +1,313 @@
+"""The store's point files: how they are written, how a run of their rows is found and read.
+
+A point file holds one row per point, sorted by label: the label, the block id
+and the point's values (one value per schema column). Two formats, one per
+module: Parquet (``_parquet.py``, the default: compressed, checksummed pages)
+and Arrow IPC files (``_arrow.py``: a label's points are a slice of one flat
+buffer, memory-mapped on local disk). A file's extension says which
+(``layout.PAYLOADS``); nothing above this package asks.
+
+The index (``point_index``) names a run of rows by ``(file_id, row_offset,
+point_count)``. The invariant that ties writer and reader, in both formats:
+every row group (Arrow: record batch) but the last holds exactly
+``row_group_size`` rows, so a row offset alone says which group to read.
+Ingestion and compaction write through :func:`write_point_file`; every reader
+gathers rows through :class:`PointFiles`, and ``verify`` decodes whole files
+with :func:`count_rows`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import layout
+from ..errors import DataFileError, InvalidArgumentError, StorageAccessError, StorageUnavailableError
+from ..index import bbox_columns
+from ..layout import Schema
+from ..sampling import read_marker
+from ..storage import Storage
+from . import _arrow, _parquet
+
+_FORMATS = {"parquet": _parquet, "arrow": _arrow}
+_OPENERS = {"parquet": _parquet.ParquetPointFile, "arrow": _arrow.ArrowPointFile}
+_DEFAULT_CODECS = {"parquet": "lz4", "arrow": "none"}
+
+_OPEN_FILES_KEPT = 256
+
+
+def write_point_file(
+    storage: Storage,
+    staging: str,
+    path: str,
+    schema: Schema,
+    chunk_labels: np.ndarray,
+    chunk_blocks: pa.Array,
+    counts: np.ndarray,
+    values: np.ndarray,
+    *,
+    row_group_size: int,
+    compression: str,
+    metadata: dict[bytes, bytes] | None = None,
+) -> tuple[int, str]:
+    """Write label-sorted chunks (``values`` is (D, N), one column per row) as one of the store's point files.
+
+    Ingestion and compaction both write through here, so every payload file has
+    the layout queries expect; ``path``'s extension picks the format, and
+    ``compression`` must be one it takes (see :func:`check_compression`).
+    ``metadata`` goes into the file's footer or schema (compaction declares its
+    row order there). The file is built in ``staging`` and published at ``path``
+    atomically; returns its size in bytes and its checksum, taken from the
+    local copy before publishing.
+    """
+    temp = os.path.join(staging, os.path.basename(path) + ".tmp")
+    _FORMATS[layout.payload_of(path)].write(
+        temp, schema, chunk_labels, chunk_blocks, counts, values, row_group_size, compression, metadata
+    )
+    byte_size = os.path.getsize(temp)
+    with open(temp, "rb") as written:
+        file_checksum = layout.checksum(iter(functools.partial(written.read, 2**22), b""))
+    storage.publish(temp, path)
+    return byte_size, file_checksum
+
+
+def check_compression(payload: str, compression: object) -> str:
+    """The codec a payload's files are written with: ``compression`` checked, None giving the payload's default.
+
+    Parquet takes the codecs pyarrow's Parquet writer was built with (default
+    ``lz4``); Arrow IPC files take ``none`` (the default), ``lz4`` or ``zstd``.
+
+    >>> check_compression("arrow", None), check_compression("parquet", None), check_compression("arrow", "zstd")
+    ('none', 'lz4', 'zstd')
+    >>> check_compression("arrow", "snappy")
+    Traceback (most recent call last):
+    pocaduck.errors.InvalidArgumentError: compression 'snappy' does not suit payload 'arrow': ...
+    """
+    payload = layout.check_payload(payload)
+    codec = _DEFAULT_CODECS[payload] if compression is None else compression
+    if isinstance(codec, str) and _FORMATS[payload].check_codec(codec):
+        return codec
+    raise InvalidArgumentError(
+        f"compression {compression!r} does not suit payload {payload!r}: Parquet files take "
+        f"{_parquet.CODECS}; Arrow IPC files take {_arrow.CODECS}"
+    )
+
+
+def count_rows(path: str, data: bytes) -> int:
+    """Decode every row of a whole point file's bytes (``path`` names its format) and return the row count.
+
+    Raises ``OSError`` or ``pyarrow.ArrowException`` when the file does not decode (Parquet: a page checksum fails).
+    """
+    return _FORMATS[layout.payload_of(path)].count_rows(data)
+
+
+def chunk_index_rows(
+    schema: Schema,
+    chunk_labels: np.ndarray,
+    chunk_blocks: pa.Array,
+    file_id: int,
+    counts: np.ndarray,
+    values: np.ndarray,
+) -> pa.Table:
+    """The ``point_index`` rows of a file written by :func:`write_point_file`: offsets, counts and bounding boxes."""
+    offsets = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    spatial = values[: len(schema.spatial_columns)]
+    bounds = [*np.minimum.reduceat(spatial, offsets, axis=1), *np.maximum.reduceat(spatial, offsets, axis=1)]
+    return pa.table(
+        [chunk_labels, chunk_blocks, np.full(len(counts), file_id, np.int32), offsets, counts, *bounds],
+        names=["label", "block_id", "file_id", "row_offset", "point_count", *bbox_columns(schema)],
+    )
+
+
+def _row_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` for every pair, without a Python loop."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+
+
+def _coalesced(
+    file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge every row range that continues the previous one in the same file; also say where each lands.
+
+    >>> [a.tolist() for a in _coalesced(np.array([0, 0, 1]), np.array([10, 15, 15]), np.array([5, 2, 3]))]
+    [[0, 1], [10, 15], [7, 3], [0, 7]]
+    """
+    destinations = np.cumsum(counts) - counts
+    continues = np.zeros(len(counts), dtype=bool)
+    continues[1:] = (file_ids[1:] == file_ids[:-1]) & (offsets[1:] == offsets[:-1] + counts[:-1])
+    heads = np.flatnonzero(~continues)
+    merged = np.add.reduceat(counts, heads) if len(heads) else counts
+    return file_ids[heads], offsets[heads], merged, destinations[heads]
+
+
+def _run_in_groups(offset: int, count: int, group_size: int, destination: int) -> tuple[list[int], slice, slice]:
+    """The row groups one run of rows spans, its rows among theirs, and where they land.
+
+    >>> _run_in_groups(offset=250, count=100, group_size=100, destination=7)
+    ([2, 3], slice(50, 150, None), slice(7, 107, None))
+    """
+    first = offset // group_size
+    start = offset - first * group_size
+    groups = list(range(first, (offset + count - 1) // group_size + 1))
+    return groups, slice(start, start + count), slice(destination, destination + count)
+
+
+class PointFiles:
+    """Reads row runs out of a store's point files, keeping recently used files open.
+
+    ``files`` maps each ``file_id`` to its ``(path, row_group_size, byte_size)`` as the
+    index's ``files`` table lists them; each path's extension says its format.
+    ``verify_checksums=False`` only serves to measure what verifying Parquet page
+    checksums costs: a damaged page then reads as wrong points.
+
+    Points come back in a new, writable array whatever the format: from an Arrow
+    file on local disk the rows are a view of the mapped file, copied once
+    (~3 µs for 1,000 points of 3 int32), so a caller never holds a read-only array or one
+    that pins a file that ``collect_garbage`` may remove.
+    """
+
+    def __init__(
+        self, storage: Storage, schema: Schema, files: dict[int, tuple[str, int, int]], *, verify_checksums: bool = True
+    ):
+        self.storage = storage
+        self.schema = schema
+        self.files = files
+        self.verify_checksums = verify_checksums
+        self._open: OrderedDict[int, Any] = OrderedDict()
+        self._orders: dict[int, dict[str, Any] | None] = {}
+
+    def close(self) -> None:
+        self._open.clear()
+        self._orders.clear()
+
+    def read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Gather row ranges of the store's files, as ``point_index`` rows name them, into one (N, D) array.
+
+        The ranges come back in the given order; only the row groups holding them are read.
+
+        Example::
+
+            rows = query.sql("SELECT file_id, row_offset, point_count FROM point_index WHERE block_id = '3_1_4'",
+                             output="numpy")
+            points = point_files.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+        """
+        if len(counts) == 1:  # one run, as a compacted label is: no coalescing, no grouping
+            return self._read_run(int(file_ids[0]), int(offsets[0]), int(counts[0]))
+        points = np.empty((int(counts.sum()), self.schema.dimensions), dtype=self.schema.dtype)
+        file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
+        for file_id in np.unique(file_ids):
+            mine = np.flatnonzero(file_ids == file_id)
+            path, group_size, byte_size = self.files[int(file_id)]
+            if len(mine) == 1:  # the usual case: a label's rows in a file are adjacent, so slices do
+                run = mine[0]
+                groups, take, put = _run_in_groups(
+                    int(offsets[run]), int(counts[run]), group_size, int(destinations[run])
+                )
+            else:
+                first_group = offsets[mine] // group_size
+                last_group = (offsets[mine] + counts[mine] - 1) // group_size
+                spanned = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+                # Every group read before the last one of a file is full, so rank * size locates it.
+                sources = np.searchsorted(spanned, first_group) * group_size + offsets[mine] % group_size
+                groups = spanned.tolist()
+                take = _row_ranges(sources, counts[mine])
+                put = _row_ranges(destinations[mine], counts[mine])
+            self._gather(int(file_id), path, byte_size, groups, take, points, put)
+        return points
+
+    def _read_run(self, file_id: int, offset: int, count: int) -> np.ndarray:
+        points = np.empty((count, self.schema.dimensions), dtype=self.schema.dtype)
+        if count:
+            path, group_size, byte_size = self.files[file_id]
+            groups, take, put = _run_in_groups(offset, count, group_size, 0)
+            self._gather(file_id, path, byte_size, groups, take, points, put)
+        return points
+
+    def iter_rows(
+        self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, chunk_size: int
+    ) -> Iterator[np.ndarray]:
+        """The rows :meth:`read_rows` would return, as consecutive (chunk_size, D) arrays (the last one shorter).
+
+        Reads at most about ``chunk_size`` rows (whole row groups) at a time, so
+        memory stays bounded however many rows the runs hold.
+        """
+        pending: list[np.ndarray] = []
+        held = 0
+        for file_id, offset, count in zip(*_coalesced(file_ids, offsets, counts)[:3], strict=True):
+            group_size = self.files[int(file_id)][1]
+            step = max(1, chunk_size // group_size) * group_size
+            # Pieces end on row group borders, so no row group is decoded twice.
+            end = offset + count
+            borders = np.concatenate([[offset], np.arange(offset - offset % step + step, end, step), [end]])
+            for start, stop in zip(borders[:-1].tolist(), borders[1:].tolist(), strict=True):
+                pending.append(self.read_rows(np.array([file_id]), np.array([start]), np.array([stop - start])))
+                held += stop - start
+                while held >= chunk_size:
+                    rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    yield rows[:chunk_size]
+                    pending, held = ([rows[chunk_size:]] if held > chunk_size else []), held - chunk_size
+        if held:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+    def row_order(self, file_id: int) -> dict[str, Any] | None:
+        """The sample order a file declares in its footer or schema (see ``sampling``), or None."""
+        file_id = int(file_id)
+        if file_id not in self._orders:  # parsed once a file: a dataset's first pass asks for every label
+            path, _, byte_size = self.files[file_id]
+            self._orders[file_id] = read_marker(self._opened(file_id, path, byte_size).metadata)
+        return self._orders[file_id]
+
+    def _opened(self, file_id: int, path: str, byte_size: int) -> Any:
+        """The file, opened in its format (a ``ParquetPointFile`` or an ``ArrowPointFile``) and kept."""
+        try:
+            opened = self._open.get(file_id)
+            if opened is None:
+                source = self.storage.open_input(path, byte_size)
+                opened = _OPENERS[layout.payload_of(path)](
+                    source, self.schema.columns, verify_checksums=self.verify_checksums
+                )
+                self._open[file_id] = opened
+                if len(self._open) > _OPEN_FILES_KEPT:
+                    self._open.popitem(last=False)
+            else:
+                self._open.move_to_end(file_id)
+            return opened
+        except (StorageAccessError, StorageUnavailableError):
+            raise  # the store is fine, reaching it is not
+        except (OSError, pa.ArrowException) as error:
+            raise self._damaged(path, error) from error
+
+    def _damaged(self, path: str, error: Exception) -> DataFileError:
+        return DataFileError(
+            f"cannot read {self.storage.describe(path)}, which the index lists: {error}. "
+            f"The store is damaged: {layout.rewrite_advice(path)}"
+        )
+
+    def _gather(
+        self,
+        file_id: int,
+        path: str,
+        byte_size: int,
+        groups: list[int],
+        take: slice | np.ndarray,
+        points: np.ndarray,
+        put: slice | np.ndarray,
+    ) -> None:
+        opened = self._opened(file_id, path, byte_size)
+        try:
+            opened.gather(groups, take, points, put)
+        except (StorageAccessError, StorageUnavailableError):
+            self._open.pop(file_id, None)
+            raise  # the store is fine, reaching it is not
+        # A file with fewer groups or rows than the index says: an IndexError, or a ValueError as rows land.
+        except (OSError, pa.ArrowException, IndexError, ValueError) as error:
+            self._open.pop(file_id, None)
+            raise self._damaged(path, error) from error
