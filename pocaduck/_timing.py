@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+logger = logging.getLogger("pocaduck")
 
 
 class Timing(dict):
@@ -42,3 +45,12 @@ def print_timing_info(timing_info: dict) -> None:
             print(f"  {key:<20} {value * 1e3:9.3f} ms")
         elif key not in ("label", "points_returned"):
             print(f"  {key:<20} {value}")
+
+
+@contextmanager
+def logged_phase(verb: str, name: str) -> Iterator[None]:
+    """Log how long a phase of ``verb`` took, at DEBUG with ``phase`` and ``seconds`` fields (the benches read them)."""
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    logger.debug("%s: %s took %.3f s", verb, name, seconds, extra={"phase": name, "seconds": seconds})

@@ -29,20 +29,16 @@ import errno
 import logging
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import numpy as np
-import pyarrow.parquet as pq
 
 from . import layout
+from ._timing import logged_phase
 from .config import StorageConfig
 from .errors import (
-    ConsolidationError,
     DamagedStoreError,
     EmptyStoreError,
     IndexConflictError,
@@ -51,16 +47,16 @@ from .errors import (
     StoreWriteError,
     WorkerNotFinalizedError,
 )
-from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
 from .index import (
     attach_read_only,
     create_point_cloud_view,
     create_summary_tables,
     create_worker_tables,
-    label_summary_sql,
+    union_all,
 )
 from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
-from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .progress import Progress
+from .range_merge import RangeMerge, merge_label_ranges
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -153,16 +149,6 @@ Sources = Callable[[], tuple[layout.Schema, dict[str, str], str | None]]
 _PUBLISH_ATTEMPTS = 5
 
 
-@dataclass(frozen=True)
-class RangeMerge:
-    """Merge the worker indexes by label ranges as executor tasks: ``workers`` at a time, or on ``client``."""
-
-    workers: int
-    client: Any = None
-    progress: Progress = None
-    retries: int = 0
-
-
 def publish_unified_index(
     store: Store, sources: Sources, output_path: str | None = None, split: RangeMerge | None = None
 ) -> str:
@@ -249,7 +235,7 @@ class UnifiedIndexBuild:
         self.sessions = _build_unified_index(self.store, schema, sessions, generation, self.path, self.split)
         self.generation = generation
         if self.output_path is None:  # an index kept outside the store has no directory in it
-            with _phase("label directory"):
+            with logged_phase("consolidation", "label directory"):
                 self.directory = _add_label_directory(self.path, self.build_id)
 
     def publish(self) -> bool:
@@ -261,7 +247,7 @@ class UnifiedIndexBuild:
         if self.output_path is not None:
             os.replace(self.path, self.output_path)
             return True
-        with _phase("publish"):
+        with logged_phase("consolidation", "publish"):
             version = self.storage.publish_if_unchanged(self.path, layout.UNIFIED_INDEX, self.based_on)
             if version is not None and self.directory is not None:
                 self._publish_index_version_or_warn(version)
@@ -315,15 +301,6 @@ class UnifiedIndexBuild:
             "until the next consolidation",
             self.storage.describe(layout.LABEL_DIRECTORY_POINTER),
         )
-
-
-@contextlib.contextmanager
-def _phase(name: str) -> Iterator[None]:
-    """Log how long a phase of the build took, at DEBUG with ``phase`` and ``seconds`` fields (the bench reads them)."""
-    started = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - started
-    logger.debug("consolidation: %s took %.3f s", name, seconds, extra={"phase": name, "seconds": seconds})
 
 
 def _add_label_directory(index_path: str, build_id: str) -> DirectoryFile:
@@ -418,9 +395,9 @@ def _build_unified_index(
         aliases = ["generation"] * (generation is not None) + session_aliases
         keys = [layout.compaction_index(generation)] * (generation is not None)
         keys += [layout.session_index(worker_id, session_id) for _, worker_id, session_id in attached]
-        with _phase("fetch worker indexes"):
+        with logged_phase("consolidation", "fetch worker indexes"):
             paths = [storage.local_copy(key) for key in keys]
-        with _phase("attach"):
+        with logged_phase("consolidation", "attach"):
             for alias, path in zip(aliases, paths, strict=True):
                 attach_read_only(con, path, alias)
         if generation is not None:
@@ -439,170 +416,35 @@ def _build_unified_index(
             offsets,
         )
         if split is None:
-            with _phase("sorted insert"):
+            with logged_phase("consolidation", "sorted insert"):
                 con.execute(
                     "INSERT INTO point_index SELECT * FROM ("
-                    + _union(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
+                    + union_all(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
                     + ") ORDER BY label, file_id, row_offset",
                     offsets,
                 )
         else:
-            parts = _merge_label_ranges(
+            parts = merge_label_ranges(
                 con, store, schema, aliases, list(zip(keys, offsets, strict=True)), target, split
             )
-            with _phase("insert ranges"):
+            with logged_phase("consolidation", "insert ranges"):
                 con.execute("INSERT INTO point_index SELECT * FROM read_parquet(?)", [[rows for rows, _ in parts]])
         if session_aliases:
             con.execute(
                 "INSERT INTO workers "
-                + _union(session_aliases, "SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM {}.files"),
+                + union_all(session_aliases, "SELECT ?, ?, count(*), coalesce(sum(row_count), 0) FROM {}.files"),
                 [value for _, worker_id, session_id in attached for value in (worker_id, session_id)],
             )
         for alias in aliases:
             con.execute(f"DETACH {alias}")
-        with _phase("summaries"):
+        with logged_phase("consolidation", "summaries"):
             if split is None:
                 create_summary_tables(con, schema)
             else:
                 con.execute("CREATE TABLE labels AS SELECT * FROM read_parquet(?)", [[labels for _, labels in parts]])
                 create_point_cloud_view(con)
-        with _phase("checkpoint"):
+        with logged_phase("consolidation", "checkpoint"):
             con.execute("CHECKPOINT")
         return set(con.execute("SELECT worker_id, session_id FROM workers").fetchall())
     finally:
         con.close()
-
-
-# -- merging by label ranges ---------------------------------------------------
-
-_RANGE_ROWS = 4_000_000  # index rows a range holds (as the sample predicts them): its task sorts them in memory
-_SAMPLE_ROWS = 100_000  # labels sampled to cut the ranges
-_POOL: Pool = "threads"  # DuckDB and Parquet release the GIL; threads need no __main__ guard
-_MAX_LABEL = 2**64 - 1
-
-
-def _merge_label_ranges(
-    con: duckdb.DuckDBPyConnection,
-    store: Store,
-    schema: layout.Schema,
-    aliases: list[str],
-    sources: list[tuple[str, int]],
-    target: str,
-    split: RangeMerge,
-) -> list[tuple[str, str]]:
-    """Merge every source's rows range by range as executor tasks; return each range's Parquet parts, in label order.
-
-    ``sources`` are the store keys of the indexes attached on ``con`` as ``aliases``, with
-    their file id offsets. Each task writes a range's ``point_index`` rows and ``labels``
-    summary, sorted: a label's rows all fall in one range, so the parts end to end are
-    the tables.
-    """
-    labels = _union(aliases, "SELECT label FROM {}.point_index")
-    with _phase("sample labels"):
-        rows = sum(con.execute(f"SELECT count(*) FROM {alias}.point_index").fetchone()[0] for alias in aliases)
-        sample = con.execute(
-            f"SELECT label FROM ({labels}) USING SAMPLE reservoir({_SAMPLE_ROWS} ROWS) REPEATABLE (1)"
-        ).fetchnumpy()["label"]
-    ranges = label_ranges(sample, max(split.workers, -(-rows // _RANGE_ROWS)))
-    folder = target + layout.BUILDING_PARTS
-    os.makedirs(folder, exist_ok=True)
-    threads = None if split.client is not None else max(1, (os.cpu_count() or 1) // min(split.workers, len(ranges)))
-    parts = [
-        (os.path.join(folder, f"{n:06d}.rows.parquet"), os.path.join(folder, f"{n:06d}.labels.parquet"))
-        for n in range(len(ranges))
-    ]
-    tasks = [
-        Task(_range_name(n), 1, _range_task, (n, store.config, schema, sources, first, last, parts[n], threads))
-        for n, (first, last) in enumerate(ranges)
-    ]
-    with progress_sink(split.progress, unit="range") as sink, _phase("merge ranges"):
-        results = run_tasks(
-            tasks, workers=split.workers, sink=sink, retries=split.retries, client=split.client, pool=_POOL
-        )
-    unchanged = "the unified index in force is unchanged"
-    raise_first_failure(
-        results,
-        lambda first: f"consolidation {first.worker_id} failed: {first.text}",
-        f"run the consolidation again: {unchanged}",
-        ConsolidationError,
-        ConsolidationError(f"the consolidation of {store.path} was cancelled; {unchanged}: run it again"),
-    )
-    return parts
-
-
-def label_ranges(sample: np.ndarray, count: int) -> list[tuple[int, int]]:
-    """``count`` (or fewer) inclusive label ranges covering every uint64, cut at quantiles of ``sample``.
-
-    >>> label_ranges(np.array([1, 2, 3, 4, 5, 6], np.uint64), 3)
-    [(0, 2), (3, 4), (5, 18446744073709551615)]
-    >>> label_ranges(np.array([], np.uint64), 2)
-    [(0, 18446744073709551615)]
-    """
-    ordered = np.sort(sample)
-    cuts = ordered[[len(ordered) * n // count for n in range(1, count)]] if len(ordered) else ordered
-    cuts = [cut for cut in np.unique(cuts).tolist() if cut > 0]
-    return list(zip([0, *cuts], [cut - 1 for cut in cuts] + [_MAX_LABEL], strict=True))
-
-
-def _range_name(number: int) -> str:
-    return f"range-{number:06d}"
-
-
-def merge_label_range(
-    storage_config: StorageConfig,
-    schema: layout.Schema,
-    sources: list[tuple[str, int]],
-    first_label: int,
-    last_label: int,
-    parts: tuple[str, str],
-    threads: int | None = None,
-) -> int:
-    """Write the rows of labels ``first_label``..``last_label`` of every source index, and their summary, as Parquet.
-
-    ``sources`` are store keys of worker (or compaction) indexes with the offset
-    added to their file ids; ``parts`` the two files to write, rows and labels,
-    each sorted. Running it twice rewrites the same files. Returns the rows written.
-
-    Example::
-
-        merge_label_range(StorageConfig("/data/store"), schema, [("workers/w0/…/index.duckdb", 0)], 0, 999,
-                          ("/data/store/range.rows.parquet", "/data/store/range.labels.parquet"))
-        # -> 5012
-    """
-    storage = open_store(storage_config).storage
-    settings = {"temp_directory": os.path.dirname(parts[0])} | ({"threads": threads} if threads else {})
-    con = duckdb.connect(config=settings)
-    try:
-        aliases = [f"source_{number}" for number in range(len(sources))]
-        for alias, (key, _) in zip(aliases, sources, strict=True):
-            attach_read_only(con, storage.local_copy(key), alias)
-        select = "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT"
-        rows = con.execute(
-            f"SELECT * FROM ({_union(aliases, select)}) ORDER BY label, file_id, row_offset",
-            [value for _, offset in sources for value in (offset, first_label, last_label)],
-        ).to_arrow_table()
-        con.register("range_rows", rows)
-        summary = con.sql(label_summary_sql(schema, "range_rows")).to_arrow_table()
-    finally:
-        con.close()
-    pq.write_table(rows, parts[0], compression="lz4")
-    pq.write_table(summary, parts[1], compression="lz4")
-    return rows.num_rows
-
-
-def _range_task(job: tuple[Any, ...], report: Callback, should_stop: ShouldStop) -> TaskOutcome:
-    """One label range as an executor task: it reports that it runs, merges the range, and ends with its rows."""
-    number, config, schema, sources, first_label, last_label, parts, threads = job
-    name = _range_name(number)
-    if should_stop():
-        raise TaskStopped(f"{name} was not started: the consolidation was cancelled")
-    report(ProgressEvent(name, "running", blocks_total=1))
-    started = time.perf_counter()
-    rows = merge_label_range(config, schema, sources, first_label, last_label, parts, threads)
-    final_event = ProgressEvent(name, "finished", blocks_done=1, blocks_total=1, elapsed=time.perf_counter() - started)
-    return TaskOutcome(final_event, rows)
-
-
-def _union(aliases: list[str], select: str) -> str:
-    """``select`` once per attached database alias (our own identifiers), joined by UNION ALL."""
-    return " UNION ALL ".join(select.format(alias) for alias in aliases)

@@ -180,3 +180,8 @@ def _detach(cursor: duckdb.DuckDBPyConnection, alias: str) -> None:
         cursor.execute(f"DETACH {alias}")
     finally:
         cursor.close()
+
+
+def union_all(aliases: list[str], select: str) -> str:
+    """``select`` once per attached database alias (our own identifiers), joined by UNION ALL."""
+    return " UNION ALL ".join(select.format(alias) for alias in aliases)

@@ -17,7 +17,7 @@ from pocaduck.gc import collect_garbage
 from pocaduck.label_directory import open_in_force
 from pocaduck.layout import BUILDING_PREFIX
 
-consolidate_module = importlib.import_module("pocaduck.consolidate")  # the package's name is the function
+range_merge = importlib.import_module("pocaduck.range_merge")
 HIGH = 2**63  # labels above it are where signed 64-bit handling breaks
 
 
@@ -75,7 +75,7 @@ def test_ranges_give_the_same_index_and_directory_as_one_sorted_merge(tmp_path_f
     write_blocks(
         store, {w: [(b, np.array(labels, np.uint64)) for b, labels in blocks] for w, blocks in workers.items()}
     )
-    with mock.patch.object(consolidate_module, "_RANGE_ROWS", range_rows):  # many ranges, some of them empty
+    with mock.patch.object(range_merge, "_RANGE_ROWS", range_rows):  # many ranges, some of them empty
         serial, split = consolidated_both_ways(store, workers=2)
     assert split == serial
 
@@ -103,7 +103,7 @@ def two_workers(store):
 
 
 def test_labels_on_both_sides_of_2_63_split_exactly(two_workers):
-    with mock.patch.object(consolidate_module, "_RANGE_ROWS", 100):
+    with mock.patch.object(range_merge, "_RANGE_ROWS", 100):
         serial, split = consolidated_both_ways(two_workers, workers=2)
     assert split == serial
     with Query(two_workers) as query:
@@ -113,7 +113,7 @@ def test_labels_on_both_sides_of_2_63_split_exactly(two_workers):
 
 
 def test_ranges_run_in_local_processes(two_workers, monkeypatch):
-    monkeypatch.setattr(consolidate_module, "_POOL", "processes")
+    monkeypatch.setattr(range_merge, "_POOL", "processes")
     serial, split = consolidated_both_ways(two_workers, workers=2)
     assert split == serial
 
@@ -141,7 +141,7 @@ def test_consolidating_by_ranges_twice_gives_the_same_answers(two_workers):
 
 
 def failing_once(calls: list):
-    merge = consolidate_module.merge_label_range
+    merge = range_merge.merge_label_range
 
     def merge_or_fail(*args, **kwargs):
         calls.append(args[3])
@@ -157,7 +157,7 @@ def test_a_failing_range_leaves_the_index_in_force_and_a_rerun_completes(two_wor
     before = unified_index(two_workers), directory(two_workers)
     write_blocks(two_workers, {7: [(9, np.array([3, HIGH + 7], np.uint64))]})
     calls: list[int] = []
-    monkeypatch.setattr(consolidate_module, "merge_label_range", failing_once(calls))
+    monkeypatch.setattr(range_merge, "merge_label_range", failing_once(calls))
     with pytest.raises(ConsolidationError, match=r"range-\d+ failed: OSError: the disk went away\. Fix the cause"):
         consolidate(two_workers, workers=2)
     assert (unified_index(two_workers), directory(two_workers)) == before
@@ -172,7 +172,7 @@ def test_a_failing_range_leaves_the_index_in_force_and_a_rerun_completes(two_wor
 def test_a_failing_range_runs_again_when_retries_allow(two_workers, monkeypatch):
     serial = consolidate(two_workers) and (unified_index(two_workers), directory(two_workers))
     calls: list[int] = []
-    monkeypatch.setattr(consolidate_module, "merge_label_range", failing_once(calls))
+    monkeypatch.setattr(range_merge, "merge_label_range", failing_once(calls))
     events = []
     consolidate(two_workers, workers=2, retries=1, progress=events.append)
     assert len(calls) > len({*calls}), "no range ran twice: the fault was not injected"

@@ -1,0 +1,167 @@
+"""Consolidation by label ranges: every worker index's rows of one range of labels merged as one executor task.
+
+A label's rows all fall in one range, so the sorted parts put end to end are
+the unified index's ``point_index`` and ``labels`` tables, with no global sort.
+Each task holds one range (about 4 M rows) in memory, whatever the store's
+size, and ranges run on local threads or on Dask (``RangeMerge``). On two
+cores this is no faster than DuckDB's own sort of everything (see
+bench/bench_consolidate.py): its gain is memory, and cores elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import layout
+from ._timing import logged_phase
+from .config import StorageConfig
+from .errors import ConsolidationError
+from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
+from .index import attach_read_only, label_summary_sql, union_all
+from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .store import Store, open_store
+
+
+@dataclass(frozen=True)
+class RangeMerge:
+    """Merge the worker indexes by label ranges as executor tasks: ``workers`` at a time, or on ``client``."""
+
+    workers: int
+    client: Any = None
+    progress: Progress = None
+    retries: int = 0
+
+
+_RANGE_ROWS = 4_000_000  # index rows a range holds (as the sample predicts them): its task sorts them in memory
+_SAMPLE_ROWS = 100_000  # labels sampled to cut the ranges
+_POOL: Pool = "threads"  # DuckDB and Parquet release the GIL; threads need no __main__ guard
+_MAX_LABEL = 2**64 - 1
+
+
+def merge_label_ranges(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    schema: layout.Schema,
+    aliases: list[str],
+    sources: list[tuple[str, int]],
+    target: str,
+    split: RangeMerge,
+) -> list[tuple[str, str]]:
+    """Merge every source's rows range by range as executor tasks; return each range's Parquet parts, in label order.
+
+    ``sources`` are the store keys of the indexes attached on ``con`` as ``aliases``, with
+    their file id offsets. Each task writes a range's ``point_index`` rows and ``labels``
+    summary, sorted: a label's rows all fall in one range, so the parts end to end are
+    the tables.
+    """
+    labels = union_all(aliases, "SELECT label FROM {}.point_index")
+    with logged_phase("consolidation", "sample labels"):
+        rows = sum(con.execute(f"SELECT count(*) FROM {alias}.point_index").fetchone()[0] for alias in aliases)
+        sample = con.execute(
+            f"SELECT label FROM ({labels}) USING SAMPLE reservoir({_SAMPLE_ROWS} ROWS) REPEATABLE (1)"
+        ).fetchnumpy()["label"]
+    ranges = label_ranges(sample, max(split.workers, -(-rows // _RANGE_ROWS)))
+    folder = target + layout.BUILDING_PARTS
+    os.makedirs(folder, exist_ok=True)
+    threads = None if split.client is not None else max(1, (os.cpu_count() or 1) // min(split.workers, len(ranges)))
+    parts = [
+        (os.path.join(folder, f"{n:06d}.rows.parquet"), os.path.join(folder, f"{n:06d}.labels.parquet"))
+        for n in range(len(ranges))
+    ]
+    tasks = [
+        Task(_range_name(n), 1, _range_task, (n, store.config, schema, sources, first, last, parts[n], threads))
+        for n, (first, last) in enumerate(ranges)
+    ]
+    with progress_sink(split.progress, unit="range") as sink, logged_phase("consolidation", "merge ranges"):
+        results = run_tasks(
+            tasks, workers=split.workers, sink=sink, retries=split.retries, client=split.client, pool=_POOL
+        )
+    unchanged = "the unified index in force is unchanged"
+    raise_first_failure(
+        results,
+        lambda first: f"consolidation {first.worker_id} failed: {first.text}",
+        f"run the consolidation again: {unchanged}",
+        ConsolidationError,
+        ConsolidationError(f"the consolidation of {store.path} was cancelled; {unchanged}: run it again"),
+    )
+    return parts
+
+
+def label_ranges(sample: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """``count`` (or fewer) inclusive label ranges covering every uint64, cut at quantiles of ``sample``.
+
+    >>> label_ranges(np.array([1, 2, 3, 4, 5, 6], np.uint64), 3)
+    [(0, 2), (3, 4), (5, 18446744073709551615)]
+    >>> label_ranges(np.array([], np.uint64), 2)
+    [(0, 18446744073709551615)]
+    """
+    ordered = np.sort(sample)
+    cuts = ordered[[len(ordered) * n // count for n in range(1, count)]] if len(ordered) else ordered
+    cuts = [cut for cut in np.unique(cuts).tolist() if cut > 0]
+    return list(zip([0, *cuts], [cut - 1 for cut in cuts] + [_MAX_LABEL], strict=True))
+
+
+def _range_name(number: int) -> str:
+    return f"range-{number:06d}"
+
+
+def merge_label_range(
+    storage_config: StorageConfig,
+    schema: layout.Schema,
+    sources: list[tuple[str, int]],
+    first_label: int,
+    last_label: int,
+    parts: tuple[str, str],
+    threads: int | None = None,
+) -> int:
+    """Write the rows of labels ``first_label``..``last_label`` of every source index, and their summary, as Parquet.
+
+    ``sources`` are store keys of worker (or compaction) indexes with the offset
+    added to their file ids; ``parts`` the two files to write, rows and labels,
+    each sorted. Running it twice rewrites the same files. Returns the rows written.
+
+    Example::
+
+        merge_label_range(StorageConfig("/data/store"), schema, [("workers/w0/…/index.duckdb", 0)], 0, 999,
+                          ("/data/store/range.rows.parquet", "/data/store/range.labels.parquet"))
+        # -> 5012
+    """
+    storage = open_store(storage_config).storage
+    settings = {"temp_directory": os.path.dirname(parts[0])} | ({"threads": threads} if threads else {})
+    con = duckdb.connect(config=settings)
+    try:
+        aliases = [f"source_{number}" for number in range(len(sources))]
+        for alias, (key, _) in zip(aliases, sources, strict=True):
+            attach_read_only(con, storage.local_copy(key), alias)
+        select = "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT"
+        rows = con.execute(
+            f"SELECT * FROM ({union_all(aliases, select)}) ORDER BY label, file_id, row_offset",
+            [value for _, offset in sources for value in (offset, first_label, last_label)],
+        ).to_arrow_table()
+        con.register("range_rows", rows)
+        summary = con.sql(label_summary_sql(schema, "range_rows")).to_arrow_table()
+    finally:
+        con.close()
+    pq.write_table(rows, parts[0], compression="lz4")
+    pq.write_table(summary, parts[1], compression="lz4")
+    return rows.num_rows
+
+
+def _range_task(job: tuple[Any, ...], report: Callback, should_stop: ShouldStop) -> TaskOutcome:
+    """One label range as an executor task: it reports that it runs, merges the range, and ends with its rows."""
+    number, config, schema, sources, first_label, last_label, parts, threads = job
+    name = _range_name(number)
+    if should_stop():
+        raise TaskStopped(f"{name} was not started: the consolidation was cancelled")
+    report(ProgressEvent(name, "running", blocks_total=1))
+    started = time.perf_counter()
+    rows = merge_label_range(config, schema, sources, first_label, last_label, parts, threads)
+    final_event = ProgressEvent(name, "finished", blocks_done=1, blocks_total=1, elapsed=time.perf_counter() - started)
+    return TaskOutcome(final_event, rows)
