@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,71 @@ class PointFiles:
             for j, name in enumerate(columns):
                 points[put, j] = table.column(name).to_numpy()[take]
         return points
+
+    def read_runs_where(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The rows of these runs that ``keep`` accepts, one array per schema column, and how many of each run's.
+
+        ``keep`` gets the schema's columns of the row groups read and answers a
+        boolean mask over them. The rows come back in the runs' order, as
+        :meth:`read_rows` gives them, but the rows ``keep`` refuses are never
+        gathered: each file's row groups are tested and compressed column by
+        column, files in parallel (decoding and numpy release the GIL).
+
+        Example::
+
+            columns, kept = point_files.read_runs_where(file_ids, offsets, counts, lambda cols: cols[2] > 0)
+        """
+        by_file = np.lexsort((offsets, file_ids))
+        files = np.split(by_file, np.flatnonzero(np.diff(file_ids[by_file])) + 1) if len(by_file) else []
+        with ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1))) as pool:
+            parts = list(
+                pool.map(lambda runs: self._kept_rows(file_ids[runs], offsets[runs], counts[runs], keep), files)
+            )
+        kept = np.zeros(len(counts), dtype=np.int64)
+        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
+        columns = [
+            np.concatenate([part[0][j] for part in parts]) if parts else np.empty(0, self.schema.dtype)
+            for j in range(len(self.schema.columns))
+        ]
+        if np.any(by_file[1:] < by_file[:-1]):  # files interleave in the runs' order: put each run's rows back
+            starts = np.zeros(len(counts), dtype=np.int64)
+            starts[by_file] = np.cumsum(kept[by_file]) - kept[by_file]
+            rows = _row_ranges(starts, kept)
+            columns = [column[rows] for column in columns]
+        return columns, kept
+
+    def _kept_rows(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """One file's runs, sorted by offset, through ``keep``: the kept rows' columns, and counts per run."""
+        path, group_size, byte_size = self.files[int(file_ids[0])]
+        first_group, last_group = offsets // group_size, (offsets + counts - 1) // group_size
+        groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+        table = self._read_row_groups(int(file_ids[0]), path, byte_size, groups.tolist())
+        columns = [table.column(name).to_numpy() for name in self.schema.columns]
+        # Every group read before the last one of a file is full, so rank * size locates a run in them.
+        starts = np.searchsorted(groups, first_group) * group_size + offsets % group_size
+        # Rows between runs belong to other runs: mark the runs' rows, then let ``keep`` judge them.
+        edges = np.zeros(table.num_rows + 1, dtype=np.int8)
+        edges[starts] = 1
+        edges[starts + counts] -= 1
+        mask = keep(columns)
+        mask &= np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+        bounds = np.empty(2 * len(starts), dtype=np.int64)
+        bounds[0::2], bounds[1::2] = starts, starts + counts
+        # reduceat sums each run's [start, end) and each gap; a final False makes every bound a valid index.
+        kept = np.add.reduceat(np.append(mask, False), bounds, dtype=np.int64)[0::2]
+        return [column[mask] for column in columns], kept
 
     def iter_rows(
         self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, chunk_size: int
