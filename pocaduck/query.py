@@ -546,19 +546,15 @@ class Query(Reader):
             single = not isinstance(labels, Iterable) or (isinstance(labels, np.ndarray) and labels.ndim == 0)
             wanted = [check_label(labels)] if single else [check_label(each) for each in labels]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
-        columns, kept = self._points.read_runs_where(
-            runs["file_id"], runs["row_offset"], runs["point_count"], box.holds
-        )
+        table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
         point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are
         if output == "numpy":
             found = wanted if wanted is not None else np.unique(runs["label"][kept > 0]).tolist()
-            ends = np.searchsorted(point_labels, np.array(found, dtype=np.uint64), "right")
-            starts = np.searchsorted(point_labels, np.array(found, dtype=np.uint64), "left")
-            return {
-                label: np.column_stack([column[start:end] for column in columns])
-                for label, start, end in zip(found, starts.tolist(), ends.tolist(), strict=True)
-            }
-        table = pa.table([pa.array(point_labels, pa.uint64()), *columns], names=["label", *self.schema.columns])
+            points = np.column_stack([table.column(name).to_numpy() for name in self.schema.columns])
+            asked = np.array(found, dtype=np.uint64)
+            starts, ends = np.searchsorted(point_labels, asked, "left"), np.searchsorted(point_labels, asked, "right")
+            return {label: points[s:e] for label, s, e in zip(found, starts.tolist(), ends.tolist(), strict=True)}
+        table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
         return table if output == "arrow" else table.to_pandas()
 
     def _runs_in_box(self, box: Box, labels: list[int] | None) -> dict[str, np.ndarray]:
