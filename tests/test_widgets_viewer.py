@@ -205,6 +205,12 @@ def test_in_a_kernel_the_first_frame_is_a_small_sample_and_the_budget_follows_on
         # the first frame's points are among the larger sample's: refining adds points, moves none
         assert set(map(tuple, first.tolist())) <= set(map(tuple, drawn_voxels(viewer, 7).tolist()))
 
+        viewer.show(8)
+        viewer.show(7)  # a browser that never answers: "more points" still draws the whole budget, doubled
+        assert len(viewer.positions(7)) == 500
+        viewer._more_button.click()
+        assert len(viewer.positions(7)) == 10_000 and "a first sample" not in viewer._status.value
+
 
 def test_budget_is_split_over_labels_by_their_counts(big_store):
     with RecordingQuery(big_store) as query:

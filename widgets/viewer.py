@@ -414,10 +414,10 @@ class PointCloudViewer(w.VBox):
 
     @t.observe("point_budget")
     def _on_point_budget(self, _change: dict) -> None:
-        if not self._refining:  # else the refinement on its way draws the new budget
-            self._budget = self.point_budget
-            if self._shown:
-                self._redraw()
+        self._refining = False  # a budget asked for is drawn now, whole, whether the browser answered or not
+        self._budget = self.point_budget
+        if self._shown:
+            self._redraw()
 
     @t.observe("point_size")
     def _on_point_size(self, change: dict) -> None:
