@@ -170,7 +170,7 @@ viewer""",
     """started = time.perf_counter()
 viewer.show(LABEL)
 print(f"kernel: show() took {time.perf_counter() - started:.3f} s")""",
-    "viewer.clear()",
+    "viewer.clear()\nviewer.fit()  # moves the camera, so the empty scene is rendered",
 ]
 _RUN_NEXT_CELL = "() => window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')"
 _BACKGROUND = (0x11, 0x14, 0x18)  # the viewer's
@@ -182,7 +182,7 @@ def _until_canvas(page, canvas, started: float, drawn: bool) -> float:
 
     while True:
         differing, _total = pixels_unlike(page, canvas.screenshot(), _BACKGROUND)
-        if (differing > 1000) == drawn and (drawn or differing < 100):
+        if (differing > 1000) == drawn:  # an empty canvas still differs in a few hundred pixels (its edge)
             return time.perf_counter() - started
         if time.perf_counter() - started > 300:
             raise SystemExit(f"the canvas did not {'show' if drawn else 'clear'} points in 300 s")
