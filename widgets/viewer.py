@@ -234,7 +234,8 @@ class PointCloudViewer(w.VBox):
         self._redraw()
         if self._budget < self.point_budget and self.shown_points < self.total_points:
             self._refining = True
-            self._painted.send({"first_frame": self._first_frame})
+            clouds = [shown.cloud.model_id for shown in self._shown.values() if shown.cloud is not None]
+            self._painted.send({"first_frame": self._first_frame, "clouds": clouds})
             self._update_status()
 
     def _on_painted(self, _signal: w.Widget, content: dict, _buffers: list) -> None:
@@ -441,12 +442,17 @@ class PointCloudViewer(w.VBox):
 
 
 class _PaintSignal(anywidget.AnyWidget):
-    """Answers each message from the kernel once the browser has painted two frames since: the viewer refines then."""
+    """Answers the kernel once the browser holds the first frame's clouds and has painted twice: the viewer refines then.
+
+    Painting alone is not enough: the clouds' models are built asynchronously, and
+    an answer sent before them lets the rest of the budget overtake the first frame.
+    """
 
     _esm = """
     export default {
       render({ model }) {
-        model.on("msg:custom", (message) => {
+        model.on("msg:custom", async (message) => {
+          await Promise.all(message.clouds.map((id) => model.widget_manager.get_model(id)));
           requestAnimationFrame(() => requestAnimationFrame(() => model.send({ painted: message.first_frame })));
         });
       },
