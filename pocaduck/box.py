@@ -49,7 +49,7 @@ class Box:
 
     >>> schema = Schema(("x", "y", "z"), np.dtype("int32"), "string")
     >>> box = Box.of((0, 0, 0.5), (10, 10, 4), schema)
-    >>> box.low, box.high, box.contains(np.array([[0, 9, 1], [0, 10, 1], [0, 0, 0]])).tolist()
+    >>> box.low, box.high, box.holds([np.array([0, 0, 0]), np.array([9, 10, 0]), np.array([1, 1, 0])]).tolist()
     ((0, 0, 1), (9, 9, 3), [True, False, False])
     """
 
@@ -103,16 +103,20 @@ class Box:
         params = [bound for pair in zip(self.low, self.high, strict=True) for bound in pair]
         return "(" + " AND ".join(terms) + ")", params
 
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        """Which rows of an (N, D) array lie in the box (on the spatial columns, the first ones)."""
-        inside = np.full(len(points), not self.empty)
+    def holds(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """Which rows lie in the box, given the store's columns as arrays (the spatial ones first)."""
+        count = len(columns[0]) if len(columns) else 0
         if self.empty:  # its bounds may not even fit the dtype
-            return inside
-        # Typed scalars: the store's own integers, or float64, where every stored float is exact.
-        kind = self.dtype.type if self._integer else np.float64
-        below = np.less_equal if self._integer else np.less
-        for axis, (low, high) in enumerate(zip(self.low, self.high, strict=True)):  # one pass per axis, not per row
-            column = points[:, axis]
-            inside &= column >= kind(low)
-            inside &= below(column, kind(high))
+            return np.zeros(count, dtype=bool)
+        inside = np.ones(count, dtype=bool)
+        for column, low, high in zip(columns, self.low, self.high, strict=False):  # one pass per axis, not per row
+            if self._integer:
+                # low <= v <= high as one unsigned comparison: v - low wraps around to a huge value below low.
+                unsigned = np.dtype(f"u{self.dtype.itemsize}")
+                offset = np.subtract(column, self.dtype.type(low), dtype=self.dtype).view(unsigned)
+                within = np.less_equal(offset, unsigned.type(high - low))
+            else:  # float64, where every stored float is exact
+                within = column >= np.float64(low)
+                within &= column < np.float64(high)
+            inside &= within
         return inside

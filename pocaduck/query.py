@@ -528,9 +528,10 @@ class Query(Reader):
         runs = self._runs_in_box(box, None)
         proven = np.unique(runs["label"][runs["inside"]])
         unsure = {name: column[~np.isin(runs["label"], proven)] for name, column in runs.items()}
-        points = self.read_rows(unsure["file_id"], unsure["row_offset"], unsure["point_count"])
-        found = np.repeat(unsure["label"], unsure["point_count"])[box.contains(points)]
-        return np.union1d(proven, found).astype(np.uint64)
+        _, kept = self._points.read_runs_where(
+            unsure["file_id"], unsure["row_offset"], unsure["point_count"], box.holds
+        )
+        return np.union1d(proven, unsure["label"][kept > 0]).astype(np.uint64)
 
     def get_points_in_box(
         self,
@@ -555,16 +556,16 @@ class Query(Reader):
             single = not isinstance(labels, Iterable) or (isinstance(labels, np.ndarray) and labels.ndim == 0)
             wanted = [check_label(labels)] if single else [check_label(each) for each in labels]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
-        points = self.read_rows(runs["file_id"], runs["row_offset"], runs["point_count"])
-        point_labels = np.repeat(runs["label"], runs["point_count"])
-        kept = np.repeat(runs["inside"], runs["point_count"])  # runs inside the box need no test
-        unsure = np.flatnonzero(~kept)
-        kept[unsure] = box.contains(points[unsure])
-        points, point_labels = points[kept], point_labels[kept]
-        # point_labels are sorted (runs are), so its distinct values are where it changes
-        changes = np.flatnonzero(np.diff(point_labels)) + 1
-        found = wanted if wanted is not None else point_labels[np.append(0, changes)[: len(point_labels)]].tolist()
-        return self._shape_result(found, False, point_labels, points, output)
+        table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
+        point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are
+        if output == "numpy":
+            found = wanted if wanted is not None else np.unique(runs["label"][kept > 0]).tolist()
+            points = np.column_stack([table.column(name).to_numpy() for name in self.schema.columns])
+            asked = np.array(found, dtype=np.uint64)
+            starts, ends = np.searchsorted(point_labels, asked, "left"), np.searchsorted(point_labels, asked, "right")
+            return {label: points[s:e] for label, s, e in zip(found, starts.tolist(), ends.tolist(), strict=True)}
+        table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
+        return table if output == "arrow" else table.to_pandas()
 
     def _runs_in_box(self, box: Box, labels: list[int] | None) -> dict[str, np.ndarray]:
         """The ``point_index`` rows whose bounding box meets ``box``, sorted, and whether it lies inside it."""

@@ -172,12 +172,24 @@ def test_a_bounding_box_that_meets_the_box_does_not_prove_a_point_inside(store):
 def test_points_in_box_reads_only_row_groups_whose_runs_meet_the_box(cube, monkeypatch):
     with Query(cube, cache_size=0) as query:
         read = []
-        original = query._points._gather
-        monkeypatch.setattr(query._points, "_gather", lambda *args: read.append(len(args[3])) or original(*args))
+        original = query._points._read_groups
+        monkeypatch.setattr(query._points, "_read_groups", lambda *args: read.append(len(args[3])) or original(*args))
         inside = query.get_points_in_box((0, 0, 0), (8, 8, 8))
         assert len(inside) == 8**3
         # the block (0,0,0) holds 512 points in 8 row groups of 64; the other 7 blocks of label 1 are not read
         assert sum(read) == 8
+
+
+def test_points_in_box_of_some_labels_leave_out_their_neighbours_in_the_same_row_group(store):
+    # labels 3, 4 and 5 at the same voxels, side by side in one row group: asking 5 and 3 must not bring 4
+    here = np.array([[1, 1, 1], [2, 2, 2]])
+    write_store(store, [(0, label, here) for label in (3, 4, 5)], row_group_size=64)
+    with Query(store) as query:
+        table = query.get_points_in_box((0, 0, 0), (8, 8, 8), labels=[5, 3])
+        assert table.column("label").to_pylist() == [3, 3, 5, 5]
+        by_label = query.get_points_in_box((0, 0, 0), (8, 8, 8), labels=[5, 3], output="numpy")
+        assert list(by_label) == [5, 3] and all(points.tolist() == here.tolist() for points in by_label.values())
+        assert query.get_labels_in_box((2, 2, 2), (3, 3, 3)).tolist() == [3, 4, 5]
 
 
 def test_points_in_box_as_numpy_and_pandas(cube):

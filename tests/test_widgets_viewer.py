@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ipywidgets.widgets.widget import _remove_buffers
 from pocaduck.widgets import PointCloudViewer
+from pocaduck.widgets import viewer as viewer_module
 from pocaduck.widgets._colors import label_color
 
 from pocaduck import Ingestor, Query, consolidate, create_store
@@ -184,6 +185,31 @@ def test_viewer_fetches_only_the_budget_through_sample_and_more_points_refines(b
         assert {tuple(row) for row in drawn_voxels(viewer, 7).tolist()} <= everything
         assert query.point_calls[-1] == {"label": 7, "sample": 2_000}
         assert all(call["sample"] is not None for call in query.point_calls)
+
+
+def test_in_a_kernel_the_first_frame_is_a_small_sample_and_the_budget_follows_once_painted(big_store, monkeypatch):
+    monkeypatch.setattr(viewer_module, "_front_end_answers", lambda: True)
+    with RecordingQuery(big_store) as query:
+        viewer = PointCloudViewer(query, point_budget=5_000, first_points=500)
+        pings = []
+        monkeypatch.setattr(viewer._painted, "send", pings.append)
+        viewer.show(7)
+        first = drawn_voxels(viewer, 7)
+        assert len(first) == 500 and "a first sample" in viewer._status.value
+        viewer._painted._handle_custom_msg({"painted": pings[0]["first_frame"] - 1}, [])  # about an older frame
+        assert len(viewer.positions(7)) == 500
+        viewer._painted._handle_custom_msg({"painted": pings[0]["first_frame"]}, [])  # as the browser answers
+        assert len(viewer.positions(7)) == 5_000 and viewer.shown_points == 5_000
+        assert "showing 5,000 of 200,000 points (sampled to the point budget" in viewer._status.value
+        assert query.point_calls == [{"label": 7, "sample": 500}, {"label": 7, "sample": 5_000}]
+        # the first frame's points are among the larger sample's: refining adds points, moves none
+        assert set(map(tuple, first.tolist())) <= set(map(tuple, drawn_voxels(viewer, 7).tolist()))
+
+        viewer.show(8)
+        viewer.show(7)  # a browser that never answers: "more points" still draws the whole budget, doubled
+        assert len(viewer.positions(7)) == 500
+        viewer._more_button.click()
+        assert len(viewer.positions(7)) == 10_000 and "a first sample" not in viewer._status.value
 
 
 def test_budget_is_split_over_labels_by_their_counts(big_store):

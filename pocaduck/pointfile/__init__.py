@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -231,6 +232,101 @@ class PointFiles:
             self._gather(file_id, path, byte_size, groups, take, points, put)
         return points
 
+    def read_runs_where(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> tuple[pa.Table, np.ndarray]:
+        """The rows of these runs that ``keep`` accepts, as a table of the schema's columns, and how many of each run's.
+
+        ``keep`` gets the schema's columns of the row groups read, as numpy
+        arrays, and answers a boolean mask over them. The rows come back in the
+        runs' order, as :meth:`read_rows` gives them, but the rows ``keep``
+        refuses are never copied: each file's row groups are tested, then
+        filtered by Arrow.
+
+        Example::
+
+            table, kept = point_files.read_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)
+        """
+        by_file, parts = self._through(file_ids, offsets, counts, keep, filtered=True)
+        kept = np.zeros(len(counts), dtype=np.int64)
+        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
+        if not parts:
+            return self._empty_table(), kept
+        table = pa.concat_tables([part[0] for part in parts])
+        if np.any(by_file[1:] < by_file[:-1]):  # files interleave in the runs' order: put each run's rows back
+            starts = np.zeros(len(counts), dtype=np.int64)
+            starts[by_file] = np.cumsum(kept[by_file]) - kept[by_file]
+            table = table.take(_row_ranges(starts, kept))
+        return table, kept
+
+    def count_runs_where(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> np.ndarray:
+        """How many rows of each run ``keep`` accepts (see :meth:`read_runs_where`), no rows copied.
+
+        Example: ``point_files.count_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)``.
+        """
+        by_file, parts = self._through(file_ids, offsets, counts, keep, filtered=False)
+        kept = np.zeros(len(counts), dtype=np.int64)
+        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
+        return kept
+
+    def _through(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+        filtered: bool,
+    ) -> tuple[np.ndarray, list[tuple[pa.Table | None, np.ndarray]]]:
+        """The runs in file order, and what :meth:`_kept_rows` gives for each file's runs."""
+        by_file = np.lexsort((offsets, file_ids))
+        files = np.split(by_file, np.flatnonzero(np.diff(file_ids[by_file])) + 1) if len(by_file) else []
+        # One file after the other: Arrow already decodes a file's columns on threads, and a thread per file
+        # gained nothing on 2 cores (37.0 vs 36.7 M points/s, 10^8-point store).
+        return by_file, [self._kept_rows(file_ids[runs], offsets[runs], counts[runs], keep, filtered) for runs in files]
+
+    def _kept_rows(
+        self,
+        file_ids: np.ndarray,
+        offsets: np.ndarray,
+        counts: np.ndarray,
+        keep: Callable[[list[np.ndarray]], np.ndarray],
+        filtered: bool,
+    ) -> tuple[pa.Table | None, np.ndarray]:
+        """One file's runs, sorted by offset, through ``keep``: the kept rows (when ``filtered``), and counts per run."""
+        path, group_size, byte_size = self.files[int(file_ids[0])]
+        first_group, last_group = offsets // group_size, (offsets + counts - 1) // group_size
+        groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+        table = self._read_groups(int(file_ids[0]), path, byte_size, groups.tolist())
+        mask = keep([table.column(name).to_numpy() for name in self.schema.columns])
+        # Every group read before the last one of a file is full, so rank * size locates a run in them.
+        starts = np.searchsorted(groups, first_group) * group_size + offsets % group_size
+        ends = starts + counts
+        # Sum the mask over the gap before each run, the run, and the gap after the last one, in one pass.
+        bounds = np.empty(2 * len(starts) + 1, dtype=np.int64)
+        bounds[0], bounds[1::2], bounds[2::2] = 0, starts, ends
+        sums = np.add.reduceat(np.append(mask, False), bounds, dtype=np.int64)  # the False: every bound is an index
+        gaps = np.diff(bounds[0::2], append=table.num_rows + 1) - np.append(counts, 0)
+        if np.any(sums[0::2][gaps > 0]):
+            # Rows between the runs passed: they are other runs' (labels not asked for), so drop them.
+            edges = np.zeros(table.num_rows + 1, dtype=np.int8)
+            edges[starts] = 1
+            edges[ends] -= 1
+            mask &= np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+        return (table.filter(pa.array(mask)) if filtered else None), sums[1::2]
+
+    def _empty_table(self) -> pa.Table:
+        return pa.table([np.empty(0, self.schema.dtype) for _ in self.schema.columns], names=list(self.schema.columns))
+
     def iter_rows(
         self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, chunk_size: int
     ) -> Iterator[np.ndarray]:
@@ -301,9 +397,19 @@ class PointFiles:
         points: np.ndarray,
         put: slice | np.ndarray,
     ) -> None:
-        opened = self._opened(file_id, path, byte_size)
+        with self._reading(file_id, path):
+            self._opened(file_id, path, byte_size).gather(groups, take, points, put)
+
+    def _read_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
+        """Row groups ``groups`` of a file as a table of the schema's columns."""
+        with self._reading(file_id, path):
+            return self._opened(file_id, path, byte_size).read_groups(groups)
+
+    @contextmanager
+    def _reading(self, file_id: int, path: str) -> Iterator[None]:
+        """Turn a failed read into DataFileError naming the file (and forget the file) unless the storage failed."""
         try:
-            opened.gather(groups, take, points, put)
+            yield
         except (StorageAccessError, StorageUnavailableError):
             self._open.pop(file_id, None)
             raise  # the store is fine, reaching it is not

@@ -71,6 +71,7 @@ class ArrowPointFile:
     def __init__(self, source: Any, columns: tuple[str, ...], *, verify_checksums: bool):
         del verify_checksums  # the IPC format has none: see the module docstring
         self._reader = pa.ipc.open_file(pa.memory_map(source) if isinstance(source, str) else source)
+        self._columns = list(columns)
         self._dimensions = len(columns)
 
     @property
@@ -84,8 +85,15 @@ class ArrowPointFile:
 
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
         """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``."""
-        rows = self._points(groups[0]) if len(groups) == 1 else np.concatenate([self._points(g) for g in groups])
-        points[put] = rows[take]
+        points[put] = self._rows(groups)[take]
+
+    def read_groups(self, groups: list[int]) -> pa.Table:
+        """Batches ``groups`` as a table of the schema's columns (one copy per column)."""
+        rows = self._rows(groups)
+        return pa.table([np.ascontiguousarray(rows[:, j]) for j in range(self._dimensions)], names=self._columns)
+
+    def _rows(self, groups: list[int]) -> np.ndarray:
+        return self._points(groups[0]) if len(groups) == 1 else np.concatenate([self._points(g) for g in groups])
 
 
 def count_rows(data: bytes) -> int:

@@ -90,10 +90,14 @@ class ParquetPointFile:
 
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
         """Copy rows ``take`` of row groups ``groups`` (counted from the first one's first row) to ``points[put]``."""
-        # Decoding columns on threads pays from two row groups on; for one it costs more than it saves.
-        table = self._file.read_row_groups(groups, columns=self._columns, use_threads=len(groups) > 1)
+        table = self.read_groups(groups)
         for j, name in enumerate(self._columns):
             points[put, j] = table.column(name).to_numpy()[take]
+
+    def read_groups(self, groups: list[int]) -> pa.Table:
+        """Row groups ``groups``, decoded, as a table of the schema's columns."""
+        # Decoding columns on threads pays from two row groups on; for one it costs more than it saves.
+        return self._file.read_row_groups(groups, columns=self._columns, use_threads=len(groups) > 1)
 
 
 def count_rows(data: bytes) -> int:
