@@ -7,7 +7,7 @@ One synthetic store: a 2048^3-voxel volume cut into 16^3 blocks of 128 voxels,
 points uniform inside each block (int32), labelled by 64-voxel cells shifted by
 half a cell, so a label crosses up to 8 blocks; the slab x < 10 % of the
 volume is one giant label (about 10 % of the points: 10 M at full size). It is
-measured as ingested (one worker, consolidated) and after ``compact``.
+measured as ingested (one worker, consolidated), after ``compact`` and after ``compact(payload="arrow")``.
 
 - *sample*: ``get_points(giant, sample=1024)`` p50/p95 beside ``get_points(giant)``;
 - *box*: 20 boxes of 1 % of the volume at random places: ``get_labels_in_box``
@@ -40,6 +40,9 @@ BLOCK = 128
 CELL = 64
 GIANT = 2**64 - 7  # a label above 2**63, as real ids are
 GIANT_SLAB = VOLUME // 10
+
+
+LAYOUTS = {"ingested": "as ingested", "compacted": "compacted, Parquet", "arrow": "compacted, Arrow IPC"}
 
 
 def labels_of(points: np.ndarray) -> np.ndarray:
@@ -174,10 +177,10 @@ def main() -> None:
         store = os.path.join(workdir, "store")
         results["store"] = build(store, 10**7 if args.quick else 10**8, args.seed)
         print(f"built {results['store']}", flush=True)
-        for layout in ("ingested", "compacted"):
-            if layout == "compacted":
-                report = compact(store, workers=args.workers)
-                results["compaction"] = report.to_dict()
+        for layout in LAYOUTS:
+            if layout != "ingested":  # Parquet first, then the same store rewritten as Arrow IPC
+                payload = "arrow" if layout == "arrow" else "parquet"
+                results[f"compaction_{layout}"] = compact(store, workers=args.workers, payload=payload).to_dict()
             with Query(store) as query:
                 results[layout] = {"index_rows": query.info()["index_rows"], "files": query.info()["files"]}
             results[layout]["samples"] = measure_samples(store, args.quick)
@@ -193,55 +196,66 @@ def main() -> None:
 
 def render(results: dict[str, Any]) -> str:
     store = results["store"]
-    before, after = results["ingested"], results["compacted"]
-    giant = after["samples"]["label_points"]
+    measured = [results[layout] for layout in LAYOUTS]
+    giant = results["compacted"]["samples"]["label_points"]
+    header = "| | " + " | ".join(LAYOUTS.values()) + " |"
+    rule = "|---|" + "---:|" * len(LAYOUTS)
 
-    def row(name: str, key: str, field: str) -> str:
-        a, b = before[key][field], after[key][field]
-        return f"| {name} | {a['p50']:.2f} / {a['p95']:.2f} | {b['p50']:.2f} / {b['p95']:.2f} |"
+    def row(name: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {name} | " + " | ".join(cell(each) for each in measured) + " |"
 
-    boxes = after["boxes"]
+    def ms_row(name: str, field: str) -> str:
+        return row(name, lambda each: f"{each['samples'][field]['p50']:.2f} / {each['samples'][field]['p95']:.2f}")
+
+    compactions = "; ".join(
+        f"{LAYOUTS[layout]}: {results[layout]['files']} files, {results[layout]['index_rows']:,} index rows, "
+        f"compaction {results[f'compaction_{layout}']['seconds']:.0f} s"
+        for layout in LAYOUTS
+        if layout != "ingested"
+    )
+    boxes = results["compacted"]["boxes"]
     lines = [
         f"Store: {store['points']:,} int32 points in a {VOLUME}³ volume, {(VOLUME // BLOCK) ** 3:,} blocks of "
-        f"{BLOCK}³; the giant label holds {giant:,} points. As ingested: {before['files']} files, "
-        f"{before['index_rows']:,} index rows; compacted: {after['files']} files, {after['index_rows']:,} index rows "
-        f"(compaction {results['compaction']['seconds']:.0f} s, {results['compaction']['points_per_second']:,} points/s).",
+        f"{BLOCK}³; the giant label holds {giant:,} points. As ingested: {results['ingested']['files']} files, "
+        f"{results['ingested']['index_rows']:,} index rows; {compactions} (Arrow: the Parquet store rewritten).",
         "",
-        "| giant label, ms p50 / p95 | as ingested | compacted |",
-        "|---|---:|---:|",
-        row("`get_points(label, sample=1024)`, label asked before in this Query", "samples", "sample"),
-        row("`get_points(label, sample=1024)`, first ask (index lookup included)", "samples", "sample_first_ask"),
-        row("`get_points(label)`, the whole label", "samples", "whole"),
-        row("`get_points(label, sample=1024, seed=1)` (reads the whole label)", "samples", "seeded"),
-        row("`iter_points(label)`, every chunk of 10⁶", "samples", "iter_points"),
+        header.replace("| |", "| giant label, ms p50 / p95 |", 1),
+        rule,
+        ms_row("`get_points(label, sample=1024)`, label asked before in this Query", "sample"),
+        ms_row("`get_points(label, sample=1024)`, first ask (index lookup included)", "sample_first_ask"),
+        ms_row("`get_points(label)`, the whole label", "whole"),
+        ms_row("`get_points(label, sample=1024, seed=1)` (reads the whole label)", "seeded"),
+        ms_row("`iter_points(label)`, every chunk of 10⁶", "iter_points"),
         "",
         f"Boxes of 1 % of the volume ({boxes['edge']}³ voxels, {boxes['boxes']} places; median "
         f"{boxes['points_per_box_p50']:,.0f} points and {boxes['labels_per_box_p50']:,.0f} labels per box):",
         "",
-        "| | as ingested | compacted |",
-        "|---|---:|---:|",
-        f"| `get_labels_in_box` p50 / p95 (ms) | {before['boxes']['labels_ms_p50']:.1f} / "
-        f"{before['boxes']['labels_ms_p95']:.1f} | {boxes['labels_ms_p50']:.1f} / {boxes['labels_ms_p95']:.1f} |",
-        f"| `get_points_in_box`, points returned per second (median) | "
-        f"{before['boxes']['points_per_s_p50'] / 1e6:.1f} M | {boxes['points_per_s_p50'] / 1e6:.1f} M |",
+        header,
+        rule,
+        row(
+            "`get_labels_in_box` p50 / p95 (ms)",
+            lambda each: f"{each['boxes']['labels_ms_p50']:.1f} / {each['boxes']['labels_ms_p95']:.1f}",
+        ),
+        row(
+            "`get_points_in_box`, points returned per second (median)",
+            lambda each: f"{each['boxes']['points_per_s_p50'] / 1e6:.1f} M",
+        ),
         "",
-        f"`PointCloudDataset(store, sample=1024)` over {after['dataset']['seed None']['labels']:,} labels, one process, "
-        "items per second:",
+        f"`PointCloudDataset(store, sample=1024)` over {results['compacted']['dataset']['seed None']['labels']:,} "
+        "labels, one process, items per second:",
         "",
-        "| | as ingested | compacted |",
-        "|---|---:|---:|",
+        header,
+        rule,
     ]
     for name in ("seed None", "seed 0"):
-        a, b = before["dataset"][name], after["dataset"][name]
-        lines.append(f"| `{name}`, `ds[i]`, first pass | {a['items_per_s']:,.0f} | {b['items_per_s']:,.0f} |")
-        lines.append(
-            f"| `{name}`, `ds[i]`, the same items again | {a['items_per_s_again']:,.0f} | "
-            f"{b['items_per_s_again']:,.0f} |"
-        )
-        lines.append(
-            f"| `{name}`, batches of 32 (`__getitems__`) | {a['batched_items_per_s']:,.0f} | "
-            f"{b['batched_items_per_s']:,.0f} |"
-        )
+        for what, field in (
+            ("`ds[i]`, first pass", "items_per_s"),
+            ("`ds[i]`, the same items again", "items_per_s_again"),
+            ("batches of 32 (`__getitems__`)", "batched_items_per_s"),
+        ):
+            lines.append(
+                row(f"`{name}`, {what}", lambda each, name=name, field=field: f"{each['dataset'][name][field]:,.0f}")
+            )
     return "\n".join(lines) + "\n"
 
 
