@@ -251,12 +251,10 @@ class PointFiles:
 
             table, kept = point_files.read_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)
         """
-        by_file, parts = self._through(file_ids, offsets, counts, keep, filtered=True)
-        kept = np.zeros(len(counts), dtype=np.int64)
-        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
-        if not parts:
+        by_file, tables, kept = self._through(file_ids, offsets, counts, keep, filtered=True)
+        if not tables:
             return self._empty_table(), kept
-        table = pa.concat_tables([part[0] for part in parts])
+        table = pa.concat_tables(tables)
         if np.any(by_file[1:] < by_file[:-1]):  # files interleave in the runs' order: put each run's rows back
             starts = np.zeros(len(counts), dtype=np.int64)
             starts[by_file] = np.cumsum(kept[by_file]) - kept[by_file]
@@ -274,10 +272,7 @@ class PointFiles:
 
         Example: ``point_files.count_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)``.
         """
-        by_file, parts = self._through(file_ids, offsets, counts, keep, filtered=False)
-        kept = np.zeros(len(counts), dtype=np.int64)
-        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
-        return kept
+        return self._through(file_ids, offsets, counts, keep, filtered=False)[2]
 
     def _through(
         self,
@@ -286,13 +281,16 @@ class PointFiles:
         counts: np.ndarray,
         keep: Callable[[list[np.ndarray]], np.ndarray],
         filtered: bool,
-    ) -> tuple[np.ndarray, list[tuple[pa.Table | None, np.ndarray]]]:
-        """The runs in file order, and what :meth:`_kept_rows` gives for each file's runs."""
+    ) -> tuple[np.ndarray, list[pa.Table | None], np.ndarray]:
+        """The runs in file order, each file's kept rows (:meth:`_kept_rows`), and how many of each run it kept."""
         by_file = np.lexsort((offsets, file_ids))
         files = np.split(by_file, np.flatnonzero(np.diff(file_ids[by_file])) + 1) if len(by_file) else []
         # One file after the other: Arrow already decodes a file's columns on threads, and a thread per file
         # gained nothing on 2 cores (37.0 vs 36.7 M points/s, 10^8-point store).
-        return by_file, [self._kept_rows(file_ids[runs], offsets[runs], counts[runs], keep, filtered) for runs in files]
+        parts = [self._kept_rows(file_ids[runs], offsets[runs], counts[runs], keep, filtered) for runs in files]
+        kept = np.zeros(len(counts), dtype=np.int64)
+        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
+        return by_file, [part[0] for part in parts], kept
 
     def _kept_rows(
         self,
