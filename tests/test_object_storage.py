@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 import tempfile
+import uuid
+from unittest import mock
 
 import duckdb
 import numpy as np
@@ -22,6 +24,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 from _object_servers import S3Server, azurite, azurite_command, gcs_emulator
 from _support import as_row_set, worker_points
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_property import check_round_trip, workloads
 
 from pocaduck import (
     Ingestor,
@@ -88,6 +93,16 @@ def ingest(config: StorageConfig, worker: int, blocks: range) -> dict[int, list[
                 ingestor.write(label, f"{worker}/{block}", points)
                 expected.setdefault(label, []).extend(as_row_set(points))
     return {label: sorted(rows) for label, rows in expected.items()}
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(workloads(), st.sampled_from([64, 256, label_directory.PAGE_BYTES]), st.sampled_from(["parquet", "arrow"]))
+def test_every_label_returns_exactly_what_was_written_through_a_bucket(s3, workload, page_bytes, payload):
+    """The round-trip property of test_property.py, with the label directory and the files read by ranges from S3."""
+    with mock.patch.object(label_directory, "PAGE_BYTES", page_bytes):  # small pages: trees of several levels
+        check_round_trip(s3.config(f"property-{uuid.uuid4().hex}"), *workload, payload=payload)
 
 
 def test_consolidation_uploads_the_unified_index_once_and_copies_its_version_on_the_server(s3, s3_store):
