@@ -62,6 +62,16 @@ def test_binder_pins_every_package_pyproject_asks_for_within_its_bounds():
         )
 
 
+def test_every_package_of_the_source_tree_is_in_the_wheel():
+    """An editable install finds a new subpackage by its path; Binder's and users' installs only if it is listed."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPOSITORY).parts) for init in (REPOSITORY / "pocaduck").rglob("__init__.py")
+    }
+    assert found - listed == set()
+
+
 def test_postbuild_installs_pocaduck_with_the_extras_checked_here():
     postbuild = (REPOSITORY / "binder" / "postBuild").read_text()
     assert f'".[{",".join(BINDER_EXTRAS)}]"' in postbuild
