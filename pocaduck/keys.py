@@ -6,6 +6,8 @@ one a reader can ask for, and the same bad key gets the same error everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from .errors import InvalidBlockIdError, InvalidLabelError
@@ -29,6 +31,22 @@ def check_label(label: object) -> int:
     if not 0 <= label < _UINT64_LIMIT:
         raise InvalidLabelError(f"label {label} is outside the uint64 range [0, 2**64)")
     return label
+
+
+def check_labels_asked(labels: object) -> tuple[list[int], bool]:
+    """The labels a reader was asked for, checked, and whether one label was given rather than several.
+
+    One label is an integer or a 0-d array; anything else iterable is several.
+
+    >>> check_labels_asked(5), check_labels_asked(np.array(5)), check_labels_asked(np.array([2**64 - 1, 3], np.uint64))
+    (([5], True), ([5], True), ([18446744073709551615, 3], False))
+    """
+    single = (
+        type(labels) is int  # checked first: the ABC test below costs microseconds on get_points' hot path
+        or not isinstance(labels, Iterable)
+        or (isinstance(labels, np.ndarray) and labels.ndim == 0)
+    )
+    return ([check_label(labels)], True) if single else ([check_label(each) for each in labels], False)
 
 
 def check_block_id(block_id: object) -> tuple[str | int, str]:

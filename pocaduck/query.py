@@ -43,7 +43,7 @@ from .errors import (
     StoreNotFoundError,
 )
 from .index import AttachedIndex, attach_read_only, file_locations
-from .keys import check_block_id, check_label
+from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
@@ -115,6 +115,18 @@ def _picked(rows: dict[str, np.ndarray], sample: int) -> np.ndarray:
         for start, count, key in zip(starts.tolist(), counts.tolist(), rows["key"].tolist(), strict=True)
     ]
     return np.concatenate(picks) if picks else np.empty(0, np.int64)
+
+
+def _by_label(labels: list[int], point_labels: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
+    """``{label: its points}`` for every label asked, given the points with their labels sorted.
+
+    >>> _by_label([7, 3, 9], np.array([3, 3, 7], np.uint64), np.arange(3)[:, None])
+    {7: array([[2]]), 3: array([[0],
+           [1]]), 9: array([], shape=(0, 1), dtype=int64)}
+    """
+    asked = np.array(labels, dtype=np.uint64)
+    starts, ends = np.searchsorted(point_labels, asked, "left"), np.searchsorted(point_labels, asked, "right")
+    return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), ends.tolist(), strict=True)}
 
 
 class Query(Reader):
@@ -334,12 +346,7 @@ class Query(Reader):
             raise InvalidArgumentError("seed picks a sample: give sample=N with it")
         sample = None if sample is None else check_sample(sample)
         seed = check_seed(seed)
-        single = (
-            type(label) is int  # checked first: the ABC test below costs microseconds on the hot path
-            or not isinstance(label, Iterable)
-            or (isinstance(label, np.ndarray) and label.ndim == 0)
-        )
-        labels = [check_label(label)] if single else [check_label(each) for each in label]
+        labels, single = check_labels_asked(label)
         blocks = None if blocks is None else self._block_ids(blocks)
         clock = Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
@@ -551,19 +558,15 @@ class Query(Reader):
         """
         _check_output(output)
         box = Box.of(lower, upper, self.schema)
-        wanted = None
-        if labels is not None:
-            single = not isinstance(labels, Iterable) or (isinstance(labels, np.ndarray) and labels.ndim == 0)
-            wanted = [check_label(labels)] if single else [check_label(each) for each in labels]
+        wanted = None if labels is None else check_labels_asked(labels)[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
         table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
         point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are
         if output == "numpy":
             found = wanted if wanted is not None else np.unique(runs["label"][kept > 0]).tolist()
-            points = np.column_stack([table.column(name).to_numpy() for name in self.schema.columns])
-            asked = np.array(found, dtype=np.uint64)
-            starts, ends = np.searchsorted(point_labels, asked, "left"), np.searchsorted(point_labels, asked, "right")
-            return {label: points[s:e] for label, s, e in zip(found, starts.tolist(), ends.tolist(), strict=True)}
+            return _by_label(
+                found, point_labels, np.column_stack([table.column(n).to_numpy() for n in self.schema.columns])
+            )
         table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
         return table if output == "arrow" else table.to_pandas()
 
@@ -598,11 +601,7 @@ class Query(Reader):
             if single:
                 return points
             order = np.argsort(point_labels, kind="stable")
-            sorted_labels = point_labels[order]
-            wanted = np.array(labels, dtype=np.uint64)
-            starts = np.searchsorted(sorted_labels, wanted, "left")
-            ends = np.searchsorted(sorted_labels, wanted, "right")
-            return {lab: points[order[s:e]] for lab, s, e in zip(labels, starts, ends, strict=True)}
+            return _by_label(labels, point_labels[order], points[order])
         table = pa.table(list(points.T), names=list(self.schema.columns))
         if not single:
             table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
