@@ -161,6 +161,19 @@ def _run_in_groups(offset: int, count: int, group_size: int, destination: int) -
     return groups, slice(start, start + count), slice(destination, destination + count)
 
 
+def _groups_of_runs(offsets: np.ndarray, counts: np.ndarray, group_size: int) -> tuple[list[int], np.ndarray]:
+    """The row groups a file's runs span, and where each run starts among those groups' rows once read.
+
+    >>> _groups_of_runs(np.array([5, 250]), np.array([10, 20]), group_size=100)
+    ([0, 2], array([  5, 150]))
+    """
+    first_group = offsets // group_size
+    last_group = (offsets + counts - 1) // group_size
+    groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+    # Every group read before the last one of a file is full, so rank * size locates a run in them.
+    return groups.tolist(), np.searchsorted(groups, first_group) * group_size + offsets % group_size
+
+
 class PointFiles:
     """Reads row runs out of a store's point files, keeping recently used files open.
 
@@ -213,12 +226,7 @@ class PointFiles:
                     int(offsets[run]), int(counts[run]), group_size, int(destinations[run])
                 )
             else:
-                first_group = offsets[mine] // group_size
-                last_group = (offsets[mine] + counts[mine] - 1) // group_size
-                spanned = np.unique(_row_ranges(first_group, last_group - first_group + 1))
-                # Every group read before the last one of a file is full, so rank * size locates it.
-                sources = np.searchsorted(spanned, first_group) * group_size + offsets[mine] % group_size
-                groups = spanned.tolist()
+                groups, sources = _groups_of_runs(offsets[mine], counts[mine], group_size)
                 take = _row_ranges(sources, counts[mine])
                 put = _row_ranges(destinations[mine], counts[mine])
             self._gather(int(file_id), path, byte_size, groups, take, points, put)
@@ -302,12 +310,9 @@ class PointFiles:
     ) -> tuple[pa.Table | None, np.ndarray]:
         """One file's runs, sorted by offset, through ``keep``: the kept rows (when ``filtered``), and counts per run."""
         path, group_size, byte_size = self.files[int(file_ids[0])]
-        first_group, last_group = offsets // group_size, (offsets + counts - 1) // group_size
-        groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
-        table = self._read_groups(int(file_ids[0]), path, byte_size, groups.tolist())
+        groups, starts = _groups_of_runs(offsets, counts, group_size)
+        table = self._read_groups(int(file_ids[0]), path, byte_size, groups)
         mask = keep([table.column(name).to_numpy() for name in self.schema.columns])
-        # Every group read before the last one of a file is full, so rank * size locates a run in them.
-        starts = np.searchsorted(groups, first_group) * group_size + offsets % group_size
         ends = starts + counts
         # Sum the mask over the gap before each run, the run, and the gap after the last one, in one pass.
         bounds = np.empty(2 * len(starts) + 1, dtype=np.int64)
