@@ -160,6 +160,23 @@ def error_outputs(page) -> list[str]:
     )
 
 
+@contextmanager
+def notebook_run(
+    root: Path, name: str, viewport: dict[str, int], screenshot: str, env: dict[str, str] | None = None
+) -> Iterator[object]:
+    """The page of notebook ``name`` (under ``root``) in JupyterLab in headless Chromium, every cell started.
+
+    The whole page is kept as ``screenshot`` in ARTIFACTS when the block ends, to look at after a failure.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    with jupyter_lab(root, env=env) as url, chromium() as browser:
+        page = browser.new_page(viewport=viewport)
+        open_notebook(page, url, name)
+        run_all_cells(page)
+        yield page
+        page.screenshot(path=ARTIFACTS / screenshot, full_page=True)
+
+
 def run_all_cells(page) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 

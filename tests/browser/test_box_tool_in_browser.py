@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from lab import ARTIFACTS, chromium, error_outputs, jupyter_lab, open_notebook, run_all_cells, skip_without_browser
+from lab import error_outputs, notebook_run, skip_without_browser
 
 skip_without_browser()
 
@@ -30,14 +30,9 @@ def page(tmp_path_factory):
     # Without a kernelspec JupyterLab asks which kernel to start, and nothing runs.
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SETUP)], metadata={"kernelspec": kernel})
     nbformat.write(notebook, root / "box.ipynb")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with jupyter_lab(root) as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        open_notebook(page, url, "box.ipynb")
-        run_all_cells(page)
+    with notebook_run(root, "box.ipynb", {"width": 1280, "height": 800}, "box-tool.png") as page:
         page.wait_for_selector(".pocaduck-table tbody tr", timeout=180_000)
         yield page
-        page.screenshot(path=ARTIFACTS / "box-tool.png", full_page=True)
 
 
 def test_typed_corners_and_a_click_list_only_the_labels_in_the_box(page):

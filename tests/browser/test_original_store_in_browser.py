@@ -15,11 +15,8 @@ import pytest
 from _original import files_and_times
 from lab import (
     ARTIFACTS,
-    chromium,
     error_outputs,
-    jupyter_lab,
-    open_notebook,
-    run_all_cells,
+    notebook_run,
     skip_without_browser,
     wait_for_drawing,
     wait_for_every_cell_run,
@@ -43,14 +40,15 @@ def page(original, tmp_path_factory):
     store, _, _ = original
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(HERE / "original_store.ipynb", root / "original_store.ipynb")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with jupyter_lab(root, env={"POCADUCK_ORIGINAL_STORE": str(store)}) as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1700, "height": 1100})
-        open_notebook(page, url, "original_store.ipynb")
-        run_all_cells(page)
+    with notebook_run(
+        root,
+        "original_store.ipynb",
+        {"width": 1700, "height": 1100},
+        "original-store-notebook.png",
+        env={"POCADUCK_ORIGINAL_STORE": str(store)},
+    ) as page:
         wait_for_every_cell_run(page)
         yield page
-        page.screenshot(path=ARTIFACTS / "original-store-notebook.png", full_page=True)
 
 
 def point_counts(answers: dict) -> dict[str, int]:

@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 from lab import (
     ARTIFACTS,
-    chromium,
-    jupyter_lab,
-    open_notebook,
-    run_all_cells,
+    notebook_run,
     skip_without_browser,
     wait_for_drawing,
 )
@@ -32,14 +29,9 @@ def page(tmp_path_factory):
     """The test notebook opened in JupyterLab, every cell run to the end."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(HERE / "widgets.ipynb", root / "widgets.ipynb")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with jupyter_lab(root) as url, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        open_notebook(page, url, "widgets.ipynb")
-        run_all_cells(page)
+    with notebook_run(root, "widgets.ipynb", VIEWPORT, "notebook-end.png") as page:
         page.wait_for_selector(".pocaduck-table tbody tr", timeout=180_000)
         yield page
-        page.screenshot(path=ARTIFACTS / "notebook-end.png", full_page=True)
 
 
 def test_the_table_shows_rows_of_labels(page):
