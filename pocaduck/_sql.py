@@ -16,12 +16,14 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 
 from .errors import InvalidArgumentError, QueryTimeoutError, ReadOnlySQLError, SQLError
+from .index import attach_read_only
 
 # FROM items that only combine what they contain; any other kind (table functions,
 # SHOW/DESCRIBE/SUMMARIZE, PIVOT) is refused.
@@ -96,6 +98,63 @@ def lock_down(con: duckdb.DuckDBPyConnection) -> None:
     """No file access from now on, and no setting can change that (after the index is attached)."""
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+class SandboxedIndex:
+    """An index file attached read-only to a locked-down connection: where users' SELECTs over it run.
+
+    One serves every reader of that file in the process (:func:`sandboxed`): a
+    connection is a database of its own (~5 MB and two file descriptors), and
+    3,000 readers each holding one ran a process out of memory. Statements run on
+    cursors of their own (:func:`run_select`), so readers and threads share it.
+    """
+
+    def __init__(self, path: str, catalog: str, threads: int):
+        con = private_connection(threads)
+        try:
+            attach_read_only(con, path, catalog)
+            con.execute(f"USE {catalog}")
+            lock_down(con)
+            self.tables = tables_of(con, catalog)
+        except BaseException:
+            con.close()
+            raise
+        self.connection, self.catalog = con, catalog
+        self._lock = threading.Lock()
+        weakref.finalize(self, con.close)  # once no reader holds it
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for one caller: the connection takes one call at a time, its cursors one each."""
+        with self._lock:
+            return self.connection.cursor()
+
+
+_sandboxes: weakref.WeakValueDictionary[tuple, SandboxedIndex] = weakref.WeakValueDictionary()
+_sandboxes_lock = threading.Lock()
+
+
+def sandboxed(path: str, catalog: str, threads: int) -> SandboxedIndex:
+    """The process's :class:`SandboxedIndex` of the index file at ``path`` as it is now, made on first use.
+
+    Keyed by the file's identity, so an index replaced at the same path gets a
+    connection of its own while readers of the old one keep theirs; and by the
+    process, since a forked child may not use its parent's connections.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "index.duckdb")
+    >>> with duckdb.connect(path) as con:
+    ...     _ = con.execute("CREATE TABLE labels AS SELECT 5::UBIGINT AS label")
+    >>> first = sandboxed(path, "store_index", 1)
+    >>> first is sandboxed(path, "store_index", 1), sorted(first.tables)
+    (True, ['labels'])
+    """
+    found = os.stat(path)
+    key = (os.getpid(), os.path.realpath(path), found.st_ino, found.st_mtime_ns, found.st_size, catalog)
+    with _sandboxes_lock:
+        index = _sandboxes.get(key)
+        if index is None:
+            index = _sandboxes[key] = SandboxedIndex(path, catalog, threads)
+        return index
 
 
 def tables_of(con: duckdb.DuckDBPyConnection, catalog: str) -> frozenset[str]:

@@ -68,6 +68,14 @@ class LabelDirectoryError(DamagedStoreError):
     """A label directory (or the ``label_directory.json`` naming it) is missing, truncated or corrupt."""
 
 
+class StoreChangedError(PocaduckError, RuntimeError):
+    """What an open reader read was replaced and removed since it opened the store (consolidate, compact, gc)."""
+
+
+class ReaderClosedError(PocaduckError, RuntimeError):
+    """The Query was closed (perhaps by another thread) before this call: open a new one, which is cheap."""
+
+
 class IndexConflictError(PocaduckError, RuntimeError):
     """The unified index kept being replaced by other consolidations while this one rebuilt it."""
 

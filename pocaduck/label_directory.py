@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -302,9 +303,18 @@ class LabelDirectory:
     ([2], 2, {0: ('a.parquet', 10, 99)})
     """
 
-    def __init__(self, storage: Storage, path: str, size: int, top: bytes, index: str | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        path: str,
+        size: int,
+        top: bytes,
+        index: str | None = None,
+        index_version: str | None = None,
+    ):
         self.storage, self.path, self.size = storage, path, size
         self.index = index  # the unified index this directory was built from, when known
+        self.index_version = index_version  # the storage version of unified_index.duckdb it was found in force with
         if len(top) < _TRAILER.size:
             raise self._damaged("is shorter than its own trailer")
         magic, fmt, page_bytes, entries, top_bytes, files_bytes, levels, crc = _TRAILER.unpack(top[-_TRAILER.size :])
@@ -335,6 +345,7 @@ class LabelDirectory:
             for file_id, path, group_size, byte_size in zip(file_ids, paths, group_sizes, byte_sizes, strict=True)
         }
         self._pages: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._pages_lock = threading.Lock()  # readers share a directory between threads; pages are read outside it
 
     @classmethod
     def open(
@@ -345,10 +356,12 @@ class LabelDirectory:
         size: int | None = None,
         top_bytes: int | None = None,
         index: str | None = None,
+        index_version: str | None = None,
     ) -> LabelDirectory:
         """Read the directory's top: one read when ``size`` and ``top_bytes`` are known, else a size and two reads.
 
-        ``index`` names the unified index it was built from, for readers that will need it.
+        ``index`` names the unified index it was built from, for readers that will need it, and
+        ``index_version`` the version of the unified index in force it belongs to.
         """
         try:
             if size is None:
@@ -363,7 +376,7 @@ class LabelDirectory:
             raise LabelDirectoryError(
                 f"the label directory {storage.describe(path)} is missing: {_fix(storage.describe(''))}"
             ) from error
-        return cls(storage, path, size, top, index)
+        return cls(storage, path, size, top, index, index_version)
 
     def _damaged(self, what: str) -> LabelDirectoryError:
         return LabelDirectoryError(
@@ -415,10 +428,11 @@ class LabelDirectory:
     def _page_run(self, depth: int, first: int, last: int) -> np.ndarray:
         """The items of pages ``first`` to ``last`` of one level; a single kept page without a copy."""
         if first == last:
-            page = self._pages.get((depth, first))
-            if page is not None:
-                self._pages.move_to_end((depth, first))
-                return page
+            with self._pages_lock:
+                page = self._pages.get((depth, first))
+                if page is not None:
+                    self._pages.move_to_end((depth, first))
+                    return page
         return self._read(depth, np.arange(first, last + 1))
 
     def point_count(self, label: int) -> int:
@@ -426,19 +440,22 @@ class LabelDirectory:
 
     def _read(self, depth: int, pages: np.ndarray) -> np.ndarray:
         """The items of ``pages`` (sorted) of one level, concatenated; pages not kept are fetched, a run per read."""
-        missing = np.array([page for page in pages.tolist() if (depth, page) not in self._pages], np.int64)
+        with self._pages_lock:
+            found = {page: self._pages.get((depth, page)) for page in pages.tolist()}
+        missing = np.array([page for page, items in found.items() if items is None], np.int64)
         for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1) if len(missing) else []:
-            self._fetch(depth, int(run[0]), int(run[-1]))
-        parts = []
-        for page in pages.tolist():
-            self._pages.move_to_end((depth, page))
-            parts.append(self._pages[depth, page])
-        while len(self._pages) > max(_PAGES_KEPT, len(pages)):
-            self._pages.popitem(last=False)
+            found.update(self._fetch(depth, int(run[0]), int(run[-1])))
+        with self._pages_lock:
+            for page, items in found.items():
+                self._pages[depth, page] = items
+                self._pages.move_to_end((depth, page))
+            while len(self._pages) > max(_PAGES_KEPT, len(pages)):
+                self._pages.popitem(last=False)
+        parts = list(found.values())  # in the order of pages: dicts keep it
         return np.concatenate(parts) if parts else np.empty(0, self._levels[depth].item)
 
-    def _fetch(self, depth: int, first: int, last: int) -> None:
-        """Read pages ``first`` to ``last`` of a level in one range, check each one's CRC and keep them."""
+    def _fetch(self, depth: int, first: int, last: int) -> dict[int, np.ndarray]:
+        """Read pages ``first`` to ``last`` of a level in one range and check each one's CRC: ``{page: items}``."""
         level = self._levels[depth]
         start, length = level.page_span(first, last)
         try:
@@ -447,13 +464,15 @@ class LabelDirectory:
             raise self._damaged("is missing") from error
         if len(data) != length:
             raise self._damaged(f"ends at byte {start + len(data):,}, inside page {first} of level {depth + 1}")
+        pages = {}
         for page in range(first, last + 1):
             at = (page - first) * level.stride
             payload = data[at : at + level.page_items(page) * level.item.itemsize]
             (crc,) = struct.unpack_from("<I", data, at + len(payload))
             if zlib.crc32(payload) != crc:
                 raise self._damaged(f"fails the checksum of page {page} of level {depth + 1}")
-            self._pages[depth, page] = np.frombuffer(payload, level.item)
+            pages[page] = np.frombuffer(payload, level.item)
+        return pages
 
     def entries(self, pages_per_read: int = 64) -> Iterator[np.ndarray]:
         """Every entry in order, a few pages per read, each page's CRC and fence key checked (for ``verify``)."""
@@ -462,8 +481,7 @@ class LabelDirectory:
             pages_read = []
             for first in range(0, level.pages, pages_per_read):
                 last = min(first + pages_per_read, level.pages) - 1
-                self._fetch(depth, first, last)
-                pages = [self._pages.pop((depth, page)) for page in range(first, last + 1)]
+                pages = list(self._fetch(depth, first, last).values())
                 if not np.array_equal([_labels_of(page)[0] for page in pages], keys[first : last + 1]):
                     raise self._damaged(f"has fence keys that disagree with pages {first}-{last} of level {depth + 1}")
                 if level.item == ENTRY:
@@ -567,6 +585,7 @@ def open_in_force(storage: Storage) -> LabelDirectory | None:
         size=pointer["size"],
         top_bytes=pointer["top_bytes"],
         index=layout.index_version_index(build),
+        index_version=version,
     )
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -34,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout
+from ._gate import Gate, gated
 from ._sql import lock_down, private_connection, tables_of
 from ._timing import Timing
 from .config import StorageConfig
@@ -105,7 +108,9 @@ class LegacyQuery(Reader):
         if not os.path.exists(index_path):
             raise StoreNotFoundError(f"{index_path} does not exist: run the original's consolidate_indexes first")
         self.index_path = index_path
-        self.db_connection = self._lookups = self._connect(index_path)
+        self._gate = Gate()
+        self._lock = threading.RLock()  # the connection takes one call at a time; the cache one change
+        self.db_connection = self._connect(index_path)
         self._tables = tables_of(self.db_connection, self._catalog)
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -126,46 +131,63 @@ class LegacyQuery(Reader):
         lock_down(con)
         return con
 
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            yield self.db_connection
+
+    def _sql_connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self.db_connection.cursor()
+
     @functools.cached_property
     def schema(self) -> layout.Schema:
         """The original stored one ``data`` list column of any width, read back as int64: columns x, y, z, ..."""
-        (path,) = self.db_connection.execute("SELECT file_path FROM point_cloud_index LIMIT 1").fetchone()
+        with self._cursor() as cursor:
+            (path,) = cursor.execute("SELECT file_path FROM point_cloud_index LIMIT 1").fetchone()
         first = pq.ParquetFile(self._storage.open_input(store_relative(path))).read_row_group(0, columns=["data"])
         width = int(pc.list_value_length(first.column("data").slice(0, 1)).to_numpy()[0])
         return layout.Schema(layout.default_columns(width), np.dtype("int64"), "string")
 
     def close(self) -> None:
-        """Release the index connection and the cache."""
-        self._points_cache.clear()
-        self.db_connection.close()
+        """Release the index connection and the cache, once the calls in progress (other threads') have ended."""
+        if self._gate.shut():
+            with self._lock:
+                self._points_cache.clear()
+                self.db_connection.close()
 
+    @gated
     def get_labels(self) -> np.ndarray:
         """All labels, sorted, as uint64."""
-        rows = self.db_connection.execute("SELECT DISTINCT label FROM point_cloud_index ORDER BY label").fetchnumpy()
+        with self._cursor() as cursor:
+            rows = cursor.execute("SELECT DISTINCT label FROM point_cloud_index ORDER BY label").fetchnumpy()
         return rows["label"].astype(np.uint64)
 
+    @gated
     def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
         """Block ids holding ``label`` (sorted); ``[]`` on optimized data, which has none."""
         clock = Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
         blocks: list = []
         if not self.using_optimized_data:
-            with clock.phase("index_lookup_time"):
-                rows = self.db_connection.execute(
+            with clock.phase("index_lookup_time"), self._cursor() as cursor:
+                rows = cursor.execute(
                     "SELECT DISTINCT block_id FROM point_cloud_index WHERE label = ? ORDER BY block_id", [int(label)]
                 ).fetchall()
             blocks = [block_id for (block_id,) in rows]
         clock["blocks_found"] = len(blocks)
         return clock.finish(blocks, timing)
 
+    @gated
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """The sum of the index's point counts: like the original, before de-duplication."""
         clock = Timing(label=check_label(label), using_optimized_data=self.using_optimized_data)
-        with clock.phase("index_lookup_time"):
-            (count,) = self.db_connection.execute(
+        with clock.phase("index_lookup_time"), self._cursor() as cursor:
+            (count,) = cursor.execute(
                 "SELECT coalesce(sum(point_count), 0) FROM point_cloud_index WHERE label = ?", [int(label)]
             ).fetchone()
         return clock.finish(int(count), timing)
 
+    @gated
     def get_points(
         self,
         label: int | Iterable[int],
@@ -194,9 +216,11 @@ class LegacyQuery(Reader):
         label = check_label(label)
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
-        if use_cache and self.cache_size > 0 and label in self._points_cache:
-            self._points_cache.move_to_end(label)
-            points = self._points_cache[label]
+        with self._lock:
+            points = self._points_cache.get(label) if use_cache and self.cache_size > 0 else None
+            if points is not None:
+                self._points_cache.move_to_end(label)
+        if points is not None:
             clock.update(cache_hit=True, points_returned=len(points))
             return clock.finish(points, timing)
         with clock.phase("index_lookup_time"):
@@ -205,9 +229,10 @@ class LegacyQuery(Reader):
             points = self._read(label, paths)
         clock.update(files_queried=len(paths), points_returned=len(points))
         if use_cache and self.cache_size > 0:
-            self._points_cache[label] = points
-            while len(self._points_cache) > self.cache_size:
-                self._points_cache.popitem(last=False)
+            with self._lock:
+                self._points_cache[label] = points
+                while len(self._points_cache) > self.cache_size:
+                    self._points_cache.popitem(last=False)
         return clock.finish(points, timing)
 
     def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
@@ -232,9 +257,10 @@ class LegacyQuery(Reader):
         )
 
     def _files_of(self, label: int) -> list[str]:
-        rows = self.db_connection.execute(
-            "SELECT DISTINCT file_path FROM point_cloud_index WHERE label = ? ORDER BY file_path", [label]
-        ).fetchall()
+        with self._cursor() as cursor:
+            rows = cursor.execute(
+                "SELECT DISTINCT file_path FROM point_cloud_index WHERE label = ? ORDER BY file_path", [label]
+            ).fetchall()
         return [store_relative(path) for (path,) in rows]
 
     def _read(self, label: int, paths: list[str]) -> np.ndarray:
@@ -253,12 +279,14 @@ class LegacyQuery(Reader):
         points = points_of(data, f"label {label}").astype(np.int64)
         return points if self.using_optimized_data else np.unique(points, axis=0)
 
+    @gated
     def info(self) -> dict[str, Any]:
         """Totals, as ``pocaduck info`` prints them."""
-        labels, points, files = self.db_connection.execute(
-            "SELECT count(DISTINCT label), coalesce(sum(point_count), 0), count(DISTINCT file_path) "
-            "FROM point_cloud_index"
-        ).fetchone()
+        with self._cursor() as cursor:
+            labels, points, files = cursor.execute(
+                "SELECT count(DISTINCT label), coalesce(sum(point_count), 0), count(DISTINCT file_path) "
+                "FROM point_cloud_index"
+            ).fetchone()
         return {
             "store": self.storage_config.base_path,
             "format": "pocaduck 0.1.x (read-only; `pocaduck migrate` converts it)",

@@ -9,17 +9,24 @@ finding points (~10 µs a label, DuckDB ~0.3 ms) once the index is attached;
 only ``blocks=`` and box queries ask the index. A store without a directory
 to trust is read through its index from the start. The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
-makes that cheap too; only our own statements run there. Users' SQL (``Query.sql``, ``db_connection``) runs on a
-connection of its own, opened on first use, with external access disabled and
+makes that cheap too; only our own statements run there. Users' SQL
+(``Query.sql``, ``db_connection``) runs on the process's locked-down
+connection to that index file (``_sql.sandboxed``), opened on first use, with
 every statement parsed so that only SELECTs over the index tables pass. Point
 rows are read with pyarrow through ``pointfile.PointFiles``, never scanning
 files or row groups that do not hold the label.
+
+One Query serves many threads: its DuckDB cursor and its caches are one
+thread's at a time (locks), while point files are read in parallel; ``close()``
+waits for the calls in progress (``_gate``). If ``collect_garbage`` removes
+what an open Query reads (after a newer consolidation or compaction), the Query
+says so with ``StoreChangedError`` rather than calling the store damaged.
 """
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,19 +37,22 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
-from ._sql import lock_down, private_connection, tables_of
+from ._gate import Gate, gated, gated_iterator
+from ._sql import SandboxedIndex, sandboxed
 from ._timing import Timing
 from .box import Box
 from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
+    DataFileError,
     InvalidArgumentError,
     InvalidBlockIdError,
-    LabelDirectoryError,
+    PocaduckError,
+    StoreChangedError,
     StoreNotConsolidatedError,
     StoreNotFoundError,
 )
-from .index import AttachedIndex, attach_read_only, file_locations
+from .index import AttachedIndex, file_locations
 from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
@@ -172,7 +182,11 @@ class Query(Reader):
         self.threads = threads or os.cpu_count() or 1
         self._storage = store.storage
         self._index: AttachedIndex | None = None
-        self._closed = False
+        self._sandbox: SandboxedIndex | None = None
+        self._gate = Gate()
+        self._index_lock = threading.RLock()  # the index cursor runs one statement at a time; opening it is once
+        self._cache_lock = threading.Lock()
+        self._opened_version: str | None = None  # the unified index's version as this Query opened it
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         # Off only to measure what verifying Parquet page checksums costs: a damaged page then reads as wrong points.
         self._verify_checksums = verify_checksums
@@ -184,6 +198,8 @@ class Query(Reader):
         # Points are found through the label directory, a few ranged reads, while nothing else needs the index:
         # on a bucket that spares downloading it whole. Without a directory to trust, the index serves from the start.
         self._directory = open_in_force(self._storage) if index_path is None and self.schema is not None else None
+        if self._directory is not None:
+            self._opened_version = self._directory.index_version
         self._index_path = index_path
         if index_path is None and self._directory is None:
             self._index_path = self._fetch_index()  # refuses a store never consolidated, saying what to do
@@ -199,19 +215,20 @@ class Query(Reader):
     @property
     def index_path(self) -> str:
         """The unified index on local disk; on a bucket it is downloaded when first needed (SQL, labels, blocks, info)."""
-        if self._index_path is None:
-            self._index_path = self._fetch_index()
-        return self._index_path
+        with self._index_lock:
+            if self._index_path is None:
+                self._index_path = self._fetch_index()
+            return self._index_path
 
     def _fetch_index(self) -> str:
-        if self._directory is not None and self._directory.index is not None:
+        directory = self._directory
+        if directory is not None and directory.index is not None:
             try:  # the index the directory was built from, as it was published: what this Query opened
-                return self._storage.local_copy(self._directory.index)
+                return self._storage.local_copy(directory.index)
             except FileNotFoundError as error:
-                raise LabelDirectoryError(
-                    f"{self._storage.describe(self._directory.index)}, the index this Query opened, is gone "
-                    f"(collect_garbage removes index versions no longer in force): open a new Query"
-                ) from error
+                raise self._changed(f"the index it opened, {self._storage.describe(directory.index)}, was") from error
+        if self._opened_version is None:
+            self._opened_version = self._storage.version(layout.UNIFIED_INDEX)
         if not self._storage.exists(layout.UNIFIED_INDEX):
             path = self.storage_config.base_path
             if self.schema is None and not self._storage.listdir(layout.WORKERS):
@@ -222,28 +239,61 @@ class Query(Reader):
             )
         return self._storage.local_copy(layout.UNIFIED_INDEX)
 
+    def _changed(self, what: str) -> StoreChangedError:
+        return StoreChangedError(
+            f"the store changed since this Query opened it: {what} removed by collect_garbage after a newer "
+            f"consolidation or compaction; open a new Query to read {self.storage_config.base_path} as it is now"
+        )
+
+    def _explained(self, error: PocaduckError) -> PocaduckError:
+        """A file gone from under this Query is no damage when the store has moved on to a newer index since."""
+        if not isinstance(error, DamagedStoreError | DataFileError) or self._opened_version is None:
+            return error
+        try:
+            moved_on = self._storage.version(layout.UNIFIED_INDEX) != self._opened_version
+        except (PocaduckError, OSError):
+            return error  # the store cannot be asked now: the error as it was says more
+        return self._changed("files it reads were") if moved_on else error
+
     def _attach_index(self) -> None:
-        with self._index_read():
+        with self._index_lock, self._index_read():
             self._index = AttachedIndex(self.index_path)
             if self._directory is None:
                 files = file_locations(self._index.cursor)
                 self._points = PointFiles(self._storage, self.schema, files, verify_checksums=self._verify_checksums)
 
-    @functools.cached_property
+    @property
     def db_connection(self) -> duckdb.DuckDBPyConnection:
-        """The index on a connection of its own without file access: where users' SQL runs (opened on first use)."""
-        with self._index_read():
-            con = private_connection(self.threads)
-            attach_read_only(con, self.index_path, _CATALOG)
-            con.execute(f"USE {_CATALOG}")
-            lock_down(con)
-        return con
+        """A cursor on the index without file access, where users' SQL runs (the connection opens on first use).
+
+        Each access gives a new cursor; every Query of the same index in the process shares its connection.
+        """
+        with self._gate.passing():
+            cursor = self._sandboxed().cursor()
+            cursor.execute(f"USE {_CATALOG}").fetchall()
+            return cursor
+
+    def _sql_connection(self) -> duckdb.DuckDBPyConnection:
+        return self._sandboxed().cursor()
+
+    def _sandboxed(self) -> SandboxedIndex:
+        with self._index_lock:
+            if self._sandbox is None:
+                with self._index_read():
+                    try:
+                        self._sandbox = sandboxed(self.index_path, _CATALOG, self.threads)
+                    except FileNotFoundError as error:
+                        raise DamagedStoreError(
+                            f"the index {self.index_path} is missing; rebuild it with "
+                            f"`pocaduck consolidate {self.storage_config.base_path}`"
+                        ) from error
+            return self._sandbox
 
     _catalog = _CATALOG
 
-    @functools.cached_property
+    @property
     def _tables(self) -> frozenset[str]:
-        return tables_of(self.db_connection, _CATALOG)
+        return self._sandboxed().tables
 
     @contextmanager
     def _index_read(self) -> Iterator[None]:
@@ -258,52 +308,56 @@ class Query(Reader):
             ) from error
 
     def close(self) -> None:
-        """Release the index, open files and the cache."""
-        self._closed = True
-        self._directory = None  # lookups go to _lookups, which refuses
-        self._points_cache.clear()
-        self._stored_runs.clear()
-        if hasattr(self, "_points"):
-            self._points.close()
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-        connection = self.__dict__.pop("db_connection", None)
-        if connection is not None:
-            connection.close()
+        """Release the index, open files and the cache, once the calls in progress (other threads') have ended."""
+        if not self._gate.shut():
+            return
+        with self._index_lock, self._cache_lock:
+            self._directory = None
+            self._points_cache.clear()
+            self._stored_runs.clear()
+            if hasattr(self, "_points"):
+                self._points.close()
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+            self._sandbox = None  # the process's connection to the index closes once no Query holds it
 
-    @property
-    def _lookups(self) -> duckdb.DuckDBPyConnection:
-        if self._closed:
-            raise InvalidArgumentError("this Query was closed: open a new one, which is cheap")
-        if self._index is None:
-            self._attach_index()
-        return self._index.cursor
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The index's cursor, this thread's alone until the block ends (attached on first use)."""
+        with self._index_lock, self._index_read():
+            if self._index is None:
+                self._attach_index()
+            yield self._index.cursor
 
     # -- label lookups ---------------------------------------------------
 
+    @gated
     def get_labels(self) -> np.ndarray:
         """All labels in the store, sorted, as uint64."""
-        with self._index_read():
-            labels = self._lookups.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"]
+        with self._cursor() as cursor:
+            labels = cursor.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"]
         return labels.astype(np.uint64)
 
+    @gated
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """Number of points stored for ``label`` (0 when unknown)."""
         clock = Timing(label=check_label(label))
-        with clock.phase("index_lookup_time"), self._index_read():
+        with clock.phase("index_lookup_time"):
             if self._directory is not None:
                 return clock.finish(self._directory.point_count(clock["label"]), timing)
-            row = self._lookups.execute(
-                "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [clock["label"]]
-            ).fetchone()
+            with self._cursor() as cursor:
+                row = cursor.execute(
+                    "SELECT point_count FROM labels WHERE label = ?::UBIGINT", [clock["label"]]
+                ).fetchone()
         return clock.finish(int(row[0]) if row else 0, timing)
 
+    @gated
     def get_blocks_for_label(self, label: int, timing: bool = False) -> list | tuple[list, dict]:
         """Sorted ids of the blocks holding ``label``'s points."""
         clock = Timing(label=check_label(label))
-        with clock.phase("index_lookup_time"), self._index_read():
-            rows = self._lookups.execute(
+        with clock.phase("index_lookup_time"), self._cursor() as cursor:
+            rows = cursor.execute(
                 "SELECT DISTINCT block_id FROM point_index WHERE label = ?::UBIGINT ORDER BY block_id",
                 [clock["label"]],
             ).fetchall()
@@ -313,6 +367,7 @@ class Query(Reader):
 
     # -- points ----------------------------------------------------------
 
+    @gated
     def get_points(
         self,
         label: int | Iterable[int],
@@ -353,16 +408,15 @@ class Query(Reader):
         cacheable = (
             single and use_cache and self.cache_size > 0 and blocks is None and output == "numpy" and sample is None
         )
-        if cacheable and labels[0] in self._points_cache:
-            self._points_cache.move_to_end(labels[0])
-            points = self._points_cache[labels[0]].copy()
-            clock.update(cache_hit=True, points_returned=len(points))
-            return clock.finish(points, timing)
+        cached = self._cached(labels[0]) if cacheable else None
+        if cached is not None:
+            clock.update(cache_hit=True, points_returned=len(cached))
+            return clock.finish(cached, timing)
 
         with clock.phase("index_lookup_time"):
             rows = self._lookup(labels, blocks) if sample is None else self._sample_runs(labels, blocks, sample, seed)
         with clock.phase("data_read_time"):
-            points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
+            points = self._points.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         files = rows["file_id"]
         clock.update(files_queried=len(np.unique(files)) if len(files) > 1 else len(files), points_returned=len(points))
         if sample is None:
@@ -415,8 +469,8 @@ class Query(Reader):
             block_type = "VARCHAR" if self.schema.block_id_type == "string" else "BIGINT"
             sql += f" AND block_id = ANY(?::{block_type}[])"
             params.append(blocks)
-        with self._index_read():
-            return _sorted_runs(self._lookups.execute(sql, params).fetchnumpy())
+        with self._cursor() as cursor:
+            return _sorted_runs(cursor.execute(sql, params).fetchnumpy())
 
     def _sample_runs(
         self, labels: list[int], blocks: list[str | int] | None, sample: int, seed: int | None
@@ -448,18 +502,20 @@ class Query(Reader):
 
     def _stored_pools(self, labels: list[int], sample: int) -> dict[int, tuple[int, int, int]]:
         """``label -> (file_id, first row, rows to read)`` for the labels stored in the sample order."""
-        unknown = [label for label in labels if label not in self._stored_runs]
+        with self._cache_lock:
+            known = {label: self._stored_runs[label] for label in labels if label in self._stored_runs}
+        unknown = [label for label in labels if label not in known]
         if unknown:
-            self._learn_stored_runs(unknown)
+            known.update(self._learn_stored_runs(unknown))
         pools = {}
         for label in labels:
-            stored = self._stored_runs[label]
+            stored = known[label]
             if stored is not None:
                 file_id, start, count, order = stored
                 pools[label] = (file_id, start, pool_size(count, sample, order))
         return pools
 
-    def _learn_stored_runs(self, labels: list[int]) -> None:
+    def _learn_stored_runs(self, labels: list[int]) -> dict[int, tuple[int, int, int, dict[str, Any]] | None]:
         """Remember where each label's rows sit when they are one run of a file in the sample order, else None.
 
         The index of an open Query never changes, so a label is looked up once:
@@ -472,8 +528,8 @@ class Query(Reader):
             where, param = (
                 ("label = ?::UBIGINT", labels[0]) if len(labels) == 1 else ("label = ANY(?::UBIGINT[])", labels)
             )
-            with self._index_read():
-                extents = self._lookups.execute(
+            with self._cursor() as cursor:
+                extents = cursor.execute(
                     "SELECT label, min(file_id), max(file_id), min(row_offset), max(row_offset + point_count), "
                     f"sum(point_count)::BIGINT FROM point_index WHERE {where} GROUP BY label",
                     [param],
@@ -483,10 +539,13 @@ class Query(Reader):
             order = self._points.row_order(file_id) if file_id == last_file and end - start == count else None
             if order is not None:  # else scattered over files or interleaved with others: not one stored run
                 learned[int(label)] = (int(file_id), int(start), int(count), order)
-        self._stored_runs.update(learned)
-        while len(self._stored_runs) > _STORED_RUNS_KEPT:
-            del self._stored_runs[next(iter(self._stored_runs))]
+        with self._cache_lock:
+            self._stored_runs.update(learned)
+            while len(self._stored_runs) > _STORED_RUNS_KEPT:
+                del self._stored_runs[next(iter(self._stored_runs))]
+        return learned
 
+    @gated
     def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
         """A label's points as consecutive (chunk_size, D) arrays (the last one shorter), read as they are needed.
 
@@ -506,10 +565,12 @@ class Query(Reader):
         """
         chunk_size = check_sample(chunk_size, "chunk_size")
         rows = self._lookup([check_label(label)], None)
-        return self._points.iter_rows(rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size)
+        chunks = self._points.iter_rows(rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size)
+        return gated_iterator(self._gate, chunks)
 
     # -- space -------------------------------------------------------------
 
+    @gated
     def get_labels_in_box(self, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:
         """The labels with a point ``p`` in the box ``lower <= p[:3] < upper``, sorted, as uint64.
 
@@ -540,6 +601,7 @@ class Query(Reader):
         )
         return np.union1d(proven, unsure["label"][kept > 0]).astype(np.uint64)
 
+    @gated
     def get_points_in_box(
         self,
         lower: Sequence[float],
@@ -579,9 +641,10 @@ class Query(Reader):
         if labels is not None:
             sql += " AND label = ANY(?::UBIGINT[])"
             params.append(labels)
-        with self._index_read():
-            return _sorted_runs(self._lookups.execute(sql, params).fetchnumpy())
+        with self._cursor() as cursor:
+            return _sorted_runs(cursor.execute(sql, params).fetchnumpy())
 
+    @gated
     def read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Gather row ranges of the store's files, as ``point_index`` rows name them, into one (N, D) array.
 
@@ -607,24 +670,32 @@ class Query(Reader):
             table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
         return table if output == "arrow" else table.to_pandas()
 
+    def _cached(self, label: int) -> np.ndarray | None:
+        """A copy of ``label``'s points if a recent call kept them: callers may change what they get."""
+        with self._cache_lock:
+            points = self._points_cache.get(label)
+            if points is None:
+                return None
+            self._points_cache.move_to_end(label)
+        return points.copy()
+
     def _remember(self, label: int, points: np.ndarray) -> None:
-        self._points_cache[label] = points.copy()
-        while len(self._points_cache) > self.cache_size:
-            self._points_cache.popitem(last=False)
+        kept = points.copy()
+        with self._cache_lock:
+            self._points_cache[label] = kept
+            while len(self._points_cache) > self.cache_size:
+                self._points_cache.popitem(last=False)
 
     # -- summaries ----------------------------------------------------------
 
+    @gated
     def info(self) -> dict[str, Any]:
         """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
-        with self._index_read():
-            (labels, points) = self._lookups.execute(
-                "SELECT count(*), coalesce(sum(point_count), 0) FROM labels"
-            ).fetchone()
-            (files, stored_bytes) = self._lookups.execute(
-                "SELECT count(*), coalesce(sum(byte_size), 0) FROM files"
-            ).fetchone()
-            (index_rows,) = self._lookups.execute("SELECT count(*) FROM point_index").fetchone()
-            (workers,) = self._lookups.execute("SELECT count(*) FROM workers").fetchone()
+        with self._cursor() as cursor:
+            (labels, points) = cursor.execute("SELECT count(*), coalesce(sum(point_count), 0) FROM labels").fetchone()
+            (files, stored_bytes) = cursor.execute("SELECT count(*), coalesce(sum(byte_size), 0) FROM files").fetchone()
+            (index_rows,) = cursor.execute("SELECT count(*) FROM point_index").fetchone()
+            (workers,) = cursor.execute("SELECT count(*) FROM workers").fetchone()
         return {
             "store": self.storage_config.base_path,
             "labels": labels,

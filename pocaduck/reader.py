@@ -18,10 +18,11 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 
+from ._gate import Gate, gated
 from ._sql import run_select
 from ._timing import print_timing_info
 from .config import StorageConfig
-from .errors import SQLError
+from .errors import PocaduckError, SQLError
 from .index import label_summary
 from .keys import check_label
 from .layout import Schema
@@ -33,10 +34,13 @@ class Reader(ABC):
     """A store opened for reading: labels, their points and summaries, and read-only SQL over its index.
 
     Implementations set ``storage_config``, ``schema`` (columns, dtype, block id
-    type) and ``using_optimized_data``, and provide ``_lookups`` (the connection
-    their own statements run on) and ``db_connection`` (the locked-down one for
-    users' SQL, whose catalog ``_catalog`` holds the tables ``_tables``, among
-    them ``labels``).
+    type), ``using_optimized_data`` and ``_gate`` (every public call passes it, so
+    ``close()`` waits for other threads' calls), and provide ``_cursor()`` (the
+    connection their own statements run on, one thread's at a time),
+    ``_sql_connection()`` (the locked-down one for users' SQL, whose catalog
+    ``_catalog`` holds the tables ``_tables``, among them ``labels``) and
+    ``db_connection`` (a cursor of that one). Every public method is safe to call
+    from many threads at once.
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor, Query, consolidate
@@ -53,7 +57,7 @@ class Reader(ABC):
     schema: Schema
     using_optimized_data: bool
     db_connection: duckdb.DuckDBPyConnection
-    _lookups: duckdb.DuckDBPyConnection
+    _gate: Gate
     _catalog: str
     _tables: frozenset[str]
 
@@ -113,14 +117,25 @@ class Reader(ABC):
     def info(self) -> dict[str, Any]:
         """Store-wide totals, as ``pocaduck info`` prints them."""
 
+    @abstractmethod
+    def _cursor(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """The connection the reader's own statements run on, this thread's alone while the block runs."""
+
+    @abstractmethod
+    def _sql_connection(self) -> duckdb.DuckDBPyConnection:
+        """The locked-down connection users' statements run on, each on a cursor of its own."""
+
+    @gated
     def get_label_summary(self, label: int) -> dict[str, Any]:
         """``label``'s row of the ``labels`` table: counts and, where the layout records it, its bounding box.
 
         An unknown label has zero counts and ``None`` elsewhere.
         """
-        with self._index_read():
-            return label_summary(self._lookups, check_label(label))
+        label = check_label(label)
+        with self._cursor() as cursor:
+            return label_summary(cursor, label)
 
+    @gated
     def sql(
         self,
         statement: str,
@@ -140,12 +155,17 @@ class Reader(ABC):
         """
         try:
             with self._index_read():
-                return run_select(self.db_connection, self._catalog, self._tables, statement, params, output, timeout)
+                connection = self._sql_connection()
+                return run_select(connection, self._catalog, self._tables, statement, params, output, timeout)
         except duckdb.Error as error:
             raise SQLError(str(error)) from error
 
     def _index_read(self) -> contextlib.AbstractContextManager[None]:
         """Where an implementation turns DuckDB's read errors on its index into an error that says what to do."""
         return contextlib.nullcontext()
+
+    def _explained(self, error: PocaduckError) -> PocaduckError:
+        """``error`` as a public call raises it: an implementation may know better what it means."""
+        return error
 
     print_timing_info = staticmethod(print_timing_info)

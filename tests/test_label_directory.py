@@ -15,7 +15,7 @@ from _support import as_row_set
 from pocaduck import Ingestor, Query, compact, consolidate, label_directory, open_store, verify
 from pocaduck.cli import main as cli
 from pocaduck.consolidate import UnifiedIndexBuild
-from pocaduck.errors import DamagedStoreError, InvalidArgumentError, LabelDirectoryError
+from pocaduck.errors import DamagedStoreError, LabelDirectoryError, ReaderClosedError
 from pocaduck.index import AttachedIndex
 from pocaduck.label_directory import LabelDirectory, level_page_counts, open_in_force, write_label_directory
 from pocaduck.layout import LABEL_DIRECTORY_POINTER, UNIFIED_INDEX, index_version_directory
@@ -125,7 +125,7 @@ def test_a_closed_query_refuses_even_what_the_directory_could_answer(store):
     assert query.get_point_count(5) == 9
     query.close()
     for ask in (query.get_points, query.get_point_count):
-        with pytest.raises(InvalidArgumentError, match="closed"):
+        with pytest.raises(ReaderClosedError, match="closed"):
             ask(5)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -259,3 +260,32 @@ def test_an_original_store_samples_and_says_to_migrate_for_boxes_and_streaming(o
         ):
             with pytest.raises(LegacyStoreError, match="pocaduck migrate"):
                 ask()
+
+
+def test_threads_sharing_one_query_of_an_original_store_get_what_one_thread_gets(original_stores):
+    store, _ = original_stores()
+    with Query(str(store)) as query:
+        labels = query.get_labels().tolist()
+        asks = [
+            ask
+            for label in labels
+            for ask in (
+                lambda label=label: query.get_points(label).tolist(),
+                lambda label=label: query.get_points(label, use_cache=False).tolist(),
+                lambda label=label: query.get_point_count(label),
+                lambda label=label: query.get_blocks_for_label(label),
+                lambda label=label: query.get_label_summary(label),
+                lambda label=label: query.sql("SELECT * FROM labels WHERE label = ?", [label]).to_dict("records"),
+            )
+        ]
+        expected = [ask() for ask in asks]  # one thread's answers, which the tests above hold to the original's
+
+        def wrong(i: int) -> str | None:
+            try:
+                got = asks[i % len(asks)]()
+            except Exception as error:
+                return f"{type(error).__name__}: {error}"
+            return None if got == expected[i % len(asks)] else f"ask {i % len(asks)} got {got!r:.100}"
+
+        with ThreadPoolExecutor(4) as pool:
+            assert [found for found in pool.map(wrong, range(800)) if found] == []

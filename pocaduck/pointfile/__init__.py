@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,12 +196,16 @@ class PointFiles:
         self.schema = schema
         self.files = files
         self.verify_checksums = verify_checksums
-        self._open: OrderedDict[int, Any] = OrderedDict()
+        # Each open file with the lock its reads take: a file object (a bucket's above all) keeps a position,
+        # so one thread reads a file at a time, and threads reading different files run side by side.
+        self._open: OrderedDict[int, tuple[Any, threading.Lock]] = OrderedDict()
         self._orders: dict[int, dict[str, Any] | None] = {}
+        self._lock = threading.Lock()  # over the two dicts
 
     def close(self) -> None:
-        self._open.clear()
-        self._orders.clear()
+        with self._lock:
+            self._open.clear()
+            self._orders.clear()
 
     def read_rows(self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Gather row ranges of the store's files, as ``point_index`` rows name them, into one (N, D) array.
@@ -359,30 +364,38 @@ class PointFiles:
     def row_order(self, file_id: int) -> dict[str, Any] | None:
         """The sample order a file declares in its footer or schema (see ``sampling``), or None."""
         file_id = int(file_id)
-        if file_id not in self._orders:  # parsed once a file: a dataset's first pass asks for every label
-            path, _, byte_size = self.files[file_id]
-            self._orders[file_id] = read_marker(self._opened(file_id, path, byte_size).metadata)
-        return self._orders[file_id]
+        with self._lock:
+            if file_id in self._orders:  # parsed once a file: a dataset's first pass asks for every label
+                return self._orders[file_id]
+        path, _, byte_size = self.files[file_id]
+        opened, lock = self._opened(file_id, path, byte_size)
+        with lock:
+            order = read_marker(opened.metadata)
+        with self._lock:
+            self._orders[file_id] = order
+        return order
 
-    def _opened(self, file_id: int, path: str, byte_size: int) -> Any:
-        """The file, opened in its format (a ``ParquetPointFile`` or an ``ArrowPointFile``) and kept."""
-        try:
-            opened = self._open.get(file_id)
-            if opened is None:
-                source = self.storage.open_input(path, byte_size)
-                opened = _OPENERS[layout.payload_of(path)](
-                    source, self.schema.columns, verify_checksums=self.verify_checksums
-                )
-                self._open[file_id] = opened
-                if len(self._open) > _OPEN_FILES_KEPT:
-                    self._open.popitem(last=False)
-            else:
+    def _opened(self, file_id: int, path: str, byte_size: int) -> tuple[Any, threading.Lock]:
+        """The file, opened in its format (a ``ParquetPointFile`` or an ``ArrowPointFile``) and kept, with its lock."""
+        with self._lock:
+            kept = self._open.get(file_id)
+            if kept is not None:
                 self._open.move_to_end(file_id)
-            return opened
+                return kept
+        try:  # outside the lock: on a bucket, opening reads the footer
+            source = self.storage.open_input(path, byte_size)
+            opened = _OPENERS[layout.payload_of(path)](
+                source, self.schema.columns, verify_checksums=self.verify_checksums
+            )
         except (StorageAccessError, StorageUnavailableError):
             raise  # the store is fine, reaching it is not
         except (OSError, pa.ArrowException) as error:
             raise self._damaged(path, error) from error
+        with self._lock:  # another thread may have opened it meanwhile: keep one
+            kept = self._open.setdefault(file_id, (opened, threading.Lock()))
+            while len(self._open) > _OPEN_FILES_KEPT:
+                self._open.popitem(last=False)
+        return kept
 
     def _damaged(self, path: str, error: Exception) -> DataFileError:
         return DataFileError(
@@ -401,12 +414,16 @@ class PointFiles:
         put: slice | np.ndarray,
     ) -> None:
         with self._reading(file_id, path):
-            self._opened(file_id, path, byte_size).gather(groups, take, points, put)
+            opened, lock = self._opened(file_id, path, byte_size)
+            with lock:
+                opened.gather(groups, take, points, put)
 
     def _read_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
         """Row groups ``groups`` of a file as a table of the schema's columns."""
         with self._reading(file_id, path):
-            return self._opened(file_id, path, byte_size).read_groups(groups)
+            opened, lock = self._opened(file_id, path, byte_size)
+            with lock:
+                return opened.read_groups(groups)
 
     @contextmanager
     def _reading(self, file_id: int, path: str) -> Iterator[None]:
@@ -414,9 +431,13 @@ class PointFiles:
         try:
             yield
         except (StorageAccessError, StorageUnavailableError):
-            self._open.pop(file_id, None)
+            self._forget(file_id)
             raise  # the store is fine, reaching it is not
         # A file with fewer groups or rows than the index says: an IndexError, or a ValueError as rows land.
         except (OSError, pa.ArrowException, IndexError, ValueError) as error:
-            self._open.pop(file_id, None)
+            self._forget(file_id)
             raise self._damaged(path, error) from error
+
+    def _forget(self, file_id: int) -> None:
+        with self._lock:
+            self._open.pop(file_id, None)
