@@ -27,6 +27,7 @@ from _support import as_row_set, worker_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_property import check_round_trip, workloads
+from test_threads import hammer, write_store
 
 from pocaduck import (
     Ingestor,
@@ -81,6 +82,16 @@ def private_folders(tmp_path, monkeypatch):
 @pytest.fixture
 def s3_store(s3, request):
     return s3.config(request.node.name)
+
+
+@pytest.mark.parametrize("layout", ["ingested", "arrow"])
+def test_threads_sharing_one_query_of_a_bucket_store_get_right_answers(s3_store, layout):
+    """A bucket's file objects keep a position: threads reading one file must not move each other's."""
+    written = write_store(s3_store)
+    if layout != "ingested":
+        compact(s3_store, payload=layout, points_per_file=150)
+    with Query(s3_store) as query:
+        assert hammer(query, written, calls=400) == []
 
 
 def ingest(config: StorageConfig, worker: int, blocks: range) -> dict[int, list[tuple]]:

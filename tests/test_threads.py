@@ -241,3 +241,40 @@ def test_a_query_whose_files_gc_removed_says_the_store_changed_not_that_it_is_da
         query.close()
         with Query(store) as fresh:  # and a new Query reads the store as it is now
             assert fresh.get_point_count(5) == worker - 9
+
+
+def test_widgets_on_threads_of_their_own_share_one_query_and_each_shows_what_was_written(store):
+    from pocaduck.widgets import LabelBrowser, PointCloudViewer
+
+    written = write_store(store)
+    labels = sorted(written.points)
+    counts = {label: len(written.of(label)) for label in labels}
+    with Query(store) as query:
+        browser, viewer = LabelBrowser(query, page_size=10), PointCloudViewer(query)
+        findings: list[str] = []
+
+        def browse() -> None:
+            for i in range(60):
+                least = sorted(counts.values())[i % len(counts)]
+                browser.where = f"point_count >= {least}"
+                shown = browser.page.column("label").to_pylist()
+                expected = sorted(label for label, count in counts.items() if count >= least)
+                if sorted(shown) != expected:
+                    findings.append(f"browser: {shown} where {expected} have >= {least} points")
+
+        def view() -> None:
+            for i in range(60):
+                label = labels[i % len(labels)]
+                viewer.show(label)
+                if len(viewer.positions(label)) != counts[label]:
+                    findings.append(f"viewer: {len(viewer.positions(label))} points of {label}, not {counts[label]}")
+
+        def fetch() -> None:
+            findings.extend(hammer(query, written, calls=300, threads=2))
+
+        threads = [threading.Thread(target=work) for work in (browse, view, fetch)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert findings == []
