@@ -23,6 +23,7 @@ from pocaduck import (
     ExportCancelledError,
     ExportError,
     ExportFolderError,
+    ExportRangeError,
     Ingestor,
     InvalidArgumentError,
     Query,
@@ -227,6 +228,29 @@ def test_a_folder_holding_something_else_is_refused_and_left_alone(store, export
     with pytest.raises(ExportFolderError, match="export of other labels"):
         export_neuroglancer(store, exported, labels=[7], workers=1)
     assert files_of(exported) == before
+
+
+@pytest.mark.parametrize("inside", ["", "compacted/ng", "workers/ng", "index_versions/ng", "new/deeper/ng"])
+def test_a_folder_inside_the_store_is_refused_and_the_store_left_alone(store, inside):
+    before = files_of(Path(store))
+    with pytest.raises(ExportFolderError, match=r"inside the store.*outside the store"):
+        export_neuroglancer(store, os.path.join(store, inside), workers=1)
+    assert files_of(Path(store)) == before and os.path.exists(os.path.join(store, inside)) == (inside == "")
+
+
+def test_coordinates_beyond_float32_are_refused_by_column_and_label_before_anything_is_written(tmp_path):
+    store = str(tmp_path / "store")
+    create_store(store, dtype="float64", voxel_size=[4, 4, 4])
+    with Ingestor(store, worker_id=0) as ingestor:
+        ingestor.write(5, "b", np.array([[1.0, 2.0, 3.0]]))
+        ingestor.write(6, "b", np.array([[1.0, 2.0, 1e39], [1.0, 2.0, 3.0]]))
+    consolidate(store)
+    with pytest.raises(ExportRangeError, match=r"column z holds values from 3 to 1e\+39, beyond float32.*labels 6\."):
+        export_neuroglancer(store, tmp_path / "ng", workers=1)
+    assert not (tmp_path / "ng").exists()
+    export_neuroglancer(store, tmp_path / "ng", labels=[5], workers=1)
+    info = json.loads((tmp_path / "ng" / "info").read_text(), parse_constant=pytest.fail)  # strict: no Infinity
+    assert info["upper_bound"] == [1.0, 2.0, 3.0]
 
 
 def test_unknown_labels_are_named_and_nothing_is_written(store, tmp_path):
