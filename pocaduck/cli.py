@@ -125,8 +125,9 @@ def _verb_verify(args: argparse.Namespace) -> None:
     print(report.summary())
     if not report.ok:
         in_index = any(problem.path in (layout.MANIFEST, layout.UNIFIED_INDEX) for problem in report.problems)
+        count = len(report.problems)
         raise (DamagedStoreError if in_index else DataFileError)(
-            f"{len(report.problems)} problems found; to repair: {'; '.join(report.repairs)}"
+            f"{count} problem{'' if count == 1 else 's'} found; to repair: {'; '.join(report.repairs)}"
         )
 
 

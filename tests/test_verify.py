@@ -60,7 +60,8 @@ def test_a_missing_file_names_its_worker_and_exits_1(two_workers):
     assert "missing" in problem.what and "re-run worker 'w1'" in problem.repair
     result = pocaduck("verify", two_workers, check=False)
     assert result.returncode == 1 and "1 problem" in result.stdout
-    assert "re-run worker 'w1', then consolidate" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("pocaduck verify: 1 problem found; to repair: re-run worker 'w1', then consolidate")
+    assert len(result.stderr.splitlines()) == 1
     assert snapshot(two_workers) == before
 
 
