@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _children import read_until, start, wait_until_ended
+from test_cli import pocaduck
 
 from pocaduck import (
     ExportCancelledError,
@@ -276,6 +277,20 @@ def test_a_store_without_voxel_size_gets_1_nm_and_a_warning(tmp_path):
         export_neuroglancer(store, tmp_path / "ng", labels=[7], workers=1)
     info = json.loads((tmp_path / "ng" / "info").read_text())
     assert info["dimensions"] == {"x": [1.0, "nm"], "y": [1.0, "nm"], "z": [1.0, "nm"]}
+
+
+def test_the_command_prints_a_warning_as_one_line_and_a_failure_as_only_its_own(tmp_path):
+    store = write_store(tmp_path / "store", voxel_size=None)
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    failed = pocaduck("export-neuroglancer", store, str(tmp_path / "occupied"), "--no-progress", check=False)
+    assert failed.returncode == 1
+    (line,) = failed.stderr.splitlines()
+    assert line.startswith("pocaduck export-neuroglancer: ") and "notes.txt" in line
+    done = pocaduck("export-neuroglancer", store, str(tmp_path / "ng"), "--labels", "7", "--no-progress")
+    advice, warning = done.stderr.splitlines()
+    assert warning.startswith("pocaduck export-neuroglancer: warning: ") and "no voxel_size" in warning
+    assert advice.startswith("open it in neuroglancer")
 
 
 def test_a_64_bit_column_with_values_beyond_32_bits_is_refused_by_name(tmp_path):
