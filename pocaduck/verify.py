@@ -2,8 +2,8 @@
 
 The quick check compares each file's size with the index and each index row
 with its file's row count, and opens the label directory (its top level, and
-``label_directory.json``, whose every field must agree with the index); ``deep=True`` also reads every byte: the file's
-checksum against the one the index recorded, every Parquet page against its
+``label_directory.json``, whose every field must agree with the index);
+``deep=True`` also reads every byte: the file's checksum against the one the index recorded, every Parquet page against its
 own checksum (Arrow IPC files: every record batch decoded and validated), and every page of the label directory against its checksum and
 against a directory rebuilt from the index. Each problem says what rewrites the damaged part: the worker to
 re-run, the compaction to rebuild from the workers' sessions, or consolidation. Nothing in the store is
@@ -213,13 +213,9 @@ def _check_index_version(storage: Storage, con: duckdb.DuckDBPyConnection, deep:
             "names no label directory (consolidated before pocaduck wrote them): readers on a bucket download it whole"
         )
         return [Problem(layout.UNIFIED_INDEX, what, _CONSOLIDATE)]
-    recorded = dict(
-        zip(
-            ("entries", "size", "top_bytes"),
-            con.execute("SELECT entries, size, top_bytes FROM store_index.label_directory").fetchone(),
-            strict=True,
-        )
-    )
+    fields = ("entries", "size", "top_bytes")  # what the pointer repeats of the directory the index records
+    row = con.execute(f"SELECT {', '.join(fields)} FROM store_index.label_directory").fetchone()
+    recorded = dict(zip(fields, row, strict=True))
     problems = _check_pointer(storage, build, recorded)
     copy, name = layout.index_version_index(build), layout.index_version_directory(build)
     try:
