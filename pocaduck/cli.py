@@ -4,7 +4,8 @@ Each verb is a ``_verb_*`` function registered in :func:`build_parser`. A verb
 reports failure by raising: :func:`main` turns any exception into one line on
 stderr, ``pocaduck VERB: what is wrong; what to do``, with exit status 1 (2 for
 a wrong command line, caught by argparse types before anything runs; 130 when
-interrupted). ``pocaduck --debug VERB ...`` prints the traceback too.
+interrupted). ``pocaduck --debug VERB ...`` prints the traceback too. Warnings
+are printed once the verb succeeds, one line each, ``pocaduck VERB: warning: ...``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
@@ -125,8 +127,9 @@ def _verb_verify(args: argparse.Namespace) -> None:
     print(report.summary())
     if not report.ok:
         in_index = any(problem.path in (layout.MANIFEST, layout.UNIFIED_INDEX) for problem in report.problems)
+        count = len(report.problems)
         raise (DamagedStoreError if in_index else DataFileError)(
-            f"{len(report.problems)} problems found; to repair: {'; '.join(report.repairs)}"
+            f"{count} problem{'' if count == 1 else 's'} found; to repair: {'; '.join(report.repairs)}"
         )
 
 
@@ -410,15 +413,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     1
     """
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except KeyboardInterrupt:
-        return _report(args, "interrupted; run the same command again to finish", 130)
-    except PocaduckError as error:
-        return _report(args, str(error), 1)
-    except Exception as error:  # unforeseen (a DuckDB or disk error, a bug): still one line, the traceback on request
-        hint = f"re-run as `pocaduck --debug {args.verb} ...` to see where it failed"
-        return _report(args, f"{type(error).__name__}: {error}; {hint}", 1)
+    # Warnings are held, not shown with Python's class name and source line: a failure prints only its one line.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            args.run(args)
+        except KeyboardInterrupt:
+            return _report(args, "interrupted; run the same command again to finish", 130)
+        except PocaduckError as error:
+            return _report(args, str(error), 1)
+        except Exception as error:  # unforeseen (a DuckDB or disk error, a bug): one line, the traceback on request
+            hint = f"re-run as `pocaduck --debug {args.verb} ...` to see where it failed"
+            return _report(args, f"{type(error).__name__}: {error}; {hint}", 1)
+    for message in dict.fromkeys(str(warning.message) for warning in caught):
+        print(f"pocaduck {args.verb}: warning: {redact_url(' '.join(message.splitlines()))}", file=sys.stderr)
     return 0
 
 

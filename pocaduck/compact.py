@@ -147,7 +147,8 @@ def compact(
         "payload": payload,
     }
     started = time.perf_counter()
-    with storage.lock(layout.COMPACTION_LOCK) as free, write_failures_reported(storage, "compaction"):
+    # The report wraps the lock too: on a read-only store, taking it is the first write that fails.
+    with write_failures_reported(storage, "compaction"), storage.lock(layout.COMPACTION_LOCK) as free:
         if not free:
             raise CompactionBusyError(f"another compaction or gc is running on {config.base_path}; wait for it")
         generation = _prepare(store, settings)

@@ -200,6 +200,10 @@ class ExportFolderError(PocaduckError, FileExistsError):
     """The export's output folder holds other files or another export; nothing in it was changed."""
 
 
+class ExportRangeError(PocaduckError, ValueError):
+    """Coordinates of the labels to export are not finite in float32, neuroglancer's type for them; nothing was written."""
+
+
 class ExportError(PocaduckError, RuntimeError):
     """An export task failed or its process died; run the export again to resume it."""
 

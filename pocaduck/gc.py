@@ -22,6 +22,7 @@ consolidation rebuilds from those when a covered worker is re-run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -30,10 +31,11 @@ import duckdb
 
 from . import layout
 from .config import StorageConfig
+from .consolidate import write_failures_reported
 from .errors import CompactionBusyError, DamagedStoreError
 from .index import attach_read_only
 from .label_directory import recorded_build
-from .storage import Storage, file_lock
+from .storage import Storage, lock_is_held
 from .store import Store, open_store
 
 
@@ -48,7 +50,7 @@ class GarbageReport:
 def collect_garbage(
     storage_config: Store | StorageConfig | str | os.PathLike, *, dry_run: bool = False
 ) -> GarbageReport:
-    """Remove unreferenced generations and superseded sessions; ``dry_run`` only lists them.
+    """Remove unreferenced generations and superseded sessions; ``dry_run`` only lists them, read-only.
 
     Readers that opened the store before the last compaction or consolidation
     may still read those files: run this once they have reopened.
@@ -63,7 +65,10 @@ def collect_garbage(
     store = open_store(storage_config)
     storage = store.storage
     store.require("gc")
-    with storage.lock(layout.COMPACTION_LOCK) as free:
+    # A dry run writes nothing, so it takes no lock and works on a store it may not write; what it lists
+    # while a compaction runs may include that compaction's unfinished files.
+    lock = contextlib.nullcontext(True) if dry_run else storage.lock(layout.COMPACTION_LOCK)
+    with write_failures_reported(storage, "garbage collection"), lock as free:
         if not free:
             raise CompactionBusyError(f"a compaction is running on {store.path}; collect garbage after it")
         # Listed before the index is read: a consolidation uploads its index version only once its index is
@@ -144,19 +149,19 @@ def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
     builds = sorted({_build_of(name) for name in names if not name.endswith(".lock")})
     removed = []
     for build in builds:
-        with file_lock(os.path.join(folder, build + ".lock")) as free:
-            if not free:
-                continue
-            for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS)]:
-                path = os.path.join(folder, name)
-                if os.path.exists(path):
-                    removed.append(name)
-                    if dry_run:
-                        continue
-                    if os.path.isdir(path):  # a split build's label ranges
-                        shutil.rmtree(path)
-                    else:
-                        os.unlink(path)
+        # Asked without taking the lock, which a dry run on a read-only store could not: a dead build stays dead.
+        if lock_is_held(os.path.join(folder, build + ".lock")):
+            continue
+        for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS)]:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                removed.append(name)
+                if dry_run:
+                    continue
+                if os.path.isdir(path):  # a split build's label ranges
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
     return removed
 
 

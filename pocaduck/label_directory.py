@@ -521,20 +521,47 @@ def _pages_holding(keys: np.ndarray, children: np.ndarray, wanted: np.ndarray) -
 # -- the pointer: which directory goes with the index in force ---------------
 
 
+_POINTER_FIELDS = {"build": str, "index_version": str, "size": int, "top_bytes": int, "entries": int}
+
+
 def read_pointer(storage: Storage) -> dict[str, Any] | None:
-    """``label_directory.json``, or None in a store written before label directories."""
+    """``label_directory.json``, every field checked, or None in a store written before label directories."""
     path = layout.LABEL_DIRECTORY_POINTER
     try:
         pointer = json.loads(storage.read_bytes(path))
-        if not isinstance(pointer, dict) or not {"build", "index_version", "size", "top_bytes"} <= pointer.keys():
-            raise ValueError("it lacks the build, the directory's size or the index version")
     except FileNotFoundError:
         return None
-    except ValueError as error:
-        raise LabelDirectoryError(
-            f"{storage.describe(path)} is damaged ({error}): {_fix(storage.describe(''))}"
-        ) from error
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+        pointer = error
+    problem = _pointer_problem(pointer)
+    if problem is not None:
+        raise LabelDirectoryError(f"{storage.describe(path)} is damaged ({problem}): {_fix(storage.describe(''))}")
     return pointer
+
+
+def _pointer_problem(pointer: object) -> str | None:
+    """What makes ``pointer`` (as parsed from ``label_directory.json``) unusable, or None.
+
+    >>> _pointer_problem({"build": "b1", "index_version": "v", "size": 48, "top_bytes": 48, "entries": "0"})
+    "its entries is '0', not a count"
+    """
+    if isinstance(pointer, ValueError):
+        return f"it is not JSON: {pointer}"
+    if not isinstance(pointer, dict):
+        return f"it holds a {type(pointer).__name__}, not an object"
+    for name, kind in _POINTER_FIELDS.items():
+        if name not in pointer:
+            return f"it has no {name}"
+        value = pointer[name]
+        # bool is an int to Python, and a count below zero or an empty name points nowhere
+        if not isinstance(value, kind) or isinstance(value, bool) or (value < 0 if kind is int else not value):
+            return f"its {name} is {value!r}, not a {'count' if kind is int else 'name'}"
+    if not _TRAILER.size <= pointer["top_bytes"] <= pointer["size"]:
+        return (
+            f"its top_bytes {pointer['top_bytes']:,} is not between the trailer's {_TRAILER.size} bytes and the "
+            f"directory's size {pointer['size']:,}"
+        )
+    return None
 
 
 def pointer_bytes(build_id: str, written: DirectoryFile, index_version: str) -> bytes:

@@ -285,7 +285,13 @@ class Schema:
         body = _json_object(data, where)
         if body.get("format") != FORMAT_NAME:
             raise StoreNotFoundError(f"{where} is not a pocaduck store manifest")
-        if body.get("format_version", 0) > FORMAT_VERSION:
+        version = body.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise DamagedStoreError(
+                f"{where} has format_version {version!r}, not a number: restore it from a backup, or rewrite it "
+                f"with create_store(...) and the store's columns, dtype and block id type"
+            )
+        if version > FORMAT_VERSION:
             raise SchemaMismatchError(
                 f"{where} has format version {body['format_version']}; this pocaduck reads up to "
                 f"{FORMAT_VERSION}: upgrade pocaduck"

@@ -1,9 +1,9 @@
 """Check a store without changing it: its manifest, its unified index, every data file and every index row.
 
 The quick check compares each file's size with the index and each index row
-with its file's row count, and opens the label directory (its top level and
-``label_directory.json``); ``deep=True`` also reads every byte: the file's
-checksum against the one the index recorded, every Parquet page against its
+with its file's row count, and opens the label directory (its top level, and
+``label_directory.json``, whose every field must agree with the index);
+``deep=True`` also reads every byte: the file's checksum against the one the index recorded, every Parquet page against its
 own checksum (Arrow IPC files: every record batch decoded and validated), and every page of the label directory against its checksum and
 against a directory rebuilt from the index. Each problem says what rewrites the damaged part: the worker to
 re-run, the compaction to rebuild from the workers' sessions, or consolidation. Nothing in the store is
@@ -213,7 +213,10 @@ def _check_index_version(storage: Storage, con: duckdb.DuckDBPyConnection, deep:
             "names no label directory (consolidated before pocaduck wrote them): readers on a bucket download it whole"
         )
         return [Problem(layout.UNIFIED_INDEX, what, _CONSOLIDATE)]
-    problems = _check_pointer(storage, build)
+    fields = ("entries", "size", "top_bytes")  # what the pointer repeats of the directory the index records
+    row = con.execute(f"SELECT {', '.join(fields)} FROM store_index.label_directory").fetchone()
+    recorded = dict(zip(fields, row, strict=True))
+    problems = _check_pointer(storage, build, recorded)
     copy, name = layout.index_version_index(build), layout.index_version_directory(build)
     try:
         size, expected_size = storage.size(copy), storage.size(layout.UNIFIED_INDEX)
@@ -229,9 +232,8 @@ def _check_index_version(storage: Storage, con: duckdb.DuckDBPyConnection, deep:
         return [*problems, Problem(name, "missing", _CONSOLIDATE)]
     try:
         directory = LabelDirectory.open(storage, name)
-        (entries,) = con.execute("SELECT entries FROM store_index.label_directory").fetchone()
-        if directory.entry_count != entries:
-            what = f"holds {directory.entry_count:,} entries, the index records {entries:,}"
+        if directory.entry_count != recorded["entries"]:
+            what = f"holds {directory.entry_count:,} entries, the index records {recorded['entries']:,}"
             return [*problems, Problem(name, what, _CONSOLIDATE)]
         disagreement = _disagreement(directory, con) if deep else None
         if disagreement:
@@ -241,7 +243,8 @@ def _check_index_version(storage: Storage, con: duckdb.DuckDBPyConnection, deep:
     return problems
 
 
-def _check_pointer(storage: Storage, build: str) -> list[Problem]:
+def _check_pointer(storage: Storage, build: str, recorded: dict[str, int]) -> list[Problem]:
+    """``label_directory.json`` naming the index in force and giving its directory's ``recorded`` counts."""
     path = layout.LABEL_DIRECTORY_POINTER
     try:
         pointer = read_pointer(storage)
@@ -251,7 +254,11 @@ def _check_pointer(storage: Storage, build: str) -> list[Problem]:
         return [Problem(path, "missing: readers read the whole index", _CONSOLIDATE)]
     if pointer["build"] != build or pointer["index_version"] != storage.version(layout.UNIFIED_INDEX):
         return [Problem(path, "names another index than the one in force: readers read the whole index", _CONSOLIDATE)]
-    return []
+    return [
+        Problem(path, f"gives {name} {pointer[name]:,}, the index in force records {value:,}", _CONSOLIDATE)
+        for name, value in recorded.items()
+        if pointer[name] != value
+    ]
 
 
 def _disagreement(directory: LabelDirectory, con: duckdb.DuckDBPyConnection) -> str | None:

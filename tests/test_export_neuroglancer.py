@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _children import read_until, start, wait_until_ended
+from test_cli import pocaduck
 
 from pocaduck import (
     ExportCancelledError,
     ExportError,
     ExportFolderError,
+    ExportRangeError,
     Ingestor,
     InvalidArgumentError,
     Query,
@@ -229,6 +231,29 @@ def test_a_folder_holding_something_else_is_refused_and_left_alone(store, export
     assert files_of(exported) == before
 
 
+@pytest.mark.parametrize("inside", ["", "compacted/ng", "workers/ng", "index_versions/ng", "new/deeper/ng"])
+def test_a_folder_inside_the_store_is_refused_and_the_store_left_alone(store, inside):
+    before = files_of(Path(store))
+    with pytest.raises(ExportFolderError, match=r"inside the store.*outside the store"):
+        export_neuroglancer(store, os.path.join(store, inside), workers=1)
+    assert files_of(Path(store)) == before and os.path.exists(os.path.join(store, inside)) == (inside == "")
+
+
+def test_coordinates_beyond_float32_are_refused_by_column_and_label_before_anything_is_written(tmp_path):
+    store = str(tmp_path / "store")
+    create_store(store, dtype="float64", voxel_size=[4, 4, 4])
+    with Ingestor(store, worker_id=0) as ingestor:
+        ingestor.write(5, "b", np.array([[1.0, 2.0, 3.0]]))
+        ingestor.write(6, "b", np.array([[1.0, 2.0, 1e39], [1.0, 2.0, 3.0]]))
+    consolidate(store)
+    with pytest.raises(ExportRangeError, match=r"column z holds values from 3 to 1e\+39, beyond float32.*labels 6\."):
+        export_neuroglancer(store, tmp_path / "ng", workers=1)
+    assert not (tmp_path / "ng").exists()
+    export_neuroglancer(store, tmp_path / "ng", labels=[5], workers=1)
+    info = json.loads((tmp_path / "ng" / "info").read_text(), parse_constant=pytest.fail)  # strict: no Infinity
+    assert info["upper_bound"] == [1.0, 2.0, 3.0]
+
+
 def test_unknown_labels_are_named_and_nothing_is_written(store, tmp_path):
     with pytest.raises(UnknownLabelError, match=r"2 of the labels.*12345, 12346"):
         export_neuroglancer(store, tmp_path / "ng", labels=[7, 12345, 12346])
@@ -252,6 +277,20 @@ def test_a_store_without_voxel_size_gets_1_nm_and_a_warning(tmp_path):
         export_neuroglancer(store, tmp_path / "ng", labels=[7], workers=1)
     info = json.loads((tmp_path / "ng" / "info").read_text())
     assert info["dimensions"] == {"x": [1.0, "nm"], "y": [1.0, "nm"], "z": [1.0, "nm"]}
+
+
+def test_the_command_prints_a_warning_as_one_line_and_a_failure_as_only_its_own(tmp_path):
+    store = write_store(tmp_path / "store", voxel_size=None)
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    failed = pocaduck("export-neuroglancer", store, str(tmp_path / "occupied"), "--no-progress", check=False)
+    assert failed.returncode == 1
+    (line,) = failed.stderr.splitlines()
+    assert line.startswith("pocaduck export-neuroglancer: ") and "notes.txt" in line
+    done = pocaduck("export-neuroglancer", store, str(tmp_path / "ng"), "--labels", "7", "--no-progress")
+    advice, warning = done.stderr.splitlines()
+    assert warning.startswith("pocaduck export-neuroglancer: warning: ") and "no voxel_size" in warning
+    assert advice.startswith("open it in neuroglancer")
 
 
 def test_a_64_bit_column_with_values_beyond_32_bits_is_refused_by_name(tmp_path):

@@ -283,6 +283,51 @@ def test_a_damaged_directory_is_refused_naming_the_file_and_the_fix(store, how):
     assert verify(store, deep=True).ok
 
 
+POINTER_DAMAGE = {  # what is done to label_directory.json, and the words verify must report
+    "size one more": (lambda p: {**p, "size": p["size"] + 1}, "gives size"),
+    "size negative": (lambda p: {**p, "size": -5}, "its size is -5"),
+    "size a string": (lambda p: {**p, "size": str(p["size"])}, "its size is '"),
+    "top_bytes wrong": (lambda p: {**p, "top_bytes": p["top_bytes"] + 8}, "gives top_bytes"),
+    "top_bytes past size": (lambda p: {**p, "top_bytes": p["size"] + 1}, "its top_bytes"),
+    "entries wrong": (lambda p: {**p, "entries": p["entries"] + 1}, "gives entries"),
+    "build a number": (lambda p: {**p, "build": 5}, "its build is 5"),
+    "no size": (lambda p: {k: v for k, v in p.items() if k != "size"}, "it has no size"),
+    "not JSON": (lambda p: "{not json", "not JSON"),
+}
+
+
+@pytest.mark.parametrize("how", list(POINTER_DAMAGE))
+def test_a_damaged_pointer_is_found_by_verify_and_refused_by_readers_naming_the_fix(store, how, capsys):
+    expected = write_labels(store, 0, range(50))
+    consolidate(store)
+    path = os.path.join(store, LABEL_DIRECTORY_POINTER)
+    with open(path) as f:
+        damaged = POINTER_DAMAGE[how][0](json.load(f))
+    with open(path, "w") as f:
+        f.write(damaged if isinstance(damaged, str) else json.dumps(damaged))
+
+    (problem,) = verify(store).problems
+    assert problem.path == LABEL_DIRECTORY_POINTER and POINTER_DAMAGE[how][1] in problem.what
+    assert "pocaduck consolidate" in problem.repair
+    if how == "entries wrong":  # readers do not need the count: they still read through the directory
+        assert_in_step(store)
+    else:
+        with pytest.raises(LabelDirectoryError, match=f"pocaduck consolidate {store}"), Query(store) as query:
+            query.get_points(7)
+        capsys.readouterr()
+        assert cli(["points", store, "7"]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("pocaduck points: ") and f"pocaduck consolidate {store}" in line
+    assert cli(["verify", store]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pocaduck verify: ") and "pocaduck consolidate" in line
+
+    assert cli(["consolidate", store]) == 0  # the fix the messages give
+    with Query(store) as query:
+        assert as_row_set(query.get_points(7)) == sorted(expected[7])
+    assert verify(store, deep=True).ok
+
+
 def test_a_store_consolidated_before_label_directories_opens_and_is_upgraded_by_consolidate(store, caplog):
     expected = write_labels(store, 0, range(20))
     consolidate(store)

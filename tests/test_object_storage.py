@@ -7,6 +7,7 @@ GCS is gcp-storage-emulator, Azure is Azurite (skipped when it is not installed)
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,7 @@ from pocaduck import (
 from pocaduck.cli import main
 from pocaduck.consolidate import UnifiedIndexBuild
 from pocaduck.errors import (
+    LabelDirectoryError,
     PocaduckError,
     SchemaMismatchError,
     StorageAccessError,
@@ -185,6 +187,22 @@ def test_verify_on_s3_finds_a_missing_and_a_flipped_object_and_writes_nothing(s3
         ("missing", "re-run worker '0', then consolidate"),
         ("checksum", "re-run worker '1', then consolidate"),
     ]
+
+
+def test_verify_on_s3_finds_a_label_directory_pointer_with_a_wrong_size(s3, s3_store):
+    expected = ingest(s3_store, 0, range(2))
+    consolidate(s3_store)
+    key = s3_store.base_path.split("/", 3)[3] + "/label_directory.json"
+    client = s3.client()
+    pointer = json.loads(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps({**pointer, "size": pointer["size"] + 1}).encode())
+    (problem,) = verify(s3_store).problems
+    assert problem.path == "label_directory.json" and "gives size" in problem.what
+    with pytest.raises(LabelDirectoryError, match="pocaduck consolidate"), Query(s3_store) as query:
+        query.get_points(LABELS[0])
+    consolidate(s3_store)  # the repair both name
+    with Query(s3_store) as query:
+        assert as_row_set(query.get_points(LABELS[0])) == expected[LABELS[0]]
 
 
 def test_a_query_sees_a_new_consolidation_and_reuses_an_unchanged_index(s3, s3_store):

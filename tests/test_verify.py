@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import duckdb
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from test_cli import pocaduck
 
-from pocaduck import Ingestor, compact, consolidate, verify
+from pocaduck import DamagedStoreError, Ingestor, Query, compact, consolidate, verify
 from pocaduck.layout import MANIFEST, UNIFIED_INDEX
 
 
@@ -59,7 +60,8 @@ def test_a_missing_file_names_its_worker_and_exits_1(two_workers):
     assert "missing" in problem.what and "re-run worker 'w1'" in problem.repair
     result = pocaduck("verify", two_workers, check=False)
     assert result.returncode == 1 and "1 problem" in result.stdout
-    assert "re-run worker 'w1', then consolidate" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("pocaduck verify: 1 problem found; to repair: re-run worker 'w1', then consolidate")
+    assert len(result.stderr.splitlines()) == 1
     assert snapshot(two_workers) == before
 
 
@@ -116,6 +118,18 @@ def test_a_damaged_manifest_is_reported_and_the_files_still_checked(two_workers)
     assert "missing" in data_file.what
     result = pocaduck("verify", two_workers, check=False)
     assert result.returncode == 1 and "create_store" in result.stderr
+
+
+def test_a_manifest_whose_format_version_is_no_number_is_reported_and_refused_by_readers(two_workers):
+    path = os.path.join(two_workers, MANIFEST)
+    with open(path) as f:
+        manifest = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**manifest, "format_version": "1"}, f)
+    (problem,) = verify(two_workers).problems
+    assert problem.path == MANIFEST and "format_version '1', not a number" in problem.what
+    with pytest.raises(DamagedStoreError, match=r"format_version '1'.*create_store"), Query(two_workers) as query:
+        query.get_points(3)
 
 
 def test_a_damaged_unified_index_says_to_consolidate(two_workers):

@@ -15,6 +15,7 @@ from _support import as_row_set, ingest, labels_of, worker_points
 from test_processes import BLOCKS, assert_store_holds_exactly
 
 from pocaduck import Ingestor, Query, StoreWriteError, WorkerNotFinalizedError, WorkerWriteError, consolidate
+from pocaduck.cli import main as cli
 
 SPAWN = multiprocessing.get_context("spawn")
 FILE_POINTS = 200_000
@@ -166,3 +167,20 @@ def test_a_read_only_store_refuses_writes_clearly_and_still_answers(store, read_
         consolidate(read_only_view)
     assert_store_holds_exactly(read_only_view, [0])  # reading needs no write
     assert_store_holds_exactly(store, [0])
+
+
+def test_gc_dry_run_lists_a_read_only_store_and_gc_and_compact_refuse_it_in_one_guided_line(
+    store, read_only_view, capsys
+):
+    consolidate(store)  # the first consolidation's index version is now garbage
+    old_versions = sorted(os.listdir(os.path.join(store, "index_versions")))
+    assert cli(["gc", read_only_view, "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert any(f"would remove index_versions/{version}" in listed for version in old_versions)
+    for verb in ("gc", "compact"):
+        assert cli([verb, read_only_view]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"pocaduck {verb}: ") and "Read-only file system" in line
+        assert "make the store writable" in line and "--debug" not in line
+    assert sorted(os.listdir(os.path.join(store, "index_versions"))) == old_versions
+    assert_store_holds_exactly(read_only_view, [0])

@@ -26,6 +26,7 @@ from .plan import (
     WORK,
     make_plan,
     output_state,
+    refuse_store_folder,
     save_plan,
 )
 from .spatial import POINTS_PER_CELL
@@ -96,7 +97,8 @@ def export_neuroglancer(
     :class:`~pocaduck.ExportCancelledError` (or KeyboardInterrupt). A run that was stopped, failed
     or killed resumes where it stopped when run again with the same arguments, and ends
     with the same bytes as an uninterrupted one; running it again once done changes nothing.
-    A folder that holds anything else is refused untouched (``ExportFolderError``).
+    A folder that holds anything else, or lies inside the store, is refused untouched
+    (``ExportFolderError``), and so are labels with coordinates float32 cannot hold (``ExportRangeError``).
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor, consolidate, create_store
@@ -120,6 +122,7 @@ def export_neuroglancer(
             f"`pocaduck migrate OLD NEW`, then export the new store"
         )
     out_config = as_config(out)
+    refuse_store_folder(opened.config, out_config)
     storage = open_storage(out_config)
     with Query(opened) as query:
         plan, table = make_plan(opened, query, labels, properties, shard_bytes, points_per_cell)
@@ -156,7 +159,8 @@ def export_neuroglancer(
         index = name.rsplit("-", 1)[0]
         largest[index] = max(largest.get(index, 0), result["largest_cell"])
     info = plan.info([largest.get(f"spatial{level}", 0) for level in range(len(plan.levels))])
-    info_bytes = publish(storage, INFO, [json.dumps(info, indent=1).encode()])
+    # allow_nan=False: neuroglancer parses strict JSON, where NaN and Infinity do not exist
+    info_bytes = publish(storage, INFO, [json.dumps(info, indent=1, allow_nan=False).encode()])
     files = sum(result["files"] for result in results) + 1
     total = sum(result["bytes"] for result in results) + info_bytes
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": plan.fingerprint,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import StorageConfig
-from ..errors import ExportFolderError, InvalidArgumentError, UnknownLabelError
+from ..config import StorageConfig, redact_url
+from ..errors import ExportFolderError, ExportRangeError, InvalidArgumentError, UnknownLabelError
 from ..keys import check_label
 from ..layout import UNIFIED_INDEX
 from ..query import Query
@@ -225,11 +226,8 @@ def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, 
         chosen = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
         missing = wanted[known[chosen] != wanted] if len(known) else wanted
         if len(missing):
-            shown = ", ".join(map(str, missing[:5].tolist())) + (
-                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            )
             raise UnknownLabelError(
-                f"{len(missing)} of the labels to export are not in the store: {shown}; "
+                f"{len(missing)} of the labels to export are not in the store: {_some(missing)}; "
                 f"Query(store).get_labels() lists the labels it holds"
             )
     counts = rows["point_count"][chosen].astype(np.int64)
@@ -242,9 +240,32 @@ def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, 
     )
     if not len(chosen):
         return table, np.zeros(3), np.zeros(3)
+    _check_float32(rows, spatial, chosen)
     lower = np.array([rows[f"min_{c}"][chosen].min() for c in spatial], np.float64)
     upper = np.array([rows[f"max_{c}"][chosen].max() for c in spatial], np.float64)
     return table, lower.astype(np.float32).astype(np.float64), upper.astype(np.float32).astype(np.float64)
+
+
+def _check_float32(rows: dict[str, np.ndarray], spatial: Sequence[str], chosen: np.ndarray) -> None:
+    """Refuse coordinates that are not finite as float32: they would reach ``info`` as Infinity, which is not JSON."""
+    for column in spatial:
+        low, high = rows[f"min_{column}"][chosen].astype(np.float64), rows[f"max_{column}"][chosen].astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            fits = np.isfinite(low.astype(np.float32)) & np.isfinite(high.astype(np.float32))
+        if fits.all():
+            continue
+        labels = _some(rows["label"][chosen][~fits])
+        raise ExportRangeError(
+            f"column {column} holds values from {low.min():g} to {high.max():g}, beyond float32 (neuroglancer's "
+            f"coordinates: finite, up to ±{np.finfo(np.float32).max:.4g}) in labels {labels}. Nothing was written: "
+            f"export the other labels (labels=[...]), or rewrite those points within range"
+        )
+
+
+def _some(labels: np.ndarray) -> str:
+    """The first few of ``labels``, for a message."""
+    shown = ", ".join(map(str, labels[:5].astype(np.uint64).tolist()))
+    return shown + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
 
 def _voxel_size(voxel_size: object, store: str) -> tuple[float, ...]:
@@ -286,6 +307,25 @@ def done_path(task: str) -> str:
 
 def shard_path(plan: ExportPlan, index: str, shard: int) -> str:
     return f"{index}/{plan.sharding_of(index).file_name(shard)}"
+
+
+def refuse_store_folder(store: StorageConfig, out: StorageConfig) -> None:
+    """Refuse an ``out`` that is the store's folder or lies inside it: gc would delete the export with the
+    store's unreferenced files, and consolidation and compaction would meet folders they do not expect."""
+    if store.is_local != out.is_local:
+        return
+    if store.is_local:
+        root, target = os.path.realpath(store.local_root), os.path.realpath(out.local_root)
+        inside = os.path.commonpath([root, target]) == root
+    else:
+        root, target = store.base_path.rstrip("/"), out.base_path.rstrip("/")
+        same_service = (store.storage_type, store.s3_endpoint_url) == (out.storage_type, out.s3_endpoint_url)
+        inside = same_service and (target == root or target.startswith(root + "/"))
+    if inside:
+        raise ExportFolderError(
+            f"{redact_url(out.base_path)} is inside the store {redact_url(store.base_path)}, where pocaduck gc "
+            f"would delete it: nothing was written. Export into a folder outside the store"
+        )
 
 
 def output_state(storage: Storage, fingerprint: str) -> str:

@@ -14,9 +14,9 @@ from ..errors import UnsupportedStorageError
 from ._base import Storage
 from ._credentials import PACKAGES, PROTOCOLS, filesystem_options
 from ._fsspec import FsspecStorage
-from ._local import LocalStorage, file_lock
+from ._local import LocalStorage, file_lock, lock_is_held
 
-__all__ = ["FsspecStorage", "LocalStorage", "Storage", "file_lock", "open_storage"]
+__all__ = ["FsspecStorage", "LocalStorage", "Storage", "file_lock", "lock_is_held", "open_storage"]
 
 
 def open_storage(config: StorageConfig) -> Storage:
