@@ -159,7 +159,7 @@ def compact(
         with progress_sink(progress, unit="shard") as sink:
             results = run_tasks(
                 tasks,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers,
                 sink=sink,
                 stop=stop,
                 retries=retries,

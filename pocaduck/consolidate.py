@@ -47,6 +47,7 @@ from .errors import (
     StoreWriteError,
     WorkerNotFinalizedError,
 )
+from .executor import worker_count
 from .index import (
     attach_read_only,
     create_point_cloud_view,
@@ -126,7 +127,7 @@ def consolidate(
 
     split = None
     if workers is not None or client is not None:
-        split = RangeMerge(workers or os.cpu_count() or 1, client, progress, retries)
+        split = RangeMerge(worker_count(workers), client, progress, retries)
     return publish_unified_index(store, sources, output_path, split)
 
 

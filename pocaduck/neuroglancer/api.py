@@ -141,7 +141,7 @@ def export_neuroglancer(
                      for name in todo]  # fmt: skip
             outcomes = run_tasks(
                 tasks,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers,
                 sink=sink,
                 stop=stop,
                 retries=retries,
