@@ -125,8 +125,6 @@ def run_select(
     """
     if output not in ("numpy", "arrow", "pandas"):
         raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
-    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-        raise InvalidArgumentError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
     outcome: dict[str, Any] = {}
     cursor = con.cursor()
 

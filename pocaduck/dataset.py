@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import optional_uint64, positive_int
 from .errors import InvalidArgumentError
 from .keys import check_label
 from .query import Query
-from .sampling import check_sample, check_seed
 from .store import Store, open_store
 
 # Readers a forked child inherited. They are never used, closed or collected there: tearing down a
@@ -54,8 +54,8 @@ class PointCloudDataset:
         seed: int | None = None,
         columns: Sequence[str] | None = None,
     ):
-        self.sample = check_sample(sample)
-        self.seed = check_seed(seed)
+        self.sample = positive_int(sample, "sample", "how many points per item")
+        self.seed = optional_uint64(seed, "seed")
         self.config = open_store(store).config
         self._query: Query | None = None
         self._pid: int | None = None

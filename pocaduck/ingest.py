@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
+from .arguments import positive_int
 from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
     IngestorClosedError,
-    InvalidArgumentError,
     InvalidPointsError,
     SchemaMismatchError,
     WorkerBusyError,
@@ -63,12 +63,6 @@ class IngestStats:
     points: int = 0
     files: int = 0
     bytes: int = 0
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    return int(value)
 
 
 def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
@@ -113,9 +107,9 @@ class Ingestor:
         compression: str | None = None,
         payload: str | None = None,
     ):
-        self.max_points_per_file = _positive_int("max_points_per_file", max_points_per_file)
-        self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
-        self.row_group_size = _positive_int("row_group_size", row_group_size)
+        self.max_points_per_file = positive_int(max_points_per_file, "max_points_per_file")
+        self.max_bytes_per_file = positive_int(max_bytes_per_file, "max_bytes_per_file")
+        self.row_group_size = positive_int(row_group_size, "row_group_size")
         store = open_store(storage_config)
         self.storage_config = store.config
         self.worker_id = layout.check_worker_id(worker_id)

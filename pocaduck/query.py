@@ -32,6 +32,7 @@ import pyarrow as pa
 from . import layout
 from ._sql import lock_down, private_connection, tables_of
 from ._timing import Timing
+from .arguments import positive_int, reader_settings, sample_and_seed
 from .box import Box
 from .config import StorageConfig
 from .errors import (
@@ -47,7 +48,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
-from .sampling import check_sample, check_seed, choose, pool_key, pool_size, sample_key
+from .sampling import choose, pool_key, pool_size, sample_key
 from .store import Store, open_store
 
 _STORED_RUNS_KEPT = 100_000  # labels whose place in the sample order a Query remembers (~150 bytes each)
@@ -166,10 +167,9 @@ class Query(Reader):
         *,
         verify_checksums: bool = True,
     ):
+        self.threads, self.cache_size = reader_settings(threads, cache_size)
         store = self._store
         self.storage_config = store.config
-        self.cache_size = cache_size
-        self.threads = threads or os.cpu_count() or 1
         self._storage = store.storage
         self._index: AttachedIndex | None = None
         self._closed = False
@@ -342,10 +342,7 @@ class Query(Reader):
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
         _check_output(output)
-        if sample is None and seed is not None:
-            raise InvalidArgumentError("seed picks a sample: give sample=N with it")
-        sample = None if sample is None else check_sample(sample)
-        seed = check_seed(seed)
+        sample, seed = sample_and_seed(sample, seed)
         labels, single = check_labels_asked(label)
         blocks = None if blocks is None else self._block_ids(blocks)
         clock = Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
@@ -504,7 +501,7 @@ class Query(Reader):
         ...     [chunk.shape for chunk in query.iter_points(5, chunk_size=2)]
         [(2, 3), (2, 3), (1, 3)]
         """
-        chunk_size = check_sample(chunk_size, "chunk_size")
+        chunk_size = positive_int(chunk_size, "chunk_size", "points per chunk")
         rows = self._lookup([check_label(label)], None)
         return self._points.iter_rows(rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._sql import run_select
 from ._timing import print_timing_info
+from .arguments import sql_request
 from .config import StorageConfig
 from .errors import SQLError
 from .index import label_summary
@@ -138,6 +139,7 @@ class Reader(ABC):
 
         Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5", timeout=10)``.
         """
+        statement, params, timeout = sql_request(statement, params, timeout)
         try:
             with self._index_read():
                 return run_select(self.db_connection, self._catalog, self._tables, statement, params, output, timeout)
