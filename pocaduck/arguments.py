@@ -181,3 +181,15 @@ def sql_request(statement: object, params: object, timeout: object) -> tuple[str
     if params is not None and (isinstance(params, str | bytes) or not isinstance(params, Sequence | np.ndarray)):
         raise _refuse(params, "params", "a sequence or None", "the values of the statement's ? parameters, in order")
     return statement, params, optional_positive_number(timeout, "timeout", "seconds")
+
+
+def one_of(value: object, name: str, options: Sequence[str]) -> str:
+    """One of a few names: a mode, a format.
+
+    >>> one_of("edges", "mode", ("all", "surface"))
+    Traceback (most recent call last):
+    pocaduck.errors.InvalidArgumentError: mode must be one of 'all', 'surface', got str 'edges'
+    """
+    if not isinstance(value, str) or value not in options:
+        raise _refuse(value, name, "one of " + ", ".join(map(repr, options)), "")
+    return value
