@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from . import layout
+from .arguments import flag
 from .config import StorageConfig
 from .errors import CompactionBusyError, DamagedStoreError
 from .index import attach_read_only
@@ -60,6 +61,7 @@ def collect_garbage(
     >>> collect_garbage(store).removed
     []
     """
+    dry_run = flag(dry_run, "dry_run")
     store = open_store(storage_config)
     storage = store.storage
     store.require("gc")
