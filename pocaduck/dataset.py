@@ -62,7 +62,7 @@ class PointCloudDataset:
         if labels is None:
             self.labels = self._reader().get_labels()
         else:
-            self.labels = np.array([check_label(label) for label in labels], dtype=np.uint64)
+            self.labels = np.array([check_label(label, "each of labels") for label in labels], dtype=np.uint64)
         schema_columns = list(self._reader().schema.columns)
         chosen = schema_columns if columns is None else list(columns)
         unknown = [name for name in chosen if name not in schema_columns]

@@ -555,7 +555,7 @@ class Query(Reader):
         """
         _check_output(output)
         box = Box.of(lower, upper, self.schema)
-        wanted = None if labels is None else check_labels_asked(labels)[0]
+        wanted = None if labels is None else check_labels_asked(labels, "labels")[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
         table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
         point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are
