@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from .errors import InvalidArgumentError, QueryTimeoutError, ReadOnlySQLError, SQLError
+from .errors import QueryTimeoutError, ReadOnlySQLError, SQLError
 
 # FROM items that only combine what they contain; any other kind (table functions,
 # SHOW/DESCRIBE/SUMMARIZE, PIVOT) is refused.
@@ -119,12 +119,12 @@ def run_select(
 ) -> Any:
     """Run one read-only SELECT over ``catalog``'s ``tables`` on a cursor of ``con``; DuckDB's errors pass through.
 
+    ``output`` and ``timeout`` come checked (``arguments.sql_request``).
+
     Example::
 
         run_select(con, "store_index", tables_of(con, "store_index"), "SELECT count(*) FROM labels", None, "numpy", 10)
     """
-    if output not in ("numpy", "arrow", "pandas"):
-        raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
     outcome: dict[str, Any] = {}
     cursor = con.cursor()
 

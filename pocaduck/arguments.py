@@ -20,6 +20,7 @@ from .errors import InvalidArgumentError
 from .executor import local_cpus
 
 _UINT64_LIMIT = 2**64
+OUTPUTS = ("numpy", "arrow", "pandas")  # what a reader can return: ``reader.Output``
 
 
 def _refuse(value: object, name: str, expected: str, meaning: str) -> InvalidArgumentError:
@@ -170,17 +171,19 @@ def reader_settings(threads: object, cache_size: object) -> tuple[int, int]:
     return local_cpus() if threads is None else threads, non_negative_int(cache_size, "cache_size")
 
 
-def sql_request(statement: object, params: object, timeout: object) -> tuple[str, Sequence | None, float | None]:
-    """A ``Query.sql`` call's statement (text), its ``?`` parameters (a sequence or None) and timeout (seconds).
+def sql_request(
+    statement: object, params: object, output: object, timeout: object
+) -> tuple[str, Sequence | None, str, float | None]:
+    """A ``Query.sql`` call's statement (text), ``?`` parameters (a sequence or None), output and timeout (seconds).
 
-    >>> sql_request("SELECT 1", (2,), None)
-    ('SELECT 1', (2,), None)
+    >>> sql_request("SELECT 1", (2,), "numpy", None)
+    ('SELECT 1', (2,), 'numpy', None)
     """
     if not isinstance(statement, str):
         raise _refuse(statement, "statement", "a str", "one SELECT statement")
     if params is not None and (isinstance(params, str | bytes) or not isinstance(params, Sequence | np.ndarray)):
         raise _refuse(params, "params", "a sequence or None", "the values of the statement's ? parameters, in order")
-    return statement, params, optional_positive_number(timeout, "timeout", "seconds")
+    return statement, params, one_of(output, "output", OUTPUTS), optional_positive_number(timeout, "timeout", "seconds")
 
 
 def one_of(value: object, name: str, options: Sequence[str]) -> str:

@@ -32,7 +32,7 @@ import pyarrow as pa
 from . import layout
 from ._sql import lock_down, private_connection, tables_of
 from ._timing import Timing
-from .arguments import positive_int, reader_settings, sample_and_seed
+from .arguments import OUTPUTS, one_of, positive_int, reader_settings, sample_and_seed
 from .box import Box
 from .config import StorageConfig
 from .errors import (
@@ -61,11 +61,6 @@ def _opened(store: object) -> Store:
             f"Query expects a store path, a URL, a StorageConfig or a Store, got {type(store).__name__} {store!r}"
         )
     return open_store(store)
-
-
-def _check_output(output: object) -> None:
-    if output not in ("numpy", "arrow", "pandas"):
-        raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
 
 
 _RUN_TYPES = {"label": np.uint64, "file_id": np.int64, "row_offset": np.int64, "point_count": np.int64, "inside": bool}
@@ -341,7 +336,7 @@ class Query(Reader):
 
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
-        _check_output(output)
+        one_of(output, "output", OUTPUTS)
         sample, seed = sample_and_seed(sample, seed)
         labels, single = check_labels_asked(label)
         blocks = None if blocks is None else self._block_ids(blocks)
@@ -553,7 +548,7 @@ class Query(Reader):
 
         Example: ``query.get_points_in_box((0, 0, 0), (512, 512, 64), output="pandas")``.
         """
-        _check_output(output)
+        one_of(output, "output", OUTPUTS)
         box = Box.of(lower, upper, self.schema)
         wanted = None if labels is None else check_labels_asked(labels, "labels")[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}

@@ -139,7 +139,7 @@ class Reader(ABC):
 
         Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5", timeout=10)``.
         """
-        statement, params, timeout = sql_request(statement, params, timeout)
+        statement, params, output, timeout = sql_request(statement, params, output, timeout)
         try:
             with self._index_read():
                 return run_select(self.db_connection, self._catalog, self._tables, statement, params, output, timeout)

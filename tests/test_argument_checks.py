@@ -42,6 +42,7 @@ SEED = [-1, 2**64, "1", 1.5, NAN, True]
 FLAG = [None, 0, 1, "yes", NAN]
 SECONDS = [0, -1, "10", NAN, float("inf"), True]
 LABELS_ASKED = [-1, 2**64, "5", 2.5, NAN, True, None]
+OUTPUT = ["csv", None, 1]
 CORNER = [None, "000", 5, (0, NAN, 0), (0, 0), (True, 0, 0)]
 
 # verb -> how to call it with one keyword argument; ``place`` holds the store, an output path and open readers.
@@ -118,14 +119,17 @@ CASES = [
     ("Query.get_points", "label", LABELS_ASKED),
     ("Query.get_points", "sample", OPTIONAL_POSITIVE),
     ("Query.get_points", "seed", SEED),
+    ("Query.get_points", "output", OUTPUT),
     ("Query.iter_points", "label", LABELS_ASKED),
     ("Query.iter_points", "chunk_size", POSITIVE),
     ("Query.get_points_in_box", "lower", CORNER),
     ("Query.get_points_in_box", "upper", CORNER),
     ("Query.get_points_in_box", "labels", [-1, 2**64, "x", [1.5]]),
+    ("Query.get_points_in_box", "output", OUTPUT),
     ("Query.sql", "statement", [None, 5, b"SELECT 1"]),
     ("Query.sql", "params", ["abc", 5, {1}]),
     ("Query.sql", "timeout", SECONDS),
+    ("Query.sql", "output", OUTPUT),
     ("PointCloudDataset", "sample", POSITIVE),
     ("PointCloudDataset", "seed", SEED),
     ("PointCloudDataset", "labels", [[-1], ["x"], [2**64]]),
