@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from .errors import InvalidArgumentError, QueryTimeoutError, ReadOnlySQLError, SQLError
+from .errors import QueryTimeoutError, ReadOnlySQLError, SQLError
 from .index import attach_read_only
 
 # FROM items that only combine what they contain; any other kind (table functions,
@@ -178,14 +178,12 @@ def run_select(
 ) -> Any:
     """Run one read-only SELECT over ``catalog``'s ``tables`` on a cursor of ``con``; DuckDB's errors pass through.
 
+    ``output`` and ``timeout`` come checked (``arguments.sql_request``).
+
     Example::
 
         run_select(con, "store_index", tables_of(con, "store_index"), "SELECT count(*) FROM labels", None, "numpy", 10)
     """
-    if output not in ("numpy", "arrow", "pandas"):
-        raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
-    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-        raise InvalidArgumentError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
     outcome: dict[str, Any] = {}
     cursor = con.cursor()
 

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
+from .arguments import flag, non_negative_int, optional_positive_int, positive_int
 from .config import StorageConfig
 from .consolidate import publish_unified_index, write_failures_reported
 from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
@@ -129,8 +130,11 @@ def compact(
     ...     query.get_points(5).tolist(), query.get_blocks_for_label(5)
     ([[0, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 1]], ['block-0', 'block-1'])
     """
-    if points_per_file < 1 or row_group_size < 1 or retries < 0:
-        raise ValueError("points_per_file and row_group_size must be positive, retries at least 0")
+    workers = optional_positive_int(workers, "workers", "shards written at once; None for one per CPU")
+    deduplicate = flag(deduplicate, "deduplicate")
+    points_per_file = positive_int(points_per_file, "points_per_file")
+    row_group_size = positive_int(row_group_size, "row_group_size")
+    retries = non_negative_int(retries, "retries")
     codec = check_compression(payload, compression)
     store = open_store(storage_config)
     config, storage = store.config, store.storage
@@ -160,7 +164,7 @@ def compact(
         with progress_sink(progress, unit="shard") as sink:
             results = run_tasks(
                 tasks,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers,
                 sink=sink,
                 stop=stop,
                 retries=retries,

@@ -37,6 +37,7 @@ import duckdb
 
 from . import layout
 from ._timing import logged_phase
+from .arguments import flag, non_negative_int, optional_positive_int
 from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
@@ -47,6 +48,7 @@ from .errors import (
     StoreWriteError,
     WorkerNotFinalizedError,
 )
+from .executor import worker_count
 from .index import (
     attach_read_only,
     create_point_cloud_view,
@@ -103,8 +105,10 @@ def consolidate(
     >>> consolidate(store) == consolidate(store, workers=2)
     True
     """
-    if (workers is not None and workers < 1) or retries < 0:
-        raise ValueError(f"workers must be at least 1 and retries at least 0, not {workers} and {retries}")
+    workers = optional_positive_int(workers, "workers", "label ranges merged at once; None merges in one statement")
+    retries = non_negative_int(retries, "retries")
+    ignore_unfinalized = flag(ignore_unfinalized, "ignore_unfinalized")
+    from_sessions = flag(from_sessions, "from_sessions")
     store = open_store(storage_config)
     if not store.storage.root_exists():
         raise StoreNotFoundError(f"no store at {store.path}")
@@ -126,7 +130,7 @@ def consolidate(
 
     split = None
     if workers is not None or client is not None:
-        split = RangeMerge(workers or os.cpu_count() or 1, client, progress, retries)
+        split = RangeMerge(worker_count(workers), client, progress, retries)
     return publish_unified_index(store, sources, output_path, split)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import optional_uint64, positive_int
 from .errors import InvalidArgumentError
 from .keys import check_label
 from .query import Query
-from .sampling import check_sample, check_seed
 from .store import Store, open_store
 
 # Readers a forked child inherited. They are never used, closed or collected there: tearing down a
@@ -54,15 +54,15 @@ class PointCloudDataset:
         seed: int | None = None,
         columns: Sequence[str] | None = None,
     ):
-        self.sample = check_sample(sample)
-        self.seed = check_seed(seed)
+        self.sample = positive_int(sample, "sample", "how many points per item")
+        self.seed = optional_uint64(seed, "seed")
         self.config = open_store(store).config
         self._query: Query | None = None
         self._pid: int | None = None
         if labels is None:
             self.labels = self._reader().get_labels()
         else:
-            self.labels = np.array([check_label(label) for label in labels], dtype=np.uint64)
+            self.labels = np.array([check_label(label, "each of labels") for label in labels], dtype=np.uint64)
         schema_columns = list(self._reader().schema.columns)
         chosen = schema_columns if columns is None else list(columns)
         unknown = [name for name in chosen if name not in schema_columns]

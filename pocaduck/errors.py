@@ -1,8 +1,10 @@
 """Exception classes: one base, one class per thing that can go wrong.
 
-Input errors also derive from ``ValueError`` (and lookup errors from
-``FileNotFoundError``) so code written for the original pocaduck, which raised
-those builtins, keeps catching them.
+Every bad argument (a label, a block id, points, a count, a volume) is an
+:class:`InvalidArgumentError`, so one ``except`` catches them all. Input errors
+also derive from ``ValueError`` (and lookup errors from ``FileNotFoundError``)
+so code written for the original pocaduck, which raised those builtins, keeps
+catching them.
 """
 
 from __future__ import annotations
@@ -12,19 +14,23 @@ class PocaduckError(Exception):
     """Base class of every error this library raises on purpose."""
 
 
-class InvalidPointsError(PocaduckError, ValueError):
+class InvalidArgumentError(PocaduckError, ValueError):
+    """An argument has the wrong type or lies outside its range (a size, a count, a timeout, a box, a key)."""
+
+
+class InvalidPointsError(InvalidArgumentError):
     """The points given to ``write`` are not a finite (N, D) numeric array."""
 
 
-class InvalidLabelError(PocaduckError, ValueError):
+class InvalidLabelError(InvalidArgumentError):
     """A label is not an integer in [0, 2**64)."""
 
 
-class InvalidBlockIdError(PocaduckError, ValueError):
+class InvalidBlockIdError(InvalidArgumentError):
     """A block id is not a str or an int64-range integer."""
 
 
-class InvalidWorkerIdError(PocaduckError, ValueError):
+class InvalidWorkerIdError(InvalidArgumentError):
     """A worker id cannot be used as a folder name in the store."""
 
 
@@ -46,10 +52,6 @@ class WorkerNotFinalizedError(PocaduckError, RuntimeError):
 
 class StoreNotFoundError(PocaduckError, FileNotFoundError):
     """The store path does not exist or holds no pocaduck store."""
-
-
-class InvalidArgumentError(PocaduckError, ValueError):
-    """An argument has the wrong type or lies outside its range (a size, a count, a timeout, a box)."""
 
 
 class InvalidBoxError(InvalidArgumentError):
@@ -147,7 +149,7 @@ class MigrationError(PocaduckError, RuntimeError):
 # -- scanning volumes -----------------------------------------------------------
 
 
-class InvalidVolumeError(PocaduckError, ValueError):
+class InvalidVolumeError(InvalidArgumentError):
     """The volume is not a 3D integer array-like with ``shape``, ``dtype`` and slicing."""
 
 

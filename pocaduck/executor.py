@@ -162,15 +162,29 @@ def describe(error: BaseException) -> str:
     return str(error) if isinstance(error, PocaduckError) else f"{type(error).__name__}: {error}"
 
 
-def runs_here(workers: int, task_count: int, client: Any = None) -> bool:
+def local_cpus() -> int:
+    """The CPUs of this machine (1 when Python cannot tell)."""
+    return os.cpu_count() or 1
+
+
+def worker_count(workers: int | None) -> int:
+    """How many tasks run at once: ``workers``, or one per CPU for None, the default of every verb that runs tasks.
+
+    >>> worker_count(3), worker_count(None) == local_cpus()
+    (3, True)
+    """
+    return local_cpus() if workers is None else workers
+
+
+def runs_here(workers: int | None, task_count: int, client: Any = None) -> bool:
     """True when :func:`run_tasks` runs the tasks in the calling thread (no Dask, one at a time)."""
-    return client is None and min(workers, task_count) <= 1
+    return client is None and min(worker_count(workers), task_count) <= 1
 
 
 def run_tasks(
     tasks: Sequence[Task],
     *,
-    workers: int,
+    workers: int | None,
     sink: Callback,
     stop: threading.Event | None = None,
     retries: int = 0,
@@ -178,7 +192,8 @@ def run_tasks(
     pool: Pool = "processes",
     preload: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Run ``tasks``, at most ``workers`` at a time, and return each one's outcome or :class:`Failure` by worker id.
+    """Run ``tasks``, at most ``workers`` at a time (None: one per CPU), and return each one's outcome or
+    :class:`Failure` by worker id.
 
     ``pool`` says what local workers are; ``preload`` names modules a
     forkserver imports beside the tasks' own (the volume's library for a scan).
@@ -201,7 +216,7 @@ def run_tasks(
     else:
         modules = ["pandas", *sorted({task.function.__module__ for task in tasks}), *preload]
         local = _Threads() if pool == "threads" else _Processes(modules)
-        _run_pool(local, tasks, min(workers, len(tasks)), tracker, stop, retries)
+        _run_pool(local, tasks, min(worker_count(workers), len(tasks)), tracker, stop, retries)
     return tracker.results
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from . import layout
+from .arguments import flag
 from .config import StorageConfig
 from .consolidate import write_failures_reported
 from .errors import CompactionBusyError, DamagedStoreError
@@ -62,6 +63,7 @@ def collect_garbage(
     >>> collect_garbage(store).removed
     []
     """
+    dry_run = flag(dry_run, "dry_run")
     store = open_store(storage_config)
     storage = store.storage
     store.require("gc")

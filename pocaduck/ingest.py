@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
+from .arguments import positive_int
 from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
     IngestorClosedError,
-    InvalidArgumentError,
     InvalidPointsError,
     SchemaMismatchError,
     WorkerBusyError,
@@ -65,10 +65,15 @@ class IngestStats:
     bytes: int = 0
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    return int(value)
+def _check_points(points: object) -> None:
+    """Points are a finite (N, D) array; checked before the first write fixes the store's schema from them."""
+    if not isinstance(points, np.ndarray):
+        raise InvalidPointsError(f"points must be a numpy array of shape (N, D), got {type(points).__name__}")
+    if points.ndim != 2:
+        raise InvalidPointsError(f"points must have shape (N, D), got shape {points.shape}")
+    if points.dtype.kind == "f" and not np.isfinite(points).all():
+        bad_row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
+        raise InvalidPointsError(f"points contain NaN or infinity (first at row {bad_row}); nothing was written")
 
 
 def _fits_without_loss(source: np.dtype, target: np.dtype) -> bool:
@@ -113,9 +118,9 @@ class Ingestor:
         compression: str | None = None,
         payload: str | None = None,
     ):
-        self.max_points_per_file = _positive_int("max_points_per_file", max_points_per_file)
-        self.max_bytes_per_file = _positive_int("max_bytes_per_file", max_bytes_per_file)
-        self.row_group_size = _positive_int("row_group_size", row_group_size)
+        self.max_points_per_file = positive_int(max_points_per_file, "max_points_per_file")
+        self.max_bytes_per_file = positive_int(max_bytes_per_file, "max_bytes_per_file")
+        self.row_group_size = positive_int(row_group_size, "row_group_size")
         store = open_store(storage_config)
         self.storage_config = store.config
         self.worker_id = layout.check_worker_id(worker_id)
@@ -263,7 +268,8 @@ class Ingestor:
         self._require_open()
         label = check_label(label)
         block_id, block_id_type = check_block_id(block_id)
-        if not self._check_points(points, block_id_type):
+        _check_points(points)
+        if not self._fit_schema(points, block_id_type):
             return
         self.stats.writes += 1
         self._append(label, block_id, np.array(points.T, dtype=self._schema.dtype, order="C"))
@@ -282,9 +288,10 @@ class Ingestor:
         """
         self._require_open()
         block_id, block_id_type = check_block_id(block_id)
-        if not self._check_points(points, block_id_type):
-            return
+        _check_points(points)
         labels = check_labels(labels, len(points))
+        if not self._fit_schema(points, block_id_type):
+            return
         if len(labels) > 1 and (labels[1:] < labels[:-1]).any():
             order = np.argsort(labels, kind="stable")
             labels, points = labels[order], points[order]
@@ -295,12 +302,8 @@ class Ingestor:
         for label, start, end in zip(labels[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
             self._append(label, block_id, columns[:, start:end])
 
-    def _check_points(self, points: object, block_id_type: str) -> bool:
+    def _fit_schema(self, points: np.ndarray, block_id_type: str) -> bool:
         """Refuse points that do not fit the store (fixing its schema on the first write); False when empty."""
-        if not isinstance(points, np.ndarray):
-            raise InvalidPointsError(f"points must be a numpy array of shape (N, D), got {type(points).__name__}")
-        if points.ndim != 2:
-            raise InvalidPointsError(f"points must have shape (N, D), got shape {points.shape}")
         if points.shape[0] == 0:
             return False
         schema = self._schema or self._establish_schema(points, block_id_type)
@@ -353,9 +356,6 @@ class Ingestor:
             )
         if block_id_type != schema.block_id_type:
             raise SchemaMismatchError(f"this store uses {schema.block_id_type} block ids, got a {block_id_type} one")
-        if points.dtype.kind == "f" and not np.isfinite(points).all():
-            bad_row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
-            raise InvalidPointsError(f"points contain NaN or infinity (first at row {bad_row}); nothing was written")
 
     # -- flushing --------------------------------------------------------
 

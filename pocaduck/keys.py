@@ -16,8 +16,10 @@ _UINT64_LIMIT = 2**64
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
 
 
-def check_label(label: object) -> int:
+def check_label(label: object, name: str = "label") -> int:
     """Labels are integers in [0, 2**64); numpy integers (also 0-d arrays) are accepted, bools and floats are not.
+
+    ``name`` is how the error names what was given (the argument, or "each of labels").
 
     >>> check_label(np.uint64(2**64 - 1)), check_label(np.array(7)[()]), check_label(np.array(7))
     (18446744073709551615, 7, 7)
@@ -26,15 +28,15 @@ def check_label(label: object) -> int:
         if isinstance(label, np.ndarray) and label.ndim == 0:  # what a reduction or ``[()]`` of an array gives
             label = label[()]
         if not isinstance(label, np.integer):
-            raise InvalidLabelError(f"label must be an integer in [0, 2**64), got {type(label).__name__} {label!r}")
+            raise InvalidLabelError(f"{name} must be an integer in [0, 2**64), got {type(label).__name__} {label!r}")
         label = int(label)
     if not 0 <= label < _UINT64_LIMIT:
-        raise InvalidLabelError(f"label {label} is outside the uint64 range [0, 2**64)")
+        raise InvalidLabelError(f"{name} must be in [0, 2**64): {label} is outside the uint64 range")
     return label
 
 
-def check_labels_asked(labels: object) -> tuple[list[int], bool]:
-    """The labels a reader was asked for, checked, and whether one label was given rather than several.
+def check_labels_asked(labels: object, name: str = "label") -> tuple[list[int], bool]:
+    """The labels a reader was asked for as argument ``name``, checked, and whether one label was given.
 
     One label is an integer or a 0-d array; anything else iterable is several.
 
@@ -46,7 +48,10 @@ def check_labels_asked(labels: object) -> tuple[list[int], bool]:
         or not isinstance(labels, Iterable)
         or (isinstance(labels, np.ndarray) and labels.ndim == 0)
     )
-    return ([check_label(labels)], True) if single else ([check_label(each) for each in labels], False)
+    if single:
+        return [check_label(labels, name)], True
+    each_of = f"each of {name}"
+    return [check_label(each, each_of) for each in labels], False
 
 
 def check_block_id(block_id: object) -> tuple[str | int, str]:

@@ -39,12 +39,13 @@ from . import layout
 from ._gate import Gate, gated
 from ._sql import lock_down, private_connection, tables_of
 from ._timing import Timing
+from .arguments import reader_settings, sample_and_seed
 from .config import StorageConfig
-from .errors import InvalidArgumentError, LegacyStoreError, StoreNotFoundError
+from .errors import LegacyStoreError, StoreNotFoundError
 from .index import attach_read_only
 from .keys import check_label
 from .reader import Output, Reader
-from .sampling import check_sample, check_seed, choose, sample_key
+from .sampling import choose, sample_key
 from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
@@ -95,10 +96,9 @@ class LegacyQuery(Reader):
         threads: int | None = None,
         cache_size: int = 10,
     ):
+        self.threads, self.cache_size = reader_settings(threads, cache_size)
         store = open_store(storage_config)
         self.storage_config = store.config
-        self.cache_size = cache_size
-        self.threads = threads or os.cpu_count() or 1
         self._storage = store.storage
         self.using_optimized_data = index_path is None and self._storage.exists(layout.LEGACY_OPTIMIZED_INDEX)
         if index_path is None:
@@ -203,17 +203,15 @@ class LegacyQuery(Reader):
         ``sample=N`` keeps ``min(N, count)`` of those rows, chosen as on any store
         without a stored sample order (an extension too).
         """
+        sample, seed = sample_and_seed(sample, seed)
         if isinstance(label, Iterable):
             return {
                 each: self.get_points(each, use_cache, sample=sample, seed=seed) for each in map(check_label, label)
             }
-        if sample is not None or seed is not None:
-            if sample is None:
-                raise InvalidArgumentError("seed picks a sample: give sample=N with it")
-            sample, seed, label = check_sample(sample), check_seed(seed), check_label(label)
+        label = check_label(label)
+        if sample is not None:
             points = self.get_points(label, use_cache)
             return points[choose(len(points), sample, sample_key(label, seed))] if len(points) else points
-        label = check_label(label)
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
         with self._lock:

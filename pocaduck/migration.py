@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout
+from .arguments import optional_positive_int, positive_int
 from .config import StorageConfig
 from .consolidate import consolidate
 from .errors import InvalidArgumentError, LegacyStoreError, MigrationError
@@ -42,7 +43,7 @@ def migrate(
     *,
     max_points_per_file: int = 10_000_000,
     progress: Progress = None,
-    workers: int = 1,
+    workers: int | None = 1,
     client: Any = None,
 ) -> str:
     """Convert an original-library store into a new store of this library, exactly; return the unified index.
@@ -57,7 +58,7 @@ def migrate(
     block id ``""``.
 
     Original workers are converted one after another in this thread, or
-    ``workers`` at a time in local processes (from a script, call this under
+    ``workers`` at a time (None: one per CPU) in local processes (from a script, call this under
     ``if __name__ == "__main__":``), or on a ``dask.distributed.Client`` when
     one is given; the result is the same. Processes, not threads: copying a
     file makes a Python call per (label, block) run, which holds the GIL, and
@@ -70,6 +71,8 @@ def migrate(
         migrate("/data/old_store", "/data/new_store", workers=4, progress="tqdm")
         # -> '/data/new_store/unified_index.duckdb'
     """
+    max_points_per_file = positive_int(max_points_per_file, "max_points_per_file")
+    workers = optional_positive_int(workers, "workers", "original workers converted at once; None for one per CPU")
     source = open_store(old_store).path  # as given: an interrupted migration is recognised by it
     old_config, new_config = open_store(old_store).config.absolute(), open_store(new_store).config.absolute()
     old_opened = open_store(old_config)

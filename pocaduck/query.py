@@ -40,6 +40,7 @@ from . import layout
 from ._gate import Gate, gated, gated_iterator
 from ._sql import SandboxedIndex, sandboxed
 from ._timing import Timing
+from .arguments import OUTPUTS, one_of, positive_int, reader_settings, sample_and_seed
 from .box import Box
 from .config import StorageConfig
 from .errors import (
@@ -57,7 +58,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
-from .sampling import check_sample, check_seed, choose, pool_key, pool_size, sample_key
+from .sampling import choose, pool_key, pool_size, sample_key
 from .store import Store, open_store
 
 _STORED_RUNS_KEPT = 100_000  # labels whose place in the sample order a Query remembers (~150 bytes each)
@@ -70,11 +71,6 @@ def _opened(store: object) -> Store:
             f"Query expects a store path, a URL, a StorageConfig or a Store, got {type(store).__name__} {store!r}"
         )
     return open_store(store)
-
-
-def _check_output(output: object) -> None:
-    if output not in ("numpy", "arrow", "pandas"):
-        raise InvalidArgumentError(f"output must be 'numpy', 'arrow' or 'pandas', not {output!r}")
 
 
 _RUN_TYPES = {"label": np.uint64, "file_id": np.int64, "row_offset": np.int64, "point_count": np.int64, "inside": bool}
@@ -176,10 +172,9 @@ class Query(Reader):
         *,
         verify_checksums: bool = True,
     ):
+        self.threads, self.cache_size = reader_settings(threads, cache_size)
         store = self._store
         self.storage_config = store.config
-        self.cache_size = cache_size
-        self.threads = threads or os.cpu_count() or 1
         self._storage = store.storage
         self._index: AttachedIndex | None = None
         self._sandbox: SandboxedIndex | None = None
@@ -396,11 +391,8 @@ class Query(Reader):
 
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
-        _check_output(output)
-        if sample is None and seed is not None:
-            raise InvalidArgumentError("seed picks a sample: give sample=N with it")
-        sample = None if sample is None else check_sample(sample)
-        seed = check_seed(seed)
+        one_of(output, "output", OUTPUTS)
+        sample, seed = sample_and_seed(sample, seed)
         labels, single = check_labels_asked(label)
         blocks = None if blocks is None else self._block_ids(blocks)
         clock = Timing(label=labels[0] if single else labels, cache_hit=False, files_queried=0, points_returned=0)
@@ -563,7 +555,7 @@ class Query(Reader):
         ...     [chunk.shape for chunk in query.iter_points(5, chunk_size=2)]
         [(2, 3), (2, 3), (1, 3)]
         """
-        chunk_size = check_sample(chunk_size, "chunk_size")
+        chunk_size = positive_int(chunk_size, "chunk_size", "points per chunk")
         rows = self._lookup([check_label(label)], None)
         chunks = self._points.iter_rows(rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size)
         return gated_iterator(self._gate, chunks)
@@ -618,9 +610,9 @@ class Query(Reader):
 
         Example: ``query.get_points_in_box((0, 0, 0), (512, 512, 64), output="pandas")``.
         """
-        _check_output(output)
+        one_of(output, "output", OUTPUTS)
         box = Box.of(lower, upper, self.schema)
-        wanted = None if labels is None else check_labels_asked(labels)[0]
+        wanted = None if labels is None else check_labels_asked(labels, "labels")[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
         table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
         point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are

@@ -23,7 +23,7 @@ from . import layout
 from ._timing import logged_phase
 from .config import StorageConfig
 from .errors import ConsolidationError
-from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
+from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, local_cpus, raise_first_failure, run_tasks
 from .index import attach_read_only, label_summary_sql, union_all
 from .progress import Callback, Progress, ProgressEvent, progress_sink
 from .store import Store, open_store
@@ -70,7 +70,7 @@ def merge_label_ranges(
     ranges = label_ranges(sample, max(split.workers, -(-rows // _RANGE_ROWS)))
     folder = target + layout.BUILDING_PARTS
     os.makedirs(folder, exist_ok=True)
-    threads = None if split.client is not None else max(1, (os.cpu_count() or 1) // min(split.workers, len(ranges)))
+    threads = None if split.client is not None else max(1, local_cpus() // min(split.workers, len(ranges)))
     parts = [
         (os.path.join(folder, f"{n:06d}.rows.parquet"), os.path.join(folder, f"{n:06d}.labels.parquet"))
         for n in range(len(ranges))

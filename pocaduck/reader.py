@@ -21,6 +21,7 @@ import numpy as np
 from ._gate import Gate, gated
 from ._sql import run_select
 from ._timing import print_timing_info
+from .arguments import sql_request
 from .config import StorageConfig
 from .errors import PocaduckError, SQLError
 from .index import label_summary
@@ -153,6 +154,7 @@ class Reader(ABC):
 
         Example: ``query.sql("SELECT label, point_count FROM labels ORDER BY point_count DESC LIMIT 5", timeout=10)``.
         """
+        statement, params, output, timeout = sql_request(statement, params, output, timeout)
         try:
             with self._index_read():
                 connection = self._sql_connection()

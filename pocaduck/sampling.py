@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-
 # Written into the footer of every file compaction writes in this order; readers parse it, so the
 # constants can change in a later version without misreading files written with these.
 ORDER_KEY = b"pocaduck.row_order"
@@ -188,34 +186,6 @@ def read_marker(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | None:
         return None
     order = json.loads(raw)
     return order if order.get("order") == "sample-levels" and order.get("version") == 1 else None
-
-
-def check_sample(sample: object, name: str = "sample") -> int:
-    """A positive integer count (numpy integers too; bools and floats are refused).
-
-    >>> check_sample(np.int64(5))
-    5
-    >>> check_sample(0)
-    Traceback (most recent call last):
-    pocaduck.errors.InvalidArgumentError: sample must be a positive integer (how many points to return), got 0
-    """
-    if isinstance(sample, bool) or not isinstance(sample, int | np.integer) or int(sample) <= 0:
-        what = "how many points to return" if name == "sample" else "points per chunk"
-        raise InvalidArgumentError(f"{name} must be a positive integer ({what}), got {sample!r}")
-    return int(sample)
-
-
-def check_seed(seed: object) -> int | None:
-    """None, or an integer in [0, 2**64).
-
-    >>> check_seed(None), check_seed(np.uint64(2**64 - 1))
-    (None, 18446744073709551615)
-    """
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**64:
-        raise InvalidArgumentError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
-    return int(seed)
 
 
 def sample_key(label: int, seed: int | None) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
+from .arguments import flag
 from .config import StorageConfig
 from .errors import LabelDirectoryError, PocaduckError, StoreNotFoundError
 from .index import attach_read_only
@@ -101,6 +102,7 @@ def verify(storage_config: Store | StorageConfig | str | os.PathLike, deep: bool
     >>> report.ok, report.files, report.labels, report.points
     (True, 1, 1, 2)
     """
+    deep = flag(deep, "deep")
     store = open_store(storage_config)
     storage = store.storage
     if not storage.root_exists():

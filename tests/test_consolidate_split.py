@@ -192,7 +192,7 @@ def test_gc_removes_the_ranges_of_a_build_that_died(two_workers):
 
 
 def test_bad_split_arguments_are_refused(store):
-    with pytest.raises(ValueError, match="workers must be at least 1"):
+    with pytest.raises(ValueError, match="workers must be a positive integer or None"):
         consolidate(store, workers=0)
-    with pytest.raises(ValueError, match="retries at least 0"):
+    with pytest.raises(ValueError, match="retries must be an integer of at least 0"):
         consolidate(store, workers=1, retries=-1)

@@ -53,7 +53,7 @@ def test_a_runaway_statement_is_stopped_at_its_timeout(query):
 
 @pytest.mark.parametrize("timeout", [0, -1, "10"])
 def test_a_timeout_must_be_a_positive_number(query, timeout):
-    with pytest.raises(InvalidArgumentError, match="timeout must be a positive number"):
+    with pytest.raises(InvalidArgumentError, match="timeout must be a positive finite number"):
         query.sql("SELECT 1", timeout=timeout)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..arguments import non_negative_int, optional_positive_int, positive_int
 from ..config import StorageConfig, as_config
 from ..errors import ExportCancelledError, ExportError, LegacyStoreError
 from ..executor import Pool, Task, raise_first_failure, run_tasks
@@ -111,8 +112,10 @@ def export_neuroglancer(
     >>> report.points, report.labels
     (2, 1)
     """
-    if retries < 0:
-        raise ValueError("retries must be at least 0")
+    workers = optional_positive_int(workers, "workers", "tasks run at once; None for one per CPU")
+    retries = non_negative_int(retries, "retries")
+    shard_bytes = positive_int(shard_bytes, "shard_bytes")
+    points_per_cell = positive_int(points_per_cell, "points_per_cell")
     started = time.perf_counter()
     opened = open_store(store)
     opened.require("export_neuroglancer")
@@ -144,7 +147,7 @@ def export_neuroglancer(
                      for name in todo]  # fmt: skip
             outcomes = run_tasks(
                 tasks,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers,
                 sink=sink,
                 stop=stop,
                 retries=retries,

@@ -220,7 +220,8 @@ def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, 
     if labels is None:
         chosen = np.arange(len(known))
     else:
-        wanted = np.unique(np.array([check_label(label) for label in np.ravel(np.asarray(labels, object))], np.uint64))
+        asked = [check_label(label, "each of labels") for label in np.ravel(np.asarray(labels, object))]
+        wanted = np.unique(np.array(asked, np.uint64))
         if not len(wanted):
             raise InvalidArgumentError("labels is empty: give the labels to export, or None for all of them")
         chosen = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))

@@ -29,14 +29,23 @@ from typing import Any
 
 import numpy as np
 
+from ..arguments import (
+    flag,
+    non_negative_int,
+    non_negative_number,
+    one_of,
+    optional_uint64,
+    per_axis,
+    positive_int,
+)
 from ..config import StorageConfig
 from ..consolidate import consolidate as consolidate_store
-from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
+from ..errors import EmptyStoreError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from ..executor import Failure, Pool, Task, run_tasks, runs_here
 from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress
 from ..store import Store, create_store, open_store
 from .blocks import BlockGrid
-from .extract import Mode, PointSelection
+from .extract import MODES, Mode, PointSelection
 from .volumes import Pickled, check_volume, library_of, share_with_processes, share_with_task
 from .worker import COLUMNS, ScanTask, WorkerOutcome, run_scan_task
 
@@ -73,24 +82,6 @@ class ScanResult:
 
 def _xyz(values: Sequence) -> list:
     return [values[2], values[1], values[0]]
-
-
-def _per_axis(name: str, value: int | float | Sequence, kind: type) -> tuple:
-    """One value per axis (z, y, x), each finite and, for ``int``, whole: a NaN would reach the manifest.
-
-    >>> _per_axis("voxel_offset", 2.0, int)
-    (2, 2, 2)
-    """
-    values = (value,) * 3 if np.isscalar(value) else tuple(value)
-    values = values * 3 if len(values) == 1 else values
-    if len(values) != 3:
-        raise InvalidArgumentError(f"{name} needs 3 values in z, y, x order, got {value!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-            raise InvalidArgumentError(f"{name} must be finite numbers in z, y, x order, got {value!r}")
-        if kind is int and v != int(v):
-            raise InvalidArgumentError(f"{name} must be whole numbers of voxels, got {value!r}")
-    return tuple(kind(v) for v in values)
 
 
 class ScanHandle:
@@ -220,15 +211,26 @@ def scan_volume(
     >>> result.blocks, result.voxels
     (8, 110592)
     """
+    block_shape = per_axis(block_shape, "block_shape", int, positive=True)
+    voxel_size = per_axis(voxel_size, "voxel_size", float, positive=True)
+    voxel_offset = per_axis(voxel_offset, "voxel_offset", int, positive=False)
+    selection = PointSelection(
+        one_of(mode, "mode", MODES),
+        optional_uint64(ignore_label, "ignore_label", "the label to skip, None to keep every label"),
+        positive_int(sample_cap, "sample_cap", "sample mode: points per label per block"),
+        non_negative_int(seed, "seed"),
+    )
+    # Not None for one per CPU, as elsewhere: the volume is cut into this many parts, and a re-run must cut
+    # it the same way on any machine.
+    workers = positive_int(workers, "workers", "how many parts the volume is cut into")
+    retries = non_negative_int(retries, "retries")
+    consolidate = flag(consolidate, "consolidate")
+    resume = flag(resume, "resume")
+    background = flag(background, "background")
+    max_points_per_file = positive_int(max_points_per_file, "max_points_per_file")
+    tile_bytes = positive_int(tile_bytes, "tile_bytes")
+    report_interval = non_negative_number(report_interval, "report_interval", "seconds")
     shape, volume_dtype = check_volume(volume)
-    block_shape = _per_axis("block_shape", block_shape, int)
-    voxel_size = _per_axis("voxel_size", voxel_size, float)
-    voxel_offset = _per_axis("voxel_offset", voxel_offset, int)
-    selection = PointSelection(mode, None if ignore_label is None else int(ignore_label), int(sample_cap), int(seed))
-    if min(voxel_size) <= 0:
-        raise InvalidArgumentError(f"voxel_size must be positive along every axis, got {voxel_size}")
-    if workers < 1 or retries < 0:
-        raise InvalidArgumentError(f"workers must be at least 1 and retries at least 0, got {workers} and {retries}")
     grid = BlockGrid(shape, block_shape)
     # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
     tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)

@@ -44,12 +44,6 @@ class PointSelection:
     sample_cap: int = 1000
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.sample_cap < 1:
-            raise ValueError(f"sample_cap must be at least 1, got {self.sample_cap}")
-
     @property
     def halo(self) -> int:
         return 1 if self.mode == "surface" else 0
