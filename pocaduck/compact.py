@@ -43,7 +43,7 @@ from .errors import CompactionBusyError, CompactionCancelledError, CompactionErr
 from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, check_compression, chunk_index_rows, write_point_file
-from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .progress import Callback, Progress, ProgressEvent, check_progress, progress_sink
 from .sampling import order_marker, stored_order
 from .storage import Storage
 from .store import Store, open_store
@@ -89,7 +89,7 @@ def compact(
     row_group_size: int = layout.ROW_GROUP_SIZE,
     compression: str | None = None,
     payload: str = layout.DEFAULT_PAYLOAD,
-    progress: Progress = None,
+    progress: Progress = "auto",
     retries: int = 0,
     stop: threading.Event | None = None,
 ) -> CompactionReport:
@@ -109,8 +109,8 @@ def compact(
     guide's "Parquet or Arrow IPC: which to pick"); ``compression=None`` is the
     payload's default codec (LZ4 for Parquet, uncompressed for Arrow; Arrow
     also takes ``"lz4"`` and ``"zstd"``). Compacting again with another payload
-    rewrites the store in it. ``progress`` (a
-    callable, or ``"tqdm"`` for bars) receives a
+    rewrites the store in it. ``progress`` (a callable; ``"tqdm"`` for bars;
+    by default bars in a notebook and nothing elsewhere; ``False`` for none) receives a
     :class:`~pocaduck.ProgressEvent` per shard as it is queued, runs and ends.
     Setting ``stop`` (from another thread), or Ctrl-C, stops the compaction
     after the shards being written, with :class:`CompactionCancelledError`
@@ -136,6 +136,7 @@ def compact(
     row_group_size = positive_int(row_group_size, "row_group_size")
     retries = non_negative_int(retries, "retries")
     codec = check_compression(payload, compression)
+    progress = check_progress(progress)
     store = open_store(storage_config)
     config, storage = store.config, store.storage
     schema = store.require("compaction")

@@ -57,7 +57,7 @@ from .index import (
     union_all,
 )
 from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
-from .progress import Progress
+from .progress import Progress, check_progress
 from .range_merge import RangeMerge, merge_label_ranges
 from .storage import Storage, file_lock
 from .store import Store, open_store
@@ -73,7 +73,7 @@ def consolidate(
     from_sessions: bool = False,
     workers: int | None = None,
     client: Any = None,
-    progress: Progress = None,
+    progress: Progress = "auto",
     retries: int = 0,
 ) -> str:
     """Build the unified index over every finalized worker and return its location.
@@ -90,7 +90,8 @@ def consolidate(
     ``dask.distributed.Client``, the label space is cut into ranges instead and
     each range of every worker index is merged as a task of its own, in
     ``workers`` threads here or on the cluster (a range that fails runs again
-    up to ``retries`` times; ``progress`` receives an event per range); the
+    up to ``retries`` times; ``progress`` receives an event per range, drawn as
+    bars by default in a notebook, see :func:`~pocaduck.compact`); the
     index is then assembled from the sorted ranges without a global sort. Both
     give the same index. The ranges are written in the store's staging folder,
     so Dask workers must reach it as the other verbs ask: the store on a
@@ -107,6 +108,7 @@ def consolidate(
     """
     workers = optional_positive_int(workers, "workers", "label ranges merged at once; None merges in one statement")
     retries = non_negative_int(retries, "retries")
+    progress = check_progress(progress)
     ignore_unfinalized = flag(ignore_unfinalized, "ignore_unfinalized")
     from_sessions = flag(from_sessions, "from_sessions")
     store = open_store(storage_config)

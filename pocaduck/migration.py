@@ -28,7 +28,7 @@ from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped,
 from .index import attach_read_only
 from .ingest import Ingestor
 from .legacy import points_of, store_relative
-from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .progress import Callback, Progress, ProgressEvent, check_progress, progress_sink
 from .storage import Storage
 from .store import Store, create_store, open_store
 
@@ -42,7 +42,7 @@ def migrate(
     new_store: Store | StorageConfig | str | os.PathLike,
     *,
     max_points_per_file: int = 10_000_000,
-    progress: Progress = None,
+    progress: Progress = "auto",
     workers: int | None = 1,
     client: Any = None,
 ) -> str:
@@ -63,7 +63,8 @@ def migrate(
     one is given; the result is the same. Processes, not threads: copying a
     file makes a Python call per (label, block) run, which holds the GIL, and
     threads migrated up to a third slower (bench/bench_executors.py).
-    ``progress`` (a callable, or ``"tqdm"`` for bars) receives each worker's
+    ``progress`` (a callable; ``"tqdm"`` for bars; by default bars in a notebook
+    and nothing elsewhere; ``False`` for none) receives each worker's
     :class:`~pocaduck.ProgressEvent` s, one per file converted.
 
     Example::
@@ -73,6 +74,7 @@ def migrate(
     """
     max_points_per_file = positive_int(max_points_per_file, "max_points_per_file")
     workers = optional_positive_int(workers, "workers", "original workers converted at once; None for one per CPU")
+    progress = check_progress(progress)
     source = open_store(old_store).path  # as given: an interrupted migration is recognised by it
     old_config, new_config = open_store(old_store).config.absolute(), open_store(new_store).config.absolute()
     old_opened = open_store(old_config)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import itertools
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from .errors import InvalidArgumentError
 
 WorkerState = Literal["queued", "running", "finished", "failed"]
 logger = logging.getLogger("pocaduck")
@@ -62,7 +66,40 @@ class ProgressEvent:
 
 
 Callback = Callable[[ProgressEvent], None]
-Progress = Callback | Literal["tqdm"] | None
+# "auto": bars in a Jupyter notebook (where long work is watched), nothing in scripts and terminals;
+# True or "tqdm": bars anywhere; False or None: nothing; a callable gets every event.
+Progress = Callback | Literal["tqdm", "auto"] | bool | None
+
+
+def _in_notebook() -> bool:
+    """True in a Jupyter kernel with tqdm installed: there a bar is a widget, elsewhere a default must stay quiet."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell" and importlib.util.find_spec("tqdm") is not None
+
+
+def check_progress(progress: object) -> Progress:
+    """``progress`` if it is one of the forms :data:`Progress` lists; verbs check it before any work starts.
+
+    >>> check_progress("auto"), check_progress(False)
+    ('auto', False)
+    """
+    if progress is None or isinstance(progress, bool) or callable(progress) or progress in ("auto", "tqdm"):
+        return progress
+    raise InvalidArgumentError(
+        f"progress must be 'auto' (bars in a notebook), 'tqdm' or True (bars), False or None (nothing), or a "
+        f"callable taking each ProgressEvent; got {progress!r}"
+    )
+
+
+def _display(progress: object, unit: str) -> Callback | None:
+    """What ``progress`` asks for: bars, a callable, or nothing."""
+    progress = check_progress(progress)
+    if progress == "auto":
+        progress = _in_notebook()
+    if progress is True or progress == "tqdm":
+        return TqdmProgress(unit=unit)
+    return progress or None
 
 
 def _deliver(callback: Callback, event: ProgressEvent) -> None:
@@ -75,7 +112,7 @@ def _deliver(callback: Callback, event: ProgressEvent) -> None:
 
 @contextlib.contextmanager
 def progress_sink(progress: Progress, unit: str = "block") -> Iterator[Callback]:
-    """Where a verb sends its events: ``progress`` (a callable), bars of ``unit`` for ``"tqdm"``, or nowhere.
+    """Where a verb sends its events: ``progress`` (a callable), bars of ``unit`` (see :data:`Progress`), or nowhere.
 
     A failing callback is logged, not raised (Ctrl-C in one still stops the
     run); the bars close when the block ends.
@@ -86,7 +123,7 @@ def progress_sink(progress: Progress, unit: str = "block") -> Iterator[Callback]
     >>> [event.state for event in seen]
     ['queued']
     """
-    display = TqdmProgress(unit=unit) if progress == "tqdm" else progress
+    display = _display(progress, unit)
     try:
         yield (lambda event: None) if display is None else (lambda event: _deliver(display, event))
     finally:

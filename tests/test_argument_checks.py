@@ -44,6 +44,7 @@ SECONDS = [0, -1, "10", NAN, float("inf"), True]
 LABELS_ASKED = [-1, 2**64, "5", 2.5, NAN, True, None]
 OUTPUT = ["csv", None, 1]
 CORNER = [None, "000", 5, (0, NAN, 0), (0, 0), (True, 0, 0)]
+PROGRESS = ["bars", "TQDM", 0, 1, 0.5]
 
 # verb -> how to call it with one keyword argument; ``place`` holds the store, an output path and open readers.
 VERBS: dict[str, Callable[..., object]] = {
@@ -77,9 +78,11 @@ CASES = [
     ("consolidate", "retries", NON_NEGATIVE),
     ("consolidate", "ignore_unfinalized", FLAG),
     ("consolidate", "from_sessions", FLAG),
+    ("consolidate", "progress", PROGRESS),
     ("compact", "workers", OPTIONAL_POSITIVE),
     ("compact", "points_per_file", POSITIVE),
     ("compact", "row_group_size", POSITIVE),
+    ("compact", "progress", PROGRESS),
     ("compact", "retries", NON_NEGATIVE),
     ("compact", "deduplicate", FLAG),
     ("collect_garbage", "dry_run", FLAG),
@@ -89,8 +92,10 @@ CASES = [
     ("export_neuroglancer", "shard_bytes", POSITIVE),
     ("export_neuroglancer", "points_per_cell", POSITIVE),
     ("export_neuroglancer", "labels", [[-1], ["x"], [1.5], []]),
+    ("export_neuroglancer", "progress", PROGRESS),
     ("migrate", "workers", OPTIONAL_POSITIVE),
     ("migrate", "max_points_per_file", POSITIVE),
+    ("migrate", "progress", PROGRESS),
     ("scan_volume", "block_shape", [0, -1, (4, 0, 4), (4, 4), "4", 2.5, NAN, True, None]),
     ("scan_volume", "voxel_size", [0, (1, -1, 1), (1, NAN, 1), "1", True, None]),
     ("scan_volume", "voxel_offset", [(0, 1.5, 0), NAN, "0", None]),

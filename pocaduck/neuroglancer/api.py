@@ -14,7 +14,7 @@ from ..arguments import non_negative_int, optional_positive_int, positive_int
 from ..config import StorageConfig, as_config
 from ..errors import ExportCancelledError, ExportError, LegacyStoreError
 from ..executor import Pool, Task, raise_first_failure, run_tasks
-from ..progress import Progress, progress_sink
+from ..progress import Progress, check_progress, progress_sink
 from ..query import Query
 from ..storage import open_storage
 from ..store import Store, open_store
@@ -65,7 +65,7 @@ def export_neuroglancer(
     properties: Sequence[str] | None = None,
     workers: int | None = None,
     client: Any = None,
-    progress: Progress = None,
+    progress: Progress = "auto",
     *,
     retries: int = 0,
     stop: threading.Event | None = None,
@@ -92,8 +92,9 @@ def export_neuroglancer(
     Arrow, Parquet and numpy, which release the GIL, and side by side on a 224³ demo volume
     (1.5 M points, 10 tasks, 2 busy cores) 2 threads took 1.2–3.3 s (median 2.2) against 2.0–3.8 s
     (median 2.9) for 2 processes, which also pay their start-up and need an
-    ``if __name__ == "__main__":`` guard in scripts. ``progress`` (a callable, or ``"tqdm"`` for bars)
-    receives a :class:`~pocaduck.ProgressEvent` per task as it is queued, runs and ends. Setting
+    ``if __name__ == "__main__":`` guard in scripts. ``progress`` (a callable; ``"tqdm"`` for bars; by
+    default bars in a notebook and nothing elsewhere; ``False`` for none) receives a
+    :class:`~pocaduck.ProgressEvent` per task as it is queued, runs and ends. Setting
     ``stop`` (from another thread), or Ctrl-C, stops the export between the tasks' units with
     :class:`~pocaduck.ExportCancelledError` (or KeyboardInterrupt). A run that was stopped, failed
     or killed resumes where it stopped when run again with the same arguments, and ends
@@ -115,6 +116,7 @@ def export_neuroglancer(
     workers = optional_positive_int(workers, "workers", "tasks run at once; None for one per CPU")
     retries = non_negative_int(retries, "retries")
     shard_bytes = positive_int(shard_bytes, "shard_bytes")
+    progress = check_progress(progress)
     points_per_cell = positive_int(points_per_cell, "points_per_cell")
     started = time.perf_counter()
     opened = open_store(store)
