@@ -299,8 +299,9 @@ def test_a_64_bit_column_with_values_beyond_32_bits_is_refused_by_name(tmp_path)
     with Ingestor(store, worker_id=0) as ingestor:
         ingestor.write(5, "b", np.array([[1, 2, 3, 2**40]]))
     consolidate(store)
-    with pytest.raises(Exception, match=r"columns \['supervoxel'\] hold values outside int32"):
-        export_neuroglancer(store, tmp_path / "ng", workers=1)
+    with pytest.raises(ExportError, match=r"columns \['supervoxel'\] hold values outside int32") as refused:
+        export_neuroglancer(store, tmp_path / "ng", workers=1)  # found by the task that reads the values
+    assert isinstance(refused.value.__cause__, InvalidArgumentError)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         export_neuroglancer(store, tmp_path / "ng2", properties=[], workers=1)
@@ -308,12 +309,18 @@ def test_a_64_bit_column_with_values_beyond_32_bits_is_refused_by_name(tmp_path)
         export_neuroglancer(store, tmp_path / "ng3", properties=["colour"], workers=1)
 
 
-def test_the_command_exports_chosen_labels(store, tmp_path, capsys):
+def test_the_command_exports_chosen_labels(store, points, tmp_path, capsys):
     assert main(["export-neuroglancer", store, str(tmp_path / "ng"), "--labels", "7", "1", "--workers", "1",
                  "--no-progress"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["labels"] == 2
     reader = reading.AnnotationReader(f"file://{tmp_path / 'ng'}")
-    assert sorted(int(label) for label in (1, 7) if reader.relationships["label"][label]) == [1, 7]
+    for label in (1, 7):
+        assert annotation_rows(reader.relationships["label"][label]) == as_rows(points[label]), label
+    for label in set(points) - {1, 7}:
+        with pytest.raises(KeyError):
+            reader.relationships["label"][label]  # not chosen, so not in the export
+    everything = annotation_rows(reader.get_within_spatial_bounds())
+    assert everything == as_rows(points[1]) + as_rows(points[7])
 
 
 @pytest.mark.parametrize(

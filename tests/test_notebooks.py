@@ -1,17 +1,24 @@
-"""Every notebook in notebooks/ runs top to bottom in a fresh kernel, as a new user runs it, without an error.
+"""Every notebook in notebooks/ runs top to bottom in a fresh kernel, as a new user runs it, without an error,
+and prints what its stores hold.
 
 They run in a copy of the folder (their stores are written beside them), with
-no demo store built beforehand: the first notebook that needs it builds it.
+no demo store built beforehand: the first notebook that needs it builds it. The
+numbers a notebook prints (labels, points, labels a filter picks) are compared
+with the volume it scanned or with the store it wrote, read here on our own.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
+
+from pocaduck import Query, make_demo_volume
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
@@ -64,6 +71,94 @@ def test_there_are_the_six_notebooks_with_outputs_cleared_and_a_kernel():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_notebook_runs_top_to_bottom_without_errors(workspace, name):
+def test_the_notebook_runs_top_to_bottom_without_errors_and_prints_what_its_stores_hold(workspace, name):
     notebook = run_notebook(workspace / name)
     assert problems_in(notebook) == []
+    CHECKS[name[:2]](printed(notebook), workspace)
+
+
+def printed(notebook: nbformat.NotebookNode) -> str:
+    """Everything the notebook printed, one cell after another."""
+    return "\n".join(
+        output.text
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+
+
+def number(pattern: str, text: str) -> int:
+    """The integer the pattern's group finds in ``text`` (thousands separators allowed)."""
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} is not in what the notebook printed:\n{text}"
+    return int(found.group(1).replace(",", ""))
+
+
+def points_by_label(store: Path) -> dict[int, np.ndarray]:
+    with Query(store) as query:
+        return query.get_points(query.get_labels().tolist())
+
+
+def labels_in(volume: np.ndarray) -> set[int]:
+    return set(np.unique(volume).tolist()) - {0}
+
+
+def check_quick_start(out: str, workspace: Path) -> None:
+    volume = make_demo_volume(128, seed=0)
+    store = points_by_label(workspace / "quickstart_store")
+    assert number(r": (\d+) labels, ", out) == len(labels_in(volume)) and set(store) == labels_in(volume)
+    assert number(r"wrote ([\d,]+) points", out) == sum(len(points) for points in store.values())
+    biggest = max(store, key=lambda label: len(store[label]))
+    assert number(rf"label {biggest}: ([\d,]+) points", out) == len(store[biggest])
+
+
+def check_browse_labels(out: str, workspace: Path) -> None:
+    store = points_by_label(workspace / "demo_store")
+    assert set(store) == labels_in(make_demo_volume(192, seed=0))
+    wide = [label for label, points in store.items() if np.ptp(points[:, 0]) > 150]
+    assert number(r"(\d+) labels match", out) == len(wide)
+    inside = [label for label, points in store.items() if points.min() >= 0 and points.max() <= 1024 // 8]
+    assert number(r"selected (\d+) labels", out) == len(inside) > 0
+
+
+def check_render_neurons(out: str, workspace: Path) -> None:
+    voxels = np.bincount(np.unique(make_demo_volume(128, seed=0), return_inverse=True)[1].ravel())[1:]
+    assert number(r"of ([\d,]+) points", out) == voxels.max()  # every voxel of the largest label
+    assert number(r"showing ([\d,]+) of", out) == 5_000  # the budget
+
+
+def check_scale_out(out: str, workspace: Path) -> None:
+    store = points_by_label(workspace / "dask_store")
+    total = sum(len(points) for points in store.values())
+    assert number(r"(\d+) blocks →", out) == (128 // 16) ** 3
+    assert number(r"→ ([\d,]+) points", out) == total == number(r"compacted ([\d,]+) points", out)
+    assert number(r"(\d+) labels, identical points: True", out) == len(labels_in(make_demo_volume(128, seed=0)))
+
+
+def check_your_own_data(out: str, workspace: Path) -> None:
+    assert number(r"(\d+) labels;", out) == len(labels_in(make_demo_volume((64, 128, 128), seed=7)))
+    assert "same labels as from zarr: True" in out
+    rng = np.random.default_rng(0)  # the old store's rows, drawn as the notebook draws them
+    written = {label: sum(len(rng.integers(0, 64, size=(int(rng.integers(5, 20)), 3))) for _ in range(2))
+               for label in (17, 42, 2**40 + 3)}  # fmt: skip
+    assert number(r"label 42: \((\d+), 3\) points", out) == written[42]
+    assert number(r"Query (\d+) labels,", out) == 3 and number(r"labels, (\d+) points", out) == sum(written.values())
+
+
+def check_neuroglancer(out: str, workspace: Path) -> None:
+    store = points_by_label(workspace / "demo_store")
+    assert number(r"([\d,]+) points of \d+ labels", out) == sum(len(points) for points in store.values())
+    assert number(r"points of (\d+) labels", out) == len(store)
+    biggest = max(store, key=lambda label: len(store[label]))
+    exported = number(rf"label {biggest}: ([\d,]+) points", out)
+    assert exported == number(r"as many as the store holds: ([\d,]+)", out) == len(store[biggest])
+
+
+CHECKS = {
+    "01": check_quick_start,
+    "02": check_browse_labels,
+    "03": check_render_neurons,
+    "04": check_scale_out,
+    "05": check_your_own_data,
+    "06": check_neuroglancer,
+}

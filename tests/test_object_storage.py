@@ -556,7 +556,10 @@ def test_ingest_consolidate_compact_query_on_azure(azure_connection_string):
     expected = merged(ingest(config, 0, range(3)), ingest(config, 1, range(3, 5)))
     Ingestor.consolidate_indexes(config)
     assert_found_through_the_directory(config, expected)
-    compact(config, workers=1)
+    report = compact(config, workers=1)
+    total = sum(len(rows) for rows in expected.values())
+    assert report.generation is not None and report.points_read == report.points_written == total
+    assert open_store(config).served_sessions()[1] == report.generation  # the compacted files are what is served
     assert_found_through_the_directory(config, expected)
     with Query(config) as query:
         for label in LABELS:

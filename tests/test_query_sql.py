@@ -23,12 +23,21 @@ RUNAWAY = (
 )
 
 
+# What the store holds, for the brute-force answers: label -> its point count, each point (label, label, label)
+# in block b{label % 4}.
+POINTS = {label: label % 3 + 1 for label in range(1, 41)}
+
+
+def block_of(label: int) -> str:
+    return f"b{label % 4}"
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     store = str(tmp_path_factory.mktemp("sql") / "store")
     with Ingestor(store, "w0") as ingestor:
-        for label in range(1, 41):
-            ingestor.write(label, f"b{label % 4}", np.full((2, 3), label))
+        for label, count in POINTS.items():
+            ingestor.write(label, block_of(label), np.full((count, 3), label))
     consolidate(store)
     return store
 
@@ -115,18 +124,58 @@ def test_files_settings_and_metadata_are_out_of_reach(store, query, tmp_path, mo
 
 
 @pytest.mark.parametrize(
-    "statement",
+    ("statement", "parameter", "columns", "expected"),
     [
-        "SELECT label, point_count FROM labels WHERE point_count > ? ORDER BY point_count DESC, label",
-        "SELECT l.label, count(*) AS n FROM labels l JOIN point_index p USING (label) WHERE l.label > ? GROUP BY ALL",
-        "WITH big AS (SELECT * FROM labels WHERE label > ?) SELECT b.* FROM big b JOIN point_index USING (label)",
-        "SELECT * FROM point_cloud_index WHERE label IN (SELECT label FROM labels WHERE point_count > ?)",
-        "SELECT label, row_number() OVER (ORDER BY label DESC) AS r FROM store_index.labels WHERE label > ? QUALIFY r < 3",
-        "WITH RECURSIVE r(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r, workers",
+        (
+            "SELECT label, point_count FROM labels WHERE point_count > ? ORDER BY point_count DESC, label",
+            1,
+            ["label", "point_count"],
+            sorted(((label, n) for label, n in POINTS.items() if n > 1), key=lambda row: (-row[1], row[0])),
+        ),
+        (
+            "SELECT l.label, count(*) AS n FROM labels l JOIN point_index p USING (label) WHERE l.label > ? GROUP BY ALL",
+            30,
+            ["label", "n"],
+            [(label, 1) for label in range(31, 41)],  # one write, one index row per label
+        ),
+        (
+            "WITH big AS (SELECT * FROM labels WHERE label > ?) SELECT b.* FROM big b JOIN point_index USING (label)",
+            37,
+            ["label", "point_count", "min_x", "max_z"],
+            [(label, POINTS[label], label, label) for label in (38, 39, 40)],
+        ),
+        (
+            "SELECT * FROM point_cloud_index WHERE label IN (SELECT label FROM labels WHERE point_count > ?)",
+            2,
+            ["label", "block_id", "point_count"],
+            [(label, block_of(label), 3) for label, n in POINTS.items() if n > 2],
+        ),
+        (
+            "SELECT label, row_number() OVER (ORDER BY label DESC) AS r FROM store_index.labels WHERE label > ? QUALIFY r < 3",
+            35,
+            ["label", "r"],
+            [(39, 2), (40, 1)],
+        ),
+        (
+            "WITH RECURSIVE r(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r, workers",
+            1,
+            ["n", "worker_id", "point_count"],
+            [(n, "w0", sum(POINTS.values())) for n in (1, 2, 3)],
+        ),
     ],
 )
-def test_what_notebooks_and_the_browser_use_keeps_working(query, statement):
-    assert query.sql(statement, [0]) is not None
+def test_what_notebooks_and_the_browser_use_keeps_working(query, statement, parameter, columns, expected):
+    rows = list(query.sql(statement, [parameter])[columns].itertuples(index=False, name=None))
+    assert (rows if "ORDER BY point_count" in statement else sorted(rows)) == expected
+
+
+@pytest.mark.parametrize("output", ["pandas", "numpy", "arrow"])
+def test_parameters_pick_the_rows_in_every_output(query, output):
+    statement = "SELECT label, point_count FROM labels WHERE point_count = ? AND label > ? ORDER BY label"
+    result = query.sql(statement, [3, 20], output=output)
+    columns = result.to_pydict() if output == "arrow" else {name: list(result[name]) for name in result}
+    chosen = [label for label, n in POINTS.items() if n == 3 and label > 20]
+    assert chosen and columns == {"label": chosen, "point_count": [3] * len(chosen)}
 
 
 @pytest.mark.parametrize(

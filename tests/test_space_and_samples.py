@@ -241,6 +241,9 @@ def big_label_store(store):
     return store
 
 
+LABELS_HELD = [3, 50, 1500, 2**63 + 5]  # by big_label_store, in order
+
+
 def sample_in_child(store: str, label: int, sample: int, seed: int | None) -> list:
     with Query(store) as query:
         return query.get_points(label, sample=sample, seed=seed).tolist()
@@ -433,6 +436,30 @@ def test_the_dataset_gives_the_same_items_in_a_pool_of_processes(big_label_store
     assert [label for label, _ in expected] == [3, 50, 1500, 2**63 + 5]
     assert [len(points) for _, points in expected] == [3, 50, 100, 100]
     assert all(len(point) == 2 for _, points in expected for point in points)
+
+
+@pytest.mark.parametrize(
+    ("seed", "columns"), [(None, None), (None, ["y", "z", "x"]), (0, ["z", "x"]), (4, None), (4, ["y", "x"])]
+)
+def test_the_dataset_item_is_the_labels_sample_with_its_seed_in_the_columns_asked(big_label_store, seed, columns):
+    dataset = PointCloudDataset(big_label_store, sample=100, seed=seed, columns=columns)
+    positions = [["x", "y", "z"].index(name) for name in columns or ["x", "y", "z"]]
+    with Query(big_label_store) as query:
+        expected = [(label, query.get_points(label, sample=100, seed=seed)[:, positions]) for label in LABELS_HELD]
+    assert dataset.columns == tuple(columns or ["x", "y", "z"])
+    for items in ([dataset[i] for i in range(len(dataset))], dataset.__getitems__(list(range(len(dataset))))):
+        assert [label for label, _ in items] == [label for label, _ in expected]
+        for (_, points), (_, wanted) in zip(items, expected, strict=True):
+            assert points.shape == wanted.shape and np.array_equal(points, wanted)
+
+
+def test_each_seed_gives_the_dataset_other_items(big_label_store):
+    label = 2**63 + 5  # 20,000 points: a sample of 100 drawn twice alike would be no sample
+    items = {
+        seed: PointCloudDataset(big_label_store, labels=[label], sample=100, seed=seed)[0][1] for seed in (None, 1, 2)
+    }
+    assert len({points.tobytes() for points in items.values()}) == 3
+    assert np.array_equal(items[1], PointCloudDataset(big_label_store, labels=[label], sample=100, seed=1)[0][1])
 
 
 def test_the_dataset_pickles_without_its_reader_and_batches_like_items(big_label_store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 
+import duckdb
 import numpy as np
 import pytest
 from _support import as_row_set
@@ -98,7 +99,7 @@ def test_users_sql_reaches_neither_files_nor_other_readers_indexes(tmp_path):
         for alias in aliases:
             with pytest.raises(ReadOnlySQLError):
                 first.sql(f"SELECT * FROM {alias}.labels")
-        with pytest.raises(Exception, match="disabled by configuration"):
+        with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
             first.db_connection.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
         assert first.sql("SELECT label FROM labels")["label"].tolist() == [0]
 

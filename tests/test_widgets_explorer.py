@@ -40,12 +40,18 @@ def test_docstring_examples(module):
     assert result.failed == 0 and result.attempted > 0
 
 
+LOWER, UPPER = np.array([10, 20, 0]), np.array([30, 45, 60])  # the box the box tool test draws
+
+
 @pytest.fixture(scope="module")
 def spread_store(tmp_path_factory) -> tuple[str, dict[int, np.ndarray]]:
     store = str(tmp_path_factory.mktemp("explorer-box") / "store")
     rng = np.random.default_rng(3)
     points = {label: rng.integers(0, 100, size=(40, 3)) for label in (11, 12, 13, 14, 2**64 - 1)}
     points[15] = np.full((5, 3), 90)  # only far from the box
+    # On the box's faces: the lower ones are inside, the upper ones outside (lower <= p < upper).
+    points[16] = np.array([LOWER, [LOWER[0], 44, 59], [29, 44, 59], [30, 30, 30], [20, 45, 30], [20, 30, 60], UPPER])
+    points[17] = np.array([[30, 44, 59], [29, 45, 59], [29, 44, 60], UPPER, [9, 30, 30]])  # only on faces outside
     with Ingestor(store, "w0") as ingestor:
         for label, xyz in points.items():
             ingestor.write(label, "b0", xyz[: len(xyz) // 2])
@@ -56,10 +62,11 @@ def spread_store(tmp_path_factory) -> tuple[str, dict[int, np.ndarray]]:
 
 def test_box_tool_lists_the_labels_inside_and_shows_only_their_points_inside(spread_store):
     store, points = spread_store
-    lower, upper = np.array([10, 20, 0]), np.array([30, 45, 60])
+    lower, upper = LOWER, UPPER
     inside = {label: xyz[np.all((xyz >= lower) & (xyz < upper), axis=1)] for label, xyz in points.items()}
     expected = sorted(label for label, xyz in inside.items() if len(xyz))
-    assert 0 < len(expected) < len(points)
+    assert 0 < len(expected) < len(points) and 16 in expected and 17 not in expected
+    assert len(inside[16]) == 3  # the lower corner, a point on the lower x face, one just below the upper corner
 
     explorer = Explorer(store)
     for name, value in zip(explorer._corners, [*lower, *upper], strict=True):
@@ -81,10 +88,11 @@ def test_box_tool_lists_the_labels_inside_and_shows_only_their_points_inside(spr
 
 
 def test_box_tool_respects_the_point_budget(spread_store):
-    store, _points = spread_store
+    store, points = spread_store
     explorer = Explorer(store, point_budget=10)
     labels = explorer.limit_to_box((0, 0, 0), (100, 100, 100))
-    assert explorer.viewer.shown_points <= 10 + len(labels) and explorer.viewer.total_points == 5 * 40 + 5
+    total = sum(len(xyz) for xyz in points.values())  # every point lies in [0, 100)
+    assert explorer.viewer.shown_points <= 10 + len(labels) and explorer.viewer.total_points == total
 
 
 def test_a_bad_box_says_what_is_wrong_and_changes_nothing(spread_store):

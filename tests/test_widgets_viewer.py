@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import traitlets
 from ipywidgets.widgets.widget import _remove_buffers
 from pocaduck.widgets import PointCloudViewer
 from pocaduck.widgets import viewer as viewer_module
@@ -121,7 +122,7 @@ def test_color_by_depth_and_by_category_column(query):
         by_value.setdefault(value, set()).add(color)
     assert all(len(c) == 1 for c in by_value.values())  # a category is one color
     assert len({next(iter(c)) for c in by_value.values()}) == len(by_value)  # different categories differ
-    with pytest.raises(Exception, match="color_by must be one of"):
+    with pytest.raises(traitlets.TraitError, match="color_by must be one of"):
         viewer.color_by = "nope"
 
 
