@@ -231,3 +231,28 @@ def test_the_grid_takes_over_above_grid_above_workers_and_closes_the_bars():
     for i in range(3):
         few(ProgressEvent(str(i), "finished", 4, 4))
     assert few.grid.rows["state"].to_pylist() == ["finished"] * 3 and few.failures.value == ""
+
+
+def test_throughput_over_time_is_drawn_per_worker_and_in_total():
+    monitor = IngestionMonitor(min_interval=0)
+    reports = [  # (worker, points written so far, seconds since it started)
+        ("a", 1_000, 1.0),
+        ("b", 500, 1.0),
+        ("a", 4_000, 2.0),
+        ("b", 2_500, 2.0),
+        ("a", 4_000, 2.0),  # the same report again: no time passed, no rate
+        ("a", 10_000, 4.0),
+    ]
+    for worker, points, elapsed in reports:
+        monitor(ProgressEvent(worker, "running", blocks_total=10, points_written=points, elapsed=elapsed))
+    assert list(monitor.rates["a"]) == [1_000.0, 3_000.0, 3_000.0]
+    assert list(monitor.rates["b"]) == [500.0, 2_000.0]
+    # each redraw sums the running workers' latest rates: a alone, then a + b as each report lands
+    assert list(monitor.total_rates) == [1_000.0, 1_500.0, 3_500.0, 5_000.0, 5_000.0, 5_000.0]
+    assert "3,000 points/s now, peak 3,000" in monitor.panels["a"].counters.value
+    assert "<polyline" in monitor.panels["b"].counters.value
+    assert "5,000 points/s now, peak 5,000" in monitor.summary.value
+    monitor(ProgressEvent("a", "finished", blocks_total=10, blocks_done=10, points_written=10_000, elapsed=5.0))
+    monitor(ProgressEvent("b", "finished", blocks_total=10, blocks_done=10, points_written=2_500, elapsed=5.0))
+    assert monitor.total_rates[-1] == 0.0  # nothing runs any more; the peak stays in the line
+    assert "0 points/s now, peak 5,000" in monitor.summary.value

@@ -14,11 +14,12 @@ errors are listed under the grid.
 
 from __future__ import annotations
 
+import collections
 import html
 import pathlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anywidget
@@ -95,6 +96,45 @@ def _counters(event: ProgressEvent) -> list[str]:
     return counters
 
 
+RATES_KEPT = 120  # throughput samples a sparkline shows: the last two minutes at the scans' 1 s reports
+
+
+def recent_rate(before: ProgressEvent | None, after: ProgressEvent) -> float | None:
+    """Points per second a worker wrote between two of its events: its throughput now, not its average.
+
+    None when no time passed between them (the same report twice, or a worker's first event).
+
+    >>> first = ProgressEvent("0", "running", points_written=1_000, elapsed=1.0)
+    >>> recent_rate(first, ProgressEvent("0", "running", points_written=4_000, elapsed=2.5))
+    2000.0
+    """
+    if before is None:
+        return after.points_per_second if after.elapsed > 0 else None
+    seconds = after.elapsed - before.elapsed
+    return (after.points_written - before.points_written) / seconds if seconds > 0 else None
+
+
+def sparkline(rates: Sequence[float], width: int = 120, height: int = 22) -> str:
+    """Throughput over time as a small inline SVG, with the latest and the highest rate written beside it.
+
+    >>> sparkline([]) == ""
+    True
+    >>> 'points="0.0,21.0 120.0,1.0"' in sparkline([0.0, 50.0])
+    True
+    """
+    if not rates:
+        return ""
+    peak = max(max(rates), 1e-9)
+    step = width / max(len(rates) - 1, 1)
+    points = " ".join(f"{i * step:.1f},{height - 1 - (height - 2) * rate / peak:.1f}" for i, rate in enumerate(rates))
+    return (
+        f"<span class='pocaduck-throughput' title='points/s over the last {len(rates)} reports'>"
+        f"<svg width='{width}' height='{height}' style='vertical-align:middle'>"
+        f"<polyline points=\"{points}\" fill='none' stroke='#1976d2' stroke-width='1.5'/></svg> "
+        f"{rates[-1]:,.0f} points/s now, peak {max(rates):,.0f}</span>"
+    )
+
+
 def _cell_background(event: ProgressEvent) -> str:
     """A grid cell's CSS background: its state's color filled as far as the worker's blocks are done.
 
@@ -130,7 +170,8 @@ class WorkerPanel(w.VBox):
         self.counters = w.HTML()
         super().__init__([self.header, self.bar, self.counters], layout=w.Layout(padding="2px 0"))
 
-    def update(self, event: ProgressEvent) -> None:
+    def update(self, event: ProgressEvent, rates: Sequence[float] = ()) -> None:
+        """Draw ``event``, and ``rates`` (the worker's recent points/s, oldest first) as a sparkline."""
         state = html.escape(event.state)
         error = f" <span style='color:#b00020'>{html.escape(event.error)}</span>" if event.error else ""
         counters = [html.escape(counter) for counter in _counters(event)]
@@ -140,7 +181,7 @@ class WorkerPanel(w.VBox):
             self.header.value = (
                 f"<b>worker {html.escape(event.worker_id)}</b> · <span class='pocaduck-state'>{state}</span>{error}"
             )
-            self.counters.value = "<small>" + " · ".join(counters) + "</small>"
+            self.counters.value = "<small>" + " · ".join(counters) + "</small> " + sparkline(rates)
             self._dom_classes = ("pocaduck-worker", f"pocaduck-state-{event.state}")
 
     def close(self) -> None:
@@ -198,6 +239,10 @@ class IngestionMonitor(w.VBox):
 
     def __init__(self, title: str = "ingestion", *, min_interval: float = 0.1, grid_above: int = 32, **kwargs: Any):
         self.latest: dict[str, ProgressEvent] = {}
+        # Throughput over time: each worker's points/s between its events (all of them, drawn or not), and
+        # the sum of the running workers' latest rates at each redraw.
+        self.rates: dict[str, collections.deque[float]] = {}
+        self.total_rates: collections.deque[float] = collections.deque(maxlen=RATES_KEPT)
         self.panels: dict[str, WorkerPanel] = {}
         self.grid: _WorkerGrid | None = None
         self.failures = w.HTML(layout=w.Layout(max_height="14em", overflow="auto"))
@@ -223,6 +268,9 @@ class IngestionMonitor(w.VBox):
     def __call__(self, event: ProgressEvent) -> None:
         """Take one event (thread-safe); the panels follow within ``min_interval`` seconds."""
         with self._lock:
+            rate = recent_rate(self.latest.get(event.worker_id), event)
+            if rate is not None:
+                self.rates.setdefault(event.worker_id, collections.deque(maxlen=RATES_KEPT)).append(rate)
             self.latest[event.worker_id] = event
             self._pending = True
             wait = 0.0 if self._last_draw is None else self._last_draw + self.min_interval - time.monotonic()
@@ -269,23 +317,29 @@ class IngestionMonitor(w.VBox):
                 self._pending = False
                 self._last_draw = time.monotonic()
                 events = dict(self.latest)
-            self._draw(events)
+                rates = {worker_id: list(kept) for worker_id, kept in self.rates.items()}
+            self._draw(events, rates)
 
     @property
     def finished(self) -> bool:
         """True once every worker seen has finished or failed."""
         return bool(self.latest) and all(e.state in ("finished", "failed") for e in self.latest.values())
 
-    def _draw(self, events: dict[str, ProgressEvent] | None = None) -> None:
-        events = events or {}
+    def _draw(
+        self, events: dict[str, ProgressEvent] | None = None, rates: dict[str, list[float]] | None = None
+    ) -> None:
+        events, rates = events or {}, rates or {}
         self.draws += 1
         if len(events) > self.grid_above:
             self._draw_grid([events[worker_id] for worker_id in sorted(events, key=_natural_key)])
         else:
-            self._draw_panels(events)
+            self._draw_panels(events, rates)
+        if events:
+            running = [rates[w][-1] for w, event in events.items() if event.state == "running" and rates.get(w)]
+            self.total_rates.append(sum(running))
         self._draw_totals(events)
 
-    def _draw_panels(self, events: dict[str, ProgressEvent]) -> None:
+    def _draw_panels(self, events: dict[str, ProgressEvent], rates: dict[str, list[float]]) -> None:
         regrouped = self.grid is not None  # grid_above was raised past the number of workers
         if regrouped:
             self.grid.close()
@@ -295,7 +349,7 @@ class IngestionMonitor(w.VBox):
         for worker_id in new_panels:
             self.panels[worker_id] = WorkerPanel(worker_id)
         for worker_id, event in events.items():
-            self.panels[worker_id].update(event)
+            self.panels[worker_id].update(event, rates.get(worker_id, ()))
         if new_panels or regrouped:
             self._worker_box.children = tuple(self.panels[k] for k in sorted(self.panels, key=_natural_key))
 
@@ -316,7 +370,6 @@ class IngestionMonitor(w.VBox):
         total = sum(event.blocks_total for event in events.values())
         points = sum(event.points_written for event in events.values())
         written = sum(event.bytes_written for event in events.values())
-        rate = sum(event.points_per_second for event in events.values() if event.state == "running")
         ended = states.count("finished") + states.count("failed")
         self.total_bar.value = done / total if total else (1.0 if events and ended == len(events) else 0.0)
         self.total_bar.bar_style = "danger" if "failed" in states else ("success" if ended == len(events) else "info")
@@ -326,9 +379,8 @@ class IngestionMonitor(w.VBox):
             f"blocks {done:,}/{total:,}",
             f"{points:,} points",
             _size(written),
-            f"{rate:,.0f} points/s" if rate else "",
         ]
-        self.summary.value = "<small>" + " · ".join(p for p in parts if p) + "</small>"
+        self.summary.value = "<small>" + " · ".join(p for p in parts if p) + "</small> " + sparkline(self.total_rates)
 
 
 def _legend_html(states: list[str]) -> str:
