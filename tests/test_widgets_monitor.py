@@ -249,10 +249,10 @@ def test_throughput_over_time_is_drawn_per_worker_and_in_total():
     assert list(monitor.rates["b"]) == [500.0, 2_000.0]
     # each redraw sums the running workers' latest rates: a alone, then a + b as each report lands
     assert list(monitor.total_rates) == [1_000.0, 1_500.0, 3_500.0, 5_000.0, 5_000.0, 5_000.0]
-    assert "3,000 points/s now, peak 3,000" in monitor.panels["a"].counters.value
+    assert "3,000 points/s now, peak 3,000 points/s" in monitor.panels["a"].counters.value
     assert "<polyline" in monitor.panels["b"].counters.value
-    assert "5,000 points/s now, peak 5,000" in monitor.summary.value
+    assert "5,000 points/s now, peak 5,000 points/s" in monitor.summary.value
     monitor(ProgressEvent("a", "finished", blocks_total=10, blocks_done=10, points_written=10_000, elapsed=5.0))
     monitor(ProgressEvent("b", "finished", blocks_total=10, blocks_done=10, points_written=2_500, elapsed=5.0))
     assert monitor.total_rates[-1] == 0.0  # nothing runs any more; the peak stays in the line
-    assert "0 points/s now, peak 5,000" in monitor.summary.value
+    assert "now" not in monitor.summary.value and "peak 5,000 points/s" in monitor.summary.value

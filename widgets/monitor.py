@@ -114,12 +114,12 @@ def recent_rate(before: ProgressEvent | None, after: ProgressEvent) -> float | N
     return (after.points_written - before.points_written) / seconds if seconds > 0 else None
 
 
-def sparkline(rates: Sequence[float], width: int = 120, height: int = 22) -> str:
-    """Throughput over time as a small inline SVG, with the latest and the highest rate written beside it.
+def sparkline(rates: Sequence[float], running: bool, width: int = 120, height: int = 22) -> str:
+    """Throughput over time as a small inline SVG, with the highest rate, and the latest while ``running``.
 
-    >>> sparkline([]) == ""
+    >>> sparkline([], True) == ""
     True
-    >>> 'points="0.0,21.0 120.0,1.0"' in sparkline([0.0, 50.0])
+    >>> 'points="0.0,21.0 120.0,1.0"' in sparkline([0.0, 50.0], False)
     True
     """
     if not rates:
@@ -131,7 +131,8 @@ def sparkline(rates: Sequence[float], width: int = 120, height: int = 22) -> str
         f"<span class='pocaduck-throughput' title='points/s over the last {len(rates)} reports'>"
         f"<svg width='{width}' height='{height}' style='vertical-align:middle'>"
         f"<polyline points=\"{points}\" fill='none' stroke='#1976d2' stroke-width='1.5'/></svg> "
-        f"{rates[-1]:,.0f} points/s now, peak {max(rates):,.0f}</span>"
+        + (f"{rates[-1]:,.0f} points/s now, peak " if running else "peak ")
+        + f"{max(rates):,.0f} points/s</span>"
     )
 
 
@@ -181,7 +182,9 @@ class WorkerPanel(w.VBox):
             self.header.value = (
                 f"<b>worker {html.escape(event.worker_id)}</b> · <span class='pocaduck-state'>{state}</span>{error}"
             )
-            self.counters.value = "<small>" + " · ".join(counters) + "</small> " + sparkline(rates)
+            self.counters.value = (
+                "<small>" + " · ".join(counters) + "</small> " + sparkline(rates, event.state == "running")
+            )
             self._dom_classes = ("pocaduck-worker", f"pocaduck-state-{event.state}")
 
     def close(self) -> None:
@@ -380,7 +383,10 @@ class IngestionMonitor(w.VBox):
             f"{points:,} points",
             _size(written),
         ]
-        self.summary.value = "<small>" + " · ".join(p for p in parts if p) + "</small> " + sparkline(self.total_rates)
+        running = "running" in states
+        self.summary.value = (
+            "<small>" + " · ".join(p for p in parts if p) + "</small> " + sparkline(self.total_rates, running)
+        )
 
 
 def _legend_html(states: list[str]) -> str:
