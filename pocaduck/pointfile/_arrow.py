@@ -102,23 +102,35 @@ class ArrowPointFile:
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
         """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``.
 
-        Rows given as indices must be ascending: each batch's share is then a range of them, taken straight from
-        its view of the mapped file, so no row of the batches is copied but the ones asked.
+        Rows given as indices must be ascending: each batch's share is then a range of them, copied straight
+        from its view of the mapped file, so no row of the batches is copied but the ones asked.
         """
         if isinstance(take, slice):  # one run: the few batches it spans
             points[put] = self._rows(groups)[take]
             return
+        if not len(take):
+            return
         views = [self._points(group) for group in groups]
         borders = np.cumsum([0, *map(len, views)])
-        if len(take) and take[-1] >= borders[-1]:
+        if take[-1] >= borders[-1]:
             raise IndexError(f"row {take[-1]} asked of batches {groups[0]}..{groups[-1]}, which hold {borders[-1]}")
-        cuts = np.searchsorted(take, borders).tolist()
-        for view, first, start, end in zip(views, borders.tolist(), cuts, cuts[1:], strict=False):
-            rows = take[start:end] - first
-            if isinstance(put, slice):  # the rows stay inside the batch, so "clip" clips nothing and skips a buffer
-                np.take(view, rows, axis=0, out=points[put.start + start : put.start + end], mode="clip")
+        cuts = np.searchsorted(take, borders)
+        # A share of one range of rows (a batch holding a single run asked, or part of one) copies as a slice at
+        # memory speed; np.take copies row by row, ~4x slower. Empty shares give meaningless values, skipped below.
+        lows = take[np.minimum(cuts[:-1], len(take) - 1)] - borders[:-1]
+        ranged = take[np.maximum(cuts[1:] - 1, 0)] - borders[:-1] - lows == np.diff(cuts) - 1
+        for view, first, low, start, end, one_range in zip(
+            views, borders.tolist(), lows.tolist(), cuts.tolist(), cuts[1:].tolist(), ranged.tolist(), strict=False
+        ):
+            if start == end:
+                continue
+            where = slice(put.start + start, put.start + end) if isinstance(put, slice) else put[start:end]
+            if one_range:
+                points[where] = view[low : low + end - start]
+            elif isinstance(put, slice):  # the rows stay inside the batch, so "clip" clips nothing and skips a buffer
+                np.take(view, take[start:end] - first, axis=0, out=points[where], mode="clip")
             else:
-                points[put[start:end]] = view[rows]
+                points[where] = view[take[start:end] - first]
 
     def read_groups(self, groups: list[int]) -> pa.Table:
         """Batches ``groups`` as a table of the schema's columns (one copy per column)."""
