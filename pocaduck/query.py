@@ -389,7 +389,9 @@ class Query(Reader):
 
         Give several labels to get them in one call: a dict ``{label: array}``
         for numpy output, or one table with a ``label`` column for ``"arrow"``
-        and ``"pandas"``; a 0-d integer array is one label. ``blocks`` restricts
+        and ``"pandas"``; a 0-d integer array is one label. Thousands of labels
+        in one call read each file once, several times faster than one call
+        each (see ``docs/benchmarks.md``). ``blocks`` restricts
         the result to those blocks (a single id is one block) and must match the
         store's block id type. An unknown label gives an empty (0, D) array.
 
