@@ -377,7 +377,7 @@ def measure_compaction(
 
 
 def render(results: dict[str, Any]) -> str:
-    compaction = render_compaction(results) if "before" in results else ""
+    compaction = render_compaction(results) + "\n" if "before" in results else ""
     return compaction + "\n".join(render_bulk(results["bulk"])) + "\n"
 
 
