@@ -3,6 +3,7 @@ and the compacted store as Parquet and as Arrow IPC files beside ``np.load`` of 
 
     .venv/bin/python bench/bench_compact.py            # about 3 minutes on 2 shared cores
     .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute; docs left alone
+    .venv/bin/python bench/bench_compact.py --bulk-only  # only the bulk reads below, about 2 minutes; docs left alone
 
 Each label spans 50 distinct blocks of an 8x8x8 grid, 20 points per (label,
 block), so a label has 1,000 points; blocks go to 8 workers round-robin, so
@@ -18,12 +19,17 @@ process (same import name, its package first on ``PYTHONPATH``). The table is
 printed and written to ``bench/results/compact.md`` and its section of
 ``docs/benchmarks.md`` (not with ``--quick`` or ``--no-docs``), raw figures to
 ``compact.json``. Timings are reported, never asserted.
+
+Bulk reads: a store of 10^7 points, 10^4 labels of 10 blocks (``_workloads.small_writes``), compacted
+as Parquet and as Arrow IPC; ``get_points`` of 2,000 random labels in one call, the same labels one call
+each, and the floor (every file of the store read whole into numpy), taking turns in each pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -34,7 +40,10 @@ import time
 from typing import Any
 
 import _report
+import _workloads
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from _npz_layout import NpzReader, NpzWriter
 from bench_store import DEFAULT_ORIGINAL_DIR, ensure_original
 
@@ -57,6 +66,13 @@ PAYLOADS = (
     ("arrow (zstd)", "arrow", "zstd"),
 )
 NPY = "np.load, one .npy per label"
+BULK_LABELS = 2_000
+BULK_PAYLOADS = ("parquet", "arrow")
+# The floor of a bulk read: every file of the compacted store read whole into (N, D) numpy, no index, no selection.
+BULK_FLOORS = {
+    "parquet": "`ParquetFile.read` of each whole file (the schema's columns), stacked to numpy",
+    "arrow": "each whole file memory-mapped, its batches' points concatenated to numpy",
+}
 
 # Runs under the original package; reads the workload arrays, writes its store, times get_points.
 _ORIGINAL = """
@@ -204,6 +220,88 @@ def compare_payloads(ours: str, workdir: str, probes: list[int], passes: int, wo
     return results
 
 
+def build_bulk_stores(workdir: str, seed: int, write_count: int, workers: int) -> tuple[dict[str, str], np.ndarray]:
+    """``write_count`` writes of 100 points (10-block labels, ``_workloads.small_writes``), ingested by one worker
+    block by block, compacted once as Parquet and once as Arrow IPC: each payload's store, and every label."""
+    workload = _workloads.small_writes(seed, write_count=write_count)
+    ingested = os.path.join(workdir, "bulk-ingested")
+    with Ingestor(ingested, worker_id=0) as ingestor:
+        for block, writes in itertools.groupby(workload.writes, key=lambda write: write.block_id):
+            writes = list(writes)
+            labels = np.array([write.label for write in writes], np.uint64)  # typed first: half are >= 2**63
+            points = np.concatenate([write.points for write in writes])
+            ingestor.write_block(block, np.repeat(labels, [len(write.points) for write in writes]), points)
+    consolidate(ingested)
+    stores = {}
+    for payload in BULK_PAYLOADS:
+        stores[payload] = os.path.join(workdir, f"bulk-{payload}")
+        shutil.copytree(ingested, stores[payload])
+        compact(stores[payload], workers=workers, payload=payload)
+    return stores, np.unique(np.array([write.label for write in workload.writes], np.uint64))
+
+
+def read_whole_files(paths: list[str], payload: str, columns: list[str]) -> int:
+    """The floor of a bulk read: every point of these files as (N, D) numpy arrays; returns the points read."""
+    points = 0
+    for path in paths:
+        if payload == "arrow":
+            reader = pa.ipc.open_file(pa.memory_map(path))
+            batches = [reader.get_batch(i).column(2).values.to_numpy() for i in range(reader.num_record_batches)]
+            whole = np.concatenate(batches).reshape(-1, len(columns))
+        else:
+            # ParquetFile.read, as queries open files: pq.read_table goes through datasets, 2.5x slower here
+            table = pq.ParquetFile(path).read(columns=columns)
+            whole = np.column_stack([column.to_numpy() for column in table.columns])
+        points += len(whole)
+    return points
+
+
+def each_alone(query: Query, labels: list[int]) -> list[np.ndarray]:
+    return [query.get_points(label) for label in labels]
+
+
+def compare_bulk(stores: dict[str, str], all_labels: np.ndarray, count: int, seed: int, passes: int) -> dict[str, Any]:
+    """``get_points`` of ``count`` random labels in one call, and one label at a time, beside the floor.
+
+    Every reader of both payloads takes its turn in each pass, so the machine's noise falls on all alike.
+    """
+    labels = np.random.default_rng(seed).choice(all_labels, count, replace=False)
+    asked = [int(label) for label in labels]
+    queries = {payload: Query(store, cache_size=0) for payload, store in stores.items()}
+    try:
+        readers = {}
+        for payload, query in queries.items():
+            paths = [os.path.join(stores[payload], path) for path in query.sql("SELECT path FROM files")["path"]]
+            readers[payload, "one call"] = functools.partial(query.get_points, asked)
+            readers[payload, "loop"] = functools.partial(each_alone, query, asked)
+            readers[payload, "floor"] = functools.partial(read_whole_files, paths, payload, list(query.schema.columns))
+        points = {payload: query.get_points(asked) for payload, query in queries.items()}
+        returned = {payload: sum(map(len, by_label.values())) for payload, by_label in points.items()}
+        stored = {payload: readers[payload, "floor"]() for payload in queries}
+        seconds: dict[tuple[str, str], list[float]] = {reader: [] for reader in readers}
+        for _ in range(passes):
+            for reader, read in readers.items():
+                started = time.perf_counter()
+                read()
+                seconds[reader].append(time.perf_counter() - started)
+    finally:
+        for query in queries.values():
+            query.close()
+    return {
+        "labels": len(asked),
+        "store_labels": len(all_labels),
+        "passes": passes,
+        **{
+            payload: {
+                "points_returned": returned[payload],
+                "points_stored": stored[payload],
+                **{way: seconds[payload, way] for way in ("one call", "loop", "floor")},
+            }
+            for payload in stores
+        },
+    }
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     values = np.array(seconds) * 1e3
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "n": len(values)}
@@ -219,55 +317,107 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="compaction worker processes")
     parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR)
+    parser.add_argument("--bulk-only", action="store_true", help="only the bulk reads of many labels in one call")
     _report.add_docs_option(parser)
     args = parser.parse_args()
     started = time.perf_counter()
-    docs = _report.docs_wanted(args, "bench_compact", "--quick" if args.quick else None)
+    exploratory = "--quick" if args.quick else "--bulk-only" if args.bulk_only else None
+    docs = _report.docs_wanted(args, "bench_compact", exploratory)
     probe_labels, big_labels, passes = (60, 400, 2) if args.quick else (200, 4_000, 5)
-    original_dir = ensure_original(args.original_dir)
     results: dict[str, Any] = {"seed": args.seed, "compaction_workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="bench-compact-") as workdir:
-        workload = make_workload(args.seed, probe_labels)
-        workload_file = os.path.join(workdir, "workload.npz")
-        np.savez(workload_file, **workload)
-        writers_per_label = [
-            len(np.unique(workload["workers"][workload["labels"] == label]))
-            for label in np.unique(workload["labels"])[:50]
-        ]
-        probes = [int(label) for label in np.unique(workload["labels"])[:100]]
-        results["probe_store"] = {
-            "labels": probe_labels,
-            "points": int(workload["counts"].sum()),
-            "min_workers_per_label": int(min(writers_per_label)),
-        }
-
-        ours = os.path.join(workdir, "ours")
-        results["ours_ingest_s"] = ingest_ours(workload, ours)
-        results["before"] = time_ours(ours, probes, passes)
-        results["payloads"] = compare_payloads(ours, workdir, probes, passes, args.workers)
-        results["compaction"] = run_compaction(ours, args.workers, 10**7)
-        results["after"] = time_ours(ours, probes, passes)
-        npz = os.path.join(workdir, "npz")
-        results["npz_ingest_s"] = ingest_npz(workload, npz)
-        results["npz"] = {"seconds": time_reads(NpzReader(npz, dtype="int32").get_points, probes, passes)}
-        results["original"] = time_original(
-            original_dir, workload_file, os.path.join(workdir, "original"), probes, passes
-        )
-
-        big = make_workload(args.seed + 1, big_labels)
-        big_store = os.path.join(workdir, "big")
-        results["big_store"] = {"labels": big_labels, "points": int(big["counts"].sum())}
-        results["big_ingest_s"] = ingest_ours(big, big_store, BIG_POINTS_PER_FILE)
-        big_probes = [int(label) for label in np.unique(big["labels"])[:: max(1, big_labels // 100)]]
-        results["big_before"] = time_ours(big_store, big_probes, passes)
-        results["big_compaction"] = run_compaction(big_store, args.workers, int(big["counts"].sum()) // 4)
-        results["big_after"] = time_ours(big_store, big_probes, passes)
+        stores, all_labels = build_bulk_stores(workdir, args.seed, 10_000 if args.quick else 100_000, args.workers)
+        # A fifth of the labels, as 2,000 of the full store's 10^4: most row groups hold a label asked.
+        count, bulk_passes = (200, 3) if args.quick else (BULK_LABELS, 7)
+        results["bulk"] = compare_bulk(stores, all_labels, count, args.seed, bulk_passes)
+        if not args.bulk_only:
+            measure_compaction(results, workdir, args, probe_labels, big_labels, passes)
     results["elapsed_s"] = time.perf_counter() - started
     text = render(results) + "\n" + _report.how_measured(started, f"seed {args.seed}")
     _report.publish("bench_compact", text, results, docs)
 
 
+def measure_compaction(
+    results: dict[str, Any], workdir: str, args: argparse.Namespace, probe_labels: int, big_labels: int, passes: int
+) -> None:
+    """The probe and throughput stores: get_points before and after compaction, beside the original and npz."""
+    original_dir = ensure_original(args.original_dir)
+    workload = make_workload(args.seed, probe_labels)
+    workload_file = os.path.join(workdir, "workload.npz")
+    np.savez(workload_file, **workload)
+    writers_per_label = [
+        len(np.unique(workload["workers"][workload["labels"] == label])) for label in np.unique(workload["labels"])[:50]
+    ]
+    probes = [int(label) for label in np.unique(workload["labels"])[:100]]
+    results["probe_store"] = {
+        "labels": probe_labels,
+        "points": int(workload["counts"].sum()),
+        "min_workers_per_label": int(min(writers_per_label)),
+    }
+
+    ours = os.path.join(workdir, "ours")
+    results["ours_ingest_s"] = ingest_ours(workload, ours)
+    results["before"] = time_ours(ours, probes, passes)
+    results["payloads"] = compare_payloads(ours, workdir, probes, passes, args.workers)
+    results["compaction"] = run_compaction(ours, args.workers, 10**7)
+    results["after"] = time_ours(ours, probes, passes)
+    npz = os.path.join(workdir, "npz")
+    results["npz_ingest_s"] = ingest_npz(workload, npz)
+    results["npz"] = {"seconds": time_reads(NpzReader(npz, dtype="int32").get_points, probes, passes)}
+    results["original"] = time_original(original_dir, workload_file, os.path.join(workdir, "original"), probes, passes)
+
+    big = make_workload(args.seed + 1, big_labels)
+    big_store = os.path.join(workdir, "big")
+    results["big_store"] = {"labels": big_labels, "points": int(big["counts"].sum())}
+    results["big_ingest_s"] = ingest_ours(big, big_store, BIG_POINTS_PER_FILE)
+    big_probes = [int(label) for label in np.unique(big["labels"])[:: max(1, big_labels // 100)]]
+    results["big_before"] = time_ours(big_store, big_probes, passes)
+    results["big_compaction"] = run_compaction(big_store, args.workers, int(big["counts"].sum()) // 4)
+    results["big_after"] = time_ours(big_store, big_probes, passes)
+
+
 def render(results: dict[str, Any]) -> str:
+    compaction = render_compaction(results) + "\n" if "before" in results else ""
+    return compaction + "\n".join(render_bulk(results["bulk"])) + "\n"
+
+
+def render_bulk(bulk: dict[str, Any]) -> list[str]:
+    """Many labels in one ``get_points`` call beside a loop of single calls and the floor: whole files to numpy."""
+
+    def rate(payload: str, way: str) -> float:
+        points = bulk[payload]["points_stored" if way == "floor" else "points_returned"]
+        return points / float(np.median(bulk[payload][way])) / 1e6
+
+    def seconds(payload: str, way: str) -> float:
+        return float(np.median(bulk[payload][way]))
+
+    rows = [
+        f"| {payload} | {rate(payload, 'one call'):.1f} | {rate(payload, 'loop'):.1f} | {rate(payload, 'floor'):.1f} "
+        f"| **{rate(payload, 'one call') / rate(payload, 'floor'):.2f}x** "
+        f"| {seconds(payload, 'one call') / seconds(payload, 'floor'):.2f}x "
+        f"| {rate(payload, 'one call') / rate(payload, 'loop'):.2f}x | {BULK_FLOORS[payload]} |"
+        for payload in BULK_PAYLOADS
+    ]
+    parquet = bulk["parquet"]
+    return [
+        f"#### Many labels in one call: `get_points` of {bulk['labels']:,} random labels, compacted stores",
+        "",
+        f"{parquet['points_stored']:,} points, {bulk['store_labels']:,} labels of 10 blocks "
+        f"(`_workloads.small_writes`), compacted as Parquet and as Arrow IPC; {bulk['labels']:,} random labels "
+        f"({parquet['points_returned']:,} points) in one call (numpy output), and one label at a time, beside the "
+        f"floor: every file of the store read whole into numpy. Medians of {bulk['passes']} passes, all readers "
+        "taking turns in each pass (warm Query, points cache off, page cache warm). A Parquet read decodes whole "
+        "row groups of 8,192 rows, and with a fifth of the labels asked most groups hold one: its one call costs "
+        "about as much as reading every file, so it stays near the share of points asked times the floor.",
+        "",
+        "| payload | one call, M points/s | loop of single calls | floor | one call / floor "
+        "| one call's time / reading every file | one call / loop | floor read |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+    ]
+
+
+def render_compaction(results: dict[str, Any]) -> str:
     before, after = percentiles_ms(results["before"]["seconds"]), percentiles_ms(results["after"]["seconds"])
     npz, original = percentiles_ms(results["npz"]["seconds"]), percentiles_ms(results["original"]["seconds"])
     big_before, big_after = (

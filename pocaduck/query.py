@@ -123,16 +123,22 @@ def _picked(rows: dict[str, np.ndarray], sample: int) -> np.ndarray:
     return np.concatenate(picks) if picks else np.empty(0, np.int64)
 
 
-def _by_label(labels: list[int], point_labels: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
-    """``{label: its points}`` for every label asked, given the points with their labels sorted.
+def _by_label(
+    labels: list[int], run_labels: np.ndarray, run_counts: np.ndarray, points: np.ndarray
+) -> dict[int, np.ndarray]:
+    """``{label: its points}`` for every label asked, given the points as label-sorted runs of ``run_counts`` each.
 
-    >>> _by_label([7, 3, 9], np.array([3, 3, 7], np.uint64), np.arange(3)[:, None])
+    Each label's points are a slice of ``points`` found from its runs: no per-point labels, no sort.
+
+    >>> _by_label([7, 3, 9], np.array([3, 7], np.uint64), np.array([2, 1]), np.arange(3)[:, None])
     {7: array([[2]]), 3: array([[0],
            [1]]), 9: array([], shape=(0, 1), dtype=int64)}
     """
+    ends = np.zeros(len(run_counts) + 1, dtype=np.int64)
+    np.cumsum(run_counts, out=ends[1:])
     asked = np.array(labels, dtype=np.uint64)
-    starts, ends = np.searchsorted(point_labels, asked, "left"), np.searchsorted(point_labels, asked, "right")
-    return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), ends.tolist(), strict=True)}
+    starts, stops = ends[np.searchsorted(run_labels, asked, "left")], ends[np.searchsorted(run_labels, asked, "right")]
+    return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), stops.tolist(), strict=True)}
 
 
 class Query(Reader):
@@ -378,7 +384,9 @@ class Query(Reader):
 
         Give several labels to get them in one call: a dict ``{label: array}``
         for numpy output, or one table with a ``label`` column for ``"arrow"``
-        and ``"pandas"``; a 0-d integer array is one label. ``blocks`` restricts
+        and ``"pandas"``; a 0-d integer array is one label. Thousands of labels
+        in one call read each file once, several times faster than one call
+        each (see ``docs/benchmarks.md``). ``blocks`` restricts
         the result to those blocks (a single id is one block) and must match the
         store's block id type. An unknown label gives an empty (0, D) array.
 
@@ -411,17 +419,15 @@ class Query(Reader):
             points = self._points.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         files = rows["file_id"]
         clock.update(files_queried=len(np.unique(files)) if len(files) > 1 else len(files), points_returned=len(points))
-        if sample is None:
-            # One label's numpy result needs no labels per point
-            point_labels = None if single and output == "numpy" else np.repeat(rows["label"], rows["point_count"])
-        else:  # label only the points kept: a whole-label read may hold millions
+        returned = rows["point_count"]  # the points returned of each run, as the runs give them: sorted by label
+        if sample is not None:  # only the points kept: a whole-label read may hold millions
             kept = _picked(rows, sample)
-            points, point_labels = (
-                points[kept],
-                rows["label"][np.searchsorted(np.cumsum(rows["point_count"]), kept, "right")],
+            points = points[kept]
+            returned = np.bincount(
+                np.searchsorted(np.cumsum(rows["point_count"]), kept, "right"), minlength=len(returned)
             )
             clock["points_returned"] = len(points)
-        result = self._shape_result(labels, single, point_labels, points, output)
+        result = self._shape_result(labels, single, rows["label"], returned, points, output)
         if cacheable:
             self._remember(labels[0], result)
         return clock.finish(result, timing)
@@ -615,13 +621,14 @@ class Query(Reader):
         wanted = None if labels is None else check_labels_asked(labels, "labels")[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
         table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
-        point_labels = np.repeat(runs["label"], kept)  # sorted, as runs are
         if output == "numpy":
             found = wanted if wanted is not None else np.unique(runs["label"][kept > 0]).tolist()
             return _by_label(
-                found, point_labels, np.column_stack([table.column(n).to_numpy() for n in self.schema.columns])
+                found, runs["label"], kept, np.column_stack([table.column(n).to_numpy() for n in self.schema.columns])
             )
-        table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
+        table = table.add_column(
+            0, "label", pa.array(np.repeat(runs["label"], kept), pa.uint64())
+        )  # sorted, as runs are
         return table if output == "arrow" else table.to_pandas()
 
     def _runs_in_box(self, box: Box, labels: list[int] | None) -> dict[str, np.ndarray]:
@@ -649,17 +656,20 @@ class Query(Reader):
         return self._points.read_rows(file_ids, offsets, counts)
 
     def _shape_result(
-        self, labels: list[int], single: bool, point_labels: np.ndarray | None, points: np.ndarray, output: Output
+        self,
+        labels: list[int],
+        single: bool,
+        run_labels: np.ndarray,
+        run_counts: np.ndarray,
+        points: np.ndarray,
+        output: Output,
     ) -> Any:
-        """The result as ``output`` asks; ``point_labels`` (one per point) may be None for one label's numpy result."""
+        """The result as ``output`` asks, from the points of label-sorted runs of ``run_counts`` points each."""
         if output == "numpy":
-            if single:
-                return points
-            order = np.argsort(point_labels, kind="stable")
-            return _by_label(labels, point_labels[order], points[order])
+            return points if single else _by_label(labels, run_labels, run_counts, points)
         table = pa.table(list(points.T), names=list(self.schema.columns))
         if not single:
-            table = table.add_column(0, "label", pa.array(point_labels, pa.uint64()))
+            table = table.add_column(0, "label", pa.array(np.repeat(run_labels, run_counts), pa.uint64()))
         return table if output == "arrow" else table.to_pandas()
 
     def _cached(self, label: int) -> np.ndarray | None:

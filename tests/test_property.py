@@ -1,6 +1,7 @@
 """Property: for random labels, dimensions, dtypes, block splits, workers, rollover, directory page sizes and
 payloads (Parquet or Arrow IPC files), every label returns exactly the multiset of points written, with the right blocks and counts, through the label
-directory (a new Query) and through the index alike."""
+directory (a new Query) and through the index alike; and many labels asked in one call (repeated, unknown, some
+blocks only) get exactly what one call each gets, in every output, before and after compaction."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections import defaultdict
 from unittest import mock
 
 import numpy as np
+import pandas as pd
 from _support import as_row_set
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocaduck import Ingestor, Query, consolidate, label_directory
+from pocaduck import Ingestor, Query, compact, consolidate, label_directory
 
 LABELS = st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 DTYPES = st.sampled_from(["int8", "int32", "int64", "uint16", "uint64", "float32", "float64"])
@@ -49,7 +51,41 @@ def test_every_label_returns_exactly_what_was_written(workload, page_bytes, payl
         check_round_trip(store, *workload, payload=payload)
 
 
-def check_round_trip(store, writes, max_points_per_file, row_group_size, payload="parquet"):
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads(), st.sampled_from(["parquet", "arrow"]), st.data())
+def test_many_labels_in_one_call_get_what_one_call_each_gets(workload, payload, data):
+    writes, max_points_per_file, row_group_size = workload
+    with tempfile.TemporaryDirectory(prefix="pocaduck-property-") as store:
+        expected, _ = ingest(store, writes, max_points_per_file, row_group_size, payload)
+        if not expected:
+            return
+        consolidate(store)
+        # Repeats and labels never written, in any order; blocks that may hold none of them
+        asked = data.draw(st.lists(st.sampled_from([*expected, 12345, 2**64 - 2]), min_size=2, max_size=12))
+        blocks = data.draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=3))
+        check_one_call(store, asked, blocks)
+        # Compacted in small row groups: a label is one run, the runs of a file land one after another
+        compact(store, workers=1, row_group_size=data.draw(st.integers(1, 20)), payload=payload)
+        check_one_call(store, asked, blocks)
+
+
+def check_one_call(store, asked, blocks):
+    with Query(store, cache_size=0) as query:
+        alone = {label: query.get_points(label, blocks=blocks) for label in asked}
+        together = query.get_points(asked, blocks=blocks)
+        assert list(together) == list(alone)
+        for label, points in alone.items():
+            assert together[label].dtype == points.dtype and np.array_equal(together[label], points)
+        table = query.get_points(asked, blocks=blocks, output="arrow")
+        by_label = sorted(alone)  # a table's rows come label by label, each label's as one call gives them
+        assert table.column("label").to_numpy().tolist() == [label for label in by_label for _ in alone[label]]
+        values = np.column_stack([table.column(name).to_numpy() for name in query.schema.columns])
+        assert np.array_equal(values, np.concatenate([alone[label] for label in by_label]))
+        pd.testing.assert_frame_equal(query.get_points(asked, blocks=blocks, output="pandas"), table.to_pandas())
+
+
+def ingest(store, writes, max_points_per_file, row_group_size, payload):
+    """Write ``writes`` worker by worker; return each label's written points and its blocks."""
     expected = defaultdict(list)
     blocks = defaultdict(set)
     for worker in sorted({w for w, *_ in writes}):
@@ -62,6 +98,11 @@ def check_round_trip(store, writes, max_points_per_file, row_group_size, payload
                     if len(points):
                         expected[label].append(points)
                         blocks[label].add(block)
+    return expected, blocks
+
+
+def check_round_trip(store, writes, max_points_per_file, row_group_size, payload="parquet"):
+    expected, blocks = ingest(store, writes, max_points_per_file, row_group_size, payload)
     if not expected:
         return
     consolidate(store)

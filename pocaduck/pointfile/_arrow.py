@@ -70,22 +70,67 @@ class ArrowPointFile:
 
     def __init__(self, source: Any, columns: tuple[str, ...], *, verify_checksums: bool):
         del verify_checksums  # the IPC format has none: see the module docstring
-        self._reader = pa.ipc.open_file(pa.memory_map(source) if isinstance(source, str) else source)
+        if isinstance(source, str):
+            source = pa.memory_map(source)
+            self._map_start = source.read_buffer(1).address if source.size() else 0
+            self._map_end = self._map_start + source.size()
+            source.seek(0)
+        else:
+            self._map_start = self._map_end = 0
+        self._reader = pa.ipc.open_file(source)
         self._columns = list(columns)
         self._dimensions = len(columns)
+        self._views: dict[int, np.ndarray] = {}
 
     @property
     def metadata(self) -> dict[bytes, bytes] | None:
         return self._reader.schema.metadata
 
     def _points(self, batch: int) -> np.ndarray:
-        """A batch's points as (rows, D): a read-only view of the mapped file when it is local and uncompressed."""
-        points = self._reader.get_batch(batch).column(2)
-        return points.values.to_numpy().reshape(-1, self._dimensions)
+        """A batch's points as (rows, D): a read-only view of the mapped file when it is local and uncompressed.
+
+        Such a view is kept: it is a piece of the map, which stays open with the file anyway, and making it
+        costs ~6 µs, every batch of a file in a bulk read. A decompressed or downloaded batch is made anew.
+        """
+        points = self._views.get(batch)
+        if points is None:
+            points = self._reader.get_batch(batch).column(2).values.to_numpy().reshape(-1, self._dimensions)
+            if self._map_start <= points.ctypes.data < self._map_end:
+                self._views[batch] = points
+        return points
 
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
-        """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``."""
-        points[put] = self._rows(groups)[take]
+        """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``.
+
+        Rows given as indices must be ascending: each batch's share is then a range of them, copied straight
+        from its view of the mapped file, so no row of the batches is copied but the ones asked.
+        """
+        if isinstance(take, slice):  # one run: the few batches it spans
+            points[put] = self._rows(groups)[take]
+            return
+        if not len(take):
+            return
+        views = [self._points(group) for group in groups]
+        borders = np.cumsum([0, *map(len, views)])
+        if take[-1] >= borders[-1]:
+            raise IndexError(f"row {take[-1]} asked of batches {groups[0]}..{groups[-1]}, which hold {borders[-1]}")
+        cuts = np.searchsorted(take, borders)
+        # A share of one range of rows (a batch holding a single run asked, or part of one) copies as a slice at
+        # memory speed; np.take copies row by row, ~4x slower. Empty shares give meaningless values, skipped below.
+        lows = take[np.minimum(cuts[:-1], len(take) - 1)] - borders[:-1]
+        ranged = take[np.maximum(cuts[1:] - 1, 0)] - borders[:-1] - lows == np.diff(cuts) - 1
+        for view, first, low, start, end, one_range in zip(
+            views, borders.tolist(), lows.tolist(), cuts.tolist(), cuts[1:].tolist(), ranged.tolist(), strict=False
+        ):
+            if start == end:
+                continue
+            where = slice(put.start + start, put.start + end) if isinstance(put, slice) else put[start:end]
+            if one_range:
+                points[where] = view[low : low + end - start]
+            elif isinstance(put, slice):  # the rows stay inside the batch, so "clip" clips nothing and skips a buffer
+                np.take(view, take[start:end] - first, axis=0, out=points[where], mode="clip")
+            else:
+                points[where] = view[take[start:end] - first]
 
     def read_groups(self, groups: list[int]) -> pa.Table:
         """Batches ``groups`` as a table of the schema's columns (one copy per column)."""
