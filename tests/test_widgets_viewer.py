@@ -215,7 +215,7 @@ def test_double_clicking_a_point_sets_picked_to_its_label_point_and_columns(quer
     x, y, z, supervoxel = viewer._shown[2**64 - 1].points[7].tolist()
     assert viewer.picked == {"label": 2**64 - 1, "point": [x, y, z], "supervoxel": supervoxel}
     assert type(viewer.picked["label"]) is int  # exact, not a float
-    assert f">{2**64 - 1}</code> at ({x:,}, {y:,}, {z:,}) · supervoxel {supervoxel:,}" in viewer._pick_note.value
+    assert f">{2**64 - 1}</code> at voxel ({x:,}, {y:,}, {z:,}) · supervoxel {supervoxel:,}" in viewer._pick_note.value
     assert query.get_points(2**64 - 1)[:, :4].tolist().count([x, y, z, supervoxel]) >= 1
     viewer.remove(2**64 - 1)
     assert viewer.picked is None  # its label is gone from the view

@@ -509,7 +509,7 @@ class PointCloudViewer(w.VBox):
         )
         self._pick_note.value = (
             f"<small>picked label <code class='pocaduck-picked-label'>{self.picked['label']}</code>"
-            f" at ({point}){extras}</small>"
+            f" at voxel ({point}){extras}</small>"
         )
 
     def _update_status(self) -> None:
