@@ -34,6 +34,19 @@ def test_selecting_rows_shows_their_points_and_details(store):
     assert explorer.viewer.labels == []
 
 
+def test_double_clicking_a_point_in_the_view_selects_its_labels_row(store):
+    explorer = Explorer(store)
+    explorer.browser.selected_labels = [5, 2**64 - 1]
+    viewer = explorer.viewer
+    with viewer._picker.hold_trait_notifications():  # what pythreejs's Picker sends after the double-click
+        viewer._picker.object = viewer._shown[2**64 - 1].cloud
+        viewer._picker.index = 0
+    assert viewer.picked["label"] == 2**64 - 1
+    assert explorer.browser.selected_labels == explorer.browser._table.selected == [2**64 - 1]  # the table's too
+    assert viewer.labels == [2**64 - 1] and viewer.picked["label"] == 2**64 - 1  # still said under the view
+    assert "18446744073709551615" in explorer.details.value and ">5<" not in explorer.details.value
+
+
 @pytest.mark.parametrize("module", ["_colors", "_source", "_wire", "monitor"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(f"pocaduck.widgets.{module}"), optionflags=doctest.ELLIPSIS)

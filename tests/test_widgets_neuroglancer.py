@@ -13,6 +13,7 @@ from pocaduck import Ingestor, consolidate, create_store
 
 pytest.importorskip("neuroglancer")
 from pocaduck.widgets import Explorer, neuroglancer_viewer
+from pocaduck.widgets._colors import label_color
 
 
 @pytest.fixture
@@ -38,12 +39,14 @@ def test_the_view_serves_the_export_and_selects_the_labels(store, tmp_path):
     ranged = urllib.request.Request(f"{served}/label/{shard}", headers={"Range": "bytes=0-15"})
     with urllib.request.urlopen(ranged) as response:  # shards are read in byte ranges
         assert response.status == 206 and len(response.read()) == 16
-    layer = view.viewer.state.layers["points"]
-    assert list(layer.filter_by_segmentation) == ["label"] and dict(layer.linked_segmentation_layer) == {
-        "label": "labels"
-    }
+    for label in (5, 2**64 - 1):  # each label's points drawn in its own layer, linked to a layer of its segment
+        points = view.viewer.state.layers[f"points {label}"]
+        assert list(points.filter_by_segmentation) == ["label"]
+        assert dict(points.linked_segmentation_layer) == {"label": f"label {label}"}
+        assert [int(segment) for segment in view.viewer.state.layers[f"label {label}"].segments] == [label]
     view.show(6)
     assert view.labels == [6]
+    assert sorted(layer.name for layer in view.viewer.state.layers) == ["label 6", "labels", "points 6"]
     again = neuroglancer_viewer(view.export, labels=[6])  # an export folder is shown as it is
     assert again.export == view.export and again.labels == [6]
 
@@ -56,3 +59,14 @@ def test_the_explorer_opens_neuroglancer_with_the_selection_and_follows_it(store
     explorer.browser.selected_labels = [5, 6]
     assert view.labels == [5, 6]
     assert explorer.open_neuroglancer() is view  # exported once
+
+
+def test_each_label_has_the_colour_of_the_point_cloud_viewer(store):
+    view = neuroglancer_viewer(store, labels=[5, 6, 2**64 - 1], workers=1)
+    state = view.viewer.state.to_json()  # what the browser receives
+    layers = {layer["name"]: layer for layer in state["layers"]}
+    colours = {int(segment): colour for segment, colour in layers["labels"]["segmentColors"].items()}
+    assert colours == {label: label_color(label) for label in (5, 6, 2**64 - 1)}
+    for label in (5, 6, 2**64 - 1):
+        assert layers[f"points {label}"]["annotationColor"] == label_color(label)
+    assert len({label_color(label) for label in (5, 6, 2**64 - 1)}) == 3

@@ -8,7 +8,7 @@ import traitlets
 from ipywidgets.widgets.widget import _remove_buffers
 from pocaduck.widgets import PointCloudViewer
 from pocaduck.widgets import viewer as viewer_module
-from pocaduck.widgets._colors import label_color
+from pocaduck.widgets._colors import label_color, ramp_colors
 
 from pocaduck import Ingestor, Query, consolidate, create_store
 
@@ -133,8 +133,94 @@ def test_fit_aims_at_the_visible_points_and_draws_box_and_axes(query):
     low, high = viewer.positions(1).min(axis=0), viewer.positions(1).max(axis=0)
     assert np.allclose(viewer._controls.target, (low + high) / 2)
     kinds = sorted(type(child).__name__ for child in viewer._extras.children)
-    assert kinds == ["AxesHelper", "Box3Helper"]
+    assert kinds == ["Box3Helper", "LineSegments"]
     assert np.allclose(viewer._extras.children[0].box.min, low)
+
+
+def test_axes_have_a_tick_every_round_number_of_nanometres_and_say_so(query):
+    viewer = PointCloudViewer(query)
+    viewer.show(1)
+    viewer.show_axes = True
+    low, high = viewer.positions(1).min(axis=0), viewer.positions(1).max(axis=0)
+    longest = float((high - low).max())  # about 400 voxels of 33 nm: 13 µm
+    axes = viewer._extras.children[0]
+    ends = axes.geometry.attributes["position"].array
+    ticks_on_z = np.round((ends[2::2, 2][ends[2::2, 2] > low[2]] - low[2]) / 2000, 6)  # tick feet above the corner
+    assert longest / 8 < 2000 < longest / 4 and "a tick every 2 µm" in viewer._axes_note.value
+    assert set(ticks_on_z.tolist()) == set(range(1, int((high[2] - low[2]) // 2000) + 1))
+    corner = (low + viewer.origin * VOXEL).round().astype(int)
+    assert f"axes from ({corner[0]:,}, {corner[1]:,}, {corner[2]:,}) nm" in viewer._axes_note.value
+    viewer.show_axes = False
+    assert viewer._axes_note.value == "" and viewer._extras.children == ()
+
+
+def legend_texts(viewer: PointCloudViewer) -> list[str]:
+    return [row.children[1].value for row in viewer._legend.children if "pocaduck-legend-row" in row._dom_classes]
+
+
+def test_depth_colouring_shows_a_colour_bar_of_the_drawn_range_in_nm_and_no_label_swatches(query):
+    viewer = PointCloudViewer(query)
+    viewer.show([1, 2])
+    assert viewer.color_bar is None and all("pocaduck-swatch" in text for text in legend_texts(viewer))
+    viewer.color_by = "depth"
+    z = np.concatenate([query.get_points(label)[:, 2] for label in (1, 2)])
+    assert viewer.color_bar == {"name": "z", "unit": "nm", "low": z.min() * 33.0, "high": z.max() * 33.0}
+    key = viewer._legend.children[0]
+    assert "pocaduck-colorbar" in key._dom_classes and "z (nm)" in key.value
+    assert f">{z.min() * 33:,.0f}<" in key.value and f">{z.max() * 33:,.0f}<" in key.value
+    texts = legend_texts(viewer)
+    assert len(texts) == 2 and not any("pocaduck-swatch" in text for text in texts)  # rows, no contradicting colour
+    viewer.color_by = "supervoxel"  # whole numbers: one colour per value, no ramp to explain
+    assert viewer.color_bar is None and "one colour per value" in viewer._legend.children[0].value
+    viewer.color_by = "label"
+    assert len(viewer._legend.children) == 2 and all("pocaduck-swatch" in text for text in legend_texts(viewer))
+
+
+def test_a_label_added_under_depth_colouring_recolours_the_others_to_the_new_range(query):
+    viewer = PointCloudViewer(query)
+    viewer.color_by = "depth"
+    viewer.show(1)
+    viewer.add(2)
+    z = np.concatenate([query.get_points(label)[:, 2] for label in (1, 2)])
+    assert viewer.color_bar["low"] == z.min() * 33.0 and viewer.color_bar["high"] == z.max() * 33.0
+    for label in (1, 2):  # every cloud coloured along the bar's range, not the one of when it was drawn
+        colors = viewer._shown[label].cloud.geometry.attributes["color"].array
+        assert np.array_equal(colors, ramp_colors(viewer._shown[label].points[:, 2], z.min(), z.max()))
+
+
+def test_hidden_labels_are_not_counted_drawn_or_picked(query):
+    viewer = PointCloudViewer(query)
+    viewer.show([1, 2])
+    assert viewer.total_points == viewer.shown_points == 1600
+    viewer.set_visible(2, False)
+    assert viewer.total_points == viewer.shown_points == 600
+    assert "showing 600 of 600 points" in viewer._status.value and "1 hidden label not counted" in viewer._status.value
+    assert viewer._cloud_group.children == (viewer._shown[1].cloud,)  # the picker casts its rays at this group
+    viewer.set_visible(2, True)
+    assert viewer.total_points == 1600 and "hidden" not in viewer._status.value
+
+
+def pick(viewer: PointCloudViewer, label: int, index: int) -> None:
+    """What pythreejs's Picker sends after a double-click: the cloud hit and the point's index in it."""
+    with viewer._picker.hold_trait_notifications():
+        viewer._picker.object = viewer._shown[label].cloud
+        viewer._picker.index = index
+        viewer._picker.point = tuple(viewer.positions(label)[index].tolist())
+
+
+def test_double_clicking_a_point_sets_picked_to_its_label_point_and_columns(query):
+    viewer = PointCloudViewer(query)
+    viewer.show([1, 2**64 - 1])
+    assert viewer.picked is None and "double-click a point" in viewer._pick_note.value
+    pick(viewer, 2**64 - 1, 7)
+    x, y, z, supervoxel = viewer._shown[2**64 - 1].points[7].tolist()
+    assert viewer.picked == {"label": 2**64 - 1, "point": [x, y, z], "supervoxel": supervoxel}
+    assert type(viewer.picked["label"]) is int  # exact, not a float
+    assert f">{2**64 - 1}</code> at voxel ({x:,}, {y:,}, {z:,}) · supervoxel {supervoxel:,}" in viewer._pick_note.value
+    assert query.get_points(2**64 - 1)[:, :4].tolist().count([x, y, z, supervoxel]) >= 1
+    viewer.remove(2**64 - 1)
+    assert viewer.picked is None  # its label is gone from the view
+    assert viewer._picker.pointThreshold > 0
 
 
 class RecordingQuery(Query):

@@ -67,3 +67,13 @@ def ramp_colors(values: np.ndarray, low: float, high: float) -> np.ndarray:
     below = np.clip(np.floor(position).astype(np.int64), 0, len(_RAMP) - 2)
     weight = (position - below)[:, None].astype(np.float32)
     return _RAMP[below] * (1 - weight) + _RAMP[below + 1] * weight
+
+
+def ramp_gradient() -> str:
+    """The ramp as a CSS gradient, left (low) to right (high), for a colour bar drawn in HTML.
+
+    >>> ramp_gradient().startswith("linear-gradient(to right, #440154")
+    True
+    """
+    stops = ", ".join("#" + "".join(f"{round(float(c) * 255):02x}" for c in row) for row in _RAMP)
+    return f"linear-gradient(to right, {stops})"

@@ -8,6 +8,9 @@ under the other two, then the view under the table; nothing overlaps.
 The box tool above them limits both to a region: "labels in box" asks the
 engine which labels have a point inside it (``get_labels_in_box``), the table
 lists only those, and the view shows their points inside the box.
+
+A double-click on a point in the view selects its label's row: the view then
+shows that label, and the details pane describes it.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Explorer(w.VBox):
         for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
         self.browser.observe(self._on_selection, "selected_labels")
+        self.viewer.observe(self._on_pick, "picked")
         self._box: tuple[list[float], list[float]] | None = None
         self._box_labels: list[int] = []
         self._corners = {
@@ -144,6 +148,11 @@ class Explorer(w.VBox):
         if self.neuroglancer is not None:
             self.neuroglancer.show(labels)
         self._describe(labels)
+
+    def _on_pick(self, change: dict) -> None:
+        picked = change["new"]
+        if picked is not None and self.browser.selected_labels != [picked["label"]]:
+            self.browser.selected_labels = [picked["label"]]  # the browser's own trait: its table follows
 
     def _describe(self, labels: list[int]) -> None:
         if not labels:

@@ -15,10 +15,14 @@ shows where the browser runs on the kernel's machine (JupyterLab on a laptop or
 workstation); with a remote kernel, forward the two ports or open
 ``view.url`` through a tunnel.
 
-Neuroglancer shows the annotation layer's points of the segments selected in a
-segmentation layer linked to it: the layer ``labels`` holds no volume, only
-the selection, and the points come through the export's ``label``
-relationship, one label at a time, however large the store.
+Neuroglancer shows an annotation layer's points of the segments selected in a
+segmentation layer linked to it; the points come through the export's
+``label`` relationship, one label at a time, however large the store. Each
+label is drawn in its colour of the point cloud viewer (``label_color``), so a
+neuron looks the same in both: the layer ``labels`` lists the selection with
+those segment colours, and since an annotation layer has one colour, each label
+has its own pair of layers, ``points <label>`` linked to ``label <label>``
+(a segmentation layer holding no volume, only that one segment).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import numpy as np
 from pocaduck import ExportFolderError, Reader, StorageConfig, Store, export_neuroglancer, open_store
 from pocaduck.keys import check_label
 
-POINT_COLOR = "#ff00ff"  # magenta: the points stand out on neuroglancer's black, and tests can find them
+from ._colors import label_color
+
 _servers: dict[str, Any] = {}  # export folder -> its StaticFileServer, one per folder per kernel
 _servers_lock = threading.Lock()
 
@@ -96,12 +101,6 @@ class NeuroglancerView(w.VBox):
                 scales=[scale for scale, _ in dimensions.values()],
             )  # fmt: skip
             state.layers["labels"] = neuroglancer.SegmentationLayer(source=[])
-            state.layers["points"] = neuroglancer.AnnotationLayer(
-                source=self.source,
-                linked_segmentation_layer={"label": "labels"},
-                filter_by_segmentation=["label"],
-                annotation_color=POINT_COLOR,
-            )
             state.layout = "3d"
         self.url = self.viewer.get_viewer_url()
         frame = w.HTML(
@@ -124,11 +123,30 @@ class NeuroglancerView(w.VBox):
 
             view.show([42, 43])
         """
+        import neuroglancer
+
         chosen = [check_label(label) for label in np.atleast_1d(np.asarray(labels, dtype=object)).tolist()]
         lower, upper = np.array(self.info["lower_bound"]), np.array(self.info["upper_bound"])
         scales = np.array([scale for scale, _ in self.info["dimensions"].values()])
+        wanted = {f"{kind} {label}" for label in chosen for kind in ("label", "points")}
         with self.viewer.txn() as state:
+            for layer in [layer.name for layer in state.layers]:
+                if layer != "labels" and layer not in wanted:
+                    del state.layers[layer]
             state.layers["labels"].segments = chosen
+            state.layers["labels"].segment_colors = {label: label_color(label) for label in chosen}
+            for label in chosen:
+                if f"points {label}" in state.layers:
+                    continue
+                state.layers[f"label {label}"] = neuroglancer.SegmentationLayer(
+                    source=[], segments=[label], segment_colors={label: label_color(label)}
+                )
+                state.layers[f"points {label}"] = neuroglancer.AnnotationLayer(
+                    source=self.source,
+                    linked_segmentation_layer={"label": f"label {label}"},
+                    filter_by_segmentation=["label"],
+                    annotation_color=label_color(label),
+                )
             state.position = (lower + upper) / 2
             # In voxels of the finest axis: neuroglancer's canonical unit when voxels are anisotropic.
             state.projection_scale = float(np.max((upper - lower) * scales) / scales.min()) * 1.6 or 1.0

@@ -20,6 +20,13 @@ script, a test) the whole budget is drawn at once.
 With a box, only the labels' points inside it are shown: those are read with
 ``get_points_in_box`` (the engine has no sampled box read) and the budget's
 share of them is drawn with a seed derived from the label.
+
+The view explains itself: colouring by label shows a swatch per label in the
+legend; a continuous colouring (depth, a float column) shows a colour bar with
+the column's name, range and unit instead; the axes carry a tick every round
+number of nanometres, said in a line under the canvas. A double-click on a
+point sets ``picked`` (its label, voxel coordinates and extra columns): a
+double-click, because a single click ends every drag of the orbit controls.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ import traitlets as t
 
 from pocaduck.keys import check_label
 
-from ._colors import category_colors, label_color, ramp_colors
+from ._colors import category_colors, label_color, ramp_colors, ramp_gradient
 from ._source import StoreLike, open_query, voxel_size
 
 COLOR_BY_LABEL = "label"
 COLOR_BY_DEPTH = "depth"
+_AXIS_COLORS = ((0.9, 0.25, 0.25), (0.3, 0.8, 0.3), (0.3, 0.5, 1.0))  # x red, y green, z blue, as three.js draws them
 
 
 Box = tuple[Sequence[float], Sequence[float]]
@@ -76,8 +84,14 @@ class PointCloudViewer(w.VBox):
     first_points = t.Int(200_000, help="most points of the first frame; the rest of the budget follows")
     show_box = t.Bool(False, help="draw the bounding box of the visible points")
     show_axes = t.Bool(False, help="draw x (red), y (green), z (blue) axes at the box corner")
-    shown_points = t.Int(0, read_only=True)
-    total_points = t.Int(0, read_only=True)
+    shown_points = t.Int(0, read_only=True, help="points drawn of the visible labels (hidden ones not counted)")
+    total_points = t.Int(0, read_only=True, help="points of the visible labels, drawn or not")
+    picked = t.Dict(
+        default_value=None,
+        allow_none=True,
+        read_only=True,
+        help="the point last double-clicked: label, point, extra columns",
+    )
 
     def __init__(
         self,
@@ -103,11 +117,13 @@ class PointCloudViewer(w.VBox):
         self._painted.on_msg(self._on_painted)
         self._camera = three.PerspectiveCamera(position=[1, 1, 1], fov=45, aspect=width / height, up=[0, 0, 1])
         self._controls = three.OrbitControls(controlling=self._camera)
-        self._cloud_group = three.Group()
+        self._cloud_group = three.Group()  # the visible labels' clouds only: hidden ones are neither drawn nor picked
+        self._picker = three.Picker(controlling=self._cloud_group, event="dblclick")
+        self._picker.observe(self._on_pick, ["object", "index", "point"])
         self._extras = three.Group()
         scene = three.Scene(children=[self._cloud_group, self._extras, self._camera], background="#111418")
         self.renderer = three.Renderer(
-            camera=self._camera, scene=scene, controls=[self._controls], width=width, height=height
+            camera=self._camera, scene=scene, controls=[self._controls, self._picker], width=width, height=height
         )
         compact = {"description_width": "initial"}  # the label as wide as its word, not a fixed 80 px
         self._color_menu = w.Dropdown(
@@ -126,6 +142,10 @@ class PointCloudViewer(w.VBox):
         for name, control in {**controls, "show_box": box_toggle, "show_axes": axes_toggle}.items():
             w.link((self, name), (control, "value"))
         self._status = w.HTML()
+        self._axes_note = w.HTML(layout=w.Layout(width=f"{width}px"))
+        self._axes_note.add_class("pocaduck-axes-note")
+        self._pick_note = w.HTML(layout=w.Layout(width=f"{width}px"))
+        self._pick_note.add_class("pocaduck-picked")
         # Beside the canvas when there is room, under it when the viewer is narrow (as in the explorer).
         self._legend = w.VBox(layout=w.Layout(max_height=f"{height}px", overflow="auto", flex="1 1 17em"))
         self._toggles: dict[int, w.Checkbox] = {}
@@ -133,7 +153,8 @@ class PointCloudViewer(w.VBox):
             [self._color_menu, self._size_slider, fit_button, box_toggle, axes_toggle, self._more_button],
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
-        view = w.HBox([self.renderer, self._legend], layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
+        canvas = w.VBox([self.renderer, self._axes_note, self._pick_note], layout=w.Layout(flex="0 0 auto"))
+        view = w.HBox([canvas, self._legend], layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         super().__init__(
             [controls, view, self._status, self._painted],
             point_budget=point_budget,
@@ -141,6 +162,7 @@ class PointCloudViewer(w.VBox):
             **kwargs,
         )
         self._update_status()
+        self._update_pick_note()
 
     # -- public ------------------------------------------------------------
 
@@ -212,11 +234,28 @@ class PointCloudViewer(w.VBox):
             self._camera.position = tuple((center + direction * distance).tolist())
         self._controls.target = tuple(center.tolist())
         self._camera.lookAt(tuple(center.tolist()))
+        # Points are hit within a few screen pixels of the ray, measured at the distance of the view's centre.
+        pixel = 2 * distance * np.tan(np.radians(self._camera.fov / 2)) / self.renderer.height
+        self._picker.pointThreshold = float(pixel * max(4.0, self.point_size))
         self._draw_extras()
 
     def positions(self, label: int) -> np.ndarray:
         """The float32 positions sent to the browser for ``label``: scaled by voxel size, centered."""
         return self._shown[check_label(label)].cloud.geometry.attributes["position"].array
+
+    @property
+    def color_bar(self) -> dict | None:
+        """What the colour bar says under a continuous colouring, else None (by label, or one colour per value).
+
+        ``{"name": "z", "unit": "nm", "low": ..., "high": ...}``: the drawn points' lowest and highest value,
+        in nm for depth (voxel z times the voxel size), in the column's own values for an extra column.
+        """
+        if not self._shown or not self._is_continuous():
+            return None
+        low, high = self._drawn_range
+        if self.color_by == COLOR_BY_DEPTH:
+            return {"name": "z", "unit": "nm", "low": low * self.voxel_size[2], "high": high * self.voxel_size[2]}
+        return {"name": self.color_by, "unit": "", "low": low, "high": high}
 
     @property
     def origin(self) -> np.ndarray | None:
@@ -302,21 +341,42 @@ class PointCloudViewer(w.VBox):
                     shown.count = kept[label] = len(shown.points)
         if self._origin is None:
             self._origin = self._middle_of([shown.points for shown in self._shown.values()])
-        color_range = self._color_range()
+        color_range = self._drawn_range = self._color_range()
         for label, shown in self._shown.items():
-            wanted = (kept[label], self.color_by)
+            # A ramp's colours depend on the range of every drawn label: a label added can widen it.
+            wanted = (kept[label], self.color_by, color_range if self._is_continuous() else None)
             if shown.sent != wanted:
                 shown.cloud = self._make_cloud(label, shown.points, color_range)
                 shown.bounds = _column_bounds(shown.cloud.geometry.attributes["position"].array)
                 shown.sent = wanted
-        self._cloud_group.children = tuple(shown.cloud for shown in self._shown.values())
         self.set_trait("labels", list(self._shown))
-        self.set_trait("total_points", sum(shown.count for shown in self._shown.values()))
-        self.set_trait("shown_points", sum(kept.values()))
-        self._more_button.disabled = self.shown_points >= self.total_points
+        if self.picked is not None and self.picked["label"] not in self._shown:
+            self.set_trait("picked", None)
+        self._update_pick_note()
+        self._update_visible()
         self._update_legend()
         self._update_status()
         self._draw_extras()
+
+    def _is_visible(self, label: int) -> bool:
+        toggle = self._toggles.get(label)
+        return toggle is None or toggle.value
+
+    def _update_visible(self) -> None:
+        """Draw the visible labels' clouds and count their points: hidden labels are neither drawn nor counted."""
+        visible = [shown for label, shown in self._shown.items() if self._is_visible(label)]
+        self._cloud_group.children = tuple(shown.cloud for shown in visible if shown.cloud is not None)
+        self.set_trait("total_points", sum(shown.count for shown in visible))
+        self.set_trait("shown_points", sum(len(shown.points) for shown in visible if shown.points is not None))
+        self._more_button.disabled = self.shown_points >= self.total_points
+
+    def _is_continuous(self) -> bool:
+        """True when points are coloured along a ramp: by depth, or by an extra column of floats."""
+        if self.color_by == COLOR_BY_LABEL:
+            return False
+        if self.color_by == COLOR_BY_DEPTH:
+            return True
+        return not np.issubdtype(np.dtype(self.query.schema.dtype), np.integer)
 
     def _color_range(self) -> tuple[float, float]:
         if self.color_by == COLOR_BY_LABEL:
@@ -363,22 +423,34 @@ class PointCloudViewer(w.VBox):
         if self.show_box:
             box = three.Box3(min=tuple(low.tolist()), max=tuple(high.tolist()))
             extras.append(three.Box3Helper(box=box, color="#cccccc"))
+        self._axes_note.value = ""
         if self.show_axes:
-            size = float(np.max(high - low)) / 4 or 1.0
-            extras.append(three.AxesHelper(size=size, position=tuple(low.tolist())))
+            step = _nice_step(float(np.max(high - low)) / 8)  # 4 to 8 ticks along the longest axis
+            extras.append(_axes_with_ticks(low, high, step))
+            corner = ", ".join(
+                _number(value) for value in low + (self._origin if self._origin is not None else 0) * self.voxel_size
+            )
+            self._axes_note.value = (
+                f"<small>axes from ({corner}) nm: <span class='pocaduck-axes-step'>a tick every {_length(step)}</span>"
+                " · x red, y green, z blue</small>"
+            )
         self._extras.children = tuple(extras)
 
     def _update_legend(self) -> None:
-        rows = []
+        by_label = self.color_by == COLOR_BY_LABEL
+        rows = [] if by_label or not self._shown else [self._color_key()]
         for label, shown in self._shown.items():
             toggle = self._toggles.get(label)
             if toggle is None:
                 toggle = w.Checkbox(value=True, indent=False, layout=w.Layout(width="2em"))
                 toggle.observe(lambda change, label=label: self._on_toggle(label, change["new"]), "value")
                 self._toggles[label] = toggle
+            # A swatch only where it is the colour drawn: under another colouring it would contradict the view.
             swatch = (
-                f"<span style='display:inline-block;width:1em;height:1em;background:{label_color(label)};"
-                f"vertical-align:middle;margin-right:4px'></span>"
+                f"<span class='pocaduck-swatch' style='display:inline-block;width:1em;height:1em;"
+                f"background:{label_color(label)};vertical-align:middle;margin-right:4px'></span>"
+                if by_label
+                else ""
             )
             text = f"{swatch}<code style='font-size:11px'>{label}</code> {shown.count:,} pts"
             rows.append(
@@ -386,11 +458,59 @@ class PointCloudViewer(w.VBox):
             )
         self._legend.children = tuple(rows)
 
+    def _color_key(self) -> w.HTML:
+        """The colour bar of a continuous colouring, or a line saying each value of the column has its colour."""
+        bar = self.color_bar
+        if bar is None:
+            note = f"<small>coloured by {html.escape(self.color_by)}: one colour per value</small>"
+            return w.HTML(note, _dom_classes=["pocaduck-color-note"])
+        unit = f" ({bar['unit']})" if bar["unit"] else ""
+        return w.HTML(
+            f"<div style='width:14em;margin:2px 0 6px 0;font-size:11px'>"
+            f"<div class='pocaduck-colorbar-name'>{html.escape(bar['name'] + unit)}</div>"
+            f"<div style='height:12px;background:{ramp_gradient()};border:1px solid #888'></div>"
+            f"<div style='display:flex;justify-content:space-between'>"
+            f"<span class='pocaduck-colorbar-low'>{_number(bar['low'])}</span>"
+            f"<span class='pocaduck-colorbar-high'>{_number(bar['high'])}</span></div></div>",
+            _dom_classes=["pocaduck-colorbar"],
+        )
+
     def _on_toggle(self, label: int, visible: bool) -> None:
         shown = self._shown.get(label)
         if shown is not None and shown.cloud is not None:
             shown.cloud.visible = visible
+            self._update_visible()
+            self._update_status()
             self._draw_extras()
+
+    def _on_pick(self, _change: dict) -> None:
+        cloud, index = self._picker.object, self._picker.index
+        label = next(
+            (label for label, shown in self._shown.items() if cloud is not None and shown.cloud is cloud), None
+        )
+        if label is None or index is None or not 0 <= index < len(self._shown[label].points):
+            return  # a miss, or a cloud replaced since: what was picked stays
+        row = self._shown[label].points[index]
+        columns = self.query.schema.columns
+        picked = {"label": label, "point": [value.item() for value in row[:3]]}
+        picked.update({name: row[column].item() for column, name in enumerate(columns[3:], 3)})
+        self.set_trait("picked", picked)
+        self._update_pick_note()
+
+    def _update_pick_note(self) -> None:
+        if self.picked is None:
+            self._pick_note.value = "<small>double-click a point to see its label</small>" if self._shown else ""
+            return
+        point = ", ".join(_number(value) for value in self.picked["point"])
+        extras = "".join(
+            f" · {html.escape(name)} {_number(value)}"
+            for name, value in self.picked.items()
+            if name not in ("label", "point")
+        )
+        self._pick_note.value = (
+            f"<small>picked label <code class='pocaduck-picked-label'>{self.picked['label']}</code>"
+            f" at voxel ({point}){extras}</small>"
+        )
 
     def _update_status(self) -> None:
         if not self._shown:
@@ -403,9 +523,12 @@ class PointCloudViewer(w.VBox):
         else:
             sampled = ""
         inside = " inside the box" if self._box is not None else ""
+        hidden = sum(not self._is_visible(label) for label in self._shown)
+        hidden_note = f" · {hidden} hidden label{'s' if hidden > 1 else ''} not counted" if hidden else ""
         voxel = " × ".join(f"{v:g}" for v in self.voxel_size)
         self._status.value = html.escape(
-            f"showing {self.shown_points:,} of {self.total_points:,} points{inside}{sampled} · voxel {voxel}"
+            f"showing {self.shown_points:,} of {self.total_points:,} points{inside}{sampled}{hidden_note}"
+            f" · voxel {voxel} nm"
         )
 
     @t.observe("color_by")
@@ -458,6 +581,53 @@ class _PaintSignal(anywidget.AnyWidget):
       },
     };
     """
+
+
+def _axes_with_ticks(low: np.ndarray, high: np.ndarray, step: float) -> three.LineSegments:
+    """x, y and z axes along the box's edges from its lowest corner, with a tick every ``step`` nm outward."""
+    tick = float(np.max(high - low)) / 50
+    ends, colors = [], []
+    for axis, color in enumerate(_AXIS_COLORS):
+        end = low.copy()
+        end[axis] = high[axis]
+        ends += [low, end]
+        across = 1 if axis == 0 else 0  # x's ticks point along -y, y's and z's along -x: out of the box
+        for distance in np.arange(step, high[axis] - low[axis] + step / 1000, step):
+            at = low.copy()
+            at[axis] += distance
+            out = at.copy()
+            out[across] -= tick
+            ends += [at, out]
+        colors += [color] * (len(ends) - len(colors))
+    geometry = three.BufferGeometry(
+        attributes={
+            "position": three.BufferAttribute(array=np.array(ends, np.float32), normalized=False),
+            "color": three.BufferAttribute(array=np.array(colors, np.float32), normalized=False),
+        }
+    )
+    return three.LineSegments(geometry=geometry, material=three.LineBasicMaterial(vertexColors="VertexColors"))
+
+
+def _nice_step(rough: float) -> float:
+    """The round number (1, 2 or 5 times a power of ten) at or above ``rough``."""
+    if rough <= 0:
+        return 1.0
+    power = 10 ** np.floor(np.log10(rough))
+    return float(next(factor * power for factor in (1, 2, 5, 10) if factor * power >= rough * (1 - 1e-9)))
+
+
+def _length(nm: float) -> str:
+    """A length in nm as people say it: ``200 nm``, ``1 µm``, ``2.5 mm``."""
+    for unit, size in (("mm", 1e6), ("µm", 1e3)):
+        if abs(nm) >= size:
+            return f"{nm / size:g} {unit}"
+    return f"{nm:g} nm"
+
+
+def _number(value: float) -> str:
+    """A value for people to read: whole numbers with thousands separators, others to four significant digits."""
+    value = float(value)
+    return f"{value:,.0f}" if value.is_integer() else f"{value:.4g}"
 
 
 def _front_end_answers() -> bool:

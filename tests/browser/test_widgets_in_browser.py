@@ -7,8 +7,10 @@ is a failure, never a skip.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lab import (
     ARTIFACTS,
@@ -25,9 +27,14 @@ skip_without_browser()
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def root(tmp_path_factory) -> Path:
+    """The folder JupyterLab serves; the notebook writes its store into ``store`` there."""
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="module")
+def page(root):
     """The test notebook opened in JupyterLab, every cell run to the end."""
-    root = tmp_path_factory.mktemp("lab")
     shutil.copy(HERE / "widgets.ipynb", root / "widgets.ipynb")
     with notebook_run(root, "widgets.ipynb", VIEWPORT, "notebook-end.png") as page:
         page.wait_for_selector(".pocaduck-table tbody tr", timeout=180_000)
@@ -194,3 +201,111 @@ def test_clicking_a_header_sorts_by_that_column_and_again_reverses(page):
         )
         values = [int(text) for text in page.locator(".pocaduck-table tbody tr td:nth-child(3)").all_inner_texts()]
         assert values == sorted(values, reverse=descending)
+
+
+def select_rows(page, labels: list[str]) -> None:
+    """Select exactly these rows: click the first, Ctrl-click the others; wait for their legend rows."""
+    for i, label in enumerate(labels):
+        page.locator(f".pocaduck-table tbody tr[data-label='{label}']").click(modifiers=["Control"] if i else [])
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.pocaduck-legend-row').length === n", arg=len(labels), timeout=60_000
+    )
+
+
+def drawn_points(root: Path, labels: list[int]) -> dict[int, np.ndarray]:
+    from pocaduck import Query
+
+    with Query(str(root / "store")) as query:
+        return {label: query.get_points(label)[:, :3].astype(np.float64) for label in labels}
+
+
+def test_the_view_explains_its_colours_and_axes_in_nm_at_1280_pixels(page, root):
+    label = page.locator(".pocaduck-table tbody tr").first.get_attribute("data-label")
+    select_rows(page, [label])
+    viewer = page.locator(".pocaduck-explorer-viewer")
+    assert viewer.locator(".pocaduck-legend-row .pocaduck-swatch").count() == 1  # by label: its swatch
+    viewer.locator("select").first.select_option("depth")
+    viewer.locator(".pocaduck-colorbar").wait_for(timeout=60_000)
+    points = drawn_points(root, [int(label)])[int(label)]  # the demo store's voxels are 8 nm: all drawn
+    z_low, z_high = points[:, 2].min() * 8, points[:, 2].max() * 8
+    assert viewer.locator(".pocaduck-colorbar-name").inner_text() == "z (nm)"
+    assert viewer.locator(".pocaduck-colorbar-low").inner_text() == f"{z_low:,.0f}"
+    assert viewer.locator(".pocaduck-colorbar-high").inner_text() == f"{z_high:,.0f}"
+    assert viewer.locator(".pocaduck-legend-row .pocaduck-swatch").count() == 0  # no swatch to contradict the ramp
+
+    viewer.locator(".widget-checkbox", has_text="axes").locator("input").check()
+    note = viewer.locator(".pocaduck-axes-note")
+    page.wait_for_function(
+        "() => document.querySelector('.pocaduck-explorer-viewer .pocaduck-axes-note').textContent.includes('tick')",
+        timeout=60_000,
+    )
+    corner = ", ".join(f"{value:,.0f}" for value in points.min(axis=0) * 8)
+    assert f"axes from ({corner}) nm" in note.inner_text()
+    longest = float((points.max(axis=0) - points.min(axis=0)).max() * 8)
+    step = float(note.locator(".pocaduck-axes-step").inner_text().split()[-2])
+    assert longest / 8 <= step <= longest / 2  # in nm: 4 to 8 ticks along the longest axis
+    assert page.viewport_size["width"] == 1280
+    legend, canvas = viewer.locator(".pocaduck-colorbar").bounding_box(), viewer.locator("canvas").bounding_box()
+    assert overlap(legend, canvas) == 0 and legend["width"] > 100  # beside or under the canvas, whole
+    differing, _total, _shot = wait_for_drawing(page, viewer.locator("canvas"))
+    assert differing > 200
+    viewer.screenshot(path=ARTIFACTS / "viewer-explained.png")
+    viewer.locator("select").first.select_option("label")
+    viewer.locator(".widget-checkbox", has_text="axes").locator("input").uncheck()
+
+
+def screen_position(points: dict[int, np.ndarray], target: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """Where the viewer's camera, fitted to ``points`` (voxels, 8 nm), draws the voxel ``target``, in pixels."""
+    every = np.concatenate(list(points.values()))
+    origin = np.round((every.min(axis=0) + every.max(axis=0)) / 2)
+    drawn = ((every - origin) * 8).astype(np.float32).astype(np.float64)
+    low, high = drawn.min(axis=0), drawn.max(axis=0)
+    center, radius = (low + high) / 2, max(float(np.linalg.norm(high - low)) / 2, 1e-3)
+    half_fov = np.radians(45 / 2)
+    direction = np.array([1.0, -1.2, 0.8]) / np.linalg.norm([1.0, -1.2, 0.8])
+    eye = center + direction * radius / np.tan(half_fov) * 1.1
+    forward = (center - eye) / np.linalg.norm(center - eye)
+    right = np.cross(forward, [0, 0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    relative = (target - origin) * 8 - eye
+    depth = relative @ forward
+    x = (relative @ right) / (depth * np.tan(half_fov) * width / height)
+    y = (relative @ up) / (depth * np.tan(half_fov))
+    return (x + 1) / 2 * width, (1 - y) / 2 * height
+
+
+def test_double_clicking_a_drawn_point_shows_its_label_and_selects_its_row(page, root):
+    labels = [page.locator(".pocaduck-table tbody tr").nth(i).get_attribute("data-label") for i in (0, 1)]
+    select_rows(page, labels)
+    viewer = page.locator(".pocaduck-explorer-viewer")
+    canvas = viewer.locator("canvas")
+    wait_for_drawing(page, canvas)
+    box = canvas.bounding_box()
+    points = drawn_points(root, [int(label) for label in labels])
+    # The second label's point nearest the camera: nothing drawn lies in front of it.
+    every = np.concatenate(list(points.values()))
+    origin = np.round((every.min(axis=0) + every.max(axis=0)) / 2)
+    toward_camera = np.array([1.0, -1.2, 0.8])
+    target = points[int(labels[1])][np.argmax((points[int(labels[1])] - origin) @ toward_camera)]
+    x, y = screen_position(points, target, round(box["width"]), round(box["height"]))
+    assert 0 < x < box["width"] and 0 < y < box["height"]
+    started = time.perf_counter()
+    canvas.dblclick(position={"x": x, "y": y})
+    page.wait_for_function(
+        "(label) => (document.querySelector('.pocaduck-explorer-viewer .pocaduck-picked-label') || {}).textContent"
+        " === label",
+        arg=labels[1],
+        timeout=30_000,
+    )
+    shown_after = time.perf_counter() - started
+    page.wait_for_function(
+        "(label) => [...document.querySelectorAll('.pocaduck-table tbody tr.selected')]"
+        ".map((row) => row.dataset.label).join() === label",
+        arg=labels[1],
+        timeout=30_000,
+    )
+    picked = viewer.locator(".pocaduck-picked").inner_text()
+    print(f"label shown {shown_after * 1e3:.0f} ms after the double-click; {picked}")
+    assert f"picked label {labels[1]} at voxel (" in picked
+    viewer.screenshot(path=ARTIFACTS / "viewer-picked.png")
