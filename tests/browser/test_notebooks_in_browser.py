@@ -25,7 +25,6 @@ from lab import (
 )
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-POINT_MAGENTA = (255, 0, 255)  # the color neuroglancer_viewer gives the points
 skip_without_browser()
 
 
@@ -37,12 +36,12 @@ def lab(tmp_path):
     shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("*_store", "__pycache__", "*.zarr"))
     ARTIFACTS.mkdir(exist_ok=True)
     with jupyter_lab(root) as url, chromium() as browser:
-        yield url, browser
+        yield url, browser, root
 
 
 def run_notebook_in_browser(lab, name: str):
     """A page with the notebook opened and every cell run, no error output."""
-    url, browser = lab
+    url, browser, _root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_notebook(page, url, f"notebooks/{name}")
     run_all_cells(page)
@@ -87,7 +86,15 @@ def _viewers(page):
 
 def test_the_neuroglancer_notebook_draws_the_exported_labels_points(lab):
     pytest.importorskip("neuroglancer")
+    from pocaduck.widgets._colors import label_color
+
+    from pocaduck import Query
+
     page = run_notebook_in_browser(lab, "06_neuroglancer.ipynb")
+    with Query(str(lab[2] / "notebooks" / "demo_store")) as query:  # the store the notebook built
+        biggest = query.sql("SELECT label FROM labels ORDER BY point_count DESC LIMIT 3").label.tolist()
+    # each label in its point cloud viewer colour: the first view shows three labels, the Explorer's two
+    colors = [[_rgb(label_color(label)) for label in biggest[:shown]] for shown in (3, 2)]
     frames = page.locator("iframe.pocaduck-neuroglancer")
     assert frames.count() == 2  # the viewer, and the one the Explorer opened
     for index in range(2):
@@ -98,11 +105,18 @@ def test_the_neuroglancer_notebook_draws_the_exported_labels_points(lab):
         points = 0
         for _ in range(360):  # neuroglancer loads its client and the labels' shards, then draws (software WebGL)
             shot = page.screenshot(clip=below_the_layer_bar)
-            differing, total = pixels_unlike(page, shot, POINT_MAGENTA, tolerance=90)
-            points = total - differing
-            if points > 2000:
+            of_each = [
+                total - differing for differing, total in (pixels_unlike(page, shot, c, 60) for c in colors[index])
+            ]
+            points = sum(of_each)
+            if points > 2000 and all(of_each):
                 break
             page.wait_for_timeout(500)
         (ARTIFACTS / f"neuroglancer-{index + 1}.png").write_bytes(shot)
-        assert points > 2000, f"neuroglancer {index + 1} drew {points} pixels of points"
+        assert points > 2000 and all(of_each), f"neuroglancer {index + 1} drew {of_each} pixels of each label's colour"
     page.screenshot(path=ARTIFACTS / "notebook-06-neuroglancer.png", full_page=True)
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` as a tuple of integers."""
+    return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
