@@ -20,6 +20,7 @@ bench/bench_consolidate.py): its gain is memory, and cores elsewhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -34,12 +35,14 @@ import pyarrow.parquet as pq
 from . import layout
 from ._timing import logged_phase
 from .config import StorageConfig
-from .errors import ConsolidationError
+from .errors import ConsolidationError, PocaduckError
 from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, local_cpus, raise_first_failure, run_tasks
 from .index import attach_read_only, label_summary_sql, union_all
 from .progress import Callback, Progress, ProgressEvent, progress_sink
 from .storage import Storage
 from .store import Store, open_store
+
+logger = logging.getLogger("pocaduck")
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,10 @@ def range_parts(storage: Storage, build_id: str) -> Iterator[str]:
         try:
             yield folder
         finally:
-            storage.delete_tree(folder)
+            try:
+                storage.delete_tree(folder)
+            except (OSError, PocaduckError) as error:  # the index does not need them: say so, and go on
+                logger.warning("the label ranges in %s were not removed (%s): gc removes them", folder, error)
 
 
 def assemble_ranges(con: duckdb.DuckDBPyConnection, storage: Storage, parts: list[tuple[str, str]]) -> None:
