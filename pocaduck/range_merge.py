@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
@@ -130,21 +131,23 @@ def range_parts(storage: Storage, build_id: str) -> Iterator[str]:
 
 
 def assemble_ranges(con: duckdb.DuckDBPyConnection, storage: Storage, parts: list[tuple[str, str]]) -> None:
-    """Append the ranges' rows to ``point_index`` and make ``labels`` of their summaries, one range in memory at a time.
+    """Fill ``point_index`` and make ``labels`` from the ranges' parts, read through the store in label order.
 
-    The parts are read through the store (ranged reads on a bucket), in label order, so the tables come out sorted.
+    Each table is one statement over a stream of the parts' row groups (ranged reads on a bucket): memory holds
+    one row group, and DuckDB writes the table as it would from one file (an INSERT per part made it 1.7x larger).
     """
-    for number, (rows, labels) in enumerate(parts):
-        con.register("range_rows", pq.read_table(storage.open_input(rows)))
-        con.execute("INSERT INTO point_index SELECT * FROM range_rows")
-        con.register("range_labels", pq.read_table(storage.open_input(labels)))
-        con.execute(
-            "INSERT INTO labels SELECT * FROM range_labels"
-            if number
-            else "CREATE TABLE labels AS SELECT * FROM range_labels"
-        )
+    con.register("range_rows", _row_groups(storage, [rows for rows, _ in parts]))
+    con.execute("INSERT INTO point_index SELECT * FROM range_rows")
+    con.register("range_labels", _row_groups(storage, [labels for _, labels in parts]))
+    con.execute("CREATE TABLE labels AS SELECT * FROM range_labels")
     con.unregister("range_rows")
     con.unregister("range_labels")
+
+
+def _row_groups(storage: Storage, keys: list[str]) -> pa.RecordBatchReader:
+    schema = pq.ParquetFile(storage.open_input(keys[0])).schema_arrow
+    batches = (batch for key in keys for batch in pq.ParquetFile(storage.open_input(key)).iter_batches())
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
 def label_ranges(sample: np.ndarray, count: int) -> list[tuple[int, int]]:
