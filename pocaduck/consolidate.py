@@ -28,7 +28,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,7 +57,7 @@ from .index import (
 )
 from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
 from .progress import Progress, check_progress
-from .range_merge import RangeMerge, merge_label_ranges
+from .range_merge import RangeMerge, assemble_ranges, merge_label_ranges, range_parts
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -93,10 +92,10 @@ def consolidate(
     up to ``retries`` times; ``progress`` receives an event per range, drawn as
     bars by default in a notebook, see :func:`~pocaduck.compact`); the
     index is then assembled from the sorted ranges without a global sort. Both
-    give the same index. The ranges are written in the store's staging folder,
-    so Dask workers must reach it as the other verbs ask: the store on a
-    filesystem every node mounts. See ``bench/bench_consolidate.py`` for which
-    is faster where.
+    give the same index. The ranges are written into the store and read back
+    from it, so Dask workers need only reach the store, as the other verbs ask:
+    a bucket, or a filesystem every node mounts. See
+    ``bench/bench_consolidate.py`` for which is faster where.
 
     >>> import tempfile, numpy as np
     >>> from pocaduck import Ingestor
@@ -220,7 +219,6 @@ class UnifiedIndexBuild:
         for leftover in [self.path + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
-        shutil.rmtree(self.path + layout.BUILDING_PARTS, ignore_errors=True)
         self._lock.__exit__(*exc_info)
 
     def fill(self, schema: layout.Schema, finalized: dict[str, str], generation: str | None) -> None:
@@ -238,7 +236,9 @@ class UnifiedIndexBuild:
         sessions = {w: s for w, s in finalized.items() if covered.get(w) != s}
         if generation is None and not sessions:  # e.g. every worker's last run finalized without a point
             raise EmptyStoreError(f"{self.storage.describe('')} has no finalized worker data to index")
-        self.sessions = _build_unified_index(self.store, schema, sessions, generation, self.path, self.split)
+        self.sessions = _build_unified_index(
+            self.store, schema, sessions, generation, self.path, self.build_id, self.split
+        )
         self.generation = generation
         if self.output_path is None:  # an index kept outside the store has no directory in it
             with logged_phase("consolidation", "label directory"):
@@ -380,6 +380,7 @@ def _build_unified_index(
     sessions: dict[str, str],
     generation: str | None,
     target: str,
+    build_id: str,
     split: RangeMerge | None,
 ) -> set[tuple[str, str]]:
     """Fill ``target`` from every source index in a few set-based statements; return the sessions it serves.
@@ -430,11 +431,12 @@ def _build_unified_index(
                     offsets,
                 )
         else:
-            parts = merge_label_ranges(
-                con, store, schema, aliases, list(zip(keys, offsets, strict=True)), target, split
-            )
-            with logged_phase("consolidation", "insert ranges"):
-                con.execute("INSERT INTO point_index SELECT * FROM read_parquet(?)", [[rows for rows, _ in parts]])
+            with range_parts(storage, build_id) as folder:
+                parts = merge_label_ranges(
+                    con, store, schema, aliases, list(zip(keys, offsets, strict=True)), folder, split
+                )
+                with logged_phase("consolidation", "insert ranges"):
+                    assemble_ranges(con, storage, parts)
         if session_aliases:
             con.execute(
                 "INSERT INTO workers "
@@ -446,8 +448,7 @@ def _build_unified_index(
         with logged_phase("consolidation", "summaries"):
             if split is None:
                 create_summary_tables(con, schema)
-            else:
-                con.execute("CREATE TABLE labels AS SELECT * FROM read_parquet(?)", [[labels for _, labels in parts]])
+            else:  # labels came with the ranges
                 create_point_cloud_view(con)
         with logged_phase("consolidation", "checkpoint"):
             con.execute("CHECKPOINT")

@@ -29,8 +29,8 @@ asks the running ones to stop; processes still running after a grace period
 are killed, threads end at their next check. A failed task runs again, up to
 ``retries`` times, unless it was cancelled or its process never started.
 
-Running on a cluster through dask-jobqueue (the store must be on a filesystem
-every node mounts, and a scanned volume readable from every node: a zarr or
+Running on a cluster through dask-jobqueue (the store must be in a bucket or
+on a filesystem every node mounts, and a scanned volume readable from every node: a zarr or
 tensorstore array, or a ``.npy`` path on the shared filesystem)::
 
     from dask_jobqueue import SLURMCluster   # or LSFCluster, PBSCluster, ...

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import duckdb
@@ -140,13 +139,19 @@ def _unreferenced_sessions(storage: Storage, referenced: set[str]) -> list[str]:
 
 
 def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
-    """The files of unified index builds whose process is gone (their lock is free), removed unless ``dry_run``.
+    """The leftovers of unified index builds whose process is gone (their lock is free), removed unless ``dry_run``.
 
-    Builds happen in the local folder ``staging_dir("")``: the store's own on a
-    local disk (where a killed one stays behind), a private scratch folder otherwise.
+    A build's index and the files beside it are in the local folder
+    ``staging_dir("")``: the store's own on a local disk (where a killed one
+    stays behind), a private scratch folder otherwise. A split build's label
+    ranges are in the store itself, a bucket too, with their own lock.
     """
     folder = storage.staging_dir("")
-    names = [name for name in os.listdir(folder) if name.startswith(layout.BUILDING_PREFIX)]
+    names = [
+        name
+        for name in os.listdir(folder)
+        if name.startswith(layout.BUILDING_PREFIX) and not name.endswith(layout.BUILDING_PARTS)
+    ]
     # A lock file alone may be a build that is just starting: only a build with data is judged.
     builds = sorted({_build_of(name) for name in names if not name.endswith(".lock")})
     removed = []
@@ -154,16 +159,32 @@ def _dead_builds(storage: Storage, dry_run: bool) -> list[str]:
         # Asked without taking the lock, which a dry run on a read-only store could not: a dead build stays dead.
         if lock_is_held(os.path.join(folder, build + ".lock")):
             continue
-        for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS)]:
+        for name in [build + suffix for suffix in ("", *layout.BUILDING_SUFFIXES)]:
             path = os.path.join(folder, name)
             if os.path.exists(path):
                 removed.append(name)
-                if dry_run:
-                    continue
-                if os.path.isdir(path):  # a split build's label ranges
-                    shutil.rmtree(path)
-                else:
+                if not dry_run:
                     os.unlink(path)
+    return removed + _dead_range_parts(storage, dry_run)
+
+
+def _dead_range_parts(storage: Storage, dry_run: bool) -> list[str]:
+    """The label range folders of split builds whose lock is free, removed unless ``dry_run``.
+
+    On a bucket the lock is seen from this machine only: run gc where the consolidations run, or when none does.
+    """
+    removed = []
+    for name in storage.listdir(""):
+        if not (name.startswith(layout.BUILDING_PREFIX) and name.endswith(layout.BUILDING_PARTS)):
+            continue
+        build_id = name.removeprefix(layout.BUILDING_PREFIX).removesuffix(layout.BUILDING_PARTS)
+        lock = layout.building_parts_lock(build_id)
+        # A folder holding only its lock may be a build that is just starting, as above.
+        if storage.lock_is_held(lock) or set(storage.listdir(name)) <= {lock.rsplit("/", 1)[1]}:
+            continue
+        removed.append(name)
+        if not dry_run:
+            storage.delete_tree(name)
     return removed
 
 
@@ -173,7 +194,7 @@ def _build_of(name: str) -> str:
     >>> _build_of(layout.BUILDING_PREFIX + "3fa9.labeldir") == layout.BUILDING_PREFIX + "3fa9"
     True
     """
-    for suffix in (*layout.BUILDING_SUFFIXES, layout.BUILDING_PARTS):
+    for suffix in layout.BUILDING_SUFFIXES:
         if name.endswith(suffix):
             return name.removesuffix(suffix)
     return name

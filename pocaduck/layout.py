@@ -12,8 +12,12 @@
         unified_index.duckdb                 that index, for readers that fetch it after it was replaced
         label_directory.bin                  where each label's rows are, read by ranges (``label_directory.py``)
       .unified_index.duckdb.building-<id>    a consolidation's index while it is built (+ .wal, .labeldir,
-                                             .pointer, .lock held while it runs, and .parts, the label
-                                             ranges of a split build): gc removes a dead one's
+                                             .pointer, .lock held while it runs), in the store's staging
+                                             folder: the store itself on a local disk, private scratch on
+                                             a bucket. gc removes a dead one's
+      .unified_index.duckdb.building-<id>.parts/   the sorted label ranges of a split build, written by
+                                             its range tasks wherever they run (on a bucket too), with
+                                             .lock inside held by the build: gc removes a dead one's
       workers/<worker_id>/
         .lock                                held by the worker's live Ingestor
         finalized.json                       names the worker's finalized session
@@ -70,7 +74,7 @@ COMPACTED = "compacted"
 BUILDING_PREFIX = f".{UNIFIED_INDEX}.building-"
 # What a build keeps beside its index: DuckDB's log, its label directory, the pointer to them, its lock.
 BUILDING_SUFFIXES = (".wal", ".labeldir", ".pointer", ".lock")
-BUILDING_PARTS = ".parts"  # a folder: the sorted label ranges a split consolidation assembles the index from
+BUILDING_PARTS = ".parts"  # a folder in the store: the sorted label ranges a split consolidation assembles
 COMPACTION_LOCK = f"{COMPACTED}/.lock"
 LABEL_DIRECTORY_POINTER = "label_directory.json"
 INDEX_VERSIONS = "index_versions"
@@ -170,6 +174,20 @@ def index_version_index(build_id: str) -> str:
 
 def index_version_directory(build_id: str) -> str:
     return f"{index_version(build_id)}/label_directory.bin"
+
+
+def building_parts(build_id: str) -> str:
+    """The store folder (a prefix on a bucket) of a split build's label ranges, and the lock its build holds.
+
+    >>> building_parts("5f0c"), building_parts_lock("5f0c")
+    ('.unified_index.duckdb.building-5f0c.parts', '.unified_index.duckdb.building-5f0c.parts/.lock')
+    """
+    return f"{BUILDING_PREFIX}{build_id}{BUILDING_PARTS}"
+
+
+def building_parts_lock(build_id: str) -> str:
+    # Inside the folder, so removing the folder removes it too.
+    return f"{building_parts(build_id)}/.lock"
 
 
 def checksum(chunks: Iterable[bytes]) -> str:

@@ -3,30 +3,47 @@
 A label's rows all fall in one range, so the sorted parts put end to end are
 the unified index's ``point_index`` and ``labels`` tables, with no global sort.
 Each task holds one range (about 4 M rows) in memory, whatever the store's
-size, and ranges run on local threads or on Dask (``RangeMerge``). On two
-cores this is no faster than DuckDB's own sort of everything (see
+size, and ranges run on local threads or on Dask (``RangeMerge``).
+
+The tasks share nothing with the consolidating process but the store: each
+opens it from its ``StorageConfig``, fetches the worker indexes into its own
+cache, and writes its parts into the store's ``building_parts`` folder (objects
+under that prefix on a bucket), from which the build reads them back one range
+at a time. So Dask workers on other machines need only reach the bucket. A
+range run again replaces its own parts; the folder is removed once the index
+is assembled, and ``gc`` removes the one of a build that died.
+
+On two cores this is no faster than DuckDB's own sort of everything (see
 bench/bench_consolidate.py): its gain is memory, and cores elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
 from ._timing import logged_phase
 from .config import StorageConfig
-from .errors import ConsolidationError
+from .errors import ConsolidationError, PocaduckError
 from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, local_cpus, raise_first_failure, run_tasks
 from .index import attach_read_only, label_summary_sql, union_all
 from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .storage import Storage
 from .store import Store, open_store
+
+logger = logging.getLogger("pocaduck")
 
 
 @dataclass(frozen=True)
@@ -51,15 +68,15 @@ def merge_label_ranges(
     schema: layout.Schema,
     aliases: list[str],
     sources: list[tuple[str, int]],
-    target: str,
+    folder: str,
     split: RangeMerge,
 ) -> list[tuple[str, str]]:
     """Merge every source's rows range by range as executor tasks; return each range's Parquet parts, in label order.
 
     ``sources`` are the store keys of the indexes attached on ``con`` as ``aliases``, with
     their file id offsets. Each task writes a range's ``point_index`` rows and ``labels``
-    summary, sorted: a label's rows all fall in one range, so the parts end to end are
-    the tables.
+    summary, sorted, into the store ``folder`` (see :func:`range_parts`): a label's rows
+    all fall in one range, so the parts end to end are the tables.
     """
     labels = union_all(aliases, "SELECT label FROM {}.point_index")
     with logged_phase("consolidation", "sample labels"):
@@ -68,13 +85,8 @@ def merge_label_ranges(
             f"SELECT label FROM ({labels}) USING SAMPLE reservoir({_SAMPLE_ROWS} ROWS) REPEATABLE (1)"
         ).fetchnumpy()["label"]
     ranges = label_ranges(sample, max(split.workers, -(-rows // _RANGE_ROWS)))
-    folder = target + layout.BUILDING_PARTS
-    os.makedirs(folder, exist_ok=True)
     threads = None if split.client is not None else max(1, local_cpus() // min(split.workers, len(ranges)))
-    parts = [
-        (os.path.join(folder, f"{n:06d}.rows.parquet"), os.path.join(folder, f"{n:06d}.labels.parquet"))
-        for n in range(len(ranges))
-    ]
+    parts = [(f"{folder}/{n:06d}.rows.parquet", f"{folder}/{n:06d}.labels.parquet") for n in range(len(ranges))]
     tasks = [
         Task(_range_name(n), 1, _range_task, (n, store.config, schema, sources, first, last, parts[n], threads))
         for n, (first, last) in enumerate(ranges)
@@ -92,6 +104,50 @@ def merge_label_ranges(
         ConsolidationError(f"the consolidation of {store.path} was cancelled; {unchanged}: run it again"),
     )
     return parts
+
+
+@contextlib.contextmanager
+def range_parts(storage: Storage, build_id: str) -> Iterator[str]:
+    """The store folder a build's range tasks write their parts into; removed on leaving, whatever happened.
+
+    Its lock, held meanwhile, tells ``gc`` the build is alive (seen from this
+    machine only on a bucket, like every lock there).
+
+    Example::
+
+        with range_parts(store.storage, build_id) as folder:
+            parts = merge_label_ranges(con, store, schema, aliases, sources, folder, split)
+            assemble_ranges(con, store.storage, parts)
+    """
+    folder = layout.building_parts(build_id)
+    with storage.lock(layout.building_parts_lock(build_id)):
+        try:
+            yield folder
+        finally:
+            try:
+                storage.delete_tree(folder)
+            except (OSError, PocaduckError) as error:  # the index does not need them: say so, and go on
+                logger.warning("the label ranges in %s were not removed (%s): gc removes them", folder, error)
+
+
+def assemble_ranges(con: duckdb.DuckDBPyConnection, storage: Storage, parts: list[tuple[str, str]]) -> None:
+    """Fill ``point_index`` and make ``labels`` from the ranges' parts, read through the store in label order.
+
+    Each table is one statement over a stream of the parts' row groups (ranged reads on a bucket): memory holds
+    one row group, and DuckDB writes the table as it would from one file (an INSERT per part made it 1.7x larger).
+    """
+    con.register("range_rows", _row_groups(storage, [rows for rows, _ in parts]))
+    con.execute("INSERT INTO point_index SELECT * FROM range_rows")
+    con.register("range_labels", _row_groups(storage, [labels for _, labels in parts]))
+    con.execute("CREATE TABLE labels AS SELECT * FROM range_labels")
+    con.unregister("range_rows")
+    con.unregister("range_labels")
+
+
+def _row_groups(storage: Storage, keys: list[str]) -> pa.RecordBatchReader:
+    schema = pq.ParquetFile(storage.open_input(keys[0])).schema_arrow
+    batches = (batch for key in keys for batch in pq.ParquetFile(storage.open_input(key)).iter_batches())
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
 def label_ranges(sample: np.ndarray, count: int) -> list[tuple[int, int]]:
@@ -124,17 +180,19 @@ def merge_label_range(
     """Write the rows of labels ``first_label``..``last_label`` of every source index, and their summary, as Parquet.
 
     ``sources`` are store keys of worker (or compaction) indexes with the offset
-    added to their file ids; ``parts`` the two files to write, rows and labels,
-    each sorted. Running it twice rewrites the same files. Returns the rows written.
+    added to their file ids; ``parts`` the two store keys to write, rows and labels,
+    each sorted. It needs only the store, so it runs on any machine that reaches it;
+    running it twice replaces the same files. Returns the rows written.
 
     Example::
 
-        merge_label_range(StorageConfig("/data/store"), schema, [("workers/w0/…/index.duckdb", 0)], 0, 999,
-                          ("/data/store/range.rows.parquet", "/data/store/range.labels.parquet"))
+        merge_label_range(StorageConfig("s3://bucket/store"), schema, [("workers/w0/…/index.duckdb", 0)], 0, 999,
+                          (".unified_index.duckdb.building-5f0c.parts/000000.rows.parquet", "….labels.parquet"))
         # -> 5012
     """
     storage = open_store(storage_config).storage
-    settings = {"temp_directory": os.path.dirname(parts[0])} | ({"threads": threads} if threads else {})
+    staging = storage.staging_dir(parts[0].rsplit("/", 1)[0])
+    settings = {"temp_directory": staging} | ({"threads": threads} if threads else {})
     con = duckdb.connect(config=settings)
     try:
         aliases = [f"source_{number}" for number in range(len(sources))]
@@ -149,8 +207,11 @@ def merge_label_range(
         summary = con.sql(label_summary_sql(schema, "range_rows")).to_arrow_table()
     finally:
         con.close()
-    pq.write_table(rows, parts[0], compression="lz4")
-    pq.write_table(summary, parts[1], compression="lz4")
+    for table, key in ((rows, parts[0]), (summary, parts[1])):
+        # A name of its own: an attempt of this range still running elsewhere writes beside it, not into it.
+        written = os.path.join(staging, f"{key.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.partial")
+        pq.write_table(table, written, compression="lz4")
+        storage.publish(written, key)
     return rows.num_rows
 
 

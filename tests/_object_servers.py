@@ -175,6 +175,21 @@ class S3Server:
 
 
 @contextlib.contextmanager
+def s3_without_auth(bucket: str) -> Iterator[S3Server]:
+    """moto's S3 with ``bucket``, without its IAM check: moto's users and buckets are shared by the whole
+    process, so a test module doing this keeps to a bucket of its own and adds no user that test_object_storage
+    makes too."""
+    server = S3Server(bucket=bucket)
+    server.access_key_id, server.secret_access_key = "test-key", "test-secret"
+    server.start()
+    server.client().create_bucket(Bucket=server.bucket)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def gcs_emulator(bucket: str) -> Iterator[None]:
     """gcp-storage-emulator on a free port, with ``bucket``; gcsfs finds it through STORAGE_EMULATOR_HOST."""
     from gcp_storage_emulator.server import create_server

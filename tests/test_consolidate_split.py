@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pocaduck import ConsolidationError, Ingestor, Query, consolidate, open_store
 from pocaduck.gc import collect_garbage
 from pocaduck.label_directory import open_in_force
-from pocaduck.layout import BUILDING_PREFIX
+from pocaduck.layout import BUILDING_PREFIX, UNIFIED_INDEX
 
 range_merge = importlib.import_module("pocaduck.range_merge")
 HIGH = 2**63  # labels above it are where signed 64-bit handling breaks
@@ -54,7 +54,7 @@ def assert_serves_what_was_written(store, written: Written) -> None:
 
 def unified_index(store) -> dict[str, list]:
     """Every table of the unified index in its stored order (point_index and labels are stored sorted)."""
-    with duckdb.connect(os.path.join(store, "unified_index.duckdb"), read_only=True) as con:
+    with duckdb.connect(open_store(store).storage.local_copy(UNIFIED_INDEX), read_only=True) as con:
         tables = {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in ("files", "point_index", "labels")}
         tables["workers"] = con.execute("SELECT * FROM workers ORDER BY ALL").fetchall()
         tables["view"] = con.execute("SELECT * FROM point_cloud_index ORDER BY ALL").fetchall()

@@ -12,10 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,96 +26,23 @@ distributed = require("distributed", "to run a scan on a Dask cluster")
 require("moto", "for S3 on loopback")
 psutil = require("psutil", "to check which addresses the cluster uses")
 
-from _object_servers import S3Server  # noqa: E402  (imports moto: only after the check that it is there)
+from _dask_cluster import SAFETY_SECONDS, Cluster, dask_cluster, wait_until  # noqa: E402  (imports distributed)
+from _object_servers import s3_without_auth  # noqa: E402  (imports moto: only after the check that it is there)
 
-TESTS = Path(__file__).parent
-DASK = Path(sys.executable).with_name("dask")
-SAFETY_SECONDS = 120  # a safety net only: every wait below ends on an event long before
 BLOCK = 8
 STALL_ON = 3  # tile_bytes=1 makes one read per block: the victim stalls in its third block, two blocks written
 
 
-@dataclass
-class Cluster:
-    client: distributed.Client
-    processes: list[subprocess.Popen]
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + SAFETY_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[Cluster]:
-    """``dask scheduler`` and two ``dask worker`` programs on loopback, each in a process group of its own.
-
-    Every group is ended at teardown, whatever the test did, so no process outlives the test.
-    """
-    folder = tmp_path / "dask"
-    folder.mkdir()
-    scheduler_file = str(folder / "scheduler.json")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    processes: list[subprocess.Popen] = []
-    client = None
-
-    def start(name: str, *arguments: str) -> None:
-        with open(folder / f"{name}.log", "wb") as log:
-            processes.append(
-                subprocess.Popen(
-                    [str(DASK), *arguments],
-                    cwd=folder,
-                    env=environment,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # a group of its own: the nanny's worker process ends with it
-                )
-            )
-
-    try:
-        # --no-dashboard alone still serves Dask's HTTP endpoints (health, metrics) on 0.0.0.0: bind them too.
-        loopback = ("--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0")
-        start("scheduler", "scheduler", *loopback, "--port", "0", "--scheduler-file", scheduler_file)
-        wait_until(
-            lambda: os.path.exists(scheduler_file) or processes[0].poll() is not None, "the scheduler's address file"
-        )
-        assert processes[0].poll() is None, (folder / "scheduler.log").read_text()
-        for number in range(2):
-            start(
-                f"worker-{number}",
-                *("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1", *loopback),
-                *("--local-directory", str(folder / f"worker-{number}")),
-            )
-        client = distributed.Client(scheduler_file=scheduler_file, timeout=SAFETY_SECONDS)
-        client.wait_for_workers(2, timeout=SAFETY_SECONDS)
-        yield Cluster(client, processes)
-    finally:
-        if client is not None:
-            client.close()
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with dask_cluster(tmp_path / "dask") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def s3():
-    """moto's S3 in this process, without its IAM check: moto's users and buckets are shared by the whole
-    process, so the test keeps to a bucket of its own and adds no user that test_object_storage makes too."""
-    server = S3Server(bucket="pocaduck-dask-cluster")
-    server.access_key_id, server.secret_access_key = "test-key", "test-secret"
-    server.start()
-    server.client().create_bucket(Bucket=server.bucket)
-    yield server
-    server.stop()
+    with s3_without_auth("pocaduck-dask-cluster") as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -102,3 +102,7 @@ class Storage(abc.ABC):
         The lock dies with the process that holds it, so a crashed worker never
         leaves a stale lock behind.
         """
+
+    @abc.abstractmethod
+    def lock_is_held(self, path: str) -> bool:
+        """Whether a live process holds ``lock(path)``, asked without taking it or writing anything (for a dry run)."""

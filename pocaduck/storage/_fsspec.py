@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from ..config import redact_url
 from ..errors import StorageAccessError, StorageUnavailableError
 from ._base import Storage
-from ._local import file_lock
+from ._local import file_lock, lock_is_held
 
 logger = logging.getLogger("pocaduck")
 _PROGRESS_FROM_BYTES = 16 * 2**20  # a download this large takes seconds: say what is happening
@@ -259,8 +259,15 @@ class FsspecStorage(Storage):
 
     def lock(self, path: str) -> contextlib.AbstractContextManager[bool]:
         """A lock on this machine only: object stores offer no lock that dies with its holder."""
+        return file_lock(self._lock_file(path))
+
+    def lock_is_held(self, path: str) -> bool:
+        """Seen from this machine only, like the lock itself."""
+        return lock_is_held(self._lock_file(path))
+
+    def _lock_file(self, path: str) -> str:
         locks = os.path.join(tempfile.gettempdir(), f"pocaduck-locks-{os.getuid()}")  # per user: no shared folder
-        return file_lock(os.path.join(locks, _short_hash(self.describe(path)) + ".lock"))
+        return os.path.join(locks, _short_hash(self.describe(path)) + ".lock")
 
 
 class _RangeReader(io.RawIOBase):

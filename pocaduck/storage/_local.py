@@ -144,6 +144,9 @@ class LocalStorage(Storage):
     def lock(self, path: str) -> contextlib.AbstractContextManager[bool]:
         return file_lock(self._abs(path))
 
+    def lock_is_held(self, path: str) -> bool:
+        return lock_is_held(self._abs(path))
+
 
 @contextlib.contextmanager
 def file_lock(target: str) -> Iterator[bool]:
