@@ -93,8 +93,12 @@ def choose_bins(schema: pa.Schema, column: str, low: Any, high: Any) -> Bins | N
     width = max(1, math.ceil((high - low + 1) / MAX_BINS))
     size = (high - low) // width + 1
     edges = tuple(low + i * width for i in range(size + 1))
-    # HUGEINT: a UBIGINT column, or a span past BIGINT, subtracts without overflow.
-    expression = f"(({name}::HUGEINT - ?::HUGEINT) // ?::HUGEINT)::INTEGER"
+    # BIGINT arithmetic is three times faster than HUGEINT, which only a UBIGINT column or a span past
+    # 2**62 needs to subtract without overflow.
+    kind = schema.field(column).type
+    fits = (pa.types.is_signed_integer(kind) or kind.bit_width <= 32) and -_LOG_LIMIT <= low and high < _LOG_LIMIT
+    wide = "BIGINT" if fits else "HUGEINT"
+    expression = f"(({name}::{wide} - ?::{wide}) // ?::{wide})::INTEGER"
     return Bins(column, "linear", True, edges, expression, (low, width))
 
 
