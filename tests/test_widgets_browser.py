@@ -333,7 +333,7 @@ def test_brushes_filter_rows_and_each_histogram_counts_under_the_other_brushes(
     histograms = {
         name: (scale, integer, edges, counts) for name, scale, integer, edges, counts in browser._histograms[1]
     }
-    assert set(histograms) == set(browser.histogram_columns)
+    assert set(histograms) == (set(browser.histogram_columns) if keep.any() else set())  # no values: no bins
     for column, (scale, integer, edges, counts) in histograms.items():
         shown = table[column][keep].to_numpy()  # the bins span the view before any brush
         assert edges[0] <= shown.min() and (shown.max() < edges[-1] or (not integer and shown.max() == edges[-1]))
