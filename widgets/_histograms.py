@@ -96,7 +96,7 @@ def choose_bins(schema: pa.Schema, column: str, low: Any, high: Any) -> Bins | N
     # BIGINT arithmetic is three times faster than HUGEINT, which only a UBIGINT column or a span past
     # 2**62 needs to subtract without overflow.
     kind = schema.field(column).type
-    fits = (pa.types.is_signed_integer(kind) or kind.bit_width <= 32) and -_LOG_LIMIT <= low and high < _LOG_LIMIT
+    fits = (pa.types.is_signed_integer(kind) or kind.bit_width <= 32) and low >= -_LOG_LIMIT and high < _LOG_LIMIT
     wide = "BIGINT" if fits else "HUGEINT"
     expression = f"(({name}::{wide} - ?::{wide}) // ?::{wide})::INTEGER"
     return Bins(column, "linear", True, edges, expression, (low, width))
