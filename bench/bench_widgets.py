@@ -156,7 +156,32 @@ def bench_pages(n_labels: int) -> dict:
             / 2,
             "jump to a label, ms": _median_ms(lambda: browser.jump_to(middle_label)),
         }
+        page(0)
+        results.update(bench_histograms(browser))
     return results
+
+
+def bench_histograms(browser: LabelBrowser) -> dict:
+    """The column summaries: every histogram from scratch (extents, then counts), and one brush as a drag sends it.
+
+    A brush costs the filtered count, the first page and the other histograms (one SELECT for all); it is
+    timed alternating two ranges, so no repeat is answered from the browser's caches.
+    """
+    columns = len(browser.histogram_columns)
+    source, params = browser._view_sql(brushed=False)
+
+    def first_show() -> None:
+        browser._extents = browser._histograms = None
+        browser._column_histograms(source, params)
+
+    ranges = [(2, 8), (1, 3)]
+    brushes = iter(ranges * 20)
+    return {
+        f"histograms of {columns} columns, first show, ms": _median_ms(first_show, repeat=5),
+        "a brush on point_count (count + page + other histograms), p50, ms": _median_ms(
+            lambda: browser.brush("point_count", *next(brushes)), repeat=9
+        ),
+    }
 
 
 # -- first frame in the browser ------------------------------------------------

@@ -9,7 +9,7 @@ Example::
     Explorer(store)
 """
 
-from .browser import LabelBrowser, LabelNotFoundError
+from .browser import InvalidBrushError, LabelBrowser, LabelNotFoundError
 from .explorer import Explorer
 from .monitor import IngestionMonitor, WorkerPanel
 from .neuroglancer_view import NeuroglancerView, neuroglancer_viewer
@@ -18,6 +18,7 @@ from .viewer import PointCloudViewer
 __all__ = [
     "Explorer",
     "IngestionMonitor",
+    "InvalidBrushError",
     "LabelBrowser",
     "LabelNotFoundError",
     "NeuroglancerView",

@@ -7,12 +7,21 @@ WHERE expression and SELECT are placed on lines of their own inside the paged
 query, so the whole statement, user text included, is what ``Query.sql`` checks.
 Each query is stopped after ``timeout`` seconds, so a runaway one typed into a
 box cannot hold the kernel.
+
+Above each numeric column sits a histogram (``_histograms.py``); dragging on one
+brushes a range of that column. Brushes, the WHERE box and ``only_labels`` are
+clauses ANDed into one WHERE; each histogram counts under every clause but its
+own brush. ``sql`` and ``data()`` give the view the table shows.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import numbers
 import pathlib
+import re
+import types
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,11 +30,13 @@ import ipywidgets as w
 import pyarrow as pa
 import traitlets as t
 
-from pocaduck import PocaduckError
+from pocaduck import InvalidArgumentError, PocaduckError
 from pocaduck.keys import check_label
 
+from . import _histograms
+from ._histograms import quote as _quote
 from ._source import StoreLike, open_query
-from ._wire import encode_page, front_end
+from ._wire import encode_histograms, encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
 _STATE = ("select", "where", "only_labels", "order_by", "descending", "offset", "page_size")
@@ -35,8 +46,12 @@ class LabelNotFoundError(PocaduckError, LookupError):
     """``jump_to`` was given a label that is not among the rows matching the current filter."""
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+class InvalidBrushError(InvalidArgumentError):
+    """``brush`` was given a column without a histogram, or bounds that are not an ordered pair of numbers."""
+
+
+Brush = tuple[int | float | None, int | float | None]
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 
 def _labels_to_json(labels: list[int], _widget: Any) -> list[str]:
@@ -58,6 +73,9 @@ class _LabelTable(anywidget.AnyWidget):
     order_by = t.Unicode("").tag(sync=True)
     descending = t.Bool(True).tag(sync=True)
     selected = t.List(t.Int()).tag(sync=True, to_json=_labels_to_json, from_json=_labels_from_json)
+    histograms = t.Dict().tag(sync=True)
+    # {column: [low, high]}, bounds as decimal text (exact for any integer) or null for an open side.
+    brushes = t.Dict().tag(sync=True)
 
 
 class LabelBrowser(w.VBox):
@@ -68,12 +86,18 @@ class LabelBrowser(w.VBox):
     index tables (``labels``, ``point_index``, ``files``, ``workers``). A bad
     expression sets ``error`` and leaves the table as it was.
 
+    Each numeric column but the label has a histogram above the rows; drag on
+    one (or call ``brush``) to keep a range of that column. ``sql`` is the view
+    as a ``(statement, params)`` pair for ``Query.sql``; ``data()`` runs it.
+
     Example::
 
         browser = LabelBrowser(store)
         browser.where = "point_count > 1000"
+        browser.brush("max_z", 2000, None)
         browser.order_by, browser.descending = "block_count", True
         browser.selected_labels = [42]
+        table = browser.data()  # every row shown, as Arrow
     """
 
     select = t.Unicode("", help="a whole SELECT used instead of the labels table; empty for the labels table")
@@ -128,8 +152,14 @@ class LabelBrowser(w.VBox):
         t.link((self, "order_by"), (self._table, "order_by"))
         t.link((self, "descending"), (self._table, "descending"))
         t.link((self, "selected_labels"), (self._table, "selected"))
+        self._table.observe(self._on_table_brushes, "brushes")
         self._counted: tuple[str, list[Any], int] | None = None
         self._good: dict[str, Any] = {}
+        self._brushes: dict[str, Brush] = {}
+        self._good_brushes: dict[str, Brush] = {}
+        self._schema = pa.schema([])
+        self._extents: tuple[str, list[Any], list[_histograms.Bins]] | None = None
+        self._histograms: tuple[tuple, list] | None = None
         super().__init__(
             [
                 self._select_box,
@@ -175,9 +205,64 @@ class LabelBrowser(w.VBox):
         self.offset = position // self.page_size * self.page_size
         self.selected_labels = [label]
 
+    @property
+    def brushes(self) -> types.MappingProxyType[str, Brush]:
+        """The brushed ranges, ``{column: (low, high)}`` (inclusive; None for an open side); read-only."""
+        return types.MappingProxyType(dict(self._brushes))
+
+    @property
+    def histogram_columns(self) -> list[str]:
+        """The columns that have a histogram and can be brushed: the numeric ones but ``label``."""
+        return _histograms.numeric_columns(self._schema)
+
+    def brush(self, column: str, low: float | None = None, high: float | None = None) -> None:
+        """Keep the rows whose ``column`` lies in [low, high], as a drag on its histogram does.
+
+        A None bound leaves that side open; ``brush(column, None)`` (both None) removes the brush.
+        Brushes on other columns, ``where`` and ``only_labels`` still apply (AND).
+
+        Example::
+
+            browser.brush("point_count", 1000, None)  # at least 1,000 points
+            browser.brush("point_count", None)  # all point counts again
+        """
+        if not isinstance(column, str) or column not in self.histogram_columns:
+            raise InvalidBrushError(
+                f"cannot brush {column!r}: only these columns have a histogram: {', '.join(self.histogram_columns)}"
+            )
+        low, high = _bound(low, "low"), _bound(high, "high")
+        if low is not None and high is not None and low > high:
+            raise InvalidBrushError(f"brush of {column!r}: low ({low}) is above high ({high})")
+        brushes = dict(self._brushes)
+        if low is None and high is None:
+            brushes.pop(column, None)
+        else:
+            brushes[column] = (low, high)
+        self._set_brushes(brushes)
+
+    @property
+    def sql(self) -> tuple[str, list[Any]]:
+        """The rows the table shows, in its order (no paging), as one SELECT and its ``?`` parameters.
+
+        Values (brush bounds, ``only_labels``) stay parameters rather than text in the statement; run it with
+        ``browser.query.sql(*browser.sql)`` or on the index's own DuckDB file.
+        """
+        view, params = self._view_sql()
+        return f"SELECT * FROM (\n{view}\n) AS view\nORDER BY {self._order_sql(self.columns)}", params
+
+    def data(self, timeout: float | None = None) -> pa.Table:
+        """Every row of the current view, in the table's order, as an Arrow table.
+
+        Runs ``sql`` through ``Query.sql``, stopped after ``timeout`` seconds (the browser's ``timeout`` by default).
+        No DuckDB relation is offered: the index connection is shared and locked down, and a relation would
+        let its caller run any statement on it.
+        """
+        result = self.query.sql(*self.sql, output="arrow", timeout=self.timeout if timeout is None else timeout)
+        return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+
     def refresh(self) -> None:
         """Run the current query again (after the store was consolidated anew, for instance)."""
-        self._counted = None
+        self._counted = self._extents = self._histograms = None
         self._apply()
 
     # -- queries -------------------------------------------------------------
@@ -188,7 +273,11 @@ class LabelBrowser(w.VBox):
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
     def _filtered_sql(self) -> tuple[str, list[Any]]:
-        """The current table as SQL, and the parameters it takes (the labels of ``only_labels``)."""
+        """The current view (every clause: WHERE, ``only_labels``, brushes) as SQL, and its parameters."""
+        return self._view_sql()
+
+    def _view_sql(self, brushed: bool = True) -> tuple[str, list[Any]]:
+        """The current table as SQL and the parameters it takes; without the brushes when not ``brushed``."""
         # User text sits on lines of its own so a trailing "-- comment" cannot swallow our clauses.
         source = self.select.strip().rstrip(";").strip() or "SELECT * FROM labels"
         sql = f"SELECT * FROM (\n{source}\n) AS source"
@@ -198,6 +287,10 @@ class LabelBrowser(w.VBox):
             # list_contains, not ANY(?): the read-only check refuses the unnest that ANY becomes.
             conditions.append("list_contains(?::UBIGINT[], label)")
             params.append(self.only_labels)
+        for column, (low, high) in self._brushes.items() if brushed else ():
+            predicate, values = _histograms.brush_predicate(column, low, high)
+            conditions.append(predicate)
+            params += values
         return (f"{sql}\nWHERE " + "\nAND ".join(conditions) if conditions else sql), params
 
     def _order_sql(self, columns: list[str]) -> str:
@@ -213,18 +306,49 @@ class LabelBrowser(w.VBox):
         comparison = ">" if self.descending else "<"
         return f"({column} {comparison} ? OR ({column} = ? AND label < ?))", [value, value, label]
 
-    def _fetch(self) -> tuple[pa.Table, int]:
-        source, params = self._filtered_sql()
-        columns = self._sql(f"SELECT * FROM (\n{source}\n) LIMIT 0", params).column_names
+    def _fetch(self) -> tuple[pa.Table, int, list]:
+        unbrushed, unbrushed_params = self._view_sql(brushed=False)
+        self._schema = self._sql(f"SELECT * FROM (\n{unbrushed}\n) LIMIT 0", unbrushed_params).schema
+        columns = self._schema.names
         if self.order_by not in columns:
             with self._quietly():
                 self.order_by = "point_count" if "point_count" in columns else columns[0]
+        brushable = self.histogram_columns  # a new SELECT may lack a brushed column: its brush goes
+        self._brushes = {column: bounds for column, bounds in self._brushes.items() if column in brushable}
+        source, params = self._view_sql()
         if self._counted is None or self._counted[:2] != (source, params):
             (count,) = self._sql(f"SELECT count(*) FROM (\n{source}\n)", params)[0].to_pylist()
             self._counted = (source, params, count)
         page_sql = f"SELECT * FROM (\n{source}\n) AS page\nORDER BY {self._order_sql(columns)}\nLIMIT ? OFFSET ?"
         page = self._sql(page_sql, [*params, self.page_size, self.offset])
-        return page.slice(0, self.page_size), self._counted[2]
+        return page.slice(0, self.page_size), self._counted[2], self._column_histograms(unbrushed, unbrushed_params)
+
+    def _column_histograms(self, source: str, params: list[Any]) -> list:
+        """``(name, scale, integer, edges, counts)`` per numeric column; two statements when the view changed.
+
+        Bins come from the unbrushed view's extents, so a brush never moves the bars it is drawn over.
+        """
+        columns = self.histogram_columns
+        if not columns:
+            return []
+        if self._extents is None or self._extents[:2] != (source, params):
+            extents = self._sql(_histograms.extents_sql(source, self._schema, columns), params)
+            values = list(extents.to_pylist()[0].values())
+            bins = [
+                _histograms.choose_bins(self._schema, column, values[2 * i], values[2 * i + 1])
+                for i, column in enumerate(columns)
+            ]
+            self._extents = (source, params, [b for b in bins if b is not None])
+        bins = self._extents[2]
+        key = (source, repr(params), repr(self._brushes))
+        if self._histograms is None or self._histograms[0] != key:
+            counts = []
+            if bins:
+                sql, count_params = _histograms.counts_sql(source, bins, self._brushes)
+                counts = _histograms.counts_of(self._sql(sql, [*count_params, *params]), bins)
+            histograms = [(b.column, b.scale, b.integer, list(b.edges), c) for b, c in zip(bins, counts, strict=True)]
+            self._histograms = (key, histograms)
+        return self._histograms[1]
 
     # -- state changes -----------------------------------------------------
 
@@ -270,22 +394,27 @@ class LabelBrowser(w.VBox):
         with self._quietly():
             self.offset = max(self.offset, 0)
         try:
-            page, total = self._fetch()
+            page, total, histograms = self._fetch()
         except PocaduckError as error:
             with self._quietly():
                 for name, value in self._good.items():
                     setattr(self, name, value)
+            self._brushes = dict(self._good_brushes)
+            self._table.brushes = _brushes_to_json(self._brushes)
             self._show_error(error)
             return
-        self._show(page, total)
+        self._show(page, total, histograms)
 
-    def _show(self, page: pa.Table, total: int) -> None:
+    def _show(self, page: pa.Table, total: int, histograms: list) -> None:
         self.page, self.total_rows, self.error = page, total, ""
         self._good = {name: getattr(self, name) for name in _STATE}
+        self._good_brushes = dict(self._brushes)
         self._error_view.value = ""
         with self.hold_sync(), self._table.hold_sync():
             self._table.label_column = "label" if "label" in page.column_names else ""
             self._table.page = encode_page(page)
+            self._table.histograms = encode_histograms(histograms)
+            self._table.brushes = _brushes_to_json(self._brushes)
             self._where_box.value, self._select_box.value = self.where, self.select
             first = self.offset + 1 if page.num_rows else 0
             self._status.value = (
@@ -296,6 +425,31 @@ class LabelBrowser(w.VBox):
     def _show_error(self, error: Exception) -> None:
         self.error = str(error)
         self._error_view.value = f"<pre style='color:#b00020;white-space:pre-wrap'>{html.escape(self.error)}</pre>"
+
+    def _set_brushes(self, brushes: dict[str, Brush]) -> None:
+        if brushes == self._brushes:
+            return
+        self._brushes = brushes
+        with self._quietly():
+            self.offset = 0
+        self._apply()
+
+    def _on_table_brushes(self, change: dict) -> None:
+        """A drag or double-click on a histogram: the front end sends every brush, bounds as decimal text."""
+        sent = change["new"]
+        if sent == _brushes_to_json(self._brushes):
+            return  # our own echo
+        try:
+            brushes = {}
+            for column, (low, high) in sent.items():
+                if column not in self.histogram_columns:
+                    raise InvalidBrushError(f"cannot brush {column!r}: it has no histogram")
+                brushes[column] = (_from_text(low), _from_text(high))
+        except (ValueError, TypeError) as error:
+            self._table.brushes = _brushes_to_json(self._brushes)
+            self._show_error(error)
+            return
+        self._set_brushes({column: bounds for column, bounds in brushes.items() if bounds != (None, None)})
 
     def _go(self, offset: int) -> None:
         last_page = max(self.total_rows - 1, 0) // self.page_size * self.page_size
@@ -309,3 +463,26 @@ class LabelBrowser(w.VBox):
             self.jump_to(int(text))
         except (ValueError, PocaduckError) as error:
             self._show_error(error)
+
+
+def _bound(value: Any, name: str) -> int | float | None:
+    """A brush bound: None, or a finite real number kept as given (an int stays exact)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidBrushError(f"brush {name} must be a number or None, got {type(value).__name__} {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not math.isfinite(value):
+        raise InvalidBrushError(f"brush {name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _from_text(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    return _bound(int(text) if _INTEGER_TEXT.fullmatch(text) else float(text), "bound")
+
+
+def _brushes_to_json(brushes: dict[str, Brush]) -> dict[str, list[str | None]]:
+    return {column: [None if v is None else repr(v) for v in bounds] for column, bounds in brushes.items()}

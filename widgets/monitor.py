@@ -117,14 +117,14 @@ def recent_rate(before: ProgressEvent | None, after: ProgressEvent) -> float | N
 def sparkline(rates: Sequence[float], running: bool, width: int = 120, height: int = 22) -> str:
     """Throughput over time as a small inline SVG, with the highest rate, and the latest while ``running``.
 
-    >>> sparkline([], True) == ""
+    >>> sparkline([], True) == sparkline([0.0, 0.0], True) == ""
     True
     >>> 'points="0.0,21.0 120.0,1.0"' in sparkline([0.0, 50.0], False)
     True
     """
-    if not rates:
+    if not rates or max(rates) <= 0:  # no rate measured yet (or reports came faster than the clock): nothing to say
         return ""
-    peak = max(max(rates), 1e-9)
+    peak = max(rates)
     step = width / max(len(rates) - 1, 1)
     points = " ".join(f"{i * step:.1f},{height - 1 - (height - 2) * rate / peak:.1f}" for i, rate in enumerate(rates))
     return (

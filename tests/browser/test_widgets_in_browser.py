@@ -309,3 +309,65 @@ def test_double_clicking_a_drawn_point_shows_its_label_and_selects_its_row(page,
     print(f"label shown {shown_after * 1e3:.0f} ms after the double-click; {picked}")
     assert f"picked label {labels[1]} at voxel (" in picked
     viewer.screenshot(path=ARTIFACTS / "viewer-picked.png")
+
+
+def histogram_counts(page, column: str) -> list[int]:
+    return page.locator(f".pocaduck-histogram[data-histogram='{column}'] rect.bar").evaluate_all(
+        "bars => bars.map((bar) => Number(bar.dataset.count))"
+    )
+
+
+def test_dragging_on_a_histogram_filters_the_rows_and_redraws_the_other_histograms(page, root):
+    from pocaduck import Query
+
+    histogram = page.locator(".pocaduck-histogram[data-histogram='point_count']")
+    before = {column: histogram_counts(page, column) for column in ("point_count", "block_count", "max_z")}
+    histogram.scroll_into_view_if_needed()  # the mouse drags at screen positions: the histogram must be on screen
+    box = histogram.bounding_box()
+    page.mouse.move(box["x"] + 1, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    # The kernel's answer carries the brush back: the band's bounds, then the new page.
+    page.wait_for_function(
+        "() => document.querySelector(\".pocaduck-histogram[data-histogram='point_count']\")?.dataset.high",
+        timeout=30_000,
+    )
+    histogram = page.locator(".pocaduck-histogram[data-histogram='point_count']")
+    low, high = int(histogram.get_attribute("data-low")), int(histogram.get_attribute("data-high"))
+    with Query(root / "store") as query:
+        where = "FROM labels WHERE point_count BETWEEN ? AND ?"
+        rows = query.sql(f"SELECT label {where}", [low, high], "arrow")
+        expected = sorted(str(label) for label in rows.column("label").to_pylist())
+        total = query.sql(f"SELECT count(*) AS n {where}", [low, high], "arrow").column("n")[0].as_py()
+        block_counts = query.sql(
+            f"SELECT block_count, count(*) AS n {where} GROUP BY block_count", [low, high], "arrow"
+        ).to_pylist()
+    assert 0 < total < 56, (low, high, total)  # the drag kept some labels, not all
+    page.wait_for_function(
+        """(expected) => {  // in whatever order the earlier tests left the table
+            const rows = [...document.querySelectorAll('.pocaduck-table tbody tr')];
+            const kept = new Set(expected);
+            return rows.length === Math.min(expected.length, 50) && rows.every((row) => kept.has(row.dataset.label));
+        }""",
+        arg=expected,
+        timeout=30_000,
+    )
+    assert f"of {total}" in page.locator(".widget-hbox", has_text=f"of {total}").first.inner_text()
+    # Its own histogram keeps every bar (the brush shows as a band); the others count the kept rows only.
+    assert histogram_counts(page, "point_count") == before["point_count"]
+    assert histogram.locator("rect.band").is_visible()
+    after = {column: histogram_counts(page, column) for column in ("block_count", "max_z")}
+    assert sum(after["block_count"]) == sum(after["max_z"]) == total
+    assert after["block_count"] != before["block_count"] and after["max_z"] != before["max_z"]
+    assert sorted(c for c in after["block_count"] if c) == sorted(row["n"] for row in block_counts)
+    page.locator(".pocaduck-table").screenshot(path=ARTIFACTS / "label-table-brushed.png")
+
+    histogram.dblclick()  # clears the brush: every label again
+    page.wait_for_function(
+        "() => document.querySelectorAll('.pocaduck-table tbody tr').length === 50"
+        " && !document.querySelector(\".pocaduck-histogram[data-histogram='point_count']\").dataset.high",
+        timeout=30_000,
+    )
+    assert histogram_counts(page, "block_count") == before["block_count"]

@@ -1,0 +1,153 @@
+"""The label browser's column summaries: bins chosen from each column's extent, counted by DuckDB, crossfiltered.
+
+A histogram's counts use every brush but its own (mosaic's cross-filter), so a
+brush narrows the other histograms while its own still shows where else one
+could brush. All histograms are counted by one SELECT in one pass over the
+view: each row's bin per column and whether it passes each brush are computed
+once, then ``histogram(bin) FILTER (WHERE <the other brushes>)`` counts them.
+Column names come only from the view's own schema and are quoted; values
+(extents, bin widths, brush bounds) are ``?`` parameters.
+
+Bins: a ``*_count`` column whose values span more than ``MAX_BINS`` integers
+gets powers of two ([1, 2), [2, 4), …, with [0, 1) for zero); any other
+integer column gets integer-wide bins (one per value when the span allows);
+a float column gets ``MAX_BINS`` equal bins over its finite values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+MAX_BINS = 24
+_LOG_LIMIT = 2**62  # shifts of BIGINT stay exact below this
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Bins:
+    """How one column is binned: ``edges`` (n + 1 of them; bin i holds edges[i] <= value < edges[i + 1])."""
+
+    column: str
+    scale: str  # "log" or "linear"
+    integer: bool
+    edges: tuple[int | float, ...]
+    expression: str  # SQL of a row's bin index in 0 .. n - 1, NULL when the value is not counted
+    params: tuple[Any, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.edges) - 1
+
+
+def numeric_columns(schema: pa.Schema) -> list[str]:
+    """The columns that get a histogram and may be brushed: numbers, but not the label (an identifier)."""
+    return [
+        field.name
+        for field in schema
+        if field.name != "label" and (pa.types.is_integer(field.type) or pa.types.is_floating(field.type))
+    ]
+
+
+def is_integer(schema: pa.Schema, column: str) -> bool:
+    return pa.types.is_integer(schema.field(column).type)
+
+
+def extents_sql(source: str, schema: pa.Schema, columns: list[str]) -> str:
+    """One SELECT of every column's min and max over ``source``; floats over their finite values only."""
+    parts = []
+    for column in columns:
+        name = quote(column)
+        only = "" if is_integer(schema, column) else f" FILTER (WHERE isfinite({name}))"
+        parts += [f"min({name}){only}", f"max({name}){only}"]
+    return f"SELECT {', '.join(parts)} FROM (\n{source}\n) AS source"
+
+
+def choose_bins(schema: pa.Schema, column: str, low: Any, high: Any) -> Bins | None:
+    """The bins of ``column`` whose values lie in [low, high]; None when it has no values to count."""
+    if low is None or high is None:
+        return None
+    name = quote(column)
+    if not is_integer(schema, column):
+        low, high = float(low), float(high)
+        width = (high - low) / MAX_BINS if high > low else 1.0
+        size = MAX_BINS if high > low else 1
+        edges = (*(low + i * width for i in range(size)), high if high > low else low + 1.0)
+        expression = f"CASE WHEN isfinite({name}) THEN least(floor(({name} - ?) / ?), ?)::INTEGER END"
+        return Bins(column, "linear", False, edges, expression, (low, width, size - 1))
+    low, high = int(low), int(high)
+    if column.endswith("_count") and high - low + 1 > MAX_BINS and low >= 0 and high < _LOG_LIMIT:
+        first, last = _power_bin(low), _power_bin(high)
+        edges = (*(0 if k == 0 else 1 << (k - 1) for k in range(first, last + 1)), 1 << last)
+        # floor(log2) of a double can land one off near a power of two: corrected with exact integer shifts.
+        k = f"floor(log2(greatest({name}, 1)))::INTEGER"
+        exact = f"({k} - ({name} < (1::BIGINT << {k}))::INTEGER + ({name} >= (1::BIGINT << ({k} + 1)))::INTEGER)"
+        expression = f"(CASE WHEN {name} < 1 THEN 0 ELSE {exact} + 1 END - ?)"
+        return Bins(column, "log", True, edges, expression, (first,))
+    width = max(1, math.ceil((high - low + 1) / MAX_BINS))
+    size = (high - low) // width + 1
+    edges = tuple(low + i * width for i in range(size + 1))
+    # BIGINT arithmetic is three times faster than HUGEINT, which only a UBIGINT column or a span past
+    # 2**62 needs to subtract without overflow.
+    kind = schema.field(column).type
+    fits = (pa.types.is_signed_integer(kind) or kind.bit_width <= 32) and low >= -_LOG_LIMIT and high < _LOG_LIMIT
+    wide = "BIGINT" if fits else "HUGEINT"
+    expression = f"(({name}::{wide} - ?::{wide}) // ?::{wide})::INTEGER"
+    return Bins(column, "linear", True, edges, expression, (low, width))
+
+
+def _power_bin(value: int) -> int:
+    """0 for values below 1, else k + 1 where 2**k <= value < 2**(k + 1)."""
+    return 0 if value < 1 else value.bit_length()
+
+
+def brush_predicate(column: str, low: Any, high: Any) -> tuple[str, list[Any]]:
+    """``low <= column <= high`` (either bound may be None: open on that side); NULL never passes."""
+    name = quote(column)
+    if low is not None and high is not None:
+        return f"{name} BETWEEN ? AND ?", [low, high]
+    if low is not None:
+        return f"{name} >= ?", [low]
+    return f"{name} <= ?", [high]
+
+
+def counts_sql(source: str, bins: list[Bins], brushes: dict[str, tuple[Any, Any]]) -> tuple[str, list[Any]]:
+    """One SELECT counting every column's bins, each under all the brushes but its own.
+
+    ``source`` takes its own parameters after the ones returned here.
+    """
+    inner, params = [], []
+    for i, column in enumerate(bins):
+        inner.append(f"{column.expression} AS b{i}")
+        params += column.params
+    flags = {}
+    for j, (column, (low, high)) in enumerate(brushes.items()):
+        predicate, values = brush_predicate(column, low, high)
+        inner.append(f"coalesce({predicate}, false) AS m{j}")
+        params += values
+        flags[column] = f"m{j}"
+    outer = []
+    for i, column in enumerate(bins):
+        others = [flag for name, flag in flags.items() if name != column.column]
+        only = f" FILTER (WHERE {' AND '.join(others)})" if others else ""
+        outer.append(f"histogram(b{i}){only} AS h{i}")
+    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM (\n{source}\n) AS source) AS binned"
+    return sql, params
+
+
+def counts_of(result: pa.Table, bins: list[Bins]) -> list[list[int]]:
+    """Each column's count per bin, from the one row ``counts_sql`` returns (a MAP of bin to count per column)."""
+    row = result.to_pylist()[0] if result.num_rows else {}
+    counts = []
+    for i, column in enumerate(bins):
+        per_bin = [0] * column.size
+        for bin_index, count in row.get(f"h{i}") or []:
+            per_bin[bin_index] = count
+        counts.append(per_bin)
+    return counts
