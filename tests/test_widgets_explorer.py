@@ -96,8 +96,46 @@ def test_box_tool_lists_the_labels_inside_and_shows_only_their_points_inside(spr
     explorer.browser.selected_labels = [picked]  # a row clicked in the shrunken table: its points in the box
     assert explorer.viewer.labels == [picked] and explorer.viewer.total_points == len(inside[picked])
 
-    explorer.clear_box()
-    assert explorer.browser.total_rows == len(points) and explorer.viewer.labels == []
+    explorer.clear_box()  # every label listed again; the selection stays, drawn whole
+    assert explorer.browser.total_rows == len(points) and explorer.viewer.labels == [picked]
+    assert explorer.viewer.total_points == len(points[picked])
+
+
+def test_box_where_brush_and_selection_give_the_same_labels_to_every_part(spread_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "cache"))  # neuroglancer's export goes there
+    store, points = spread_store
+    inside = {label for label, xyz in points.items() if np.any(np.all((xyz >= LOWER) & (xyz < UPPER), axis=1))}
+    explorer = Explorer(store)
+    view = explorer.open_neuroglancer()
+    assert explorer.drawn == view.labels == explorer.viewer.labels == []  # nothing selected: nothing, anywhere
+    chosen = [2**64 - 1, 16, 11, 15, 17]
+    explorer.selection = chosen
+    assert explorer.drawn == explorer.viewer.labels == chosen and view.labels == sorted(chosen)  # as segments
+
+    explorer.limit_to_box(LOWER, UPPER)
+    explorer.browser.where = "block_count = 2"  # every label here: composes without dropping any
+    explorer.browser.brush("point_count", 6, None)  # drops 15 (5 points) and 17 (5 points)
+    expected = [label for label in chosen if label in inside and len(points[label]) >= 6]
+    assert 16 in expected and 15 not in expected and 17 not in expected
+    assert explorer.selection == chosen  # the selection is kept whatever the filters hide
+    assert explorer.drawn == expected == explorer.viewer.labels and view.labels == sorted(expected)
+    assert [int(label) for label in explorer.browser.page.column("label").to_pylist() if label in chosen] != []
+    hidden = len(chosen) - len(expected)
+    assert f"<b>{len(chosen)}</b> selected ({hidden} hidden by the filters)" in explorer.browser._selection_status.value
+    for label in expected:  # the details describe what is drawn, and only that
+        assert f"label <code>{label}</code>" in explorer.details.value
+    assert "label <code>15</code>" not in explorer.details.value
+
+    explorer.browser.selected_only = True  # the table lists the selection under every filter
+    assert sorted(explorer.browser.page.column("label").to_pylist()) == sorted(expected)
+    explorer.browser.selected_only = False
+
+    explorer.selection = []  # no selection, a box: every label in the box that passes the filters
+    in_view = sorted(label for label in inside if len(points[label]) >= 6)
+    assert sorted(explorer.drawn) == sorted(view.labels) == sorted(explorer.viewer.labels) == in_view
+    explorer.clear_box()  # no selection, no box: nothing drawn, neuroglancer neither
+    assert explorer.drawn == view.labels == explorer.viewer.labels == []
+    assert sorted(layer.name for layer in view.viewer.state.layers) == ["labels"]
 
 
 def test_box_tool_respects_the_point_budget(spread_store):

@@ -34,6 +34,7 @@ function render({ model, el }) {
       cell.textContent = column.name + arrow;
       cell.title = `sort by ${column.name}`;
       cell.dataset.column = column.name;
+      if (column === labelColumn) cell.classList.add("label");
       cell.addEventListener("click", () => sortBy(column.name));
       head.appendChild(cell);
     }
@@ -49,6 +50,7 @@ function render({ model, el }) {
         const value = column.values[i];
         cell.textContent = value === null ? "∅" : value;
         if (column.type !== "string") cell.className = "number";
+        if (column === labelColumn) cell.classList.add("label");
       }
       row.addEventListener("click", (event) => clickRow(event, i, labelColumn));
     }
@@ -62,6 +64,7 @@ function render({ model, el }) {
     row.className = "pocaduck-histograms";
     for (const column of columns) {
       const cell = row.insertCell();
+      if (column.name === model.get("label_column")) cell.classList.add("label");
       const histogram = histograms.get(column.name);
       if (histogram) cell.appendChild(histogramView(decodeHistogram(histogram)));
     }

@@ -39,7 +39,7 @@ from ._source import StoreLike, open_query
 from ._wire import encode_histograms, encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
-_STATE = ("select", "where", "only_labels", "order_by", "descending", "offset", "page_size")
+_STATE = ("select", "where", "only_labels", "selected_only", "order_by", "descending", "offset", "page_size")
 
 
 class LabelNotFoundError(PocaduckError, LookupError):
@@ -114,6 +114,8 @@ class LabelBrowser(w.VBox):
     total_rows = t.Int(0, help="rows matching the current select and where")
     error = t.Unicode("", help="the last error, shown in the widget; empty when the last change worked")
     selected_labels = t.List(help="labels of the selected rows; settable, each an integer in [0, 2**64)")
+    selected_only = t.Bool(False, help="list only the selected rows (still under every other filter)")
+    revision = t.Int(0, read_only=True, help="counts the changes of which rows match (select, where, boxes, brushes)")
     timeout = t.Float(10.0, help="seconds a query may run before it is stopped and reported in the widget")
 
     def __init__(self, store: StoreLike, *, page_size: int = 50, **kwargs: Any):
@@ -132,8 +134,15 @@ class LabelBrowser(w.VBox):
             rows=2,
             layout=w.Layout(width="auto"),
         )
-        self._jump_box = w.Text(placeholder="jump to label", continuous_update=False, layout=w.Layout(width="11em"))
+        # Wide enough for a 20-digit label, the largest uint64.
+        self._jump_box = w.Text(placeholder="jump to label", continuous_update=False, layout=w.Layout(width="14em"))
         self._status = w.HTML()
+        self._selection_status = w.HTML()
+        self._selected_only_button = w.ToggleButton(
+            description="selected only", tooltip="list only the selected rows", layout=w.Layout(width="auto")
+        )
+        clear_button = w.Button(description="clear selection", layout=w.Layout(width="auto"))
+        clear_button.on_click(lambda _button: setattr(self, "selected_labels", []))
         self._error_view = w.HTML()
         buttons = {
             "«": lambda: self._go(0),
@@ -152,8 +161,11 @@ class LabelBrowser(w.VBox):
         t.link((self, "order_by"), (self._table, "order_by"))
         t.link((self, "descending"), (self._table, "descending"))
         t.link((self, "selected_labels"), (self._table, "selected"))
+        t.link((self, "selected_only"), (self._selected_only_button, "value"))
+        self.observe(self._on_selected, "selected_labels")
         self._table.observe(self._on_table_brushes, "brushes")
         self._counted: tuple[str, list[Any], int] | None = None
+        self._shown_view: tuple[str, list[Any]] | None = None  # the view whose rows are shown: see ``revision``
         self._good: dict[str, Any] = {}
         self._brushes: dict[str, Brush] = {}
         self._good_brushes: dict[str, Brush] = {}
@@ -164,7 +176,17 @@ class LabelBrowser(w.VBox):
             [
                 self._select_box,
                 self._where_box,
-                w.HBox([*pager, self._status, self._jump_box], layout=w.Layout(flex_flow="row wrap")),
+                w.HBox(
+                    [
+                        *pager,
+                        self._status,
+                        self._jump_box,
+                        self._selection_status,
+                        self._selected_only_button,
+                        clear_button,
+                    ],
+                    layout=w.Layout(flex_flow="row wrap", align_items="center"),
+                ),
                 self._error_view,
                 self._table,
             ],
@@ -250,6 +272,27 @@ class LabelBrowser(w.VBox):
         view, params = self._view_sql()
         return f"SELECT * FROM (\n{view}\n) AS view\nORDER BY {self._order_sql(self.columns)}", params
 
+    def selected_in_view(self) -> list[int]:
+        """The selected labels the current view holds (every filter applied), in selection order.
+
+        What the explorer draws: a selected row that a filter hides stays selected, and is counted as hidden.
+
+        Example::
+
+            browser.selected_labels = [5, 6]
+            browser.where = "point_count > 100"
+            browser.selected_in_view()  # [6] if label 5 has 100 points or fewer
+        """
+        if not self.selected_labels or "label" not in self.columns:
+            return []
+        source, params = self._view_sql()
+        found = self._sql(
+            f"SELECT label FROM (\n{source}\n) WHERE list_contains(?::UBIGINT[], label)",
+            [*params, self.selected_labels],
+        )
+        held = set(found.column("label").to_pylist())
+        return [label for label in self.selected_labels if label in held]
+
     def data(self, timeout: float | None = None) -> pa.Table:
         """Every row of the current view, in the table's order, as an Arrow table.
 
@@ -287,6 +330,9 @@ class LabelBrowser(w.VBox):
             # list_contains, not ANY(?): the read-only check refuses the unnest that ANY becomes.
             conditions.append("list_contains(?::UBIGINT[], label)")
             params.append(self.only_labels)
+        if self.selected_only:
+            conditions.append("list_contains(?::UBIGINT[], label)")
+            params.append(self.selected_labels)
         for column, (low, high) in self._brushes.items() if brushed else ():
             predicate, values = _histograms.brush_predicate(column, low, high)
             conditions.append(predicate)
@@ -406,6 +452,10 @@ class LabelBrowser(w.VBox):
         self._show(page, total, histograms)
 
     def _show(self, page: pa.Table, total: int, histograms: list) -> None:
+        view = self._view_sql()
+        if view != self._shown_view:  # which rows match changed: views of the selection redraw
+            self._shown_view = view
+            self.set_trait("revision", self.revision + 1)
         self.page, self.total_rows, self.error = page, total, ""
         self._good = {name: getattr(self, name) for name in _STATE}
         self._good_brushes = dict(self._brushes)
@@ -421,6 +471,27 @@ class LabelBrowser(w.VBox):
                 f"<span style='white-space:nowrap'>&nbsp;{first:,}–{self.offset + page.num_rows:,} of <b>{total:,}</b>"
                 "&nbsp;</span>"
             )
+        self._count_selection()
+
+    def _count_selection(self) -> None:
+        """Say how many rows are selected and how many of those the filters hide: a selection is never invisible."""
+        selected = len(self.selected_labels)
+        hidden = selected - len(self.selected_in_view()) if selected else 0
+        self._selection_status.value = (
+            f"<span class='pocaduck-selection' style='white-space:nowrap'>&nbsp;<b>{selected:,}</b> selected"
+            + (f" ({hidden:,} hidden by the filters)" if hidden else "")
+            + "&nbsp;</span>"
+        )
+
+    def _on_selected(self, change: dict) -> None:
+        if self._quiet:
+            return
+        if self.selected_only:  # the rows listed are the selection: list them anew
+            with self._quietly():
+                self.offset = 0
+            self._apply()
+        else:
+            self._count_selection()
 
     def _show_error(self, error: Exception) -> None:
         self.error = str(error)

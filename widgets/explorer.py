@@ -5,7 +5,15 @@ scrolls sideways within its own box, and when the output is too narrow for
 all three (a notebook at 1,280 px with its file browser open) the details move
 under the other two, then the view under the table; nothing overlaps.
 
-The box tool above them limits both to a region: "labels in box" asks the
+The table's filters (its WHERE, a SELECT, the histograms' brushes and the box
+tool's box) and the selected rows compose into what every part shows: the 3D
+view, the details and neuroglancer draw the selected labels that pass every
+filter, the same ones; a selected row that a filter hides stays selected and is
+counted as hidden ("3 selected (1 hidden by the filters)"). With nothing
+selected, a box shows every label in it that passes the filters, and otherwise
+nothing is drawn (neuroglancer too).
+
+The box tool above them limits the table to a region: "labels in box" asks the
 engine which labels have a point inside it (``get_labels_in_box``), the table
 lists only those, and the view shows their points inside the box.
 
@@ -39,18 +47,24 @@ class Explorer(w.VBox):
     "open in neuroglancer" exports the store (once; see ``neuroglancer_viewer``) and opens neuroglancer
     below, with the selected labels as its segments; later selections follow there too.
 
+    ``selection`` is the selected labels (the table's ``selected_labels``), ``drawn`` the labels every
+    part shows.
+
     Example::
 
         explorer = Explorer(store)
+        explorer.selection = [42, 43]
         explorer.limit_to_box((0, 0, 0), (512, 512, 64))
+        explorer.drawn  # those of 42 and 43 with a point in the box
     """
 
     def __init__(
         self, store: StoreLike, *, point_budget: int = 1_500_000, width: int = 480, height: int = 400, **kwargs: Any
     ):
         self.query = open_query(store)
-        # flex "grow shrink basis": the table grows most, from a basis that shows its first three columns.
-        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="3 1 340px", min_width="0", margin=_GAP))
+        # flex "grow shrink basis": the table grows most, from a basis that shows five columns (a 20-digit label
+        # and four with their histograms); narrower than that beside the view, the view wraps under the table.
+        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="3 1 540px", min_width="0", margin=_GAP))
         self.viewer = PointCloudViewer(
             self.query,
             point_budget=point_budget,
@@ -60,15 +74,17 @@ class Explorer(w.VBox):
         )
         self.details = w.HTML(layout=w.Layout(max_height=f"{height + 40}px", overflow="auto", margin="4px 0 0 0"))
         self.neuroglancer: NeuroglancerView | None = None
-        self.open_button = w.Button(description="open in neuroglancer", icon="external-link")
+        self.open_button = w.Button(
+            description="open in neuroglancer", icon="external-link", layout=w.Layout(width="max-content")
+        )
         self.open_button.on_click(lambda _button: self.open_neuroglancer())
         side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="1 1 180px", min_width="0"))
         for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
-        self.browser.observe(self._on_selection, "selected_labels")
+        self.browser.observe(self._redraw, ["selected_labels", "revision"])
         self.viewer.observe(self._on_pick, "picked")
         self._box: tuple[list[float], list[float]] | None = None
-        self._box_labels: list[int] = []
+        self.drawn: list[int] = []
         self._corners = {
             name: w.FloatText(description=name, style={"description_width": "initial"}, layout=w.Layout(width="8em"))
             for name in ("x0", "y0", "z0", "x1", "y1", "z1")
@@ -90,31 +106,36 @@ class Explorer(w.VBox):
         super().__init__([box_tool, parts, self._below], **kwargs)
         self._describe([])
 
+    @property
+    def selection(self) -> list[int]:
+        """The selected labels, as the table's ``selected_labels``; settable."""
+        return self.browser.selected_labels
+
+    @selection.setter
+    def selection(self, labels: list[int]) -> None:
+        self.browser.selected_labels = labels
+
     def limit_to_box(self, lower: tuple[float, float, float], upper: tuple[float, float, float]) -> list[int]:
         """List only the labels with a point in ``lower <= p < upper`` and show their points inside it.
 
-        Returns those labels. A bad box raises ``InvalidBoxError`` and changes nothing.
+        Returns those labels. The selection stays; a bad box raises ``InvalidBoxError`` and changes nothing.
         """
         labels = self.query.get_labels_in_box(lower, upper).tolist()
-        self._box, self._box_labels = (list(lower), list(upper)), labels
         for name, value in zip(self._corners, [*lower, *upper], strict=True):
             self._corners[name].value = float(value)
+        self._box = (list(lower), list(upper))
+        if self.browser.only_labels == labels:
+            self._redraw()  # the same labels: the table stays, the view clips to the new box
         self.browser.only_labels = labels
-        if self.browser.selected_labels:
-            self.browser.selected_labels = []  # shows every label in the box
-        else:
-            self.viewer.show(labels, box=self._box)
         self.box_message.value = html.escape(f"{len(labels):,} labels in the box")
         return labels
 
     def clear_box(self) -> None:
-        """List every label again and show whole labels."""
-        self._box, self._box_labels = None, []
+        """List every label again and show whole labels; the selection stays."""
+        self._box = None
+        if self.browser.only_labels is None:
+            self._redraw()
         self.browser.only_labels = None
-        if self.browser.selected_labels:
-            self.browser.selected_labels = []
-        else:
-            self.viewer.clear()
         self.box_message.value = ""
 
     def _on_box_button(self) -> None:
@@ -125,29 +146,37 @@ class Explorer(w.VBox):
             self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
     def open_neuroglancer(self) -> NeuroglancerView:
-        """Show neuroglancer below, with the selected labels (the first time, the store is exported first)."""
+        """Show neuroglancer below, with the labels drawn (the first time, the store is exported first)."""
         if self.neuroglancer is None:
             self.open_button.disabled, self.open_button.description = True, "exporting…"
             try:
-                self.neuroglancer = NeuroglancerView(self.query, self.browser.selected_labels)
+                self.neuroglancer = NeuroglancerView(self.query, self.drawn)
             finally:
                 self.open_button.disabled, self.open_button.description = False, "open in neuroglancer"
             self._below.children = (self.neuroglancer,)
         else:
-            self.neuroglancer.show(self.browser.selected_labels)
+            self.neuroglancer.show(self.drawn)
         return self.neuroglancer
 
-    def _on_selection(self, change: dict) -> None:
-        labels = change["new"]
-        if labels:
-            self.viewer.show(labels, box=self._box)
-        elif self._box is not None:  # no rows picked: every label in the box, as the button showed them
-            self.viewer.show(self._box_labels, box=self._box)
+    def _labels_to_draw(self) -> list[int]:
+        """The selected labels the table's filters keep; with none selected, a box's labels that pass them."""
+        if self.browser.selected_labels:
+            return self.browser.selected_in_view()
+        if self._box is None:
+            return []
+        view, params = self.browser.sql
+        return self.browser.query.sql(f"SELECT label FROM ({view})", params, output="numpy")["label"].tolist()
+
+    def _redraw(self, _change: dict | None = None) -> None:
+        """Draw what the selection and the filters give, the same in every part."""
+        self.drawn = self._labels_to_draw()
+        if self.drawn:
+            self.viewer.show(self.drawn, box=self._box)
         else:
             self.viewer.clear()
         if self.neuroglancer is not None:
-            self.neuroglancer.show(labels)
-        self._describe(labels)
+            self.neuroglancer.show(self.drawn)
+        self._describe(self.drawn)
 
     def _on_pick(self, change: dict) -> None:
         picked = change["new"]
@@ -156,7 +185,12 @@ class Explorer(w.VBox):
 
     def _describe(self, labels: list[int]) -> None:
         if not labels:
-            self.details.value = "<i>select rows to see their points</i>"
+            hidden = len(self.browser.selected_labels)
+            self.details.value = (
+                f"<i>the {hidden:,} selected labels are hidden by the table's filters</i>"
+                if hidden
+                else "<i>select rows to see their points</i>"
+            )
             return
         self.details.value = "".join(self._describe_one(label) for label in labels[:10])
 

@@ -127,7 +127,7 @@ class PointCloudViewer(w.VBox):
         )
         compact = {"description_width": "initial"}  # the label as wide as its word, not a fixed 80 px
         self._color_menu = w.Dropdown(
-            options=self._color_choices(), description="color", style=compact, layout=w.Layout(width="10em")
+            options=self._color_choices(), description="color", style=compact, layout=w.Layout(width="13em")
         )
         self._size_slider = w.FloatSlider(
             min=0.5, max=10, step=0.5, description="size", style=compact, layout=w.Layout(width="13em")

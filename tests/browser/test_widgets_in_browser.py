@@ -169,7 +169,29 @@ def test_at_1280_pixels_the_table_view_and_details_are_apart_and_every_header_ca
     )
     assert [column for column, _whole, _shown, _scroll in headers][:2] == ["label", "point_count"]
     assert [column for column, whole, shown, _scroll in headers if not (whole and shown)] == []
-    assert headers[0][3] == 0 and headers[1][3] == 0  # label and point count show without scrolling
+    unscrolled = [column for column, _whole, _shown, scroll in headers if scroll == 0]
+    assert len(unscrolled) >= 5, f"only {unscrolled} show without scrolling the table sideways"
+    # Scrolled to its far right, the table still shows each row's label at its left edge: the column is frozen.
+    frozen = table.evaluate(
+        """table => {
+            table.scrollLeft = table.scrollWidth;
+            const box = table.getBoundingClientRect();
+            const label = table.querySelector('tbody td.label').getBoundingClientRect();
+            const scrolled = table.scrollLeft;
+            table.scrollLeft = 0;
+            return [scrolled, label.left - box.left, label.right <= box.right];
+        }"""
+    )
+    assert frozen[0] > 0 and abs(frozen[1]) < 1 and frozen[2], frozen
+    # No control is cut: every button and text box of the explorer shows its whole text.
+    cut = page.locator(
+        ".pocaduck-explorer-browser, .pocaduck-explorer-viewer, .pocaduck-explorer-details"
+    ).evaluate_all(
+        """parts => parts.flatMap((part) => [...part.querySelectorAll('button, select, input[type=text]')])
+            .filter((control) => control.scrollWidth > control.clientWidth + 1)
+            .map((control) => control.textContent || control.placeholder || control.value)"""
+    )
+    assert cut == []
 
     # The picture in the README: this layout at 1,280 px wide, in a window made tall enough for all of it.
     differing, total, _shot = wait_for_drawing(page, page.locator(".pocaduck-explorer-viewer canvas"))
