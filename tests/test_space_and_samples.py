@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import tracemalloc
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -400,6 +401,25 @@ def test_iter_points_concatenates_to_get_points_in_bounded_reads(big_label_store
             assert np.array_equal(np.concatenate(chunks), query.get_points(label))
             assert chunks[0].dtype == query.get_points(label).dtype
             assert list(query.iter_points(12345)) == []
+
+
+def test_iter_points_holds_about_one_chunk_in_memory(store):
+    """Measured by tracemalloc, which counts numpy's allocations: exact and the same on every run."""
+    with Ingestor(store, 0, row_group_size=1000, max_points_per_file=150_000) as ingestor:
+        for block in range(40):
+            ingestor.write(9, block, np.zeros((10_000, 3)))
+    consolidate(store)
+    chunk_size, chunk_bytes = 100_000, 100_000 * 3 * 8
+    with Query(store, cache_size=0) as query:
+        list(query.iter_points(9, chunk_size=10))  # open the files first: only the iteration is measured
+        tracemalloc.start()
+        try:
+            for chunk in query.iter_points(9, chunk_size=chunk_size):
+                del chunk
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 2 * chunk_bytes
 
 
 def layout_group_size(query):
