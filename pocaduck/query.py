@@ -47,7 +47,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
-from .sampling import check_sample, check_seed, choose, pool_key, pool_size, sample_key
+from .sampling import check_sample, check_seed, pool_size, sample_rows
 from .store import Store, open_store
 
 _STORED_RUNS_KEPT = 100_000  # labels whose place in the sample order a Query remembers (~150 bytes each)
@@ -105,14 +105,17 @@ def _extents(runs: dict[str, np.ndarray]) -> list[tuple[int, int, int, int, int,
     return list(zip(*(column.tolist() for column in columns), strict=True))
 
 
-def _picked(rows: dict[str, np.ndarray], sample: int) -> np.ndarray:
-    """Positions, in the rows read for ``rows`` (label-sorted), of each label's sample, chosen with its key."""
-    of_label = np.searchsorted(rows["key_label"], rows["label"])
-    counts = np.bincount(of_label, rows["point_count"], len(rows["key"])).astype(np.int64)
-    starts = np.cumsum(counts) - counts
+def _picked(
+    rows: dict[str, np.ndarray], points: np.ndarray, pooled: set[int], sample: int, seed: int | None
+) -> np.ndarray:
+    """Positions, in the ``points`` read for ``rows`` (label-sorted), of each label's sample (``pooled``: stored pools)."""
+    bounds = np.concatenate([[0], np.cumsum(rows["point_count"])])
+    labels = np.unique(rows["label"])
+    starts = bounds[np.searchsorted(rows["label"], labels, "left")]
+    stops = bounds[np.searchsorted(rows["label"], labels, "right")]
     picks = [
-        start + choose(count, sample, key)
-        for start, count, key in zip(starts.tolist(), counts.tolist(), rows["key"].tolist(), strict=True)
+        start + sample_rows(points[start:stop], label, sample, seed, stored_pool=label in pooled)
+        for label, start, stop in zip(labels.tolist(), starts.tolist(), stops.tolist(), strict=True)
     ]
     return np.concatenate(picks) if picks else np.empty(0, np.int64)
 
@@ -176,7 +179,7 @@ class Query(Reader):
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         # Off only to measure what verifying Parquet page checksums costs: a damaged page then reads as wrong points.
         self._verify_checksums = verify_checksums
-        self._stored_runs: dict[int, tuple[int, int, int, dict[str, Any]] | None] = {}
+        self._stored_runs: dict[int, tuple[int, int, int] | None] = {}
         self.using_optimized_data = False
         self.schema = store.schema
         if self.schema is None and not self._storage.root_exists():
@@ -333,11 +336,12 @@ class Query(Reader):
         store's block id type. An unknown label gives an empty (0, D) array.
 
         ``sample=N`` returns ``min(N, count)`` of the label's points instead, drawn
-        uniformly without replacement, in stored order, the same on every call,
-        process and machine for this store. ``seed=None`` gives the label's own
-        sample: on a compacted store one range read of at most 4N rows (see
-        ``sampling``). An integer ``seed`` gives an independent sample per seed,
-        drawn from the whole label, which is read.
+        uniformly without replacement, sorted by value: a function of the label's
+        points and ``seed`` alone, the same on every call, process and machine,
+        before and after any compaction (see ``sampling``). ``seed=None`` gives
+        the label's own sample: on a compacted store one range read of at most
+        4N rows. An integer ``seed`` gives an independent sample per seed, drawn
+        from the whole label, which is read.
 
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
@@ -360,7 +364,11 @@ class Query(Reader):
             return clock.finish(points, timing)
 
         with clock.phase("index_lookup_time"):
-            rows = self._lookup(labels, blocks) if sample is None else self._sample_runs(labels, blocks, sample, seed)
+            rows, pooled = (
+                (self._lookup(labels, blocks), set())
+                if sample is None
+                else self._sample_runs(labels, blocks, sample, seed)
+            )
         with clock.phase("data_read_time"):
             points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         files = rows["file_id"]
@@ -369,7 +377,7 @@ class Query(Reader):
             # One label's numpy result needs no labels per point
             point_labels = None if single and output == "numpy" else np.repeat(rows["label"], rows["point_count"])
         else:  # label only the points kept: a whole-label read may hold millions
-            kept = _picked(rows, sample)
+            kept = _picked(rows, points, pooled, sample, seed)
             points, point_labels = (
                 points[kept],
                 rows["label"][np.searchsorted(np.cumsum(rows["point_count"]), kept, "right")],
@@ -420,8 +428,8 @@ class Query(Reader):
 
     def _sample_runs(
         self, labels: list[int], blocks: list[str | int] | None, sample: int, seed: int | None
-    ) -> dict[str, np.ndarray]:
-        """The row runs a sample reads, sorted by label, with the stream key that picks each label's rows.
+    ) -> tuple[dict[str, np.ndarray], set[int]]:
+        """The row runs a sample reads, sorted by label, and the labels whose runs are only their stored pool.
 
         A label stored in the sample order (one contiguous run in a compacted
         file) reads only its shortest level prefix holding ``sample`` rows when
@@ -439,12 +447,7 @@ class Query(Reader):
                 "point_count": stored[:, 2],
             }
             rows = _sorted_runs({name: np.concatenate([rows[name], pooled[name]]) for name in rows})
-        unique = np.unique(rows["label"])
-        rows["key"] = np.array(
-            [pool_key(lab) if lab in pools else sample_key(lab, seed) for lab in unique.tolist()], dtype=np.uint64
-        )
-        rows["key_label"] = unique
-        return rows
+        return rows, set(pools)
 
     def _stored_pools(self, labels: list[int], sample: int) -> dict[int, tuple[int, int, int]]:
         """``label -> (file_id, first row, rows to read)`` for the labels stored in the sample order."""
@@ -455,8 +458,8 @@ class Query(Reader):
         for label in labels:
             stored = self._stored_runs[label]
             if stored is not None:
-                file_id, start, count, order = stored
-                pools[label] = (file_id, start, pool_size(count, sample, order))
+                file_id, start, count = stored
+                pools[label] = (file_id, start, pool_size(count, sample))
         return pools
 
     def _learn_stored_runs(self, labels: list[int]) -> None:
@@ -478,11 +481,11 @@ class Query(Reader):
                     f"sum(point_count)::BIGINT FROM point_index WHERE {where} GROUP BY label",
                     [param],
                 ).fetchall()
-        learned: dict[int, tuple[int, int, int, dict[str, Any]] | None] = dict.fromkeys(labels)
+        learned: dict[int, tuple[int, int, int] | None] = dict.fromkeys(labels)
         for label, file_id, last_file, start, end, count in extents:
-            order = self._points.row_order(file_id) if file_id == last_file and end - start == count else None
-            if order is not None:  # else scattered over files or interleaved with others: not one stored run
-                learned[int(label)] = (int(file_id), int(start), int(count), order)
+            # Else scattered over files, interleaved with others, or in no order a sample can use: no stored pool.
+            if file_id == last_file and end - start == count and self._points.row_order(file_id) is not None:
+                learned[int(label)] = (int(file_id), int(start), int(count))
         self._stored_runs.update(learned)
         while len(self._stored_runs) > _STORED_RUNS_KEPT:
             del self._stored_runs[next(iter(self._stored_runs))]

@@ -1,23 +1,39 @@
 """Deterministic uniform samples of a label's points, and the stored order that makes them one range read.
 
-Every random choice here comes from a counter-based hash (splitmix64 of a
-stream key plus the row number), computed with numpy's wrapping uint64
-arithmetic: the same on every machine, process and numpy version, with no
-generator state to carry. Distinct rows of one stream get distinct keys (the
-mixer is a bijection), so "the ``n`` rows with the smallest keys" is a uniform
-sample without replacement with no ties to break.
+A sample is a function of the label's points alone, a multiset of rows: not of
+the order they were written in, of the files they sit in, nor of any
+compaction. Its positions count in the label's *value order*, the rows sorted
+by their values (column after column, as numbers, ties only between identical
+rows: -0.0 sorts just below 0.0, NaNs by their bits at the ends), which no
+storage changes; identical rows are interchangeable, so their order among
+themselves does not matter. A sample comes back in value order.
 
-**The stored order** (written by compaction). A label's rows are split into
-*levels* by a pseudo-random permutation keyed by the label: level 0 holds
-``first_level`` rows (1,024), each next level ``growth - 1`` (3) times all the
-levels before it, so the level prefixes hold 1,024, 4,096, 16,384, ... rows.
-Every prefix of whole levels is thus a uniform random subset of the label.
-Inside a level the rows keep their block order, so the index still has one
-row per (label, level, block) run: block lookups, bounding boxes and box
-queries stay as selective as before. A sample of ``n`` rows reads the shortest
-level prefix holding ``n`` (at most ``growth * n`` rows, one contiguous range)
-and keeps ``n`` of them, chosen by their keys. A label of at most
-``first_level`` rows keeps exactly its former order.
+Every random choice here comes from a counter-based hash (splitmix64 of a
+stream key plus the position), computed with numpy's wrapping uint64
+arithmetic: the same on every machine, process and numpy version, with no
+generator state to carry. Distinct positions of one stream get distinct keys
+(the mixer is a bijection), so "the ``n`` positions with the smallest keys" is a
+uniform sample without replacement with no ties to break.
+
+**Levels.** A label's positions are split into *levels* by a pseudo-random
+permutation keyed by the label: level 0 holds ``first_level`` positions
+(1,024), each next level ``growth - 1`` (3) times all the levels before it, so
+the level prefixes hold 1,024, 4,096, 16,384, ... rows, each a uniform random
+subset of the label. ``seed=None`` gives the label's own sample, drawn from
+the shortest level prefix holding ``n`` rows (its *pool*, at most ``growth * n``
+rows): every level of it but the last, and of the last level the rows with the
+smallest keys in that level's value order. An integer seed takes the ``n``
+positions of the whole label with the smallest keys of its own. Either way a
+larger sample holds every smaller one (with the same seed): a view refining
+from 1,000 points to 10,000 only adds points.
+
+**The stored order** (written by compaction) puts a label's rows level after
+level; inside a level the rows keep their block order, so the index still has
+one row per (label, level, block) run: block lookups, bounding boxes and box
+queries stay as selective as before. A ``seed=None`` sample of a compacted
+label thus reads its pool, one contiguous range, and sorts only its last level
+by value; elsewhere it sorts the whole label to find the same pool. A label
+of at most ``first_level`` rows is one level and keeps exactly its former order.
 """
 
 from __future__ import annotations
@@ -29,14 +45,15 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-# Written into the footer of every file compaction writes in this order; readers parse it, so the
-# constants can change in a later version without misreading files written with these.
+# Written into the footer of every file compaction writes in this order. Readers take the fast path only
+# for files in exactly this order: version 1 split rows by their stored order, not their value order, and
+# other constants would give other pools, so such files are sampled as if never compacted, with the same result.
 ORDER_KEY = b"pocaduck.row_order"
-ORDER = {"order": "sample-levels", "version": 1, "first_level": 1024, "growth": 4}
+ORDER = {"order": "sample-levels", "version": 2, "first_level": 1024, "growth": 4}
 
 _MASK = 2**64 - 1
 _GAMMA = 0x9E3779B97F4A7C15
-_ORDER_STREAM, _POOL_STREAM, _SEEDED_STREAM, _UNSEEDED_STREAM = 1, 2, 3, 4
+_ORDER_STREAM, _POOL_STREAM, _SEEDED_STREAM = 1, 2, 3
 
 
 def _mix(value: int) -> int:
@@ -87,83 +104,73 @@ def smallest(keys: np.ndarray, count: int) -> np.ndarray:
     return np.sort(np.argpartition(keys, count - 1)[:count])
 
 
-def choose(count: int, sample: int, key: int) -> np.ndarray:
-    """``min(sample, count)`` of the positions ``0 .. count-1``, uniformly without replacement, ascending.
-
-    A sample of a quarter of the rows or more keeps the rows with the smallest
-    keys. A smaller one costs only about ``sample`` hashes: each key picks a
-    position (its top 53 bits as a fraction of ``count``: IEEE arithmetic, the
-    same everywhere), and the first ``sample`` distinct positions drawn are a
-    uniform subset, as the draws are independent and uniform.
-
-    >>> choose(10**9, 3, stream(1, _UNSEEDED_STREAM)).tolist()
-    [2454134, 395503120, 764250088]
-    >>> choose(10, 6, 123).tolist() == choose(10, 6, 123).tolist(), choose(4, 9, 123).tolist()
-    (True, [0, 1, 2, 3])
-    """
-    if sample >= count:
-        return np.arange(count)
-    if sample * 4 >= count:
-        return smallest(row_keys(key, count), sample)
-    drawn = np.empty(0, dtype=np.int64)
-    done = 0
-    while len(drawn) < sample:
-        more = 2 * (sample - len(drawn)) + 16
-        fractions = (row_keys(key, more, done) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-        positions = np.minimum((fractions * count).astype(np.int64), count - 1)  # a product may round up to count
-        drawn = np.concatenate([drawn, positions])
-        done += more
-        first = np.sort(np.unique(drawn, return_index=True)[1])  # keep each position's first draw, in draw order
-        drawn = drawn[first]
-    return np.sort(drawn[:sample])
-
-
-def level_ends(count: int, order: dict[str, Any]) -> np.ndarray:
+def level_ends(count: int) -> np.ndarray:
     """Where each level of a ``count``-row label ends: the sizes of its level prefixes.
 
-    >>> level_ends(20_000, ORDER).tolist(), level_ends(700, ORDER).tolist()
+    >>> level_ends(20_000).tolist(), level_ends(700).tolist()
     ([1024, 4096, 16384, 20000], [700])
     """
     ends = []
-    end = int(order["first_level"])
+    end = ORDER["first_level"]
     while end < count:
         ends.append(end)
-        end *= int(order["growth"])
+        end *= ORDER["growth"]
     return np.array([*ends, count], dtype=np.int64)
 
 
-def pool_size(count: int, sample: int, order: dict[str, Any]) -> int:
+def pool_size(count: int, sample: int) -> int:
     """Rows of the shortest level prefix that holds ``min(sample, count)`` rows: what a sample reads.
 
-    >>> pool_size(20_000, 1024, ORDER), pool_size(20_000, 1025, ORDER), pool_size(20_000, 10**6, ORDER)
+    >>> pool_size(20_000, 1024), pool_size(20_000, 1025), pool_size(20_000, 10**6)
     (1024, 4096, 20000)
     """
-    ends = level_ends(count, order)
+    ends = level_ends(count)
     return int(ends[np.searchsorted(ends, min(sample, count))])
 
 
-def level_order(label: int, count: int) -> np.ndarray:
-    """The stored order of a label's ``count`` rows (given in block order): a permutation, stable inside a level.
+def value_order(points: np.ndarray) -> np.ndarray:
+    """The permutation that sorts ``points`` (N, D) into value order: by column 0, then 1, ...
 
-    >>> order = level_order(5, 3000)
-    >>> sorted(order.tolist()) == list(range(3000)), level_order(5, 1000).tolist() == list(range(1000))
-    (True, True)
+    Floats sort by their bits mapped to an order of numbers, so only identical
+    rows tie and the order of ties cannot show: the result is the same however
+    the rows were ordered.
+
+    >>> value_order(np.array([[1.0, 5.0], [0.0, 9.0], [-0.0, 9.0], [1.0, -2.0]])).tolist()
+    [2, 1, 3, 0]
     """
-    ends = level_ends(count, ORDER)
+    return np.lexsort([_exact_key(points[:, column]) for column in reversed(range(points.shape[1]))])
+
+
+def _exact_key(column: np.ndarray) -> np.ndarray:
+    """Integers as they are; floats as unsigned integers of their bits, negatives flipped, in the order of numbers."""
+    if column.dtype.kind != "f":
+        return column
+    bits = np.ascontiguousarray(column).view(f"u{column.dtype.itemsize}")
+    sign = bits.dtype.type(1 << (8 * column.dtype.itemsize - 1))
+    return np.where(bits & sign, ~bits, bits | sign)
+
+
+def levels(label: int, count: int) -> np.ndarray:
+    """The level of each of a ``count``-row label's positions in value order.
+
+    >>> found = levels(5, 20_000)
+    >>> np.bincount(found).tolist(), levels(5, 1000).tolist() == [0] * 1000
+    ([1024, 3072, 12288, 3616], True)
+    """
+    ends = level_ends(count)
     if len(ends) == 1:
-        return np.arange(count)
-    keys = row_keys(stream(label, _ORDER_STREAM), count)
-    ranked = np.argpartition(keys, ends[:-1] - 1)  # level j's rows land between ends[j-1] and ends[j]
-    levels = np.empty(count, dtype=np.uint8)
-    levels[ranked] = np.repeat(np.arange(len(ends), dtype=np.uint8), np.diff(ends, prepend=0))
-    return np.argsort(levels, kind="stable")
+        return np.zeros(count, dtype=np.uint8)
+    ranked = np.argpartition(row_keys(stream(label, _ORDER_STREAM), count), ends[:-1] - 1)
+    found = np.empty(count, dtype=np.uint8)  # level j's positions rank between ends[j-1] and ends[j]
+    found[ranked] = np.repeat(np.arange(len(ends), dtype=np.uint8), np.diff(ends, prepend=0))
+    return found
 
 
-def stored_order(point_labels: np.ndarray) -> np.ndarray:
-    """The permutation that puts label-sorted rows into the stored order of every label.
+def stored_order(point_labels: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The permutation that puts label-sorted rows into the stored order of every label: level after level.
 
     >>> labels = np.repeat(np.array([3, 9], dtype=np.uint64), [2, 5000])
-    >>> order = stored_order(labels)
+    >>> order = stored_order(labels, np.arange(5002)[:, None])
     >>> order[:2].tolist(), sorted(order[2:].tolist()) == list(range(2, 5002))
     ([0, 1], True)
     """
@@ -172,8 +179,51 @@ def stored_order(point_labels: np.ndarray) -> np.ndarray:
     ends = np.append(starts[1:], len(order))
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         if end - start > ORDER["first_level"]:  # only labels of several levels move
-            order[start:end] = start + level_order(int(point_labels[start]), end - start)
+            of_row = np.empty(end - start, dtype=np.uint8)
+            of_row[value_order(points[start:end])] = levels(int(point_labels[start]), end - start)
+            order[start:end] = start + np.argsort(of_row, kind="stable")  # stable: a level keeps its block order
     return order
+
+
+def sample_rows(
+    points: np.ndarray, label: int, sample: int, seed: int | None, *, stored_pool: bool = False
+) -> np.ndarray:
+    """Where, in ``points`` (a label's rows in any order), its sample lies, in value order.
+
+    ``stored_pool`` says ``points`` is the pool of a ``seed=None`` sample as a
+    compacted label stores it: the prefix of its levels up to the one holding
+    ``sample``, level after level.
+
+    >>> points = np.arange(3000)[:, None]
+    >>> chosen = points[sample_rows(points, 5, 4, None)]
+    >>> reversed_points = points[::-1]
+    >>> chosen.ravel().tolist(), np.array_equal(chosen, reversed_points[sample_rows(reversed_points, 5, 4, None)])
+    ([84, 215, 943, 1428], True)
+    >>> set(chosen.ravel()) <= set(points[sample_rows(points, 5, 2000, None)].ravel())
+    True
+    """
+    if seed is not None:
+        chosen = value_order(points)[smallest(row_keys(stream(label, _SEEDED_STREAM, seed), len(points)), sample)]
+    else:
+        pool = np.arange(len(points)) if stored_pool else _stored_pool(points, label, sample)
+        chosen = pool[_from_pool(points[pool], label, sample)]
+    return chosen[value_order(points[chosen])]
+
+
+def _stored_pool(points: np.ndarray, label: int, sample: int) -> np.ndarray:
+    """Positions in ``points`` (a whole label) of the pool a compacted label would store for ``sample``."""
+    in_levels = value_order(points)[np.argsort(levels(label, len(points)), kind="stable")]
+    return in_levels[: pool_size(len(points), sample)]
+
+
+def _from_pool(pool: np.ndarray, label: int, sample: int) -> np.ndarray:
+    """Positions in a pool (stored level after level) of the sample: every level but the last whole, and of the
+    last, the rows with the smallest keys in its value order. A larger sample thus holds every smaller one."""
+    ends = level_ends(len(pool))
+    start = int(ends[-2]) if len(ends) > 1 else 0
+    last = value_order(pool[start:])
+    keys = row_keys(stream(label, _POOL_STREAM, len(ends) - 1), len(last))
+    return np.concatenate([np.arange(start), start + last[smallest(keys, min(sample, len(pool)) - start)]])
 
 
 def order_marker() -> dict[bytes, bytes]:
@@ -182,12 +232,14 @@ def order_marker() -> dict[bytes, bytes]:
 
 
 def read_marker(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | None:
-    """The order a file's footer metadata declares, or None when its rows are in no sample order we know."""
+    """``ORDER`` when a file's footer metadata declares it, else None: the rows are in no order a sample can use.
+
+    >>> version_1 = b'{"first_level": 1024, "growth": 4, "order": "sample-levels", "version": 1}'
+    >>> read_marker(order_marker()) == ORDER, read_marker({ORDER_KEY: version_1}), read_marker(None)
+    (True, None, None)
+    """
     raw = (metadata or {}).get(ORDER_KEY)
-    if raw is None:
-        return None
-    order = json.loads(raw)
-    return order if order.get("order") == "sample-levels" and order.get("version") == 1 else None
+    return ORDER if raw is not None and json.loads(raw) == ORDER else None
 
 
 def check_sample(sample: object, name: str = "sample") -> int:
@@ -216,13 +268,3 @@ def check_seed(seed: object) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**64:
         raise InvalidArgumentError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
     return int(seed)
-
-
-def sample_key(label: int, seed: int | None) -> int:
-    """The stream that picks a sample from a whole label: one per seed, and one for ``seed=None``."""
-    return stream(label, _UNSEEDED_STREAM) if seed is None else stream(label, _SEEDED_STREAM, seed)
-
-
-def pool_key(label: int) -> int:
-    """The stream that picks a ``seed=None`` sample out of the stored prefix of a compacted label."""
-    return stream(label, _POOL_STREAM)
