@@ -105,16 +105,17 @@ def _extents(runs: dict[str, np.ndarray]) -> list[tuple[int, int, int, int, int,
     return list(zip(*(column.tolist() for column in columns), strict=True))
 
 
-def _picked(
-    rows: dict[str, np.ndarray], points: np.ndarray, pooled: set[int], sample: int, seed: int | None
-) -> np.ndarray:
-    """Positions, in the ``points`` read for ``rows`` (label-sorted), of each label's sample (``pooled``: stored pools)."""
+def _picked(rows: dict[str, np.ndarray], points: np.ndarray, sample: int, seed: int | None) -> np.ndarray:
+    """Positions, in the ``points`` read for ``rows`` (label-sorted), of each label's sample.
+
+    A stored pool holds the label's rows with the smallest keys, so it gives the same sample as the whole label.
+    """
     bounds = np.concatenate([[0], np.cumsum(rows["point_count"])])
     labels = np.unique(rows["label"])
     starts = bounds[np.searchsorted(rows["label"], labels, "left")]
     stops = bounds[np.searchsorted(rows["label"], labels, "right")]
     picks = [
-        start + sample_rows(points[start:stop], label, sample, seed, stored_pool=label in pooled)
+        start + sample_rows(points[start:stop], label, sample, seed)
         for label, start, stop in zip(labels.tolist(), starts.tolist(), stops.tolist(), strict=True)
     ]
     return np.concatenate(picks) if picks else np.empty(0, np.int64)
@@ -336,12 +337,13 @@ class Query(Reader):
         store's block id type. An unknown label gives an empty (0, D) array.
 
         ``sample=N`` returns ``min(N, count)`` of the label's points instead, drawn
-        uniformly without replacement, sorted by value: a function of the label's
-        points and ``seed`` alone, the same on every call, process and machine,
-        before and after any compaction (see ``sampling``). ``seed=None`` gives
-        the label's own sample: on a compacted store one range read of at most
-        4N rows. An integer ``seed`` gives an independent sample per seed, drawn
-        from the whole label, which is read.
+        uniformly without replacement: the rows with the smallest keys of a hash
+        of their values, in key order, so a function of the label's points and
+        ``seed`` alone, the same on every call, process and machine, before and
+        after any compaction (see ``sampling``). ``seed=None`` gives the label's
+        own sample: on a compacted store one range read of at most 4N rows. An
+        integer ``seed`` gives an independent sample per seed, drawn from the
+        whole label, which is read.
 
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
@@ -364,11 +366,7 @@ class Query(Reader):
             return clock.finish(points, timing)
 
         with clock.phase("index_lookup_time"):
-            rows, pooled = (
-                (self._lookup(labels, blocks), set())
-                if sample is None
-                else self._sample_runs(labels, blocks, sample, seed)
-            )
+            rows = self._lookup(labels, blocks) if sample is None else self._sample_runs(labels, blocks, sample, seed)
         with clock.phase("data_read_time"):
             points = self.read_rows(rows["file_id"], rows["row_offset"], rows["point_count"])
         files = rows["file_id"]
@@ -377,7 +375,7 @@ class Query(Reader):
             # One label's numpy result needs no labels per point
             point_labels = None if single and output == "numpy" else np.repeat(rows["label"], rows["point_count"])
         else:  # label only the points kept: a whole-label read may hold millions
-            kept = _picked(rows, points, pooled, sample, seed)
+            kept = _picked(rows, points, sample, seed)
             points, point_labels = (
                 points[kept],
                 rows["label"][np.searchsorted(np.cumsum(rows["point_count"]), kept, "right")],
@@ -428,8 +426,8 @@ class Query(Reader):
 
     def _sample_runs(
         self, labels: list[int], blocks: list[str | int] | None, sample: int, seed: int | None
-    ) -> tuple[dict[str, np.ndarray], set[int]]:
-        """The row runs a sample reads, sorted by label, and the labels whose runs are only their stored pool.
+    ) -> dict[str, np.ndarray]:
+        """The row runs a sample reads, sorted by label.
 
         A label stored in the sample order (one contiguous run in a compacted
         file) reads only its shortest level prefix holding ``sample`` rows when
@@ -447,7 +445,7 @@ class Query(Reader):
                 "point_count": stored[:, 2],
             }
             rows = _sorted_runs({name: np.concatenate([rows[name], pooled[name]]) for name in rows})
-        return rows, set(pools)
+        return rows
 
     def _stored_pools(self, labels: list[int], sample: int) -> dict[int, tuple[int, int, int]]:
         """``label -> (file_id, first row, rows to read)`` for the labels stored in the sample order."""

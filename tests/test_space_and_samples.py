@@ -156,7 +156,13 @@ def sampled_workloads(draw):
         writes.append((draw(st.integers(0, 2)), draw(st.sampled_from(labels)), points))
     sizes = draw(st.lists(st.sampled_from([1, 3, 5, 9, 40]), min_size=1, max_size=3, unique=True))
     seeds = draw(st.lists(st.sampled_from([None, 0, 3, 2**64 - 1]), min_size=1, max_size=2, unique=True))
-    return writes, [(size, seed) for size in sizes for seed in seeds]
+    return writes, [(size, seed) for size in sizes for seed in seeds], draw(st.booleans())
+
+
+def colliding_keys(monkeypatch):
+    """Make row keys 3 bits wide, so different rows often share a key: their ties must be broken by value."""
+    full = sampling.row_keys
+    monkeypatch.setattr(sampling, "row_keys", lambda points, key: full(points, key) >> np.uint64(61))
 
 
 def rows_of(points):
@@ -192,12 +198,14 @@ def samples_of(store, labels, asks):
 @given(sampled_workloads(), st.randoms(use_true_random=False))
 def test_a_sample_depends_on_the_label_s_points_alone(workload, random):
     """Not on how they were written, nor on any compaction: a training set must not change under an admin."""
-    writes, asks = workload
+    writes, asks, colliding = workload
     labels = sorted({label for _, label, _ in writes})
     shuffled = [(0, label, points[random.sample(range(len(points)), len(points))]) for _, label, points in writes]
     random.shuffle(shuffled)
     with pytest.MonkeyPatch.context() as patch:
         small_levels(patch)
+        if colliding:
+            colliding_keys(patch)
         with tempfile.TemporaryDirectory(prefix="pocaduck-samples-") as store:
             write_store(store, writes)
             as_ingested = samples_of(store, labels, asks)
@@ -396,9 +404,9 @@ def test_samples_are_pinned_across_machines_and_versions(big_label_store):
         assert query.get_points(2**63 + 5, sample=5)[:, 0].tolist() == PINNED_STORED
 
 
-PINNED_WHOLE = [435, 763, 769, 1052, 1366]
-PINNED_SEEDED = [390, 1029, 1302, 1305, 1412]
-PINNED_STORED = [909, 2215, 3754, 10240, 18517]
+PINNED_WHOLE = [985, 684, 24, 261, 288]
+PINNED_SEEDED = [84, 798, 517, 742, 686]
+PINNED_STORED = [14612, 16715, 12860, 6847, 6148]
 
 
 def test_over_many_seeds_every_row_is_chosen_about_equally_often(store):
