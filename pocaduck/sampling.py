@@ -146,11 +146,15 @@ def smallest(points: np.ndarray, keys: np.ndarray, count: int) -> np.ndarray:
 
 def _in_key_order(points: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` sorted by key, rows of equal keys by value: an order that depends on the rows' values alone."""
-    # A radix pass on the keys' top 16 bits leaves uniform keys nearly sorted, which timsort (numpy's stable sort of
-    # uint64) finishes in about one pass: 16,384 keys in 0.34 ms, against 1.1 ms for np.argsort (2M: 66 against 220)
-    rows = rows[np.argsort((keys[rows] >> np.uint64(48)).astype(np.uint16), kind="stable")]
-    rows = rows[np.argsort(keys[rows], kind="stable")]
+    # A radix pass on the keys' top 16 bits (of their range: a sample's keys are the smallest) leaves uniform keys
+    # nearly sorted, which timsort (numpy's stable sort of uint64) finishes in about one pass: 16,384 keys in
+    # 0.08 ms, against 0.6 ms for np.argsort
     ordered = keys[rows]
+    if len(rows) > 1:
+        shift = np.uint64(max(int(ordered.max()).bit_length() - 16, 0))
+        by_top = np.argsort((ordered >> shift).astype(np.uint16), kind="stable")
+        order = by_top[np.argsort(ordered[by_top], kind="stable")]
+        rows, ordered = rows[order], ordered[order]
     tied = np.flatnonzero(ordered[1:] == ordered[:-1])
     # Ties are identical rows, in any order alike, or (about never) different rows whose keys collide
     if len(tied) and not _identical(points[rows[tied]], points[rows[tied + 1]]):
