@@ -95,6 +95,7 @@ def gated_iterator(gate: Gate, items: Iterator[Any]) -> Iterator[Any]:
         if item is _END:
             return
         yield item
+        del item  # else it would stay alive while the next one is made: two chunks of iter_points, not one
 
 
 _END = object()

@@ -368,7 +368,7 @@ def _in_sample_order(
     blocks is unchanged, and de-duplication, done before, is untouched.
     """
     segment_of_point = np.repeat(np.arange(len(counts)), counts)
-    order = stored_order(np.repeat(labels, counts))
+    order = stored_order(np.repeat(labels, counts), points)
     if (order == np.arange(len(order))).all():
         return points, labels, blocks, counts
     segment_of_point = segment_of_point[order]

@@ -45,7 +45,7 @@ from .errors import LegacyStoreError, StoreNotFoundError
 from .index import attach_read_only
 from .keys import check_label
 from .reader import Output, Reader
-from .sampling import choose, sample_key
+from .sampling import sample_rows
 from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
@@ -200,8 +200,8 @@ class LegacyQuery(Reader):
         """The label's points as the original returned them: int64, de-duplicated unless from optimized data.
 
         Several labels give a dict ``{label: points}`` (an extension: the original took one).
-        ``sample=N`` keeps ``min(N, count)`` of those rows, chosen as on any store
-        without a stored sample order (an extension too).
+        ``sample=N`` keeps ``min(N, count)`` of those rows, chosen from them as on
+        any store (an extension too).
         """
         sample, seed = sample_and_seed(sample, seed)
         if isinstance(label, Iterable):
@@ -211,7 +211,7 @@ class LegacyQuery(Reader):
         label = check_label(label)
         if sample is not None:
             points = self.get_points(label, use_cache)
-            return points[choose(len(points), sample, sample_key(label, seed))] if len(points) else points
+            return points[sample_rows(points, label, sample, seed)]
         clock = Timing(label=label, cache_hit=False, files_queried=0, points_returned=0)
         clock["using_optimized_data"] = self.using_optimized_data
         with self._lock:

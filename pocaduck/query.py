@@ -58,7 +58,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
-from .sampling import choose, pool_key, pool_size, sample_key
+from .sampling import pool_size, sample_rows
 from .store import Store, open_store
 
 _STORED_RUNS_KEPT = 100_000  # labels whose place in the sample order a Query remembers (~150 bytes each)
@@ -111,14 +111,18 @@ def _extents(runs: dict[str, np.ndarray]) -> list[tuple[int, int, int, int, int,
     return list(zip(*(column.tolist() for column in columns), strict=True))
 
 
-def _picked(rows: dict[str, np.ndarray], sample: int) -> np.ndarray:
-    """Positions, in the rows read for ``rows`` (label-sorted), of each label's sample, chosen with its key."""
-    of_label = np.searchsorted(rows["key_label"], rows["label"])
-    counts = np.bincount(of_label, rows["point_count"], len(rows["key"])).astype(np.int64)
-    starts = np.cumsum(counts) - counts
+def _picked(rows: dict[str, np.ndarray], points: np.ndarray, sample: int, seed: int | None) -> np.ndarray:
+    """Positions, in the ``points`` read for ``rows`` (label-sorted), of each label's sample.
+
+    A stored pool holds the label's rows with the smallest keys, so it gives the same sample as the whole label.
+    """
+    bounds = np.concatenate([[0], np.cumsum(rows["point_count"])])
+    labels = np.unique(rows["label"])
+    starts = bounds[np.searchsorted(rows["label"], labels, "left")]
+    stops = bounds[np.searchsorted(rows["label"], labels, "right")]
     picks = [
-        start + choose(count, sample, key)
-        for start, count, key in zip(starts.tolist(), counts.tolist(), rows["key"].tolist(), strict=True)
+        start + sample_rows(points[start:stop], label, sample, seed)
+        for label, start, stop in zip(labels.tolist(), starts.tolist(), stops.tolist(), strict=True)
     ]
     return np.concatenate(picks) if picks else np.empty(0, np.int64)
 
@@ -191,7 +195,7 @@ class Query(Reader):
         self._points_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         # Off only to measure what verifying Parquet page checksums costs: a damaged page then reads as wrong points.
         self._verify_checksums = verify_checksums
-        self._stored_runs: dict[int, tuple[int, int, int, dict[str, Any]] | None] = {}
+        self._stored_runs: dict[int, tuple[int, int, int] | None] = {}
         self.using_optimized_data = False
         self.schema = store.schema
         if self.schema is None and not self._storage.root_exists():
@@ -391,11 +395,13 @@ class Query(Reader):
         store's block id type. An unknown label gives an empty (0, D) array.
 
         ``sample=N`` returns ``min(N, count)`` of the label's points instead, drawn
-        uniformly without replacement, in stored order, the same on every call,
-        process and machine for this store. ``seed=None`` gives the label's own
-        sample: on a compacted store one range read of at most 4N rows (see
-        ``sampling``). An integer ``seed`` gives an independent sample per seed,
-        drawn from the whole label, which is read.
+        uniformly without replacement: the rows with the smallest keys of a hash
+        of their values, in key order, so a function of the label's points and
+        ``seed`` alone, the same on every call, process and machine, before and
+        after any compaction (see ``sampling``). ``seed=None`` gives the label's
+        own sample: on a compacted store one range read of at most 4N rows. An
+        integer ``seed`` gives an independent sample per seed, drawn from the
+        whole label, which is read.
 
         Example: ``query.get_points([5, 6], output="pandas")``, ``query.get_points(5, sample=1024)``.
         """
@@ -421,7 +427,7 @@ class Query(Reader):
         clock.update(files_queried=len(np.unique(files)) if len(files) > 1 else len(files), points_returned=len(points))
         returned = rows["point_count"]  # the points returned of each run, as the runs give them: sorted by label
         if sample is not None:  # only the points kept: a whole-label read may hold millions
-            kept = _picked(rows, sample)
+            kept = _picked(rows, points, sample, seed)  # grouped by label, in label order
             points = points[kept]
             returned = np.bincount(
                 np.searchsorted(np.cumsum(rows["point_count"]), kept, "right"), minlength=len(returned)
@@ -473,7 +479,7 @@ class Query(Reader):
     def _sample_runs(
         self, labels: list[int], blocks: list[str | int] | None, sample: int, seed: int | None
     ) -> dict[str, np.ndarray]:
-        """The row runs a sample reads, sorted by label, with the stream key that picks each label's rows.
+        """The row runs a sample reads, sorted by label.
 
         A label stored in the sample order (one contiguous run in a compacted
         file) reads only its shortest level prefix holding ``sample`` rows when
@@ -491,11 +497,6 @@ class Query(Reader):
                 "point_count": stored[:, 2],
             }
             rows = _sorted_runs({name: np.concatenate([rows[name], pooled[name]]) for name in rows})
-        unique = np.unique(rows["label"])
-        rows["key"] = np.array(
-            [pool_key(lab) if lab in pools else sample_key(lab, seed) for lab in unique.tolist()], dtype=np.uint64
-        )
-        rows["key_label"] = unique
         return rows
 
     def _stored_pools(self, labels: list[int], sample: int) -> dict[int, tuple[int, int, int]]:
@@ -509,11 +510,11 @@ class Query(Reader):
         for label in labels:
             stored = known[label]
             if stored is not None:
-                file_id, start, count, order = stored
-                pools[label] = (file_id, start, pool_size(count, sample, order))
+                file_id, start, count = stored
+                pools[label] = (file_id, start, pool_size(count, sample))
         return pools
 
-    def _learn_stored_runs(self, labels: list[int]) -> dict[int, tuple[int, int, int, dict[str, Any]] | None]:
+    def _learn_stored_runs(self, labels: list[int]) -> dict[int, tuple[int, int, int] | None]:
         """Remember where each label's rows sit when they are one run of a file in the sample order, else None.
 
         The index of an open Query never changes, so a label is looked up once:
@@ -532,11 +533,11 @@ class Query(Reader):
                     f"sum(point_count)::BIGINT FROM point_index WHERE {where} GROUP BY label",
                     [param],
                 ).fetchall()
-        learned: dict[int, tuple[int, int, int, dict[str, Any]] | None] = dict.fromkeys(labels)
+        learned: dict[int, tuple[int, int, int] | None] = dict.fromkeys(labels)
         for label, file_id, last_file, start, end, count in extents:
-            order = self._points.row_order(file_id) if file_id == last_file and end - start == count else None
-            if order is not None:  # else scattered over files or interleaved with others: not one stored run
-                learned[int(label)] = (int(file_id), int(start), int(count), order)
+            # Else scattered over files, interleaved with others, or in no order a sample can use: no stored pool.
+            if file_id == last_file and end - start == count and self._points.row_order(file_id) is not None:
+                learned[int(label)] = (int(file_id), int(start), int(count))
         with self._cache_lock:
             self._stored_runs.update(learned)
             while len(self._stored_runs) > _STORED_RUNS_KEPT:

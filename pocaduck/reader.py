@@ -97,7 +97,7 @@ class Reader(ABC):
         """All points of a label, assembled across every block; several labels give one result per label.
 
         ``sample=N`` gives ``min(N, count)`` of them, uniformly without replacement,
-        the same on every call for the same ``seed``.
+        the same for the same points and ``seed`` however they are stored.
         """
 
     @abstractmethod

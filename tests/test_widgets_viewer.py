@@ -116,7 +116,8 @@ def test_color_by_depth_and_by_category_column(query):
     assert colors.shape == (600, 3) and colors.dtype == np.float32
     viewer.color_by = "supervoxel"
     colors = viewer._shown[1].cloud.geometry.attributes["color"].array
-    points = query.get_points(1)
+    points = viewer._shown[1].points  # the drawn points, in the order their colors go
+    assert as_rows(points) == as_rows(query.get_points(1))
     by_value = {}
     for value, color in zip(points[:, 3].tolist(), map(tuple, colors.tolist()), strict=True):
         by_value.setdefault(value, set()).add(color)
