@@ -256,3 +256,7 @@ def test_throughput_over_time_is_drawn_per_worker_and_in_total():
     monitor(ProgressEvent("b", "finished", blocks_total=10, blocks_done=10, points_written=2_500, elapsed=5.0))
     assert monitor.total_rates[-1] == 0.0  # nothing runs any more; the peak stays in the line
     assert "now" not in monitor.summary.value and "peak 5,000 points/s" in monitor.summary.value
+    # A worker that reports only its start and its end (a short Dask task) counts once, at its end.
+    monitor(ProgressEvent("c", "running", blocks_total=1, points_written=0, elapsed=0.5))
+    monitor(ProgressEvent("c", "finished", blocks_total=1, blocks_done=1, points_written=6_000, elapsed=2.5))
+    assert list(monitor.total_rates)[-2:] == [0.0, 3_000.0]

@@ -246,6 +246,7 @@ class IngestionMonitor(w.VBox):
         # the sum of the running workers' latest rates at each redraw.
         self.rates: dict[str, collections.deque[float]] = {}
         self.total_rates: collections.deque[float] = collections.deque(maxlen=RATES_KEPT)
+        self._fresh: set[str] = set()  # workers with a rate measured since the last redraw
         self.panels: dict[str, WorkerPanel] = {}
         self.grid: _WorkerGrid | None = None
         self.failures = w.HTML(layout=w.Layout(max_height="14em", overflow="auto"))
@@ -274,6 +275,7 @@ class IngestionMonitor(w.VBox):
             rate = recent_rate(self.latest.get(event.worker_id), event)
             if rate is not None:
                 self.rates.setdefault(event.worker_id, collections.deque(maxlen=RATES_KEPT)).append(rate)
+                self._fresh.add(event.worker_id)
             self.latest[event.worker_id] = event
             self._pending = True
             wait = 0.0 if self._last_draw is None else self._last_draw + self.min_interval - time.monotonic()
@@ -321,7 +323,8 @@ class IngestionMonitor(w.VBox):
                 self._last_draw = time.monotonic()
                 events = dict(self.latest)
                 rates = {worker_id: list(kept) for worker_id, kept in self.rates.items()}
-            self._draw(events, rates)
+                fresh, self._fresh = self._fresh, set()
+            self._draw(events, rates, fresh)
 
     @property
     def finished(self) -> bool:
@@ -329,7 +332,10 @@ class IngestionMonitor(w.VBox):
         return bool(self.latest) and all(e.state in ("finished", "failed") for e in self.latest.values())
 
     def _draw(
-        self, events: dict[str, ProgressEvent] | None = None, rates: dict[str, list[float]] | None = None
+        self,
+        events: dict[str, ProgressEvent] | None = None,
+        rates: dict[str, list[float]] | None = None,
+        fresh: set[str] = frozenset(),
     ) -> None:
         events, rates = events or {}, rates or {}
         self.draws += 1
@@ -338,8 +344,10 @@ class IngestionMonitor(w.VBox):
         else:
             self._draw_panels(events, rates)
         if events:
-            running = [rates[w][-1] for w, event in events.items() if event.state == "running" and rates.get(w)]
-            self.total_rates.append(sum(running))
+            # The running workers' latest rates, and the last interval of those that ended since the last redraw:
+            # a worker reporting only its start and its end still counts once.
+            counted = [w for w, event in events.items() if rates.get(w) and (event.state == "running" or w in fresh)]
+            self.total_rates.append(sum(rates[w][-1] for w in counted))
         self._draw_totals(events)
 
     def _draw_panels(self, events: dict[str, ProgressEvent], rates: dict[str, list[float]]) -> None:
