@@ -212,7 +212,7 @@ class LabelBrowser(w.VBox):
         """
         if "label" not in self.columns:
             raise LabelNotFoundError("the current table has no 'label' column to jump by")
-        source, source_params = self._filtered_sql()
+        source, source_params = self._view_sql()
         column = _quote(self.order_by)
         label = check_label(label)
         found = self._sql(
@@ -314,10 +314,6 @@ class LabelBrowser(w.VBox):
         result = self.query.sql(statement, params, output="arrow", timeout=self.timeout)
         # DuckDB 1.5's .arrow() gives a RecordBatchReader, earlier versions a Table.
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
-
-    def _filtered_sql(self) -> tuple[str, list[Any]]:
-        """The current view (every clause: WHERE, ``only_labels``, brushes) as SQL, and its parameters."""
-        return self._view_sql()
 
     def _view_sql(self, brushed: bool = True) -> tuple[str, list[Any]]:
         """The current table as SQL and the parameters it takes; without the brushes when not ``brushed``."""
