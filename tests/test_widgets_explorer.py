@@ -152,4 +152,4 @@ def test_a_bad_box_says_what_is_wrong_and_changes_nothing(spread_store):
     explorer._corners["x0"].value, explorer._corners["x1"].value = 50.0, 10.0
     explorer._on_box_button()
     assert "lower must be below upper" in explorer.box_message.value and "x" in explorer.box_message.value
-    assert explorer.browser.total_rows == len(points) and explorer.browser.only_labels is None
+    assert explorer.browser.total_rows == len(points) and explorer.selection_state.box is None
