@@ -153,3 +153,17 @@ def test_a_bad_box_says_what_is_wrong_and_changes_nothing(spread_store):
     explorer._on_box_button()
     assert "lower must be below upper" in explorer.box_message.value and "x" in explorer.box_message.value
     assert explorer.browser.total_rows == len(points) and explorer.selection_state.box is None
+
+
+def test_neuroglancer_keeps_its_camera_when_a_change_leaves_the_same_labels_drawn(spread_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "cache"))
+    store, _points = spread_store
+    explorer = Explorer(store)
+    explorer.selection = [11, 12]
+    view = explorer.open_neuroglancer()
+    with view.viewer.txn() as state:  # the user moved the camera
+        state.position = [1, 2, 3]
+    explorer.browser.where = "point_count > 0"  # every label passes: the same two are drawn
+    assert view.labels == [11, 12] and list(view.viewer.state.position) == [1, 2, 3]
+    explorer.selection = [12]
+    assert view.labels == [12] and list(view.viewer.state.position) != [1, 2, 3]  # new labels: aimed anew

@@ -118,7 +118,13 @@ class NeuroglancerView(w.VBox):
             self.show(labels)
         else:
             self.show(selection_state.labels_to_draw)
-            selection_state.observe(lambda _change: self.show(selection_state.labels_to_draw), "revision")
+
+            def follow(_change: dict) -> None:
+                labels = selection_state.labels_to_draw
+                if sorted(labels) != self.labels:  # the same segments: the camera stays where the user put it
+                    self.show(labels)
+
+            selection_state.observe(follow, "revision")
 
     @property
     def labels(self) -> list[int]:
