@@ -55,6 +55,7 @@ class _Clauses:
     brushes: Mapping[str, Brush] = field(default_factory=dict)
     picked: tuple[int, ...] = ()
     picked_only: bool = False
+    schema: pa.Schema = field(default_factory=lambda: pa.schema([]), compare=False)  # the source's columns
 
 
 class Selection(t.HasTraits):
@@ -76,8 +77,7 @@ class Selection(t.HasTraits):
         self.query = query
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._clauses = _Clauses()
-        self._schema = self._schema_of(self._clauses)
+        self._clauses = replace(_Clauses(), schema=self._schema_of(_Clauses()))
         self._drawn: tuple[int, list[int]] | None = None  # (revision, labels_to_draw) cached
 
     # -- reading -------------------------------------------------------------
@@ -120,12 +120,12 @@ class Selection(t.HasTraits):
     @property
     def schema(self) -> pa.Schema:
         """The columns of ``source``."""
-        return self._schema
+        return self._clauses.schema
 
     @property
     def brushable(self) -> list[str]:
         """The columns a brush may range over: the numeric ones but ``label``."""
-        return _histograms.numeric_columns(self._schema)
+        return _histograms.numeric_columns(self._clauses.schema)
 
     def predicate(self, skip: Iterable[str] = ()) -> tuple[str, list[Any]]:
         """Every clause but those named in ``skip``, ANDed, as SQL and its ``?`` parameters ("true" for none).
@@ -197,7 +197,7 @@ class Selection(t.HasTraits):
         """
         with self._lock:
             old = self._clauses
-            new, schema = old, self._schema
+            new, schema = old, old.schema
             if source is not _KEEP or where is not _KEEP:
                 new = replace(
                     new,
@@ -205,6 +205,7 @@ class Selection(t.HasTraits):
                     where=old.where if where is _KEEP else _text(where, "where"),
                 )
                 schema = self._schema_of(new)  # refused SQL raises here, before anything changed
+                new = replace(new, schema=schema)
                 if brushes is _KEEP:
                     kept = _histograms.numeric_columns(schema)
                     new = replace(new, brushes={c: b for c, b in old.brushes.items() if c in kept})
@@ -218,7 +219,7 @@ class Selection(t.HasTraits):
                 new = replace(new, box=None, box_labels=()) if box is None else self._with_box(new, box)
             if new == old:
                 return False
-            self._clauses, self._schema = new, schema
+            self._clauses = new  # one store: a reader on another thread sees the old state or the new, whole
             self.set_trait("revision", self.revision + 1)  # observers run now, on this thread, under the lock
             return True
 
