@@ -134,6 +134,15 @@ def test_a_bad_update_raises_and_changes_nothing(small_store):
     with pytest.raises(InvalidLabelError):
         selection.update(picked=[-1])
     assert (selection.revision, selection.predicate(), selection.picked) == before
+    selection.update(source="SELECT point_count FROM labels", where="")  # no label column to limit by
+    before = (selection.revision, selection.predicate(), selection.picked)
+    with pytest.raises(SQLError):
+        selection.update(box=((-500, -500, -500), (500, 500, 500)))
+    with pytest.raises(SQLError):
+        selection.update(picked_only=True)
+    assert (selection.revision, selection.predicate(), selection.picked) == before
+    selection.update(source="", where="point_count > 0")
+    before = (selection.revision, selection.predicate(), selection.picked)
     assert selection.update(picked=[5]) is False and selection.revision == before[0]  # nothing changed
 
 

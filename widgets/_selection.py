@@ -217,6 +217,8 @@ class Selection(t.HasTraits):
                 new = replace(new, picked_only=bool(picked_only))
             if box is not _KEEP:
                 new = replace(new, box=None, box_labels=()) if box is None else self._with_box(new, box)
+            if (new.box, new.picked_only) != (old.box, old.picked_only) and (new.box is not None or new.picked_only):
+                self._schema_of(new)  # a source without a label column cannot take a box or "selected only"
             if new == old:
                 return False
             self._clauses = new  # one store: a reader on another thread sees the old state or the new, whole

@@ -29,7 +29,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from pocaduck import InvalidBoxError
+from pocaduck import PocaduckError
 
 from ._selection import Selection
 from ._source import StoreLike, open_query
@@ -141,7 +141,7 @@ class Explorer(w.VBox):
         values = [self._corners[name].value for name in self._corners]
         try:
             self.limit_to_box(values[:3], values[3:])
-        except InvalidBoxError as error:
+        except PocaduckError as error:  # a bad box, or a SELECT in the table without a label column
             self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
     def open_neuroglancer(self) -> NeuroglancerView:
