@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -565,3 +566,18 @@ def test_compressed_pages_of_random_labels_take_under_half_the_bytes_of_format_1
     format_1_bytes = sum(level.items * (24 if level.leaf else 8) + level.pages * 4 for level in directory._levels)
     assert directory.size * 2.5 <= format_1_bytes
     assert directory.point_count(int(labels[12_345])) == counts[12_345]
+
+
+def test_a_page_that_passes_its_checksum_but_does_not_decode_is_refused(tmp_path):
+    """As a writer with a bug would leave it: the bytes and their CRC agree, the page is not a page."""
+    rows = [(label, 0, label * 10, 10) for label in range(100)]
+    directory = written(str(tmp_path), index_of(rows), PAGE_BYTES)
+    leaf_bytes = int(directory._root["stop"][0])  # one leaf page, from byte 0
+    path = tmp_path / directory.path
+    data = path.read_bytes()
+    garbage = bytes([1, 1, 1, 1]) + bytes(range(256)) * ((leaf_bytes - 8) // 256 + 1)
+    garbage = garbage[: leaf_bytes - 4]
+    path.write_bytes(garbage + zlib.crc32(garbage).to_bytes(4, "little") + data[leaf_bytes:])
+    reopened = LabelDirectory.open(LocalStorage(str(tmp_path)), directory.path)
+    with pytest.raises(LabelDirectoryError, match=r"page 0 of level 1 that does not decode .*pocaduck consolidate"):
+        reopened.lookup([5])
