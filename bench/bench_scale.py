@@ -518,14 +518,16 @@ def cold_read(geometry: dict[str, Any], data_requests: int, data_bytes: float) -
 
 
 _RESPONSE = 600  # bytes of a small response with its headers (the pointer, the manifest, a HEAD)
+_HEADERS = 500  # bytes of a ranged response's status line and headers (moto), beside its body
 
 
 def directory_read(geometry: dict[str, Any]) -> tuple[int, float]:
     """Requests and bytes of finding one label in a directory: the pointer, the top, one page per level
-    (full pages: an upper bound)."""
+    (full pages: an upper bound), each range with its response's headers."""
     fences = max(geometry["levels"] - 1, 0) * geometry["fence_read_bytes"]
     leaves = geometry["leaf_read_bytes"] if geometry["levels"] else 0
-    return 2 + geometry["levels"], _RESPONSE + geometry["top_bytes"] + fences + leaves
+    ranges = (1 + geometry["levels"]) * _HEADERS
+    return 2 + geometry["levels"], _RESPONSE + geometry["top_bytes"] + fences + leaves + ranges
 
 
 def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
@@ -585,18 +587,26 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
                 row["directory_compacted"] = geometry
                 row["cold_compacted"] = cold_read(geometry, out["data_requests"], out["data_bytes"])
             out["rows"].append(row)
-    # bench_requests.py --large, its compacted cold stores (published in docs/benchmarks.md): 10^6 and 10^7 rows
-    # of 10-block labels in one compacted file, so 10^5 and 10^6 directory entries; in all 8 requests, of which
-    # the directory 3 (68 KB, then 71 KB)
+    # bench_requests.py --large, its compacted cold stores (run of 2026-12-07, format 2): 10^6 and 10^7 rows of
+    # 10-block labels in one compacted file, so 10^5 and 10^6 directory entries of consecutive labels, directories
+    # of 2,068 and 21,645 bytes; in all 8 requests, of which the directory 3 (2.1 KB, then 2.2 KB). Their bytes
+    # per entry and per fence item, measured on the 10^6-row store (LabelDirectory.byte_parts: 1,892 bytes of
+    # leaves, 37 of fences for 37 fence items, a 75-byte file table), predict both.
     out["cross_check"] = []
-    for check_rows, entries, measured_bytes in ((10**6, 10**5, 68e3), (10**7, 10**6, 71e3)):
-        geometry = directory_geometry(entries, 1, table_per_file)
+    requests_store = {"entry_bytes": 1_892 / 10**5, "key_bytes": 37 / 37}
+    for check_rows, entries, measured_size, measured_bytes in (
+        (10**6, 10**5, 2_068, 2.1e3),
+        (10**7, 10**6, 21_645, 2.2e3),
+    ):
+        geometry = directory_geometry(entries, 1, 75.0, **requests_store)
         requests, transferred = directory_read(geometry)
         out["cross_check"].append(
             {
                 "rows": check_rows,
                 "requests": cold_read(geometry, 3, 0)[0],
                 "measured_requests": 8,
+                "directory_size": geometry["bytes"],
+                "measured_directory_size": measured_size,
                 "directory_requests": requests,
                 "directory_bytes": transferred,
                 "measured_directory_requests": 3,
@@ -812,14 +822,15 @@ def render_model(figures: dict[str, Any]) -> str:
         )
     checks = "; ".join(
         f"{check['rows']:,} rows: {check['requests']} requests in all by the formula ({check['measured_requests']} "
-        f"measured), the directory {check['directory_requests']} and {check['directory_bytes'] / 1e3:.0f} KB "
-        f"({check['measured_directory_requests']} and {check['measured_directory_bytes'] / 1e3:.0f} KB measured)"
+        f"measured), a directory of {check['directory_size'] / 1e3:.1f} KB ({check['measured_directory_size'] / 1e3:.1f} "
+        f"KB measured), read in {check['directory_requests']} requests and {check['directory_bytes'] / 1e3:.1f} KB "
+        f"({check['measured_directory_requests']} and {check['measured_directory_bytes'] / 1e3:.1f} KB measured)"
         for check in figures["cross_check"]
     )
     lines += [
         "",
         f"Cross-check of the formula against the counts of `bench_requests.py --large` (its compacted stores, "
-        f"published above): {checks}.",
+        f"published above; their bytes per entry and per fence item measured on the 10^6-row one): {checks}.",
     ]
     return "\n".join(lines)
 
