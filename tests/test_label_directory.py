@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -581,3 +582,18 @@ def test_a_page_that_passes_its_checksum_but_does_not_decode_is_refused(tmp_path
     reopened = LabelDirectory.open(LocalStorage(str(tmp_path)), directory.path)
     with pytest.raises(LabelDirectoryError, match=r"page 0 of level 1 that does not decode .*pocaduck consolidate"):
         reopened.lookup([5])
+
+
+def test_threads_decoding_pages_of_one_directory_at_once_all_get_right_answers(tmp_path):
+    rows = [(label * 2**50, label % 3, label * 10, 1 + label % 9) for label in range(5_000)]
+    expected = brute_force_entries(rows)
+    directory = written(str(tmp_path), index_of(rows), 256)  # 10 entries a page: hundreds of pages to decode
+    labels = [row[0] for row in rows]
+
+    def look_up(start: int) -> bool:
+        mine = labels[start::8]
+        singles = all(as_tuples(directory.lookup([label])) == [expected[labels.index(label)]] for label in mine[:50])
+        return singles and as_tuples(directory.lookup(mine)) == expected[start::8]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(look_up, range(8)))
