@@ -346,13 +346,14 @@ class LabelDirectory:
         magic, fmt, page_bytes, entries, top_bytes, files_bytes, levels, crc = _TRAILER.unpack(top[-_TRAILER.size :])
         if magic != _MAGIC or fmt < 1:
             raise self._damaged("is not a label directory (its trailer lacks the magic bytes or a format)")
+        # The trailer is the same in every format: its checksum first, so that a flipped bit is not a new format.
+        if top_bytes != len(top) or zlib.crc32(top[:-_CRC_BYTES]) != crc:
+            raise self._damaged("fails the checksum of its top level")
         if fmt > FORMAT:
             raise LabelDirectoryError(
                 f"{storage.describe(path)} has label directory format {fmt}; this pocaduck reads up to {FORMAT}: "
                 f"upgrade pocaduck, or {_fix(storage.describe(''))} with this version"
             )
-        if top_bytes != len(top) or zlib.crc32(top[:-_CRC_BYTES]) != crc:
-            raise self._damaged("fails the checksum of its top level")
         self.format, self.entry_count, self.page_bytes = fmt, entries, page_bytes
         shape = np.frombuffer(top[-_TRAILER.size - levels * _KEY.itemsize * fmt : len(top) - _TRAILER.size], _KEY)
         counts, lengths = shape[:levels].tolist(), shape[levels:].tolist() or None

@@ -597,3 +597,24 @@ def test_threads_decoding_pages_of_one_directory_at_once_all_get_right_answers(t
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(look_up, range(8)))
+
+
+def test_a_newer_format_asks_for_an_upgrade_and_a_flipped_format_bit_is_damage(tmp_path):
+    directory = written(str(tmp_path), index_of([(5, 0, 0, 3)]), PAGE_BYTES)
+    path = tmp_path / directory.path
+    original = path.read_bytes()
+    top_bytes = int.from_bytes(original[-48 + 24 : -48 + 32], "little")  # trailer: magic, format, page, entries, top
+    format_at = len(original) - 48 + 8
+
+    flipped = bytearray(original)
+    flipped[format_at] ^= 4  # format 6, by accident
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(LabelDirectoryError, match="fails the checksum of its top level"):
+        LabelDirectory.open(LocalStorage(str(tmp_path)), directory.path)
+
+    newer = bytearray(original)
+    newer[format_at] = 3  # a format from a later pocaduck, the top's checksum as that writer computes it
+    newer[-4:] = zlib.crc32(bytes(newer[-top_bytes:-4])).to_bytes(4, "little")
+    path.write_bytes(bytes(newer))
+    with pytest.raises(LabelDirectoryError, match="format 3; this pocaduck reads up to 2: upgrade pocaduck"):
+        LabelDirectory.open(LocalStorage(str(tmp_path)), directory.path)
