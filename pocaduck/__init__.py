@@ -28,11 +28,14 @@ from .errors import (
     InvalidBlockIdError,
     InvalidBoxError,
     InvalidLabelError,
+    InvalidMappingError,
     InvalidPointsError,
     InvalidVolumeError,
     InvalidWorkerIdError,
     LabelDirectoryError,
     LegacyStoreError,
+    MappingExistsError,
+    MappingNotFoundError,
     MigrationError,
     PocaduckError,
     QueryTimeoutError,
@@ -58,6 +61,7 @@ from .errors import (
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
+from .mapping import MappedQuery, MappingVersion, changed_bodies, list_mappings, write_mapping
 from .migration import migrate
 from .neuroglancer import ExportReport, export_neuroglancer
 from .progress import ProgressEvent
@@ -92,11 +96,16 @@ __all__ = [
     "InvalidBlockIdError",
     "InvalidBoxError",
     "InvalidLabelError",
+    "InvalidMappingError",
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
     "LabelDirectoryError",
     "LegacyStoreError",
+    "MappedQuery",
+    "MappingExistsError",
+    "MappingNotFoundError",
+    "MappingVersion",
     "MigrationError",
     "PocaduckError",
     "PointCloudDataset",
@@ -128,14 +137,17 @@ __all__ = [
     "WorkerBusyError",
     "WorkerNotFinalizedError",
     "WorkerWriteError",
+    "changed_bodies",
     "collect_garbage",
     "compact",
     "consolidate",
     "create_store",
     "export_neuroglancer",
+    "list_mappings",
     "make_demo_volume",
     "migrate",
     "open_store",
     "scan_volume",
     "verify",
+    "write_mapping",
 ]

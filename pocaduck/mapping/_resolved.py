@@ -1,0 +1,97 @@
+"""A mapping version resolved into memory: its full mapping with every child's changes laid over it.
+
+Two sorted views of the same assignments answer both directions with
+``searchsorted``: by supervoxel (a supervoxel's body) and by body (a body's
+supervoxels). A supervoxel the mapping does not name is its own body. The
+arrays never change once built, so any number of threads may read them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..storage import Storage
+from ._versions import MappingVersion, match_sorted, read_assignments
+
+
+def latest_wins(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Assignments given oldest first, possibly repeating a supervoxel: sorted, each supervoxel's last body kept.
+
+    >>> latest_wins(np.array([5, 3, 5], np.uint64), np.array([1, 2, 9], np.uint64))
+    (array([3, 5], dtype=uint64), array([2, 9], dtype=uint64))
+    """
+    order = np.argsort(supervoxels, kind="stable")
+    supervoxels, bodies = supervoxels[order], bodies[order]
+    last = np.ones(len(supervoxels), bool)
+    last[:-1] = supervoxels[1:] != supervoxels[:-1]
+    return supervoxels[last], bodies[last]
+
+
+class Assignments:
+    """Every assignment of one version, sorted by supervoxel and by body.
+
+    >>> mapping = Assignments(np.array([1, 2, 3], np.uint64), np.array([10, 10, 3], np.uint64))
+    >>> mapping.bodies_of(np.array([2, 3, 4], np.uint64)).tolist(), mapping.supervoxels_of(10).tolist()  # 10 too
+    ([10, 3, 4], [1, 2, 10])
+    >>> mapping.supervoxels_of(3).tolist(), mapping.supervoxels_of(1).tolist(), mapping.supervoxels_of(7).tolist()
+    ([3], [], [7])
+    """
+
+    def __init__(self, supervoxels: np.ndarray, bodies: np.ndarray):
+        self.supervoxels = supervoxels
+        self.bodies = bodies
+        order = np.argsort(bodies, kind="stable")  # stable: each body's supervoxels stay sorted
+        self._by_body = bodies[order]
+        self._supervoxels_by_body = supervoxels[order]
+
+    def __len__(self) -> int:
+        return len(self.supervoxels)
+
+    def bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        """The body of each supervoxel (uint64 array in, same shape out)."""
+        named, bodies = match_sorted(self.supervoxels, self.bodies, supervoxels)
+        return np.where(named, bodies, supervoxels)
+
+    def supervoxels_of(self, body: int) -> np.ndarray:
+        """The sorted supervoxels whose body is ``body``: those assigned to it, and itself unless it is assigned."""
+        key = np.uint64(body)
+        low, high = np.searchsorted(self._by_body, key, "left"), np.searchsorted(self._by_body, key, "right")
+        assigned = self._supervoxels_by_body[low:high]
+        at = np.searchsorted(self.supervoxels, key)
+        named = at < len(self.supervoxels) and self.supervoxels[at] == key
+        if named:
+            return assigned
+        place = np.searchsorted(assigned, key)
+        return np.insert(assigned, place, key)
+
+
+def resolve(storage: Storage, version: MappingVersion) -> Assignments:
+    """Version ``version`` as a whole: its root's assignments with the children's changes laid over, in order."""
+    chain = [*reversed(version.ancestors), version.name]
+    supervoxels, bodies = read_assignments(storage, chain[0])
+    if len(chain) > 1:
+        changes = [read_assignments(storage, name) for name in chain[1:]]
+        changed, changed_bodies = latest_wins(
+            np.concatenate([pair[0] for pair in changes]), np.concatenate([pair[1] for pair in changes])
+        )
+        supervoxels, bodies = overlay(supervoxels, bodies, changed, changed_bodies)
+    return Assignments(supervoxels, bodies)
+
+
+def overlay(
+    supervoxels: np.ndarray, bodies: np.ndarray, changed: np.ndarray, changed_bodies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted assignments with sorted, unique changes laid over them: one pass, however many changes.
+
+    >>> overlay(np.array([1, 4], np.uint64), np.array([7, 7], np.uint64), np.array([2, 4], np.uint64),
+    ...         np.array([8, 9], np.uint64))
+    (array([1, 2, 4], dtype=uint64), array([7, 8, 9], dtype=uint64))
+    """
+    bodies = bodies.copy()
+    found, _ = match_sorted(supervoxels, bodies, changed)
+    bodies[np.searchsorted(supervoxels, changed[found])] = changed_bodies[found]
+    new = ~found
+    if not new.any():
+        return supervoxels, bodies
+    places = np.searchsorted(supervoxels, changed[new])
+    return np.insert(supervoxels, places, changed[new]), np.insert(bodies, places, changed_bodies[new])
