@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import layout
@@ -31,7 +32,7 @@ from ..storage import Storage
 
 _FOOTER_KEY = b"pocaduck.mapping"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_ROW_GROUP = 65_536  # 1 MB of ids a group: a lookup of a few supervoxels reads ~0.5 MB compressed
+_ROW_GROUP = 16_384  # a lookup of one supervoxel reads one group, ~0.25 MB; 10^8 rows make ~6,000 groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,7 @@ def write_version(
         created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         note=note,
         assignments=len(supervoxels),
-        bodies=len(np.unique(bodies)),
+        bodies=pc.count_distinct(pa.array(bodies)).as_py(),  # hashing: 10x faster than np.unique's sort at 10^7
     )
     table = pa.table({"supervoxel": supervoxels, "body": bodies})
     table = table.replace_schema_metadata({_FOOTER_KEY: json.dumps(version.to_dict()).encode()})
@@ -106,9 +107,10 @@ def write_version(
                 table,
                 staged,
                 row_group_size=_ROW_GROUP,
-                compression="zstd",
+                # lz4: random 64-bit bodies barely compress, and lz4 reads 10^7 rows ~5x faster than zstd here.
+                compression="lz4",
                 use_dictionary=False,
-                # Sorted ids differ by little: delta encoding stores ~2 bytes a supervoxel where plain takes 8.
+                # Dense sorted ids differ by little: delta encoding stores a few bytes a supervoxel where plain takes 8.
                 column_encoding={"supervoxel": "DELTA_BINARY_PACKED", "body": "PLAIN"},
                 write_statistics=["supervoxel"],
             )
@@ -147,7 +149,7 @@ def version_names(storage: Storage) -> list[str]:
 def read_version(storage: Storage, name: str) -> MappingVersion:
     """The history record of version ``name``, from its footer (two ranged reads on a bucket)."""
     with _reading(storage, name) as path:
-        metadata = pq.read_schema(storage.open_input(path)).metadata or {}
+        metadata = pq.ParquetFile(storage.open_input(path)).schema_arrow.metadata or {}
     try:
         record = json.loads(metadata[_FOOTER_KEY])
         record["ancestors"] = tuple(record["ancestors"])
@@ -162,7 +164,8 @@ def read_version(storage: Storage, name: str) -> MappingVersion:
 def read_assignments(storage: Storage, name: str) -> tuple[np.ndarray, np.ndarray]:
     """All rows a version stores, as (supervoxels, bodies) sorted by supervoxel."""
     with _reading(storage, name) as path:
-        table = pq.read_table(storage.open_input(path))
+        # ParquetFile, not read_table: its dataset machinery costs ~2 ms a file, and a chain has many small ones.
+        table = pq.ParquetFile(storage.open_input(path)).read()
     return _columns(table)
 
 
