@@ -35,6 +35,7 @@ from pocaduck import (
     MappingNotFoundError,
     Query,
     changed_bodies,
+    collect_garbage,
     compact,
     consolidate,
     create_store,
@@ -118,6 +119,7 @@ class Proofreading(RuleBasedStateMachine):
     def compact_without_mapping(self):
         self.consolidate()
         compact(self.store, workers=1, progress=False)
+        collect_garbage(self.store)  # removes what the compaction replaced, and nothing of the mappings
 
     @precondition(lambda self: sum(name.startswith("full") for name in self.versions) < 2)  # most steps: edits
     @rule(
@@ -301,6 +303,19 @@ def test_summaries_blocks_boxes_and_chunks_speak_bodies(store):
         sample = query.get_points(40, sample=5)
         assert len(sample) == 5 and set(as_row_set(sample)) <= set(as_row_set(members))
         assert np.array_equal(sample, query.get_points(40, sample=5))
+
+
+def test_changing_what_a_query_returned_changes_no_later_answer(store):
+    """The process keeps a version resolved for its next Queries: what callers get must be theirs to change."""
+    path, _ = store
+    write_mapping(path, "v1", [1, 2], [40, 40])
+    with Query(path, mapping="v1") as query:
+        query.get_supervoxels(40)[:] = 0
+        query.get_supervoxels(3)[:] = 0
+        query.get_body(np.array([1, 2], np.uint64))[:] = 0
+    with Query(path, mapping="v1") as query:
+        assert query.get_supervoxels(40).tolist() == [1, 2, 40] and query.get_supervoxels(3).tolist() == [3]
+        assert query.get_body(np.array([1, 2], np.uint64)).tolist() == [40, 40]
 
 
 def test_a_query_without_mapping_reads_supervoxels_as_before(store):

@@ -29,7 +29,7 @@ from ..query import Query
 from ..reader import Output, Reader
 from ..sampling import sample_rows
 from ..store import Store, open_store
-from ._resolved import resolve
+from ._resolved import resolved
 from ._versions import MappingVersion, read_version
 
 
@@ -67,7 +67,7 @@ class MappedQuery(Reader):
         self._query = Query(store, index_path, threads, cache_size, verify_checksums=verify_checksums)
         try:
             self.mapping: MappingVersion = read_version(store.storage, mapping)
-            self._assignments = resolve(store.storage, self.mapping)
+            self._assignments = resolved(store.storage, self.mapping)
         except BaseException:
             self._query.close()
             raise

@@ -8,8 +8,12 @@ arrays never change once built, so any number of threads may read them.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
+from .. import layout
 from ..storage import Storage
 from ._versions import MappingVersion, match_sorted, read_assignments
 
@@ -43,6 +47,8 @@ class Assignments:
         order = np.argsort(bodies, kind="stable")  # stable: each body's supervoxels stay sorted
         self._by_body = bodies[order]
         self._supervoxels_by_body = supervoxels[order]
+        for array in (self.supervoxels, self.bodies, self._by_body, self._supervoxels_by_body):
+            array.flags.writeable = False  # shared by every Query of the version in the process
 
     def __len__(self) -> int:
         return len(self.supervoxels)
@@ -60,9 +66,35 @@ class Assignments:
         at = np.searchsorted(self.supervoxels, key)
         named = at < len(self.supervoxels) and self.supervoxels[at] == key
         if named:
-            return assigned
+            return assigned.copy()  # a Query's caller may change what it gets; these arrays are shared
         place = np.searchsorted(assigned, key)
         return np.insert(assigned, place, key)
+
+
+_KEPT = 2  # versions kept resolved in the process: 10^8 supervoxels take ~3 GB with both sorted views
+_kept: OrderedDict[tuple[str, str | None], Assignments] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def resolved(storage: Storage, version: MappingVersion) -> Assignments:
+    """``resolve``, remembered for the process's next Queries of the same version (a new Query per neuron is cheap).
+
+    Versions never change, so what was resolved stays true; the key holds the
+    file's version token too, so a store deleted and written anew under the same
+    path is resolved afresh.
+    """
+    path = layout.mapping_file(version.name)
+    key = (storage.describe(path), storage.version(path))
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    assignments = resolve(storage, version)  # outside the lock: other versions need not wait for a large one
+    with _kept_lock:
+        _kept[key] = assignments
+        while len(_kept) > _KEPT:
+            _kept.popitem(last=False)
+    return assignments
 
 
 def resolve(storage: Storage, version: MappingVersion) -> Assignments:
