@@ -12,13 +12,12 @@ from ..errors import InvalidArgumentError
 from ..storage import Storage
 from ..store import Store, open_store
 from ._pairs import mapping_pairs
-from ._resolved import resolve
+from ._resolved import bodies_at, resolve
 from ._versions import (
     MappingVersion,
     check_name,
-    lookup_stored,
     match_sorted,
-    read_assignments,
+    read_change,
     read_version,
     refuse_existing,
     version_names,
@@ -70,7 +69,9 @@ def write_mapping(
     storage = opened.storage
     parent_version = None if parent is None else read_version(storage, parent)
     refuse_existing(storage, name)
-    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note)
+    # A child keeps the bodies its changes replace: changed_bodies then needs no lookup in the root mapping.
+    previous = None if parent_version is None else bodies_at(storage, parent_version, supervoxel_ids)
+    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous)
 
 
 def list_mappings(store: StoreLike) -> list[MappingVersion]:
@@ -86,10 +87,9 @@ def list_mappings(store: StoreLike) -> list[MappingVersion]:
 def changed_bodies(store: StoreLike, old: str, new: str) -> np.ndarray:
     """The bodies whose supervoxel sets differ between versions ``old`` and ``new``: old ids and new ids, sorted.
 
-    Found from the versions' stored changes alone, without reading points:
-    only the supervoxels that a version on the way from one to the other
-    reassigns are looked up at both ends. Versions without a common ancestor
-    are compared whole.
+    Found from the changes of the versions between the two alone (each child
+    keeps the bodies its changes replace), without reading points or the full
+    mapping. Versions without a common ancestor are compared whole.
 
     >>> import tempfile
     >>> from pocaduck import create_store
@@ -101,46 +101,54 @@ def changed_bodies(store: StoreLike, old: str, new: str) -> np.ndarray:
     [10, 20]
     """
     storage = open_store(store).storage
-    old_version, new_version = (
-        read_version(storage, check_name(old, "old")),
-        read_version(storage, check_name(new, "new")),
-    )
+    old_version = read_version(storage, check_name(old, "old"))
+    new_version = read_version(storage, check_name(new, "new"))
     old_chain, new_chain = (old_version.name, *old_version.ancestors), (new_version.name, *new_version.ancestors)
     common = next((name for name in new_chain if name in set(old_chain)), None)
     if common is None:
         return _whole_difference(storage, old_version, new_version)
-    changes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in (*old_chain[: old_chain.index(common)], *new_chain[: new_chain.index(common)]):
-        changes[name] = read_assignments(storage, name)
-    if not changes:
-        return np.empty(0, np.uint64)
-    touched = np.unique(np.concatenate([supervoxels for supervoxels, _ in changes.values()]))
-    before = _bodies_at(storage, old_chain, touched, changes)
-    after = _bodies_at(storage, new_chain, touched, changes)
+    # The children from the common ancestor to each end, oldest first: only they can differ.
+    old_side = old_chain[: old_chain.index(common)][::-1]
+    new_side = new_chain[: new_chain.index(common)][::-1]
+    changes = {name: read_change(storage, name) for name in {*old_side, *new_side}}
+    old_named, old_first_previous, old_last_body = _first_and_last([changes[name] for name in old_side])
+    new_named, new_first_previous, new_last_body = _first_and_last([changes[name] for name in new_side])
+    touched = np.union1d(old_named, new_named)
+    # In the common ancestor: what the first change on either side found there (both sides found the same).
+    at_common = _overridden(touched, touched, (new_named, new_first_previous), (old_named, old_first_previous))
+    before = _overridden(touched, at_common, (old_named, old_last_body))
+    after = _overridden(touched, at_common, (new_named, new_last_body))
     differ = before != after
     return np.union1d(before[differ], after[differ]).astype(np.uint64)
 
 
-def _bodies_at(
-    storage: Storage, chain: tuple[str, ...], supervoxels: np.ndarray, known: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> np.ndarray:
-    """The bodies of sorted ``supervoxels`` at the first version of ``chain`` (it, its parent, … its root)."""
-    bodies = supervoxels.copy()  # a supervoxel no version names is its own body
-    open_ = np.ones(len(supervoxels), bool)
-    for depth, name in enumerate(chain):
-        if not open_.any():
-            break
-        asked = supervoxels[open_]
-        if name not in known and depth == len(chain) - 1:  # the root full mapping, maybe 10^8 rows: only the groups
-            found, found_bodies = lookup_stored(storage, name, asked)
-        else:
-            if name not in known:
-                known[name] = read_assignments(storage, name)
-            found, found_bodies = match_sorted(*known[name], asked)
-        positions = np.flatnonzero(open_)[found]
-        bodies[positions] = found_bodies[found]
-        open_[positions] = False
-    return bodies
+def _first_and_last(changes: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over children's changes, oldest first: each supervoxel named, its first ``previous`` and its last body.
+
+    >>> one = (np.array([1, 2], np.uint64), np.array([5, 5], np.uint64), np.array([1, 2], np.uint64))
+    >>> two = (np.array([2], np.uint64), np.array([9], np.uint64), np.array([5], np.uint64))
+    >>> [column.tolist() for column in _first_and_last([one, two])]
+    [[1, 2], [1, 2], [5, 9]]
+    """
+    if not changes:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
+    supervoxels, bodies, previous = (np.concatenate(column) for column in zip(*changes, strict=True))
+    order = np.argsort(supervoxels, kind="stable")  # stable: each supervoxel's changes stay oldest first
+    supervoxels, bodies, previous = supervoxels[order], bodies[order], previous[order]
+    first = np.ones(len(supervoxels), bool)
+    first[1:] = supervoxels[1:] != supervoxels[:-1]
+    last = np.ones(len(supervoxels), bool)
+    last[:-1] = first[1:]
+    return supervoxels[first], previous[first], bodies[last]
+
+
+def _overridden(asked: np.ndarray, default: np.ndarray, *layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``default`` for each of ``asked``, replaced by each layer's value where that layer names it (later wins)."""
+    values = default.copy()
+    for named, layer_values in layers:
+        found, found_values = match_sorted(named, layer_values, asked)
+        values[found] = found_values[found]
+    return values
 
 
 def _whole_difference(storage: Storage, old: MappingVersion, new: MappingVersion) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import layout
 from ..storage import Storage
-from ._versions import MappingVersion, match_sorted, read_assignments
+from ._versions import MappingVersion, lookup_stored, match_sorted, read_assignments
 
 
 def latest_wins(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +95,35 @@ def resolved(storage: Storage, version: MappingVersion) -> Assignments:
         while len(_kept) > _KEPT:
             _kept.popitem(last=False)
     return assignments
+
+
+def bodies_at(storage: Storage, version: MappingVersion, supervoxels: np.ndarray) -> np.ndarray:
+    """The bodies of sorted ``supervoxels`` at ``version``, without resolving it whole.
+
+    A version this process keeps resolved answers at once; else the chain's
+    changes are read, newest first, and the root is asked only for the
+    supervoxels none of them names, reading only the row groups that can hold them.
+    """
+    path = layout.mapping_file(version.name)
+    with _kept_lock:
+        kept = _kept.get((storage.describe(path), storage.version(path)))
+    if kept is not None:
+        return kept.bodies_of(supervoxels)
+    bodies = supervoxels.copy()  # a supervoxel no version names is its own body
+    unanswered = np.ones(len(supervoxels), bool)
+    chain = (version.name, *version.ancestors)
+    for depth, name in enumerate(chain):
+        if not unanswered.any():
+            break
+        asked = supervoxels[unanswered]
+        if depth == len(chain) - 1:  # the root full mapping, maybe 10^8 rows: only the groups needed
+            found, found_bodies = lookup_stored(storage, name, asked)
+        else:
+            found, found_bodies = match_sorted(*read_assignments(storage, name), asked)
+        positions = np.flatnonzero(unanswered)[found]
+        bodies[positions] = found_bodies[found]
+        unanswered[positions] = False
+    return bodies
 
 
 def resolve(storage: Storage, version: MappingVersion) -> Assignments:

@@ -1,8 +1,9 @@
 """Mapping versions in the store: one immutable Parquet file each, sorted by supervoxel, its history in the footer.
 
 A full mapping (no parent) stores every assignment it makes; a child stores
-only the assignments it changes, so a version costs storage in proportion to
-its change. The footer names the version's parent and all its ancestors up to
+only the assignments it changes, each with the body its supervoxel had in the
+parent (``previous``), so a version costs storage in proportion to its change
+and two versions are compared from their changes alone. The footer names the version's parent and all its ancestors up to
 the full mapping at the root, so one footer read gives the whole chain. A
 version is built in local staging and published with
 ``publish_if_unchanged(..., expected=None)``: it appears whole or not at all,
@@ -87,8 +88,12 @@ def write_version(
     bodies: np.ndarray,
     parent: MappingVersion | None,
     note: str | None,
+    previous: np.ndarray | None = None,
 ) -> MappingVersion:
-    """Publish a version from sorted, unique ``supervoxels`` and their ``bodies``; refuse a name already taken."""
+    """Publish a version from sorted, unique ``supervoxels`` and their ``bodies``; refuse a name already taken.
+
+    A child (``parent`` given) also stores ``previous``: each supervoxel's body in the parent.
+    """
     version = MappingVersion(
         name=name,
         parent=None if parent is None else parent.name,
@@ -98,7 +103,10 @@ def write_version(
         assignments=len(supervoxels),
         bodies=pc.count_distinct(pa.array(bodies)).as_py(),  # hashing: 10x faster than np.unique's sort at 10^7
     )
-    table = pa.table({"supervoxel": supervoxels, "body": bodies})
+    columns = {"supervoxel": supervoxels, "body": bodies}
+    if parent is not None:
+        columns["previous"] = previous
+    table = pa.table(columns)
     table = table.replace_schema_metadata({_FOOTER_KEY: json.dumps(version.to_dict()).encode()})
     staged = os.path.join(storage.staging_dir(layout.MAPPINGS), f".{name}.{uuid.uuid4().hex}.writing")
     try:
@@ -111,7 +119,9 @@ def write_version(
                 compression="lz4",
                 use_dictionary=False,
                 # Dense sorted ids differ by little: delta encoding stores a few bytes a supervoxel where plain takes 8.
-                column_encoding={"supervoxel": "DELTA_BINARY_PACKED", "body": "PLAIN"},
+                column_encoding={"supervoxel": "DELTA_BINARY_PACKED", "body": "PLAIN", "previous": "PLAIN"}
+                if parent is not None
+                else {"supervoxel": "DELTA_BINARY_PACKED", "body": "PLAIN"},
                 write_statistics=["supervoxel"],
             )
             published = storage.publish_if_unchanged(staged, layout.mapping_file(name), None)
@@ -167,6 +177,18 @@ def read_assignments(storage: Storage, name: str) -> tuple[np.ndarray, np.ndarra
         # ParquetFile, not read_table: its dataset machinery costs ~2 ms a file, and a chain has many small ones.
         table = pq.ParquetFile(storage.open_input(path)).read()
     return _columns(table)
+
+
+def read_change(storage: Storage, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A child's rows: (supervoxels, bodies, each supervoxel's body in the parent), sorted by supervoxel."""
+    with _reading(storage, name) as path:
+        table = pq.ParquetFile(storage.open_input(path)).read()
+    if "previous" not in table.column_names:
+        raise DamagedStoreError(
+            f"{storage.describe(path)} is a full mapping, or a child without the bodies its parent gave: "
+            f"rewrite it with write_mapping"
+        )
+    return (*_columns(table), table.column("previous").to_numpy().astype(np.uint64, copy=False))
 
 
 def lookup_stored(storage: Storage, name: str, supervoxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
