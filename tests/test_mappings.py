@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,8 @@ from pocaduck import (
     write_mapping,
 )
 from pocaduck.cli import main
-from pocaduck.errors import InvalidArgumentError
+from pocaduck.errors import InvalidArgumentError, StoreWriteError
+from pocaduck.storage import LocalStorage
 
 SUPERVOXELS = [1, 2, 3, 40, 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1]
 BODIES = [*SUPERVOXELS, 77, 2**64 - 2]
@@ -411,6 +413,19 @@ def test_versions_are_immutable_and_names_parents_checked(store):
     assert [v.name for v in list_mappings(path)] == ["v1"]
 
 
+def test_a_write_that_fails_while_publishing_leaves_no_version_and_can_be_run_again(store):
+    path, _ = store
+    with (
+        mock.patch.object(LocalStorage, "publish_if_unchanged", side_effect=OSError(28, "No space left on device")),
+        pytest.raises(StoreWriteError, match="No space left"),
+    ):
+        write_mapping(path, "v1", [1], [2])
+    assert list_mappings(path) == [] and os.listdir(os.path.join(path, "mappings")) == []  # no staged file left
+    write_mapping(path, "v1", [1], [2])
+    with Query(path, mapping="v1") as query:
+        assert query.get_body(1) == 2
+
+
 def test_two_writers_of_one_name_one_wins(store):
     path, _ = store
 
@@ -442,6 +457,21 @@ def test_a_child_stores_only_its_changes():
 
 
 # -- threads, buckets, CLI --------------------------------------------------------------------------
+
+
+def test_threads_opening_queries_of_one_version_at_once_get_right_answers(store):
+    path, points = store
+    write_mapping(path, "v1", [1, 2], [40, 40])
+    write_mapping(path, "v2", [3], [40], parent="v1")
+
+    def read(i):
+        version = ("v1", "v2")[i % 2]
+        with Query(path, mapping=version) as query:
+            members = (1, 2, 40) if version == "v1" else (1, 2, 3, 40)
+            return as_row_set(query.get_points(40)) == as_row_set(np.concatenate([points[s] for s in members]))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(read, range(40)))
 
 
 def test_threads_sharing_one_mapped_query_get_right_answers(store):
