@@ -31,8 +31,15 @@ def latest_wins(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray
     return supervoxels[last], bodies[last]
 
 
+_SCANS_BEFORE_SORTING = 8  # bodies found by a scan (10 ms at 10^7) before sorting by body (3 s at 10^7) pays
+
+
 class Assignments:
-    """Every assignment of one version, sorted by supervoxel and by body.
+    """Every assignment of one version, sorted by supervoxel (and by body once that pays).
+
+    A body's supervoxels are found by a scan of all bodies for the first few
+    bodies asked, then from a copy sorted by body, made once: a Query of a
+    large mapping gives its first body without waiting for that sort.
 
     >>> mapping = Assignments(np.array([1, 2, 3], np.uint64), np.array([10, 10, 3], np.uint64))
     >>> mapping.bodies_of(np.array([2, 3, 4], np.uint64)).tolist(), mapping.supervoxels_of(10).tolist()  # 10 too
@@ -44,11 +51,11 @@ class Assignments:
     def __init__(self, supervoxels: np.ndarray, bodies: np.ndarray):
         self.supervoxels = supervoxels
         self.bodies = bodies
-        order = np.argsort(bodies, kind="stable")  # stable: each body's supervoxels stay sorted
-        self._by_body = bodies[order]
-        self._supervoxels_by_body = supervoxels[order]
-        for array in (self.supervoxels, self.bodies, self._by_body, self._supervoxels_by_body):
+        for array in (supervoxels, bodies):
             array.flags.writeable = False  # shared by every Query of the version in the process
+        self._by_body: tuple[np.ndarray, np.ndarray] | None = None  # (bodies sorted, their supervoxels)
+        self._scans = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.supervoxels)
@@ -61,14 +68,30 @@ class Assignments:
     def supervoxels_of(self, body: int) -> np.ndarray:
         """The sorted supervoxels whose body is ``body``: those assigned to it, and itself unless it is assigned."""
         key = np.uint64(body)
-        low, high = np.searchsorted(self._by_body, key, "left"), np.searchsorted(self._by_body, key, "right")
-        assigned = self._supervoxels_by_body[low:high]
+        by_body = self._sorted_by_body()
+        if by_body is None:
+            assigned = self.supervoxels[self.bodies == key]  # a new array, sorted as the supervoxels are
+        else:
+            bodies, supervoxels = by_body
+            assigned = supervoxels[np.searchsorted(bodies, key, "left") : np.searchsorted(bodies, key, "right")]
         at = np.searchsorted(self.supervoxels, key)
         named = at < len(self.supervoxels) and self.supervoxels[at] == key
         if named:
-            return assigned.copy()  # a Query's caller may change what it gets; these arrays are shared
-        place = np.searchsorted(assigned, key)
-        return np.insert(assigned, place, key)
+            return assigned.copy()  # a Query's caller may change what it gets; the sorted copy is shared
+        return np.insert(assigned, np.searchsorted(assigned, key), key)
+
+    def _sorted_by_body(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The assignments sorted by body, made on the first call past the scans; None while scanning is cheaper."""
+        if self._by_body is not None:
+            return self._by_body
+        with self._lock:
+            if self._by_body is None:
+                if self._scans < _SCANS_BEFORE_SORTING:
+                    self._scans += 1
+                    return None
+                order = np.argsort(self.bodies, kind="stable")  # stable: each body's supervoxels stay sorted
+                self._by_body = (self.bodies[order], self.supervoxels[order])
+            return self._by_body
 
 
 _KEPT = 2  # versions kept resolved in the process: 10^8 supervoxels take ~3 GB with both sorted views
