@@ -507,10 +507,19 @@ def test_mappings_on_a_bucket(tmp_path):
         write_mapping(config, "v2", [1], [1], parent="v1", note="cleave")
         with pytest.raises(MappingExistsError):
             write_mapping(config, "v2", [2], [1], parent="v1")
+        before = len(server.requests)
+        with Query(config) as query:
+            query.get_points(2**63)
+        plain = len(server.requests) - before
+        before = len(server.requests)
         with Query(config, mapping="v2") as query:
             assert as_row_set(query.get_points(2**64 - 1)) == as_row_set(
                 np.concatenate([points[2**63], points[2**64 - 1]])
             )
+        # The version's footer (size and tail) and each file of its chain in one GET: 4 more requests, cold.
+        assert len(server.requests) - before <= plain + 4
+        with pytest.raises(MappingNotFoundError, match="it holds v1, v2"):
+            Query(config, mapping="v3")
         assert changed_bodies(config, "v1", "v2").tolist() == [1, 2**64 - 1]
         assert [v.name for v in list_mappings(config)] == ["v1", "v2"]
     finally:

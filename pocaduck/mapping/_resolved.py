@@ -95,19 +95,22 @@ class Assignments:
 
 
 _KEPT = 2  # versions kept resolved in the process: 10^8 supervoxels take ~3 GB with both sorted views
-_kept: OrderedDict[tuple[str, str | None], Assignments] = OrderedDict()
+_kept: OrderedDict[tuple[str, str], Assignments] = OrderedDict()
 _kept_lock = threading.Lock()
+
+
+def _key(storage: Storage, version: MappingVersion) -> tuple[str, str]:
+    return storage.describe(layout.mapping_file(version.name)), version.created
 
 
 def resolved(storage: Storage, version: MappingVersion) -> Assignments:
     """``resolve``, remembered for the process's next Queries of the same version (a new Query per neuron is cheap).
 
     Versions never change, so what was resolved stays true; the key holds the
-    file's version token too, so a store deleted and written anew under the same
-    path is resolved afresh.
+    version's creation time too (to the microsecond, from its footer: no request),
+    so a store deleted and written anew under the same path is resolved afresh.
     """
-    path = layout.mapping_file(version.name)
-    key = (storage.describe(path), storage.version(path))
+    key = _key(storage, version)
     with _kept_lock:
         if key in _kept:
             _kept.move_to_end(key)
@@ -127,9 +130,8 @@ def bodies_at(storage: Storage, version: MappingVersion, supervoxels: np.ndarray
     changes are read, newest first, and the root is asked only for the
     supervoxels none of them names, reading only the row groups that can hold them.
     """
-    path = layout.mapping_file(version.name)
     with _kept_lock:
-        kept = _kept.get((storage.describe(path), storage.version(path)))
+        kept = _kept.get(_key(storage, version))
     if kept is not None:
         return kept.bodies_of(supervoxels)
     bodies = supervoxels.copy()  # a supervoxel no version names is its own body

@@ -173,19 +173,23 @@ def read_version(storage: Storage, name: str) -> MappingVersion:
 
 def read_assignments(storage: Storage, name: str) -> tuple[np.ndarray, np.ndarray]:
     """All rows a version stores, as (supervoxels, bodies) sorted by supervoxel."""
+    return _columns(_whole(storage, name))
+
+
+def _whole(storage: Storage, name: str) -> pa.Table:
+    """A version's table, fetched in one request (one GET on a bucket, where ranged reads ask the size first)."""
     with _reading(storage, name) as path:
         # ParquetFile, not read_table: its dataset machinery costs ~2 ms a file, and a chain has many small ones.
-        table = pq.ParquetFile(storage.open_input(path)).read()
-    return _columns(table)
+        return pq.ParquetFile(pa.BufferReader(storage.read_bytes(path))).read()
 
 
 def read_change(storage: Storage, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A child's rows: (supervoxels, bodies, each supervoxel's body in the parent), sorted by supervoxel."""
-    with _reading(storage, name) as path:
-        table = pq.ParquetFile(storage.open_input(path)).read()
+    table = _whole(storage, name)
     if "previous" not in table.column_names:
         raise DamagedStoreError(
-            f"{storage.describe(path)} is a full mapping, or a child without the bodies its parent gave: "
+            f"{storage.describe(layout.mapping_file(name))} is a full mapping, or a child without the bodies its "
+            f"parent gave: "
             f"rewrite it with write_mapping"
         )
     return (*_columns(table), table.column("previous").to_numpy().astype(np.uint64, copy=False))
@@ -243,10 +247,7 @@ class _reading:
         self.storage, self.name = storage, check_name(name)
 
     def __enter__(self) -> str:
-        path = layout.mapping_file(self.name)
-        if not self.storage.exists(path):
-            raise self._missing()
-        return path
+        return layout.mapping_file(self.name)  # absent: the read raises FileNotFoundError, turned in __exit__
 
     def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> None:
         if isinstance(error, FileNotFoundError) and not isinstance(error, MappingNotFoundError):
