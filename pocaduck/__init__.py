@@ -2,7 +2,9 @@
 
 Open a store once with :func:`open_store` (or name it by path or URL), ingest
 blockwise with one :class:`Ingestor` per worker, merge the worker indexes with
-:func:`consolidate`, then read any label's points with :class:`Query`. Errors
+:func:`consolidate`, then read any label's points with :class:`Query`. When the
+stored labels are supervoxels, :func:`write_mapping` records versions of which
+body each belongs to, and ``Query(store, mapping=name)`` reads bodies. Errors
 are in :mod:`pocaduck.errors` and exported here too.
 """
 

@@ -168,9 +168,10 @@ class Query(Reader):
     def __new__(cls, storage_config: Store | StorageConfig | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         store = _opened(storage_config)
         if cls is Query and kwargs.get("mapping") is not None:
-            from .mapping import MappedQuery  # its own room: it reads the store through a Query of its own
+            from .mapping import MappedQuery  # a room below this one: it reads bodies through the Query made here
 
-            return MappedQuery(store, *args, **kwargs)
+            mapping = kwargs.pop("mapping")
+            return MappedQuery(store, Query(store, *args, **kwargs), mapping)
         if cls is Query and store.kind == "original":
             from .legacy import LegacyQuery
 

@@ -1,7 +1,7 @@
 """Reads through a mapping version: ``Query(store, mapping=name)`` speaks bodies, points stay per supervoxel.
 
-A :class:`MappedQuery` holds an ordinary :class:`~pocaduck.query.Query` of the
-store (whose labels are the supervoxels) and the version resolved into memory
+A :class:`MappedQuery` holds the ordinary Query that ``Query(store, mapping=)``
+opened (whose labels are the supervoxels) and the version resolved into memory
 (``_resolved.Assignments``). A body's points are its supervoxels' points, read
 in one multi-label ``get_points`` call; summaries aggregate the supervoxels'
 index rows. Users' SQL still sees the supervoxel tables: bodies in SQL are
@@ -11,7 +11,6 @@ for later.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -22,13 +21,11 @@ import pyarrow as pa
 from .._gate import Gate, gated, gated_iterator
 from .._timing import Timing
 from ..arguments import OUTPUTS, one_of, positive_int, sample_and_seed
-from ..config import StorageConfig
 from ..errors import PocaduckError
 from ..keys import check_label, check_labels, check_labels_asked
-from ..query import Query
 from ..reader import Output, Reader
 from ..sampling import sample_rows
-from ..store import Store, open_store
+from ..store import Store
 from ._resolved import resolved
 from ._versions import MappingVersion, read_version
 
@@ -42,7 +39,7 @@ class MappedQuery(Reader):
     name). Bodies' points are not cached (``use_cache`` is accepted and ignored).
 
     >>> import tempfile
-    >>> from pocaduck import Ingestor, consolidate, write_mapping
+    >>> from pocaduck import Ingestor, Query, consolidate, write_mapping
     >>> store = tempfile.mkdtemp()
     >>> with Ingestor(store, worker_id=0) as ingestor:
     ...     ingestor.write_block("b0", np.array([1, 2, 3]), np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]]))
@@ -53,29 +50,21 @@ class MappedQuery(Reader):
     ([[0, 0, 0], [1, 1, 1]], [1, 3], [1, 2])
     """
 
-    def __init__(
-        self,
-        storage_config: Store | StorageConfig | str | os.PathLike,
-        index_path: str | None = None,
-        threads: int | None = None,
-        cache_size: int = 10,
-        *,
-        verify_checksums: bool = True,
-        mapping: str,
-    ):
-        store = open_store(storage_config)
-        self._query = Query(store, index_path, threads, cache_size, verify_checksums=verify_checksums)
+    def __init__(self, store: Store, reader: Reader, mapping: str):
+        """Read ``store``'s bodies of version ``mapping`` through ``reader``, a Reader of its supervoxels (closed
+        with this one, and at once if the version cannot be read)."""
+        self._query = reader
         try:
             self.mapping: MappingVersion = read_version(store.storage, mapping)
             self._assignments = resolved(store.storage, self.mapping)
         except BaseException:
-            self._query.close()
+            reader.close()
             raise
         self._gate = Gate()
-        self.storage_config = self._query.storage_config
-        self.schema = self._query.schema
-        self.using_optimized_data = self._query.using_optimized_data
-        self._catalog = self._query._catalog
+        self.storage_config = reader.storage_config
+        self.schema = reader.schema
+        self.using_optimized_data = reader.using_optimized_data
+        self._catalog = reader._catalog
         self.supervoxel_column = "stored_label" if "supervoxel" in self.schema.columns else "supervoxel"
 
     # -- the mapping itself ---------------------------------------------------
