@@ -5,6 +5,7 @@ were written, consolidated or compacted, and whatever versions came after."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -302,6 +303,9 @@ def test_summaries_blocks_boxes_and_chunks_speak_bodies(store):
         assert 40 in inside.tolist() and 1 not in inside.tolist() and 2 not in inside.tolist()
         boxed = query.get_points_in_box((-2000, -2000, -2000), (2000, 2000, 2000), labels=[40], output="numpy")
         assert as_row_set(boxed[40]) == as_row_set(members)
+        only_a, timing = query.get_points(40, blocks="a", timing=True)
+        assert as_row_set(only_a) == as_row_set(np.concatenate([points[s][: len(points[s]) // 2] for s in (1, 2, 40)]))
+        assert timing["points_returned"] == len(only_a) and timing["supervoxels"] == 3
         sample = query.get_points(40, sample=5)
         assert len(sample) == 5 and set(as_row_set(sample)) <= set(as_row_set(members))
         assert np.array_equal(sample, query.get_points(40, sample=5))
@@ -540,6 +544,11 @@ def test_cli_writes_lists_and_diffs_mappings(store, tmp_path, capsys):
     assert "v1" in listed and "v2" in listed and "3→40" in listed
     assert main(["mapping", "diff", path, "v1", "v2"]) == 0
     assert capsys.readouterr().out.split() == ["3", "40"]
+    assert main(["info", path, "--mapping", "v2"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mapping"]["name"] == "v2" and info["mapping"]["parent"] == "v1" and info["labels"] == len(points)
+    assert main(["points", path, "40", "--mapping", "v9"]) == 1
+    assert "no mapping 'v9'" in capsys.readouterr().err
     out = tmp_path / "body.csv"
     assert main(["points", path, "40", "--mapping", "v2", "-o", str(out)]) == 0
     table = pd.read_csv(out)
