@@ -167,7 +167,9 @@ class Query(Reader):
     """Read points and summaries of labels from a consolidated store.
 
     ``Query(path)`` on a store written by the original pocaduck 0.1.x gives a
-    ``LegacyQuery``, the :class:`~pocaduck.reader.Reader` for that layout.
+    ``LegacyQuery``, the :class:`~pocaduck.reader.Reader` for that layout;
+    ``Query(path, mapping=name)`` gives a ``MappedQuery`` whose labels are the
+    bodies of that mapping version (``pocaduck.write_mapping``).
 
     >>> import tempfile
     >>> from pocaduck import Ingestor
@@ -183,6 +185,11 @@ class Query(Reader):
 
     def __new__(cls, storage_config: Store | StorageConfig | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         store = _opened(storage_config)
+        if cls is Query and kwargs.get("mapping") is not None:
+            from .mapping import MappedQuery  # a room below this one: it reads bodies through the Query made here
+
+            mapping = kwargs.pop("mapping")
+            return MappedQuery(store, Query(store, *args, **kwargs), mapping)
         if cls is Query and store.kind == "original":
             from .legacy import LegacyQuery
 
@@ -199,7 +206,9 @@ class Query(Reader):
         cache_size: int = 10,
         *,
         verify_checksums: bool = True,
+        mapping: None = None,
     ):
+        # With mapping=name, __new__ returned a MappedQuery, which reads bodies: this Query reads stored labels.
         self.threads, self.cache_size = reader_settings(threads, cache_size)
         store = self._store
         self.storage_config = store.config
