@@ -8,6 +8,7 @@ in force, and never once another is.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ from _object_servers import s3_without_auth
 from _support import as_row_set
 
 from pocaduck import Ingestor, Query, consolidate, create_store, open_store
+from pocaduck._immutables import IMMUTABLES
 from pocaduck.label_directory import open_in_force
+from pocaduck.layout import LABEL_DIRECTORY_POINTER, UNIFIED_INDEX
 from pocaduck.storage import FsspecStorage, LocalStorage
 
 
@@ -87,3 +90,28 @@ def test_a_file_replaced_under_its_name_is_read_anew_once_a_new_index_is_in_forc
 
     with Query(location) as query:
         assert query.get_points(2).tolist() == [[2, 0, 7]] * 4
+
+
+def test_a_query_on_a_bucket_asks_the_manifest_the_pointer_and_the_index_version_at_once(s3, monkeypatch):
+    config = s3.config("at-once")
+    write(config, 0, 1)
+    consolidate(config)
+    IMMUTABLES.clear()  # as in a fresh process, which asks the manifest too
+    opening = {"pocaduck.json", LABEL_DIRECTORY_POINTER, UNIFIED_INDEX}
+    together = threading.Barrier(len(opening), timeout=60)  # each waits for the others: one at a time never meet
+    asked = []
+
+    def waiting(real):
+        def call(self, path, *args):
+            if path in opening and len(asked) < len(opening):
+                asked.append(path)
+                together.wait()
+            return real(self, path, *args)
+
+        return call
+
+    monkeypatch.setattr(FsspecStorage, "read_bytes", waiting(FsspecStorage.read_bytes))
+    monkeypatch.setattr(FsspecStorage, "version", waiting(FsspecStorage.version))
+    with Query(config) as query:
+        assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
+    assert sorted(asked) == sorted(opening)
