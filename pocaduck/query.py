@@ -7,7 +7,11 @@ blocks, summaries): the copy of it published with that directory, so the
 Query reads one version of the store throughout, and the directory keeps
 finding points (~10 µs a label, DuckDB ~0.3 ms) once the index is attached;
 only ``blocks=`` and box queries ask the index. A store without a directory
-to trust is read through its index from the start. The index is attached
+to trust is read through its index from the start. Opening asks the
+manifest, the directory's pointer and the index's version at once
+(``_opening.py``); what that index version never changes (directory pages,
+file footers, the manifest) the process keeps for the next Query
+(``_immutables.py``). The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
 makes that cheap too; only our own statements run there. Users' SQL
 (``Query.sql``, ``db_connection``) runs on the process's locked-down
