@@ -89,8 +89,16 @@ class ImmutableCache:
             self._entries.clear()
             self._held = 0
 
+    def _after_fork(self) -> None:
+        """A forked child starts empty: a lock its parent's threads held (the cache's, a file's) stays held here."""
+        self._lock = threading.Lock()
+        self._entries.clear()
+        self._held = 0
+
 
 IMMUTABLES = ImmutableCache(int(float(os.environ.get("POCADUCK_IMMUTABLES_MB", _DEFAULT_BUDGET / 2**20)) * 2**20))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=IMMUTABLES._after_fork)
 
 
 _VERSION = "index version"

@@ -7,6 +7,7 @@ in force, and never once another is.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 
@@ -115,3 +116,26 @@ def test_a_query_on_a_bucket_asks_the_manifest_the_pointer_and_the_index_version
     with Query(config) as query:
         assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
     assert sorted(asked) == sorted(opening)
+
+
+def read_in_child(store: str, queue) -> None:
+    held = len(IMMUTABLES._entries)
+    with Query(store) as query:
+        queue.put((held, query.get_points(3).tolist()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_starts_with_nothing_kept_and_reads_right(tmp_path):
+    store = str(tmp_path / "store")
+    write(store, 0, 1)
+    consolidate(store)
+    with Query(store) as query:
+        query.get_points(3)
+    assert len(IMMUTABLES._entries) > 0
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=read_in_child, args=(store, queue))
+    child.start()
+    held, points = queue.get(timeout=120)
+    child.join(timeout=120)
+    assert held == 0 and points == [[3, 0, 1]] * 4 and child.exitcode == 0

@@ -51,7 +51,9 @@ Result = TypeVar("Result")
 
 
 @functools.cache
-def _fetchers() -> ThreadPoolExecutor:
+def _fetchers(process: int) -> ThreadPoolExecutor:
+    """The pool of ``process``: a forked child gets its own, since its parent's threads did not come with it."""
+    del process
     return ThreadPoolExecutor(_FETCHERS, thread_name_prefix="pocaduck-fetch", initializer=_mark_fetcher)
 
 
@@ -155,7 +157,7 @@ class FsspecStorage(Storage):
         """
         if len(calls) < 2 or getattr(_fetcher, "active", False):
             return [call() for call in calls]
-        futures = [_fetchers().submit(call) for call in calls]
+        futures = [_fetchers(os.getpid()).submit(call) for call in calls]
         wait(futures)
         return [future.result() for future in futures]
 
