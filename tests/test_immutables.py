@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -139,3 +140,27 @@ def test_a_forked_child_starts_with_nothing_kept_and_reads_right(tmp_path):
     held, points = queue.get(timeout=120)
     child.join(timeout=120)
     assert held == 0 and points == [[3, 0, 1]] * 4 and child.exitcode == 0
+
+
+def test_threads_opening_queries_at_once_share_the_process_cache_and_read_right(location):
+    create_store(location, dtype="int32", payload="arrow")
+    for worker in range(3):
+        write(location, worker, worker + 10, labels=range(worker, worker + 8))
+    consolidate(location)
+    expected = {
+        label: sorted(
+            (label, worker, worker + 10) for worker in range(3) if worker <= label < worker + 8 for _ in range(4)
+        )
+        for label in range(10)
+    }
+
+    def reader(seed: int) -> list[int]:
+        wrong = []
+        for label in np.random.default_rng(seed).integers(0, 10, 15).tolist():
+            with Query(location, cache_size=0) as query:
+                if as_row_set(query.get_points(label)) != expected[label]:
+                    wrong.append(label)
+        return wrong
+
+    with ThreadPoolExecutor(6) as pool:
+        assert [label for wrong in pool.map(reader, range(6)) for label in wrong] == []
