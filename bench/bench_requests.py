@@ -5,6 +5,16 @@
     .venv/bin/python bench/bench_requests.py --no-docs    # full sizes, docs left alone
     .venv/bin/python bench/bench_requests.py --large      # adds a 10^7-row store: about 3 minutes in all
 
+    .venv/bin/python bench/bench_requests.py --round-trips-only --baseline /work/main   # round trips, old and new
+
+*Round trips* (the first table): moto behind a proxy that adds ``--latency``
+(100 ms) to every request (``_latency.py``); a fresh process opens a Query and
+reads a 20-point label (cold), then, after another Query was opened and closed,
+a new Query reads another label (warm). The round trips are the longest chain
+of requests each sent after the one before was answered, from the proxy's log;
+wall / latency says the same from the clock. ``--baseline CHECKOUT`` runs the
+same children with another pocaduck beside this one, runs alternating.
+
 The stores are written to moto's S3 server on loopback (the one the tests use,
 ``tests/_object_servers.py``), which logs every request it answers with the
 bytes of its response (status line, headers and body): the counts are the
@@ -39,6 +49,7 @@ figures to ``requests.json``, and into its section of ``docs/benchmarks.md``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -54,9 +65,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import _report  # noqa: E402
+from _latency import LatencyProxy, sequential_round_trips  # noqa: E402
 from _object_servers import S3Server  # noqa: E402
 
-from pocaduck import Ingestor, Query, compact, consolidate  # noqa: E402
+from pocaduck import Ingestor, Query, StorageConfig, compact, consolidate  # noqa: E402
 from pocaduck.storage import open_storage  # noqa: E402
 
 GRID = 8
@@ -304,14 +316,160 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ROUND_TRIP_PHASES = ("cold", "warm")
+
+
+def round_trip_child(spec: dict[str, Any]) -> None:
+    """In a fresh process: a cold Query + get_points, then (after another Query opened and closed) a warm one.
+
+    Prints each phase's ``time.time()`` bounds, so the parent finds the phase's requests in the proxy's log.
+    """
+    import aiobotocore.session  # noqa: F401  (libraries' import time is no round trip: out of the phases)
+    import s3fs  # noqa: F401
+
+    config = StorageConfig(spec["url"], **spec["options"])
+    phases = {}
+    started = time.time()
+    with Query(config) as query:
+        query.get_points(spec["labels"][0])
+    phases["cold"] = (started, time.time())
+    with Query(config) as query:
+        query.get_points(spec["labels"][1])
+    started = time.time()
+    with Query(config) as query:
+        query.get_points(spec["labels"][2])
+    phases["warm"] = (started, time.time())
+    print(json.dumps(phases))
+
+
+def round_trips(
+    proxy: LatencyProxy, config: Any, labels: list[int], repeats: int, codes: dict[str, str | None]
+) -> dict[str, Any]:
+    """Wall time, requests and sequential round trips of each phase of :func:`round_trip_child`, median of runs.
+
+    ``codes`` names each pocaduck to run the children with: a checkout's folder put first on their PYTHONPATH,
+    or None for this one. Their runs alternate, so load on the machine falls on both alike.
+    """
+    import subprocess
+
+    options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "base_path"}
+    options["s3_endpoint_url"] = proxy.endpoint_url
+    runs: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
+    for run in range(repeats):
+        picked = [labels[(3 * run + k) % len(labels)] for k in range(3)]
+        spec = {"url": config.base_path, "options": options, "labels": picked}
+        for code, folder in codes.items():
+            environment = {**os.environ, "POCADUCK_CACHE_DIR": tempfile.mkdtemp(prefix="pocaduck-bench-cache-")}
+            if folder is not None:
+                environment["PYTHONPATH"] = os.pathsep.join([folder, environment.get("PYTHONPATH", "")])
+            output = subprocess.run(
+                [sys.executable, __file__, "--round-trip-child", json.dumps(spec)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=environment,
+            ).stdout
+            shutil.rmtree(environment["POCADUCK_CACHE_DIR"], ignore_errors=True)
+            for phase, (start, end) in json.loads(output.splitlines()[-1]).items():
+                requests = proxy.between(start, end)
+                trips = sequential_round_trips([(r.start, r.end) for r in requests])
+                runs.setdefault((code, phase), []).append((end - start, len(requests), trips))
+    return {
+        code: {
+            phase: {
+                "seconds_p50": float(np.median([r[0] for r in runs[code, phase]])),
+                "requests_p50": float(np.median([r[1] for r in runs[code, phase]])),
+                "round_trips_p50": float(np.median([r[2] for r in runs[code, phase]])),
+                "round_trips_max": max(r[2] for r in runs[code, phase]),
+            }
+            for phase in ROUND_TRIP_PHASES
+        }
+        for code in codes
+    }
+
+
+def measure_round_trips(
+    server: S3Server, rows: int, latency: float, repeats: int, seed: int, codes: dict[str, str | None]
+) -> dict[str, Any]:
+    """Round trips of a cold and a warm label read through the latency proxy, as ingested and compacted (Arrow)."""
+    labels = [int(p) for p in np.random.default_rng(seed).choice(rows // COLD_BLOCKS_PER_LABEL, 3 * repeats, False)]
+    result: dict[str, Any] = {"rows": rows, "latency": latency}
+    upstream = server.endpoint_url.removeprefix("http://")
+    with (
+        tempfile.TemporaryDirectory(prefix="pocaduck-bench-trips-") as scratch,
+        LatencyProxy(upstream, latency) as proxy,
+    ):
+        folder = os.path.join(scratch, "store")
+        write_cold_store(folder, rows)
+        ingested = copy_into_bucket(server, folder, f"trips-{rows}")
+        result["as ingested"] = round_trips(proxy, ingested, labels, repeats, codes)
+        compact(folder, workers=1, payload="arrow")
+        compacted = copy_into_bucket(server, folder, f"trips-{rows}-compacted")
+        result["compacted"] = round_trips(proxy, compacted, labels, repeats, codes)
+    return result
+
+
+def render_round_trips(result: dict[str, Any]) -> str:
+    latency_ms = result["latency"] * 1e3
+    lines = [
+        f"Round trips on S3 (moto on loopback) behind a proxy adding {latency_ms:.0f} ms to every request; "
+        f"{result['rows']:,} index rows, labels over {COLD_BLOCKS_PER_LABEL} blocks "
+        f"({COLD_BLOCKS_PER_LABEL * COLD_POINTS_PER_WRITE} points). *Cold*: a new Query and its first get_points "
+        "in a fresh process; *warm*: a new Query and another label's get_points in a process that opened and "
+        "closed a Query before. Round trips: the longest chain of requests each sent after the one before was "
+        "answered (from the proxy's log), and wall time / latency. Medians of the runs.",
+        "",
+        "| store | read | pocaduck | wall | requests | sequential round trips | wall / latency |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for store in ("as ingested", "compacted"):
+        for phase in ROUND_TRIP_PHASES:
+            for code, rows in result[store].items():
+                lines.append(_round_trip_row(store, phase, code, rows[phase], result["latency"]))
+    return "\n".join(lines) + "\n"
+
+
+def _round_trip_row(store: str, phase: str, code: str, row: dict[str, Any], latency: float) -> str:
+    return (
+        f"| {store} | {phase} | {code} | {row['seconds_p50'] * 1e3:.0f} ms | {row['requests_p50']:.0f} | "
+        f"{row['round_trips_p50']:.0f} (max {row['round_trips_max']}) | "
+        f"{row['seconds_p50'] / latency:.1f} |"
+    )
+
+
+def round_trips_table(args: argparse.Namespace) -> str:
+    """The round-trip table alone, on its own server (``--round-trips-only``)."""
+    server = S3Server()
+    server.start()
+    server.enable_auth()
+    server.client().create_bucket(Bucket=server.bucket)
+    try:
+        rows, repeats = (10**5, 3) if args.quick else (10**6, 5)
+        codes = {"this": None, **({"baseline": args.baseline} if args.baseline else {})}
+        return render_round_trips(measure_round_trips(server, rows, args.latency, repeats, args.seed, codes))
+    finally:
+        server.disable_auth()
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer labels and probes, smaller stores")
     parser.add_argument("--large", action="store_true", help="add a store of 10^7 index rows to the cold reads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds the proxy adds to every request")
+    parser.add_argument("--round-trips-only", action="store_true", help="only the round-trip table; docs left alone")
+    parser.add_argument("--baseline", help="a pocaduck checkout whose round trips to show beside these")
+    parser.add_argument("--round-trip-child", help=argparse.SUPPRESS)
     _report.add_docs_option(parser)
     args = parser.parse_args()
+    if args.round_trip_child:
+        round_trip_child(json.loads(args.round_trip_child))
+        return
     started = time.perf_counter()
+    if args.round_trips_only:
+        print(round_trips_table(args))
+        return
     docs = _report.docs_wanted(args, "bench_requests", "--quick" if args.quick else None)
     labels, probe_count = (40, 10) if args.quick else (200, 40)
     cold_sizes = [10**4, 10**5] if args.quick else [10**5, 10**6] + ([10**7] if args.large else [])
@@ -324,6 +482,9 @@ def main() -> None:
         results: dict[str, Any] = {
             "cold": [measure_cold(server, rows, 5 if args.quick else 15, args.seed) for rows in cold_sizes]
         }
+        codes = {"this": None, **({"baseline": args.baseline} if args.baseline else {})}
+        trip_rows, trip_repeats = (10**5, 3) if args.quick else (10**6, 5)
+        results["round trips"] = measure_round_trips(server, trip_rows, args.latency, trip_repeats, args.seed, codes)
         config = write_store(server, "requests", labels, args.seed)
         probes = np.random.default_rng(args.seed + 1).choice(np.arange(1, labels + 1), probe_count, replace=False)
         results.update({"labels": labels, "probes": [int(p) for p in probes]})
@@ -335,7 +496,9 @@ def main() -> None:
         server.stop()
         shutil.rmtree(os.environ["POCADUCK_CACHE_DIR"], ignore_errors=True)
     text = (
-        render_cold(results["cold"])
+        render_round_trips(results["round trips"])
+        + "\n"
+        + render_cold(results["cold"])
         + "\n"
         + render(results)
         + "\n"

@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_scale.py --quick              # 10^7 points, a smoke run; docs left alone
     .venv/bin/python bench/bench_scale.py --payloads parquet   # only the Parquet payload
     .venv/bin/python bench/bench_scale.py --no-docs --keep     # docs left alone, the work directory kept
+    .venv/bin/python bench/bench_scale.py --new-query-labels 100000 --baseline /work/main
+        # only a new Query + first label in a warm process, on a 10^8-point store as ingested, beside another checkout
 
 The store: 1,000,000 labels × 1,000 points, each label over 10 blocks (100
 points per (label, block): 10^7 index rows), written as a blockwise job does,
@@ -856,6 +858,59 @@ def _gb(value: float) -> str:
 # -- main ------------------------------------------------------------------------------
 
 
+def new_query_child(store: str, probes: list[int]) -> None:
+    """In a fresh process: read one label, then time a new Query + first get_points of each probe (printed, s)."""
+    with Query(store) as query:
+        query.get_points(probes[0])  # the process has read the store before, as a notebook has
+    seconds = []
+    for label in probes[1:]:
+        started = time.perf_counter()
+        with Query(store, cache_size=0) as query:
+            query.get_points(label, use_cache=False)
+        seconds.append(time.perf_counter() - started)
+    print(json.dumps(seconds))
+
+
+def measure_new_query(workdir: str, labels: int, seed: int, baseline: str | None, repeats: int) -> str:
+    """New Query + first get_points in a warm process on a store as ingested of ``labels`` labels, both codes."""
+    import subprocess
+
+    sizes = replace(Sizes(), name="new-query", labels=labels)
+    store = os.path.join(workdir, "store")
+    rows = write_rows(os.path.join(workdir, "rows"), sizes, seed)
+    log(f"{sizes.points:,} points: ingesting")
+    ingest(store, rows, sizes, seed)
+    consolidate(store)
+    figures = store_figures(store)
+    probes = [int(p) for p in np.random.default_rng(seed + 1).choice(np.load(os.path.join(rows, "labels.npy")), 41)]
+    codes = {"this": None, **({"baseline": baseline} if baseline else {})}
+    seconds: dict[str, list[float]] = {code: [] for code in codes}
+    for _ in range(repeats):  # alternating, so that the machine's load falls on both alike
+        for code, folder in codes.items():
+            environment = dict(os.environ)
+            if folder is not None:
+                environment["PYTHONPATH"] = os.pathsep.join([folder, environment.get("PYTHONPATH", "")])
+            output = subprocess.run(
+                [sys.executable, __file__, "--new-query-child", json.dumps([store, probes])],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=environment,
+            ).stdout
+            seconds[code] += json.loads(output.splitlines()[-1])
+    lines = [
+        f"New Query + first get_points in a process that read the store before, store as ingested: "
+        f"{sizes.points:,} points, {sizes.rows:,} index rows, {figures.get('files', '?')} files; "
+        f"{len(probes) - 1} labels × {repeats} processes per code, alternating.",
+        "",
+        "| pocaduck | p50 | p90 |",
+        "| --- | ---: | ---: |",
+    ]
+    for code, measured in seconds.items():
+        lines.append(f"| {code} | {np.median(measured) * 1e3:.2f} ms | {np.percentile(measured, 90) * 1e3:.2f} ms |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10^7 points: a smoke run; docs left alone")
@@ -865,8 +920,21 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--budget-gb", type=float, default=10.0, help="disk the run may use at peak")
     parser.add_argument("--seed", type=int, default=20_261_128)
+    parser.add_argument("--new-query-labels", type=int, help="only: new Query + first label as ingested, N labels")
+    parser.add_argument("--baseline", help="a pocaduck checkout to time beside this one (--new-query-labels)")
+    parser.add_argument("--new-query-child", help=argparse.SUPPRESS)
     _report.add_docs_option(parser)
     args = parser.parse_args()
+    if args.new_query_child:
+        new_query_child(*json.loads(args.new_query_child))
+        return
+    if args.new_query_labels:
+        workdir = tempfile.mkdtemp(prefix="scale-new-query-", dir=args.workdir or str(_report.RESULTS))
+        try:
+            print(measure_new_query(workdir, args.new_query_labels, args.seed, args.baseline, repeats=3))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     payloads = [p.strip() for p in args.payloads.split(",") if p.strip()]
     unknown = sorted(set(payloads) - set(PAYLOADS))
     if unknown or not payloads:

@@ -292,10 +292,10 @@ class UnifiedIndexBuild:
         self.storage.copy(layout.UNIFIED_INDEX, layout.index_version_index(self.build_id))
         if self.storage.version(layout.UNIFIED_INDEX) != index_version:
             return  # replaced during the copy, which may hold the newer index: nothing names this version
-        self.storage.publish(self.path + ".labeldir", layout.index_version_directory(self.build_id))
         staged = self.path + ".pointer"
-        with open(staged, "wb") as out:
-            out.write(pointer_bytes(self.build_id, self.directory, index_version))
+        with open(staged, "wb") as out:  # before publishing, which may move the directory away from here
+            out.write(pointer_bytes(self.build_id, self.directory, index_version, self.path + ".labeldir"))
+        self.storage.publish(self.path + ".labeldir", layout.index_version_directory(self.build_id))
         for _ in range(_PUBLISH_ATTEMPTS):
             pointer_version = self.storage.version(layout.LABEL_DIRECTORY_POINTER)
             if self.storage.version(layout.UNIFIED_INDEX) != index_version:

@@ -47,6 +47,8 @@ with the index. The unified index names its own build (table
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import struct
@@ -62,6 +64,7 @@ import numpy as np
 
 from . import layout
 from ._directory_pages import ENTRY, FENCE, PageDecodeError, decode_fence, decode_leaf, encode_fence, encode_leaf
+from ._immutables import IMMUTABLES, version_key
 from .errors import LabelDirectoryError
 from .storage import Storage
 
@@ -76,6 +79,9 @@ _TRAILER = struct.Struct("<8sIIQQQII")  # magic, format, page_bytes, entries, to
 _MAX_RUN = 2**32 - 1
 _BATCH_ROWS = 1 << 20
 _PAGES_KEPT = 64  # decoded pages per reader: ~4 MiB of leaves
+# A top this small travels inside label_directory.json, so a reader has it with the pointer: one round trip less.
+# At 64 KiB it serves directories of up to ~20 M entries (8 bytes of root key per 2,730 entries, and the file table).
+_EMBEDDED_TOP_BYTES = 64 * 2**10
 
 
 def _fix(store: str) -> str:
@@ -664,22 +670,50 @@ def _pointer_problem(pointer: object) -> str | None:
             f"its top_bytes {pointer['top_bytes']:,} is not between the trailer's {_TRAILER.size} bytes and the "
             f"directory's size {pointer['size']:,}"
         )
+    if "top" in pointer:
+        try:
+            top = base64.b64decode(pointer["top"], validate=True) if isinstance(pointer["top"], str) else None
+        except (binascii.Error, ValueError):
+            top = None
+        if top is None:
+            return "its top is not base64"
     return None
 
 
-def pointer_bytes(build_id: str, written: DirectoryFile, index_version: str) -> bytes:
-    """What ``label_directory.json`` holds for the build in force, published as ``index_version`` of the index."""
-    body = {
+def pointer_bytes(build_id: str, written: DirectoryFile, index_version: str, directory: str | None = None) -> bytes:
+    """What ``label_directory.json`` holds for the build in force, published as ``index_version`` of the index.
+
+    Given the ``directory`` file written (local), a top of up to 64 KiB goes into the pointer too (base64):
+    a reader then has it in the same request.
+    """
+    body: dict[str, Any] = {
         "build": build_id,
         "index_version": index_version,
         "size": written.size,
         "top_bytes": written.top_bytes,
         "entries": written.entries,
     }
+    if directory is not None and written.top_bytes <= _EMBEDDED_TOP_BYTES:
+        with open(directory, "rb") as file:
+            file.seek(written.size - written.top_bytes)
+            body["top"] = base64.b64encode(file.read(written.top_bytes)).decode()
     return json.dumps(body, indent=1).encode()
 
 
-def open_in_force(storage: Storage) -> LabelDirectory | None:
+def in_force(storage: Storage) -> tuple[dict[str, Any] | None, str | None]:
+    """The pointer (:func:`read_pointer`) and the version of the unified index in force, asked together."""
+    pointer, version = storage.fetch_together(
+        [lambda: read_pointer(storage), lambda: storage.version(layout.UNIFIED_INDEX)]
+    )
+    return pointer, version
+
+
+def open_in_force(
+    storage: Storage,
+    fetched: tuple[dict[str, Any] | None, str | None] | None = None,
+    *,
+    store_key: str | None = None,
+) -> LabelDirectory | None:
     """The directory of the unified index in force, or None when there is none to trust (then read the index).
 
     The directory knows (``.index``) where the copy of its index lies in its index version.
@@ -687,10 +721,15 @@ def open_in_force(storage: Storage) -> LabelDirectory | None:
     None when the store predates label directories, and when ``label_directory.json``
     names another index version than the one in force: a consolidation is between
     publishing its index and pointing to its directory, or died there, or the
-    store was copied (which changes versions). On an object store this costs two
-    requests (the pointer, the index's version) and one ranged read of the top.
+    store was copied (which changes versions). ``fetched`` is what :func:`in_force`
+    answered, when the caller asked it together with other reads. On an object
+    store this costs one round trip (the pointer and the index's version at once),
+    and one ranged read of the top unless the pointer holds it.
+
+    Given ``store_key`` (``_immutables.store_key``), the directory opened is kept for
+    the process: a later Query of the same build finds its top and pages read.
     """
-    pointer = read_pointer(storage)
+    pointer, version = in_force(storage) if fetched is None else fetched
     if pointer is None:
         logger.info(
             "%s has no label directory (it was consolidated before pocaduck wrote them): queries read the whole "
@@ -699,7 +738,6 @@ def open_in_force(storage: Storage) -> LabelDirectory | None:
             storage.describe(""),
         )
         return None
-    version = storage.version(layout.UNIFIED_INDEX)
     if version != pointer["index_version"]:
         logger.info(
             "%s names the label directory of another unified index than the one in force: reading the index; "
@@ -709,14 +747,32 @@ def open_in_force(storage: Storage) -> LabelDirectory | None:
         )
         return None
     build = pointer["build"]
-    return LabelDirectory.open(
-        storage,
-        layout.index_version_directory(build),
-        size=pointer["size"],
-        top_bytes=pointer["top_bytes"],
-        index=layout.index_version_index(build),
-        index_version=version,
-    )
+    key = None if store_key is None else version_key(store_key, version, "directory", build, pointer["size"])
+    directory = None if key is None else IMMUTABLES.get(key)
+    if directory is not None:
+        return directory
+    where = layout.index_version_directory(build), layout.index_version_index(build)
+    if "top" in pointer:
+        top = base64.b64decode(pointer["top"])
+        if len(top) != pointer["top_bytes"]:
+            raise LabelDirectoryError(
+                f"{storage.describe(layout.LABEL_DIRECTORY_POINTER)} is damaged (it gives top_bytes "
+                f"{pointer['top_bytes']:,} but holds a top of {len(top):,}): {_fix(storage.describe(''))}"
+            )
+        directory = LabelDirectory(storage, where[0], pointer["size"], top, where[1], version)
+    else:
+        directory = LabelDirectory.open(
+            storage,
+            where[0],
+            size=pointer["size"],
+            top_bytes=pointer["top_bytes"],
+            index=where[1],
+            index_version=version,
+        )
+    if key is None:
+        return directory
+    IMMUTABLES.drop_other_versions(store_key, version)  # what older indexes needed will not be asked again
+    return IMMUTABLES.keep(key, directory, pointer["top_bytes"] + _PAGES_KEPT * directory.page_bytes)
 
 
 def recorded_build(con: duckdb.DuckDBPyConnection, catalog: str) -> str | None:

@@ -7,7 +7,11 @@ blocks, summaries): the copy of it published with that directory, so the
 Query reads one version of the store throughout, and the directory keeps
 finding points (~10 µs a label, DuckDB ~0.3 ms) once the index is attached;
 only ``blocks=`` and box queries ask the index. A store without a directory
-to trust is read through its index from the start. The index is attached
+to trust is read through its index from the start. Opening asks the
+manifest, the directory's pointer and the index's version at once
+(``_opening.py``); what that index version never changes (directory pages,
+file footers, the manifest) the process keeps for the next Query
+(``_immutables.py``). The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
 makes that cheap too; only our own statements run there. Users' SQL
 (``Query.sql``, ``db_connection``) runs on the process's locked-down
@@ -38,6 +42,7 @@ import pyarrow as pa
 
 from . import layout
 from ._gate import Gate, gated, gated_iterator
+from ._opening import open_for_reading
 from ._sql import SandboxedIndex, sandboxed
 from ._timing import Timing
 from .arguments import OUTPUTS, one_of, positive_int, reader_settings, sample_and_seed
@@ -190,12 +195,13 @@ class Query(Reader):
 
             mapping = kwargs.pop("mapping")
             return MappedQuery(store, Query(store, *args, **kwargs), mapping)
+        opening = open_for_reading(store)  # one round trip to a bucket: manifest, pointer and index version at once
         if cls is Query and store.kind == "original":
             from .legacy import LegacyQuery
 
             return LegacyQuery(store, *args, **kwargs)
         query = super().__new__(cls)
-        query._store = store  # opened once: __init__ takes it from here
+        query._store, query._opening = store, opening  # opened once: __init__ takes them from here
         return query
 
     def __init__(
@@ -210,7 +216,7 @@ class Query(Reader):
     ):
         # With mapping=name, __new__ returned a MappedQuery, which reads bodies: this Query reads stored labels.
         self.threads, self.cache_size = reader_settings(threads, cache_size)
-        store = self._store
+        store, opening = self._store, self._opening
         self.storage_config = store.config
         self._storage = store.storage
         self._index: AttachedIndex | None = None
@@ -229,9 +235,15 @@ class Query(Reader):
             raise StoreNotFoundError(f"no store at {store.path}: the path does not exist")
         # Points are found through the label directory, a few ranged reads, while nothing else needs the index:
         # on a bucket that spares downloading it whole. Without a directory to trust, the index serves from the start.
-        self._directory = open_in_force(self._storage) if index_path is None and self.schema is not None else None
+        self._directory = (
+            open_in_force(self._storage, opening.fetched, store_key=opening.store_key)
+            if index_path is None and self.schema is not None
+            else None
+        )
         if self._directory is not None:
             self._opened_version = self._directory.index_version
+        elif index_path is None:
+            self._opened_version = opening.index_version
         self._index_path = index_path
         if index_path is None and self._directory is None:
             self._index_path = self._fetch_index()  # refuses a store never consolidated, saying what to do
@@ -240,9 +252,7 @@ class Query(Reader):
         if self._directory is None:
             self._attach_index()
         else:
-            self._points = PointFiles(
-                self._storage, self.schema, self._directory.files, verify_checksums=verify_checksums
-            )
+            self._points = self._point_files(self._directory.files)
 
     @property
     def index_path(self) -> str:
@@ -291,8 +301,13 @@ class Query(Reader):
         with self._index_lock, self._index_read():
             self._index = AttachedIndex(self.index_path)
             if self._directory is None:
-                files = file_locations(self._index.cursor)
-                self._points = PointFiles(self._storage, self.schema, files, verify_checksums=self._verify_checksums)
+                self._points = self._point_files(file_locations(self._index.cursor))
+
+    def _point_files(self, files: dict[int, tuple[str, int, int]]) -> PointFiles:
+        """The files of the index version this Query opened; their opened footers are shared with later Queries."""
+        version = self._opened_version
+        shared = None if version is None else (self._opening.store_key, version)
+        return PointFiles(self._storage, self.schema, files, verify_checksums=self._verify_checksums, shared=shared)
 
     @property
     def db_connection(self) -> duckdb.DuckDBPyConnection:
@@ -487,7 +502,8 @@ class Query(Reader):
         if self._directory is not None and blocks is None:
             # The directory is published with the index this Query reads: the same rows, found in ~10 µs where
             # DuckDB takes ~0.3 ms, even once SQL, labels or blocks have attached the index. Blocks need the index.
-            return self._directory.lookup(labels)
+            directory = self._directory
+            return self._points.alongside(lambda: directory.lookup(labels))
         # The explicit UBIGINT casts let DuckDB prune by the label zone maps; an untyped
         # parameter is compared after a cast and scans the whole table (76 ms vs 0.4 ms on 10M rows).
         if len(labels) == 1:

@@ -61,6 +61,22 @@ class Store:
         return self._schema
 
     @property
+    def schema_known(self) -> bool:
+        """Whether the schema was read (or given) already: asking ``schema`` then costs no request."""
+        return self._schema is not None
+
+    def remember_schema(self, schema: Schema) -> None:
+        """Take ``schema`` as this store's, read by this process before for the same index version (no request).
+
+        >>> import tempfile
+        >>> store = open_store(tempfile.mkdtemp())
+        >>> store.remember_schema(Schema(("x", "y", "z"), np.dtype("int32"), "string", {}))
+        >>> store.schema.columns, store.schema_known
+        (('x', 'y', 'z'), True)
+        """
+        self._schema = schema
+
+    @property
     def kind(self) -> Literal["pocaduck", "original"] | None:
         """``"pocaduck"`` for a store of this library, ``"original"`` for one of pocaduck 0.1.x, else None."""
         try:

@@ -269,11 +269,11 @@ def damage(path: str, how: str) -> None:
             byte = f.read(1)
             f.seek(size - 60)
             f.write(bytes([byte[0] ^ 0x20]))
-    else:  # a leaf page
+    else:  # the first leaf page, at the front: compressed, it may be only tens of bytes long
         with open(path, "r+b") as f:
-            f.seek(40)
+            f.seek(2)
             byte = f.read(1)
-            f.seek(40)
+            f.seek(2)
             f.write(bytes([byte[0] ^ 0x20]))
 
 
@@ -283,12 +283,16 @@ def test_a_damaged_directory_is_refused_naming_the_file_and_the_fix(store, how):
     consolidate(store)
     directory = os.path.join(store, assert_in_step(store).path)
     damage(directory, how)
-    # At opening, or for a damaged page at the first read.
-    with pytest.raises(LabelDirectoryError) as refused, Query(store) as query:
-        query.get_points(0)
-    message = str(refused.value)
-    assert directory in message and f"pocaduck consolidate {store}" in message
-    assert isinstance(refused.value, DamagedStoreError)
+    if how in ("truncated", "top flipped"):
+        # The pointer carries a copy of the top, so readers never read the damaged one: only verify sees it.
+        with Query(store) as query:
+            assert as_row_set(query.get_points(0)) == sorted(expected[0])
+    else:  # at opening, or for a damaged page at the first read
+        with pytest.raises(LabelDirectoryError) as refused, Query(store) as query:
+            query.get_points(0)
+        message = str(refused.value)
+        assert directory in message and f"pocaduck consolidate {store}" in message
+        assert isinstance(refused.value, DamagedStoreError)
     problems = verify(store, deep=True).problems
     assert [p.path for p in problems] == [os.path.relpath(directory, store)]
     assert cli(["consolidate", store]) == 0  # the fix the message gives

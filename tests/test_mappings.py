@@ -494,13 +494,9 @@ def test_threads_sharing_one_mapped_query_get_right_answers(store):
 
 
 def test_mappings_on_a_bucket(tmp_path):
-    from _object_servers import S3Server
+    from _object_servers import s3_without_auth  # moto's IAM users are the process's: test_object_storage makes one
 
-    server = S3Server()
-    server.start()
-    server.enable_auth()
-    try:
-        server.client().create_bucket(Bucket=server.bucket)
+    with s3_without_auth("pocaduck-mappings") as server:
         config = server.config(f"mappings-{uuid.uuid4().hex}")
         points = {s: some_points(i, 5) for i, s in enumerate(SUPERVOXELS)}
         with Ingestor(config, worker_id=0) as ingestor:
@@ -526,9 +522,6 @@ def test_mappings_on_a_bucket(tmp_path):
             Query(config, mapping="v3")
         assert changed_bodies(config, "v1", "v2").tolist() == [1, 2**64 - 1]
         assert [v.name for v in list_mappings(config)] == ["v1", "v2"]
-    finally:
-        server.disable_auth()
-        server.stop()
 
 
 def test_cli_writes_lists_and_diffs_mappings(store, tmp_path, capsys):

@@ -43,6 +43,7 @@ from pocaduck import (
     scan_volume,
     verify,
 )
+from pocaduck._immutables import IMMUTABLES
 from pocaduck.cli import main
 from pocaduck.consolidate import UnifiedIndexBuild
 from pocaduck.errors import (
@@ -247,7 +248,10 @@ def test_a_large_index_download_shows_a_bar_or_a_log_line(s3_store, monkeypatch,
     assert f"downloading {s3_store.base_path}/index_versions/" in caplog.text
 
 
-def test_get_points_reads_only_the_rows_it_needs(s3, s3_store):
+def test_get_points_reads_only_the_rows_it_needs(s3, s3_store, monkeypatch):
+    # As in a file too large to be read whole on first use, or to have its footer in the tail read with it.
+    monkeypatch.setattr(fsspec_storage, "_WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(fsspec_storage, "_TAIL_BYTES", 0)
     with Ingestor(s3_store, worker_id=0, row_group_size=100) as ingestor:
         for label in range(50):
             ingestor.write(label, "b0", np.full((100, 3), label))
@@ -259,10 +263,36 @@ def test_get_points_reads_only_the_rows_it_needs(s3, s3_store):
         before = len(s3.requests)
         query.get_points(8, use_cache=False)
         second = [(r.method, r.path.rsplit("/", 1)[-1]) for r in s3.requests[before:]]
-    # The directory's page holding the label, the file's footer, then the label's row group: no HEAD, no listing.
+    # The directory's page holding the label and the file's footer (asked together, so in either order), then the
+    # label's row group: no HEAD, no listing.
     data = ("GET", "part-000000.parquet")
-    assert first == [("GET", "label_directory.bin"), data, data]
+    assert sorted(first[:2]) == sorted([("GET", "label_directory.bin"), data]) and first[2:] == [data]
     assert second == [data]  # the page and the footer are kept while the Query is open
+
+
+def test_a_small_file_is_read_whole_once_and_a_large_one_has_its_footer_read_in_one_request(s3, s3_store, monkeypatch):
+    create_store(s3_store, payload="arrow")  # whose reader asks the footer's length, then the footer
+    with Ingestor(s3_store, worker_id=0, row_group_size=100) as ingestor:
+        for label in range(50):
+            ingestor.write(label, "b0", np.full((100, 3), label))
+    Ingestor.consolidate_indexes(s3_store)
+
+    def data_requests(labels: list[int]) -> list[str | None]:
+        before = len(s3.requests)
+        with Query(s3_store) as query:
+            for label in labels:
+                assert query.get_points(label, use_cache=False).tolist() == [[label] * 3] * 100
+        return [r.byte_range for r in s3.requests[before:] if r.path.endswith(".arrow")]
+
+    (whole,) = data_requests([7, 8])  # one GET of all of it, and label 8 read from it
+    ((_, _, size),) = open_in_force(open_storage(s3_store)).files.values()
+    assert whole == f"bytes=0-{size - 1}"
+    assert data_requests([10]) == []  # a new Query of the same index version: the process kept the file
+    IMMUTABLES.clear()
+    monkeypatch.setattr(fsspec_storage, "_WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(fsspec_storage, "_TAIL_BYTES", size // 2)
+    tail, rows = data_requests([9])  # footer from the tail, then the label's row group: two requests, not three
+    assert tail == f"bytes={size - size // 2}-{size - 1}" and rows != tail
 
 
 def write_one_file(config: StorageConfig, labels: int) -> None:
@@ -295,20 +325,25 @@ def test_a_cold_label_read_costs_the_same_few_requests_and_bytes_whatever_the_st
     for labels, requests in reads.items():
         (build,) = {name.split("/")[1] for _, name, _, _ in requests if name.startswith("index_versions/")}
         directory = f"index_versions/{build}/label_directory.bin"
-        # The manifest, the pointer to the directory, the index's version (a HEAD, never its content), the
-        # directory's top level and one of its pages, then the Parquet footer and the label's row group.
-        assert [(method, name, ranged) for method, name, ranged, _ in requests] == [
-            ("GET", "pocaduck.json", True),
+        # The manifest, the pointer to the directory (with its top level inside), the index's version (a HEAD,
+        # never its content), all three at once; one page of the directory; then the Parquet footer and the
+        # label's row group, or all of a small file.
+        shown = [(method, name, ranged) for method, name, ranged, _ in requests]
+        assert sorted(shown[:3]) == [
             ("GET", "label_directory.json", True),
+            ("GET", "pocaduck.json", True),
             ("HEAD", "unified_index.duckdb", False),
-            ("GET", directory, True),
-            ("GET", directory, True),
-            ("GET", "workers/0/sessions/" + requests[5][1].split("/")[3] + "/part-000000.parquet", True),
-            ("GET", requests[5][1], True),
         ], labels
+        # The store has one file: its footer (or all of it) is asked with the page, at once, in either order.
+        (data_file,) = {name for _, name, _ in shown if name.endswith(".parquet")}
+        rest = shown[3:]
+        assert rest.count(("GET", directory, True)) == 1 and len(rest) in (2, 3), labels
+        assert set(rest) == {("GET", directory, True), ("GET", data_file, True)}, labels
         directory_bytes = sum(sent for _, name, _, sent in requests if name == directory)
         assert directory_bytes < 64 * 1024 + 4096, (labels, directory_bytes)  # one page of 64 KiB and a small top
-        assert sum(sent for *_, sent in requests) < 200_000, labels
+        # The page, the pointer with the top, and a small file whole (one round trip rather than two), or a
+        # large one's footer and row group: bounded whatever the size of the store.
+        assert sum(sent for *_, sent in requests) < 64 * 1024 + fsspec_storage._WHOLE_FILE_BYTES + 16_384, labels
     # 40 times more labels: the same requests, and the top level grows by a few bytes per page.
     assert len(reads[300]) == len(reads[12_000])
 
@@ -322,10 +357,11 @@ def test_each_level_of_the_directory_costs_one_more_ranged_get(s3, s3_store, mon
         requests = cold_read(s3, config, labels - 1)
         gets = [name for method, name, _, _ in requests if name.endswith("label_directory.bin")]
         directory_gets[labels] = len(gets)
-        assert len(requests) == 5 + len(gets)
-    # 100 labels: top, one fence page, one leaf page; 1,000: a second fence level, so one GET more.
+        assert len(requests) == 4 + len(gets)  # the manifest, the pointer, the index's HEAD, the small file whole
+    # 100 labels: one fence page, one leaf page (the top comes in the pointer); 1,000: a second fence level,
+    # so one GET more.
     assert level_page_counts(100, 100) == [3, 25] and level_page_counts(1000, 100) == [2, 21, 250]
-    assert directory_gets == {100: 3, 1_000: 4}
+    assert directory_gets == {100: 2, 1_000: 3}
 
 
 def test_ranged_reads_on_every_backend(s3_store, gcs_store, azure_store, tmp_path):
@@ -511,7 +547,8 @@ def test_compaction_on_s3_answers_the_same_with_one_get_per_label(s3, s3_store):
         for label in LABELS:
             before = len(s3.requests)
             assert as_row_set(query.get_points(label, use_cache=False)) == expected[label]
-            assert [r.method for r in s3.requests[before:]] == ["GET"]
+            # At most the label's rows; none once a small file was read whole.
+            assert [r.method for r in s3.requests[before:]] in ([], ["GET"])
             assert query.get_blocks_for_label(label) == blocks[label]
 
 
@@ -639,7 +676,10 @@ def assert_directory_in_step(config: StorageConfig) -> None:
     assert {label: directory.point_count(label) for label in counts} == counts
 
 
-def test_an_arrow_compaction_reads_through_the_bucket_by_ranges(s3, s3_store):
+def test_an_arrow_compaction_reads_through_the_bucket_by_ranges(s3, s3_store, monkeypatch):
+    # As a file too large to be read whole, with its batches before the tail read with the footer.
+    monkeypatch.setattr(fsspec_storage, "_WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(fsspec_storage, "_TAIL_BYTES", 0)
     expected = merged(ingest(s3_store, 0, range(3)), ingest(s3_store, 1, range(3, 6)))
     Ingestor.consolidate_indexes(s3_store)
     compact(s3_store, workers=1, payload="arrow", compression="zstd")

@@ -18,18 +18,19 @@ with :func:`count_rows`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .. import layout
+from .._immutables import IMMUTABLES, version_key
 from ..errors import DataFileError, InvalidArgumentError, StorageAccessError, StorageUnavailableError
 from ..index import bbox_columns
 from ..layout import Schema
@@ -42,6 +43,10 @@ _OPENERS = {"parquet": _parquet.ParquetPointFile, "arrow": _arrow.ArrowPointFile
 _DEFAULT_CODECS = {"parquet": "lz4", "arrow": "none"}
 
 _OPEN_FILES_KEPT = 256
+# What an open file counts for in the process's cache at least: its handle and map, beside its footer. It bounds
+# the files the cache keeps open (256 MB / 128 KiB: 2,048) well under a process's usual limit of open files.
+_KEPT_FILE_BYTES = 128 * 2**10
+_GUESSED_FILES = 4  # files opened ahead, with the directory page, when a bucket's store has no more (compacted)
 # Rows iter_rows decodes at a time (4 default row groups, ~0.4 MB of 3 float32): on an 8 M-point label, 16 groups
 # streamed no faster and held 15 MB more of Arrow's decoding buffers.
 _PIECE_ROWS = 4 * layout.ROW_GROUP_SIZE
@@ -214,9 +219,18 @@ class PointFiles:
     """
 
     def __init__(
-        self, storage: Storage, schema: Schema, files: dict[int, tuple[str, int, int]], *, verify_checksums: bool = True
+        self,
+        storage: Storage,
+        schema: Schema,
+        files: dict[int, tuple[str, int, int]],
+        *,
+        verify_checksums: bool = True,
+        shared: tuple[str, str] | None = None,
     ):
         self.storage = storage
+        # (store key, index version): files opened are kept for the process under it (``_immutables``), so a
+        # later reader of the same index version finds their footers parsed.
+        self.shared = shared
         self.schema = schema
         self.files = files
         self.verify_checksums = verify_checksums
@@ -225,6 +239,27 @@ class PointFiles:
         self._open: OrderedDict[int, tuple[Any, threading.Lock]] = OrderedDict()
         self._orders: dict[int, dict[str, Any] | None] = {}
         self._lock = threading.Lock()  # over the two dicts
+
+    def alongside(self, call: Callable[[], Any]) -> Any:
+        """``call()``, with every file opened at the same time when there are few, none open yet, on a bucket.
+
+        A compacted store has a few files, and a label's rows are in one of them: the directory page that says
+        which (``call``) and the footers arrive in the same round trip, so the rows follow in the next.
+
+        Example: ``runs = point_files.alongside(lambda: directory.lookup([label]))``.
+        """
+        with self._lock:
+            guess = self.storage.concurrent and not self._open and len(self.files) <= _GUESSED_FILES
+        if not guess:
+            return call()
+        return self.storage.fetch_together(
+            [call, *(functools.partial(self._guess, file_id) for file_id in self.files)]
+        )[0]
+
+    def _guess(self, file_id: int) -> None:
+        # Only a guess: the read that needs this file opens it again, and says what is wrong with it.
+        with contextlib.suppress(Exception):
+            self._opened(file_id, self.files[file_id][0], self.files[file_id][2])
 
     def close(self) -> None:
         with self._lock:
@@ -246,6 +281,7 @@ class PointFiles:
             return self._read_run(int(file_ids[0]), int(offsets[0]), int(counts[0]))
         points = np.empty((int(counts.sum()), self.schema.dimensions), dtype=self.schema.dtype)
         file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
+        gathers = []
         # Each file's runs in row order, so its rows are taken front to back, batch by batch (see the formats).
         for runs in _runs_by_file(file_ids, offsets)[1]:
             file_id = int(file_ids[runs[0]])
@@ -258,7 +294,10 @@ class PointFiles:
                 groups, sources = _groups_of_runs(offsets[runs], counts[runs], group_size)
                 take = _row_ranges(sources, counts[runs])
                 put = _landing(destinations[runs], counts[runs])
-            self._gather(file_id, path, byte_size, groups, take, points, put)
+            gathers.append(functools.partial(self._gather, file_id, path, byte_size, groups, take, points, put))
+        # Files land in separate rows of ``points``: a bucket reads them all at once (one round trip, not one
+        # a file, for a label as ingested), a local disk one after another.
+        self.storage.fetch_together(gathers)
         return points
 
     def _read_run(self, file_id: int, offset: int, count: int) -> np.ndarray:
@@ -410,6 +449,23 @@ class PointFiles:
             if kept is not None:
                 self._open.move_to_end(file_id)
                 return kept
+        key = None if self.shared is None else version_key(*self.shared, "file", path, byte_size, self.verify_checksums)
+        kept = None if key is None else IMMUTABLES.get(key)
+        if kept is None:
+            opened, source = self._open_file(path, byte_size)
+            kept = opened, threading.Lock()
+            if key is not None:
+                # A bucket's file holds the bytes read at opening (its tail, or all of a small file) besides its footer.
+                held = max(opened.footer_bytes, _KEPT_FILE_BYTES) + getattr(source, "kept_bytes", 0)
+                kept = IMMUTABLES.keep(key, kept, held)
+        with self._lock:  # another thread may have opened it meanwhile: keep one
+            kept = self._open.setdefault(file_id, kept)
+            while len(self._open) > _OPEN_FILES_KEPT:
+                self._open.popitem(last=False)
+        return kept
+
+    def _open_file(self, path: str, byte_size: int) -> tuple[Any, Any]:
+        """The file opened in its format, and the source it reads from (a local path or a bucket's file)."""
         try:  # outside the lock: on a bucket, opening reads the footer
             source = self.storage.open_input(path, byte_size)
             opened = _OPENERS[layout.payload_of(path)](
@@ -419,11 +475,7 @@ class PointFiles:
             raise  # the store is fine, reaching it is not
         except (OSError, pa.ArrowException) as error:
             raise self._damaged(path, error) from error
-        with self._lock:  # another thread may have opened it meanwhile: keep one
-            kept = self._open.setdefault(file_id, (opened, threading.Lock()))
-            while len(self._open) > _OPEN_FILES_KEPT:
-                self._open.popitem(last=False)
-        return kept
+        return opened, source
 
     def _damaged(self, path: str, error: Exception) -> DataFileError:
         return DataFileError(
@@ -453,7 +505,7 @@ class PointFiles:
             with lock:
                 return opened.read_groups(groups)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _reading(self, file_id: int, path: str) -> Iterator[None]:
         """Turn a failed read into DataFileError naming the file (and forget the file) unless the storage failed."""
         try:
@@ -467,5 +519,10 @@ class PointFiles:
             raise self._damaged(path, error) from error
 
     def _forget(self, file_id: int) -> None:
+        """Let the next read open the file anew, in this reader and in the process's cache."""
         with self._lock:
             self._open.pop(file_id, None)
+        if self.shared is not None and file_id in self.files:
+            path, _, byte_size = self.files[file_id]
+            key = version_key(*self.shared, "file", path, byte_size, self.verify_checksums)
+            IMMUTABLES.drop(lambda kept: kept == key)

@@ -86,6 +86,11 @@ class ArrowPointFile:
     def metadata(self) -> dict[bytes, bytes] | None:
         return self._reader.schema.metadata
 
+    @property
+    def footer_bytes(self) -> int:
+        """About what the parsed footer holds in memory: a block (offset, lengths) per record batch, and the schema."""
+        return 1024 + 64 * self._reader.num_record_batches
+
     def _points(self, batch: int) -> np.ndarray:
         """A batch's points as (rows, D): a read-only view of the mapped file when it is local and uncompressed.
 

@@ -88,6 +88,11 @@ class ParquetPointFile:
     def metadata(self) -> dict[bytes, bytes] | None:
         return self._file.schema_arrow.metadata
 
+    @property
+    def footer_bytes(self) -> int:
+        """The footer's size as stored: its parsed form is of the same order."""
+        return self._file.metadata.serialized_size
+
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
         """Copy rows ``take`` of row groups ``groups`` (counted from the first one's first row) to ``points[put]``."""
         table = self.read_groups(groups)

@@ -7,6 +7,10 @@ Everything above this package speaks only to :class:`Storage`; only
 from __future__ import annotations
 
 import importlib
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlparse
 
 from ..config import StorageConfig, redact_url
@@ -15,6 +19,11 @@ from ._base import Storage
 from ._credentials import PACKAGES, PROTOCOLS, filesystem_options
 from ._fsspec import FsspecStorage
 from ._local import LocalStorage, file_lock, lock_is_held
+
+_FILESYSTEMS_KEPT = 16
+_CLIENT_ENVIRONMENT = ("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST", "AZURE_", "FSSPEC_")
+_filesystems: OrderedDict[tuple[int, str, int], Any] = OrderedDict()
+_filesystems_lock = threading.Lock()
 
 __all__ = ["FsspecStorage", "LocalStorage", "Storage", "file_lock", "lock_is_held", "open_storage"]
 
@@ -46,10 +55,35 @@ def open_storage(config: StorageConfig) -> Storage:
         raise UnsupportedStorageError(
             f"{config.base_path} needs the {package} package: pip install 'pocaduck[{config.storage_type}]'"
         ) from error
-    import fsspec
-
-    filesystem = fsspec.filesystem(PROTOCOLS[config.storage_type], **filesystem_options(config))
+    filesystem = _filesystem(config)
     scheme, rest = config.base_path.split("://", 1)
     # The original spelled Azure URLs azure://, which adlfs does not know: it knows az:// and abfs://.
     url = f"az://{rest}" if scheme.lower() == "azure" else config.base_path
     return FsspecStorage(filesystem, url)
+
+
+def _filesystem(config: StorageConfig) -> Any:
+    """The process's fsspec filesystem for ``config``'s location and credentials, made on first use.
+
+    A filesystem holds the client and its open connections: making one for every new Query cost 0.1-1 s of
+    client setup (botocore's models), and on a real bucket new connections cost their TCP and TLS handshakes.
+    A forked process makes its own (the key holds the process id).
+    """
+    import fsspec
+
+    from .._immutables import store_key
+
+    # Credentials the client finds by itself (environment variables) are part of what it is made with.
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_CLIENT_ENVIRONMENT)))
+    key = (os.getpid(), store_key(config), hash(environment))
+    with _filesystems_lock:
+        kept = _filesystems.get(key)
+        if kept is not None:
+            _filesystems.move_to_end(key)
+            return kept
+    made = fsspec.filesystem(PROTOCOLS[config.storage_type], **filesystem_options(config))
+    with _filesystems_lock:
+        made = _filesystems.setdefault(key, made)
+        while len(_filesystems) > _FILESYSTEMS_KEPT:
+            _filesystems.popitem(last=False)
+    return made

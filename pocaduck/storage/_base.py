@@ -8,12 +8,18 @@ lets a reader fetch pieces of a file by range without fearing it changed.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+Result = TypeVar("Result")
 
 
 class Storage(abc.ABC):
     """A store's files. Paths are relative to the store root and use ``/``."""
+
+    #: Whether reads sent together cost about one of them (an object store's round trip): worth guessing ahead.
+    concurrent = False
 
     @abc.abstractmethod
     def describe(self, path: str) -> str:
@@ -27,6 +33,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def read_bytes(self, path: str) -> bytes: ...
+
+    def fetch_together(self, calls: Sequence[Callable[[], Result]]) -> list[Result]:
+        """The results of independent reads, in order; the first error raised once all are done.
+
+        A local disk answers each in microseconds, so they run one after another;
+        an object store runs them at once (see ``FsspecStorage``), one round trip for all.
+        """
+        return [call() for call in calls]
 
     @abc.abstractmethod
     def read_range(self, path: str, start: int, length: int) -> bytes:

@@ -28,9 +28,11 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, TypeVar
 
 from ..config import redact_url
 from ..errors import StorageAccessError, StorageUnavailableError
@@ -39,6 +41,27 @@ from ._local import file_lock, lock_is_held
 
 logger = logging.getLogger("pocaduck")
 _PROGRESS_FROM_BYTES = 16 * 2**20  # a download this large takes seconds: say what is happening
+# A point file this small is read whole on first use: its footer and any label's rows in one request.
+_WHOLE_FILE_BYTES = 256 * 2**10
+# Bytes read from the end of a larger file on first use: its footer in one request (an Arrow IPC reader asks
+# the footer's length, then the footer: two round trips), as pyarrow reads a Parquet footer by itself.
+_TAIL_BYTES = 64 * 2**10
+_FETCHERS = 32  # requests in flight for one process's fetch_together calls
+Result = TypeVar("Result")
+
+
+@functools.cache
+def _fetchers(process: int) -> ThreadPoolExecutor:
+    """The pool of ``process``: a forked child gets its own, since its parent's threads did not come with it."""
+    del process
+    return ThreadPoolExecutor(_FETCHERS, thread_name_prefix="pocaduck-fetch", initializer=_mark_fetcher)
+
+
+_fetcher = threading.local()
+
+
+def _mark_fetcher() -> None:
+    _fetcher.active = True
 
 
 def _cache_root() -> str:
@@ -68,6 +91,8 @@ class FsspecStorage(Storage):
     >>> storage.listdir("")
     ['pocaduck.json']
     """
+
+    concurrent = True
 
     def __init__(self, filesystem: Any, url: str):
         self._fs = filesystem
@@ -124,6 +149,17 @@ class FsspecStorage(Storage):
         with self._reaching(path):
             # An open-ended range is one GET; without one, s3fs first asks for the size (a HEAD).
             return self._fs.cat_file(self._full(path), start=0)
+
+    def fetch_together(self, calls: Sequence[Callable[[], Result]]) -> list[Result]:
+        """Independent reads sent at once from a thread pool: one round trip for all rather than one each.
+
+        A call made from one of the pool's own threads runs its reads in turn, so nested calls cannot starve it.
+        """
+        if len(calls) < 2 or getattr(_fetcher, "active", False):
+            return [call() for call in calls]
+        futures = [_fetchers(os.getpid()).submit(call) for call in calls]
+        wait(futures)
+        return [future.result() for future in futures]
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         with self._reaching(path):
@@ -271,13 +307,23 @@ class FsspecStorage(Storage):
 
 
 class _RangeReader(io.RawIOBase):
-    """A read-only file over one object: each read is one ranged GET, with our error translation."""
+    """A read-only file over one object: each read is one ranged GET, with our error translation.
+
+    The first read that falls in the file's last ``_TAIL_BYTES`` (a footer) fetches all of them and keeps them,
+    and a file of at most ``_WHOLE_FILE_BYTES`` is fetched whole on its first read: what follows comes from here.
+    """
 
     def __init__(self, storage: FsspecStorage, path: str, size: int | None):
         self._storage, self._path, self._size, self._position = storage, path, size, 0
+        self._kept_from, self._kept = 0, b""
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the object held in memory (its tail, or all of a small one) to answer reads without a request."""
+        return len(self._kept)
 
     def seekable(self) -> bool:
         return True
@@ -300,7 +346,15 @@ class _RangeReader(io.RawIOBase):
         end = min(self._position + len(buffer), self.size)
         if end <= self._position:
             return 0
-        data = self._storage.read_range(self._path, self._position, end - self._position)
+        if not self._kept_from <= self._position < end <= self._kept_from + len(self._kept):
+            whole = self.size <= _WHOLE_FILE_BYTES
+            if whole or self._position >= self.size - _TAIL_BYTES:
+                self._kept_from = 0 if whole else self.size - _TAIL_BYTES
+                self._kept = self._storage.read_range(self._path, self._kept_from, self.size - self._kept_from)
+        if self._kept_from <= self._position < end <= self._kept_from + len(self._kept):
+            data = self._kept[self._position - self._kept_from : end - self._kept_from]
+        else:
+            data = self._storage.read_range(self._path, self._position, end - self._position)
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)

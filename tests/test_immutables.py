@@ -1,0 +1,166 @@
+"""A process keeps what never changes in an index version, and still sees the next version at once.
+
+A new Query in a process that read the store before asks only which index is in force (the pointer and the
+index's version); directory pages and point-file footers come from the process's cache while that index is
+in force, and never once another is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from _object_servers import s3_without_auth
+from _support import as_row_set
+
+from pocaduck import Ingestor, Query, consolidate, create_store, open_store
+from pocaduck._immutables import IMMUTABLES
+from pocaduck.label_directory import open_in_force
+from pocaduck.layout import LABEL_DIRECTORY_POINTER, UNIFIED_INDEX
+from pocaduck.storage import FsspecStorage, LocalStorage
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_without_auth("pocaduck-immutables") as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def location(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "cache"))
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3").config(request.node.name.replace("[", "-").rstrip("]"))
+
+
+def write(store, worker: int, value: int, labels=range(5)) -> None:
+    with Ingestor(store, worker_id=worker) as ingestor:
+        for label in labels:
+            ingestor.write(label, f"b{worker}", np.full((4, 3), [label, worker, value], np.int32))
+
+
+def test_a_new_query_of_the_same_index_opens_no_file_again_and_sees_a_newer_index_at_once(location, monkeypatch):
+    create_store(location, dtype="int32", payload="arrow")
+    write(location, 0, 1)
+    consolidate(location)
+    opened = []
+    kind = LocalStorage if isinstance(location, str) else FsspecStorage
+    real_open = kind.open_input
+    monkeypatch.setattr(
+        kind, "open_input", lambda self, path, size=None: opened.append(path) or real_open(self, path, size)
+    )
+    with Query(location) as query:
+        assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
+    assert len(opened) == 1
+    with Query(location) as query:  # the same index in force: the file opened before, footer read
+        assert query.get_points(4).tolist() == [[4, 0, 1]] * 4
+    assert len(opened) == 1
+
+    write(location, 1, 2)  # another worker adds points to label 3, published by a new consolidation
+    consolidate(location)
+    with Query(location) as query:
+        assert as_row_set(query.get_points(3)) == sorted([(3, 0, 1)] * 4 + [(3, 1, 2)] * 4)
+        assert query.get_labels().tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_file_replaced_under_its_name_is_read_anew_once_a_new_index_is_in_force(location, tmp_path):
+    """Paths are never reused within an index version; across versions the cache must not trust a name."""
+    create_store(location, dtype="int32", payload="arrow")
+    write(location, 0, 1)
+    consolidate(location)
+    storage = open_store(location).storage
+    ((path, _, size),) = open_in_force(storage).files.values()
+    with Query(location) as query:
+        assert query.get_points(2).tolist() == [[2, 0, 1]] * 4  # footer (and, on a bucket, the bytes) kept
+
+    other = str(tmp_path / "other")  # the same writes with other values: a file of the same size
+    create_store(other, dtype="int32", payload="arrow")
+    write(other, 0, 7)
+    consolidate(other)
+    ((other_path, _, other_size),) = open_in_force(LocalStorage(other)).files.values()
+    assert other_size == size
+    replacement = tmp_path / "replacement"
+    with open(os.path.join(other, other_path), "rb") as source:
+        replacement.write_bytes(source.read())
+    storage.publish(str(replacement), path)
+    consolidate(location)  # a new index version in force, naming the same file
+
+    with Query(location) as query:
+        assert query.get_points(2).tolist() == [[2, 0, 7]] * 4
+
+
+def test_a_query_on_a_bucket_asks_the_manifest_the_pointer_and_the_index_version_at_once(s3, monkeypatch):
+    config = s3.config("at-once")
+    write(config, 0, 1)
+    consolidate(config)
+    IMMUTABLES.clear()  # as in a fresh process, which asks the manifest too
+    opening = {"pocaduck.json", LABEL_DIRECTORY_POINTER, UNIFIED_INDEX}
+    together = threading.Barrier(len(opening), timeout=60)  # each waits for the others: one at a time never meet
+    asked = []
+
+    def waiting(real):
+        def call(self, path, *args):
+            if path in opening and len(asked) < len(opening):
+                asked.append(path)
+                together.wait()
+            return real(self, path, *args)
+
+        return call
+
+    monkeypatch.setattr(FsspecStorage, "read_bytes", waiting(FsspecStorage.read_bytes))
+    monkeypatch.setattr(FsspecStorage, "version", waiting(FsspecStorage.version))
+    with Query(config) as query:
+        assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
+    assert sorted(asked) == sorted(opening)
+
+
+def read_in_child(store: str, queue) -> None:
+    held = len(IMMUTABLES._entries)
+    with Query(store) as query:
+        queue.put((held, query.get_points(3).tolist()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_starts_with_nothing_kept_and_reads_right(tmp_path):
+    store = str(tmp_path / "store")
+    write(store, 0, 1)
+    consolidate(store)
+    with Query(store) as query:
+        query.get_points(3)
+    assert len(IMMUTABLES._entries) > 0
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=read_in_child, args=(store, queue))
+    child.start()
+    held, points = queue.get(timeout=120)
+    child.join(timeout=120)
+    assert held == 0 and points == [[3, 0, 1]] * 4 and child.exitcode == 0
+
+
+def test_threads_opening_queries_at_once_share_the_process_cache_and_read_right(location):
+    create_store(location, dtype="int32", payload="arrow")
+    for worker in range(3):
+        write(location, worker, worker + 10, labels=range(worker, worker + 8))
+    consolidate(location)
+    expected = {
+        label: sorted(
+            (label, worker, worker + 10) for worker in range(3) if worker <= label < worker + 8 for _ in range(4)
+        )
+        for label in range(10)
+    }
+
+    def reader(seed: int) -> list[int]:
+        wrong = []
+        for label in np.random.default_rng(seed).integers(0, 10, 15).tolist():
+            with Query(location, cache_size=0) as query:
+                if as_row_set(query.get_points(label)) != expected[label]:
+                    wrong.append(label)
+        return wrong
+
+    with ThreadPoolExecutor(6) as pool:
+        assert [label for wrong in pool.map(reader, range(6)) for label in wrong] == []
