@@ -18,7 +18,7 @@ def counted(values: list[int | None], kind: pa.DataType) -> tuple[_histograms.Bi
     table = pa.table({"point_count": pa.array(values, kind)})
     numbers = [v for v in values if v is not None]
     bins = _histograms.choose_bins(table.schema, "point_count", min(numbers), max(numbers))
-    sql, params = _histograms.counts_sql("SELECT * FROM table_of_values", [bins], {})
+    sql, params = _histograms.counts_sql("SELECT * FROM table_of_values", [], [bins], {})
     with duckdb.connect() as con:
         con.register("table_of_values", table)
         result = con.execute(sql, params).to_arrow_table()

@@ -2,9 +2,11 @@
 
 A histogram's counts use every brush but its own (mosaic's cross-filter), so a
 brush narrows the other histograms while its own still shows where else one
-could brush. All histograms are counted by one SELECT in one pass over the
-view: each row's bin per column and whether it passes each brush are computed
-once, then ``histogram(bin) FILTER (WHERE <the other brushes>)`` counts them.
+could brush. The columns that count under the same brushes share one SELECT
+with those brushes in its WHERE: with no brush, one pass over the view counts
+every histogram; with k brushes, at most k + 1 statements, each reading only
+the rows its brushes keep, and a column's counts already known for the same
+view and brushes are not counted again.
 Column names come only from the view's own schema and are quoted; values
 (extents, bin widths, brush bounds) are ``?`` parameters.
 
@@ -17,12 +19,14 @@ a float column gets ``MAX_BINS`` equal bins over its finite values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 MAX_BINS = 24
+_CACHED_COUNTS = 256  # columns' counts kept by count_histograms: a few dozen views of 9 columns
 # Powers of two up to here fit a BIGINT parameter, and BIGINT subtractions of values below it never overflow.
 _LOG_LIMIT = 2**62
 
@@ -135,28 +139,60 @@ def brush_predicate(column: str, low: Any, high: Any) -> tuple[str, list[Any]]:
     return f"{name} <= ?", [high]
 
 
-def counts_sql(source: str, bins: list[Bins], brushes: dict[str, tuple[Any, Any]]) -> tuple[str, list[Any]]:
-    """One SELECT counting every column's bins, each under all the brushes but its own.
+def count_histograms(
+    run: Callable[[str, list[Any]], pa.Table],
+    source: str,
+    source_params: list[Any],
+    bins: list[Bins],
+    brushes: dict[str, tuple[Any, Any]],
+    cache: dict[tuple, list[int]],
+) -> list[list[int]]:
+    """Each column's count per bin under every brush but its own, through ``run(statement, params)``.
 
-    ``source`` takes its own parameters after the ones returned here.
+    Columns that count under the same brushes (every unbrushed one under all of them; a brushed one under the
+    others) share one SELECT whose WHERE holds those brushes: DuckDB then reads only the rows they keep, where a
+    FILTER clause per aggregate would bin every row (on 10^6 labels with one brush: 100 + 60 ms for two
+    statements against 350 ms for one). Answers are kept in ``cache``, keyed by the source, its parameters,
+    the brushes that apply and the bins, so dragging again on one histogram never recounts that histogram.
     """
-    inner, params = [], []
+    groups: dict[tuple, list[int]] = {}
     for i, column in enumerate(bins):
-        inner.append(f"{column.expression} AS b{i}")
+        applied = tuple((name, bounds) for name, bounds in brushes.items() if name != column.column)
+        groups.setdefault(applied, []).append(i)
+    counts: list[list[int] | None] = [None] * len(bins)
+    for applied, members in groups.items():
+        keys = [(source, repr(source_params), repr(applied), bins[i]) for i in members]
+        missing = [i for i, key in zip(members, keys, strict=True) if key not in cache]
+        if missing:
+            sql, params = counts_sql(source, source_params, [bins[i] for i in missing], dict(applied))
+            for i, column_counts in zip(missing, counts_of(run(sql, params), [bins[i] for i in missing]), strict=True):
+                if len(cache) >= _CACHED_COUNTS:
+                    cache.clear()
+                cache[(source, repr(source_params), repr(applied), bins[i])] = column_counts
+        for i, key in zip(members, keys, strict=True):
+            counts[i] = cache[key]
+    return counts
+
+
+def counts_sql(
+    source: str, source_params: list[Any], bins: list[Bins], brushes: dict[str, tuple[Any, Any]]
+) -> tuple[str, list[Any]]:
+    """One SELECT counting the bins of every column in ``bins`` over the rows of ``source`` inside all ``brushes``."""
+    params: list[Any] = []
+    binned = []
+    for i, column in enumerate(bins):
+        binned.append(f"{column.expression} AS b{i}")
         params += column.params
-    flags = {}
-    for j, (column, (low, high)) in enumerate(brushes.items()):
-        predicate, values = brush_predicate(column, low, high)
-        inner.append(f"coalesce({predicate}, false) AS m{j}")
+    params += source_params
+    conditions = []
+    for name, (low, high) in brushes.items():
+        predicate, values = brush_predicate(name, low, high)
+        conditions.append(predicate)
         params += values
-        flags[column] = f"m{j}"
-    outer = []
-    for i, column in enumerate(bins):
-        others = [flag for name, flag in flags.items() if name != column.column]
-        only = f" FILTER (WHERE {' AND '.join(others)})" if others else ""
-        outer.append(f"histogram(b{i}){only} AS h{i}")
-    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM (\n{source}\n) AS source) AS binned"
-    return sql, params
+    where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+    histograms = ", ".join(f"histogram(b{i}) AS h{i}" for i in range(len(bins)))
+    inner = f"SELECT {', '.join(binned)} FROM (\n{source}\n) AS source{where}"
+    return f"SELECT {histograms} FROM ({inner}) AS binned", params
 
 
 def counts_of(result: pa.Table, bins: list[Bins]) -> list[list[int]]:
