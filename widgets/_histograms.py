@@ -161,16 +161,16 @@ def count_histograms(
         groups.setdefault(applied, []).append(i)
     counts: list[list[int] | None] = [None] * len(bins)
     for applied, members in groups.items():
-        keys = [(source, repr(source_params), repr(applied), bins[i]) for i in members]
-        missing = [i for i, key in zip(members, keys, strict=True) if key not in cache]
+        keys = {i: (source, repr(source_params), repr(applied), bins[i]) for i in members}
+        for i in members:  # one get per key: another thread clearing the cache meanwhile only costs a recount
+            counts[i] = cache.get(keys[i])
+        missing = [i for i in members if counts[i] is None]
         if missing:
             sql, params = counts_sql(source, source_params, [bins[i] for i in missing], dict(applied))
             for i, column_counts in zip(missing, counts_of(run(sql, params), [bins[i] for i in missing]), strict=True):
                 if len(cache) >= _CACHED_COUNTS:
                     cache.clear()
-                cache[(source, repr(source_params), repr(applied), bins[i])] = column_counts
-        for i, key in zip(members, keys, strict=True):
-            counts[i] = cache[key]
+                counts[i] = cache[keys[i]] = column_counts
     return counts
 
 
