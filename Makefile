@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3,neuroglancer
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export bench-scale bench-consolidate clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export bench-scale bench-consolidate bench-versions clean
 
 install: $(INSTALLED)
 
@@ -93,6 +93,9 @@ bench-scale: install
 
 bench-consolidate: install
 	$(BIN)/python bench/bench_consolidate.py $(BENCH_ARGS)
+
+bench-versions: install
+	$(BIN)/python bench/bench_versions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV15) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts

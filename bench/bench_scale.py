@@ -40,7 +40,8 @@ the plan does not fit the free disk.
 Then the model: index and label directory sizes, range reads and bytes of a
 cold label read on a bucket, and consolidation time at 10^10 and 10^11 points,
 from this run's measured bytes per row, the directory's geometry
-(``label_directory.level_page_counts``) and the measured merge rate.
+(``label_directory.level_page_counts``), its measured bytes per entry and per
+fence item (its pages are compressed, format 2) and the measured merge rate.
 
 Figures are printed, saved to ``bench/results/scale.md``/``.json`` and written
 into the ``bench_scale`` section of docs/benchmarks.md (not with ``--quick`` or
@@ -67,8 +68,8 @@ import _workloads as workloads
 import numpy as np
 import pyarrow.parquet as pq
 
-from pocaduck import Ingestor, Query, collect_garbage, compact, consolidate, create_store
-from pocaduck.label_directory import ENTRY, PAGE_BYTES, level_page_counts
+from pocaduck import Ingestor, Query, collect_garbage, compact, consolidate, create_store, open_store
+from pocaduck.label_directory import ENTRY, PAGE_BYTES, level_page_counts, open_in_force
 
 DTYPE = np.dtype("uint16")
 PAYLOADS = ("parquet", "arrow")
@@ -278,6 +279,20 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "n": len(values)}
 
 
+def directory_parts(store: str) -> dict[str, int]:
+    """The directory in force's bytes by part (leaves, fences, file table) and its fence items."""
+    directory = open_in_force(open_store(store).storage)
+    if directory is None:
+        raise RuntimeError(f"{store} has no label directory in force to measure")
+    parts = directory.byte_parts()
+    return {
+        "directory_leaf_bytes": parts["leaves"],
+        "directory_fence_bytes": parts["fences"],
+        "directory_fence_items": parts["fence_items"],
+        "directory_table_bytes": parts["table"],
+    }
+
+
 def store_figures(store: str) -> dict[str, Any]:
     """Index rows, labels, points, directory entries and size, bytes by part, payload files' geometry."""
     with Query(store) as query:
@@ -293,6 +308,7 @@ def store_figures(store: str) -> dict[str, Any]:
         "directory_entries": pointer["entries"],
         "directory_bytes": pointer["size"],
         "directory_top_bytes": pointer["top_bytes"],
+        **directory_parts(store),
         "parts": disk_usage(store),
         "footer_bytes": float(np.mean([meta.serialized_size for meta in footers])) if footers else None,
         "row_group_bytes": float(np.mean([g.total_byte_size for g in groups])) if groups else None,
@@ -454,27 +470,40 @@ def plan(workdir: str, sizes: Sizes, payloads: list[str], seed: int, budget: flo
 # -- the model -----------------------------------------------------------------------
 
 
-def directory_geometry(
-    entries: int, files: int, table_bytes_per_file: float, page_bytes: int = PAGE_BYTES
-) -> dict[str, Any]:
-    """Size, levels and top of a label directory of ``entries`` over ``files`` files, as label_directory lays it out.
+# Bytes a format-1 directory stores per entry and per fence item, pages uncompressed: the model's defaults.
+FIXED_ENTRY_BYTES = ENTRY.itemsize + 4 / ((PAGE_BYTES - 4) // ENTRY.itemsize)
+FIXED_KEY_BYTES = 8 + 4 / ((PAGE_BYTES - 4) // 8)
 
-    Leaves of 24-byte entries and fence levels of 8-byte keys, each page closed by a 4-byte CRC; the top
-    holds the root's keys, the file table, the page count of every level and a 48-byte trailer.
+
+def directory_geometry(
+    entries: int,
+    files: int,
+    table_bytes_per_file: float,
+    page_bytes: int = PAGE_BYTES,
+    entry_bytes: float = FIXED_ENTRY_BYTES,
+    key_bytes: float = FIXED_KEY_BYTES,
+) -> dict[str, Any]:
+    """Size, levels, top and page reads of a label directory of ``entries`` over ``files`` files.
+
+    The tree's shape is label_directory's (``level_page_counts``: pages of a fixed item count); its
+    pages are compressed, so their bytes come from a measured directory: ``entry_bytes`` per leaf
+    entry and ``key_bytes`` per fence item (a fence page's or the root's), CRCs included. The top
+    holds the root's items, the file table, the page count and bytes of every level and a 48-byte
+    trailer. The defaults are format 1's uncompressed pages.
 
     >>> directory_geometry(10**6, 1, 0.0)["levels"], directory_geometry(10**8, 1, 0.0)["levels"]
     (1, 2)
     """
     counts = level_page_counts(entries, page_bytes)
-    leaves = entries * ENTRY.itemsize + counts[-1] * 4
-    fences = sum(keys * 8 + pages * 4 for keys, pages in zip(counts[1:], counts[:-1], strict=True))
-    top = counts[0] * 8 + files * table_bytes_per_file + 8 * len(counts) + 48
+    top = counts[0] * key_bytes + files * table_bytes_per_file + 16 * len(counts) + 48
     return {
         "entries": entries,
         "levels": len(counts),
-        "bytes": leaves + fences + top,
+        "bytes": entries * entry_bytes + sum(counts[1:]) * key_bytes + top,
         "top_bytes": top,
         "page_bytes": page_bytes,
+        "leaf_read_bytes": min(entries, (page_bytes - 4) // ENTRY.itemsize) * entry_bytes,
+        "fence_read_bytes": (page_bytes - 4) // 8 * key_bytes,
     }
 
 
@@ -489,11 +518,16 @@ def cold_read(geometry: dict[str, Any], data_requests: int, data_bytes: float) -
 
 
 _RESPONSE = 600  # bytes of a small response with its headers (the pointer, the manifest, a HEAD)
+_HEADERS = 500  # bytes of a ranged response's status line and headers (moto), beside its body
 
 
 def directory_read(geometry: dict[str, Any]) -> tuple[int, float]:
-    """Requests and bytes of finding one label in a directory: the pointer, the top, one page per level."""
-    return 2 + geometry["levels"], _RESPONSE + geometry["top_bytes"] + geometry["levels"] * geometry["page_bytes"]
+    """Requests and bytes of finding one label in a directory: the pointer, the top, one page per level
+    (full pages: an upper bound), each range with its response's headers."""
+    fences = max(geometry["levels"] - 1, 0) * geometry["fence_read_bytes"]
+    leaves = geometry["leaf_read_bytes"] if geometry["levels"] else 0
+    ranges = (1 + geometry["levels"]) * _HEADERS
+    return 2 + geometry["levels"], _RESPONSE + geometry["top_bytes"] + fences + leaves + ranges
 
 
 def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
@@ -509,6 +543,7 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         "index_bytes_per_row": index_per_row,
         "entries_per_row": entries_per_row,
         "table_bytes_per_file": table_per_file,
+        "item_bytes": _item_bytes(ingested),
         "merge_rows_per_s": merge_rate,
         "points_per_row": points / rows,
         "rows": [],
@@ -523,10 +558,13 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         out["data_requests"] = 3
         out["data_bytes"] = compacted["footer_bytes"] + straddle * compacted["row_group_bytes"]
         out["compacted_table_bytes_per_file"] = _table_bytes(compacted)
+        out["compacted_item_bytes"] = _item_bytes(compacted)
     for field_points in (10**10, 10**11):
         field_rows = round(field_points / out["points_per_row"])
         ingest_files = field_points / (points / ingested["files"])
-        as_ingested = directory_geometry(round(field_rows * entries_per_row), round(ingest_files), table_per_file)
+        as_ingested = directory_geometry(
+            round(field_rows * entries_per_row), round(ingest_files), table_per_file, **out["item_bytes"]
+        )
         for labels in (10**6, 10**7, 10**8):
             row: dict[str, Any] = {
                 "points": field_points,
@@ -540,24 +578,35 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
             if compacted:
                 files = round(field_points / out["points_per_file"])
                 geometry = directory_geometry(
-                    round(labels * out["entries_per_label"]), files, out["compacted_table_bytes_per_file"]
+                    round(labels * out["entries_per_label"]),
+                    files,
+                    out["compacted_table_bytes_per_file"],
+                    **out["compacted_item_bytes"],
                 )
                 row["compacted_index_bytes"] = field_rows * out["compacted_index_bytes_per_row"]
                 row["directory_compacted"] = geometry
                 row["cold_compacted"] = cold_read(geometry, out["data_requests"], out["data_bytes"])
             out["rows"].append(row)
-    # bench_requests.py --large, its compacted cold stores (published in docs/benchmarks.md): 10^6 and 10^7 rows
-    # of 10-block labels in one compacted file, so 10^5 and 10^6 directory entries; in all 8 requests, of which
-    # the directory 3 (68 KB, then 71 KB)
+    # bench_requests.py --large, its compacted cold stores (run of 2026-12-07, format 2): 10^6 and 10^7 rows of
+    # 10-block labels in one compacted file, so 10^5 and 10^6 directory entries of consecutive labels, directories
+    # of 2,068 and 21,645 bytes; in all 8 requests, of which the directory 3 (2.1 KB, then 2.2 KB). Their bytes
+    # per entry and per fence item, measured on the 10^6-row store (LabelDirectory.byte_parts: 1,892 bytes of
+    # leaves, 37 of fences for 37 fence items, a 75-byte file table), predict both.
     out["cross_check"] = []
-    for check_rows, entries, measured_bytes in ((10**6, 10**5, 68e3), (10**7, 10**6, 71e3)):
-        geometry = directory_geometry(entries, 1, table_per_file)
+    requests_store = {"entry_bytes": 1_892 / 10**5, "key_bytes": 37 / 37}
+    for check_rows, entries, measured_size, measured_bytes in (
+        (10**6, 10**5, 2_068, 2.1e3),
+        (10**7, 10**6, 21_645, 2.2e3),
+    ):
+        geometry = directory_geometry(entries, 1, 75.0, **requests_store)
         requests, transferred = directory_read(geometry)
         out["cross_check"].append(
             {
                 "rows": check_rows,
                 "requests": cold_read(geometry, 3, 0)[0],
                 "measured_requests": 8,
+                "directory_size": geometry["bytes"],
+                "measured_directory_size": measured_size,
                 "directory_requests": requests,
                 "directory_bytes": transferred,
                 "measured_directory_requests": 3,
@@ -567,10 +616,17 @@ def model(result: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     return out
 
 
-def _table_bytes(figures: dict[str, Any], page_bytes: int = PAGE_BYTES) -> float:
-    """Bytes per file of the directory's file table (its top less the root keys, page counts and trailer)."""
-    counts = level_page_counts(figures["directory_entries"], page_bytes)
-    return max(0.0, (figures["directory_top_bytes"] - counts[0] * 8 - 8 * len(counts) - 48) / figures["files"])
+def _table_bytes(figures: dict[str, Any]) -> float:
+    """Bytes per file of the directory's file table, as measured."""
+    return figures["directory_table_bytes"] / max(figures["files"], 1)
+
+
+def _item_bytes(figures: dict[str, Any]) -> dict[str, float]:
+    """The measured bytes per leaf entry and per fence item of a directory: ``directory_geometry``'s sizes."""
+    return {
+        "entry_bytes": figures["directory_leaf_bytes"] / max(figures["directory_entries"], 1),
+        "key_bytes": figures["directory_fence_bytes"] / max(figures["directory_fence_items"], 1),
+    }
 
 
 # -- the report ------------------------------------------------------------------------
@@ -732,8 +788,10 @@ def render_model(figures: dict[str, Any]) -> str:
             if "entries_per_label" in figures
             else ""
         )
-        + f"); directory sizes from label_directory's layout ({ENTRY.itemsize}-byte entries, {PAGE_BYTES // 1024} KiB "
-        "pages, level_page_counts) and its file table's measured bytes per file; consolidation at the merge rate "
+        + f"); directory sizes from label_directory's tree ({PAGE_BYTES // 1024} KiB pages before compression, "
+        "level_page_counts) with the bytes per entry and per fence item measured on this run's directories "
+        + _item_figures(figures)
+        + " and its file table's measured bytes per file; consolidation at the merge rate "
         f"measured here ({figures['merge_rows_per_s'] / 1e6:.1f} M rows/s, one process: linear, so optimistic for a "
         "sort of 10^9 rows). A cold read on a bucket: the manifest, a HEAD of the index, the pointer, the "
         "directory's top, one page per level, then the data (compacted: one file, "
@@ -764,16 +822,31 @@ def render_model(figures: dict[str, Any]) -> str:
         )
     checks = "; ".join(
         f"{check['rows']:,} rows: {check['requests']} requests in all by the formula ({check['measured_requests']} "
-        f"measured), the directory {check['directory_requests']} and {check['directory_bytes'] / 1e3:.0f} KB "
-        f"({check['measured_directory_requests']} and {check['measured_directory_bytes'] / 1e3:.0f} KB measured)"
+        f"measured), a directory of {check['directory_size'] / 1e3:.1f} KB ({check['measured_directory_size'] / 1e3:.1f} "
+        f"KB measured), read in {check['directory_requests']} requests and {check['directory_bytes'] / 1e3:.1f} KB "
+        f"({check['measured_directory_requests']} and {check['measured_directory_bytes'] / 1e3:.1f} KB measured)"
         for check in figures["cross_check"]
     )
     lines += [
         "",
         f"Cross-check of the formula against the counts of `bench_requests.py --large` (its compacted stores, "
-        f"published above): {checks}.",
+        f"published above; their bytes per entry and per fence item measured on the 10^6-row one): {checks}.",
     ]
     return "\n".join(lines)
+
+
+def _item_figures(figures: dict[str, Any]) -> str:
+    """The measured stored bytes per directory entry and fence item, as ingested and compacted."""
+    parts = [("as ingested", figures.get("item_bytes")), ("compacted", figures.get("compacted_item_bytes"))]
+    return (
+        "("
+        + ", ".join(
+            f"{name} {item['entry_bytes']:.1f} B per entry, {item['key_bytes']:.1f} B per fence item"
+            for name, item in parts
+            if item
+        )
+        + f"; uncompressed: {ENTRY.itemsize} and 8)"
+    )
 
 
 def _gb(value: float) -> str:

@@ -183,7 +183,7 @@ def bench_histograms(browser: LabelBrowser) -> dict:
     histogram, which is the same for every range: a drag on one histogram never recounts it).
     """
     columns = len(browser.histogram_columns)
-    source, params = browser._view_sql(brushed=False)
+    source, params = browser.selection_state.relation(skip=["brushes"])
 
     def first_show() -> None:  # nothing cached: extents, bins and every column's counts from scratch
         browser._extents = browser._histograms = None

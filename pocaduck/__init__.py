@@ -2,7 +2,9 @@
 
 Open a store once with :func:`open_store` (or name it by path or URL), ingest
 blockwise with one :class:`Ingestor` per worker, merge the worker indexes with
-:func:`consolidate`, then read any label's points with :class:`Query`. Errors
+:func:`consolidate`, then read any label's points with :class:`Query`. When the
+stored labels are supervoxels, :func:`write_mapping` records versions of which
+body each belongs to, and ``Query(store, mapping=name)`` reads bodies. Errors
 are in :mod:`pocaduck.errors` and exported here too.
 """
 
@@ -28,11 +30,14 @@ from .errors import (
     InvalidBlockIdError,
     InvalidBoxError,
     InvalidLabelError,
+    InvalidMappingError,
     InvalidPointsError,
     InvalidVolumeError,
     InvalidWorkerIdError,
     LabelDirectoryError,
     LegacyStoreError,
+    MappingExistsError,
+    MappingNotFoundError,
     MigrationError,
     PocaduckError,
     QueryTimeoutError,
@@ -58,6 +63,7 @@ from .errors import (
 from .gc import GarbageReport, collect_garbage
 from .ingest import Ingestor
 from .layout import Schema
+from .mapping import MappedQuery, MappingVersion, changed_bodies, list_mappings, write_mapping
 from .migration import migrate
 from .neuroglancer import ExportReport, export_neuroglancer
 from .progress import ProgressEvent
@@ -92,11 +98,16 @@ __all__ = [
     "InvalidBlockIdError",
     "InvalidBoxError",
     "InvalidLabelError",
+    "InvalidMappingError",
     "InvalidPointsError",
     "InvalidVolumeError",
     "InvalidWorkerIdError",
     "LabelDirectoryError",
     "LegacyStoreError",
+    "MappedQuery",
+    "MappingExistsError",
+    "MappingNotFoundError",
+    "MappingVersion",
     "MigrationError",
     "PocaduckError",
     "PointCloudDataset",
@@ -128,14 +139,17 @@ __all__ = [
     "WorkerBusyError",
     "WorkerNotFinalizedError",
     "WorkerWriteError",
+    "changed_bodies",
     "collect_garbage",
     "compact",
     "consolidate",
     "create_store",
     "export_neuroglancer",
+    "list_mappings",
     "make_demo_volume",
     "migrate",
     "open_store",
     "scan_volume",
     "verify",
+    "write_mapping",
 ]

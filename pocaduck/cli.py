@@ -33,6 +33,7 @@ from .config import StorageConfig, redact_url
 from .consolidate import consolidate
 from .errors import DamagedStoreError, DataFileError, PocaduckError
 from .gc import collect_garbage
+from .mapping import changed_bodies, list_mappings, write_mapping
 from .migration import migrate
 from .neuroglancer import export_neuroglancer
 from .query import Query
@@ -47,7 +48,7 @@ def _store(args: argparse.Namespace, path: str | None = None) -> Store:
 
 
 def _verb_info(args: argparse.Namespace) -> None:
-    with Query(_store(args)) as query:
+    with Query(_store(args), mapping=args.mapping) as query:
         print(json.dumps(query.info(), indent=2))
 
 
@@ -63,22 +64,39 @@ def _verb_consolidate(args: argparse.Namespace) -> None:
 
 
 def _verb_points(args: argparse.Namespace) -> None:
-    with Query(_store(args)) as query:
+    with Query(_store(args), mapping=args.mapping) as query:
         table = query.get_points(args.label, output="arrow", sample=args.sample, seed=args.seed)
     _write_table(table, args.output, f"points of label {args.label}")
 
 
 def _verb_labels_in_box(args: argparse.Namespace) -> None:
-    with Query(_store(args)) as query:
+    with Query(_store(args), mapping=args.mapping) as query:
         labels = query.get_labels_in_box(args.lower, args.upper)
     print("\n".join(map(str, labels.tolist())), end="\n" if len(labels) else "")
     print(f"{len(labels)} labels in the box", file=sys.stderr)
 
 
 def _verb_points_in_box(args: argparse.Namespace) -> None:
-    with Query(_store(args)) as query:
+    with Query(_store(args), mapping=args.mapping) as query:
         table = query.get_points_in_box(args.lower, args.upper, output="arrow")
     _write_table(table, args.output, "points in the box")
+
+
+def _verb_mapping_write(args: argparse.Namespace) -> None:
+    version = write_mapping(_store(args), args.name, args.file, parent=args.parent, note=args.note)
+    kind = "full mapping" if version.parent is None else f"child of {version.parent}"
+    print(f"wrote mapping {version.name} ({kind}): {version.assignments} assignments to {version.bodies} bodies")
+
+
+def _verb_mapping_list(args: argparse.Namespace) -> None:
+    for version in list_mappings(_store(args)):
+        print(json.dumps(version.to_dict(), ensure_ascii=False))
+
+
+def _verb_mapping_diff(args: argparse.Namespace) -> None:
+    bodies = changed_bodies(_store(args), args.old, args.new)
+    print("\n".join(map(str, bodies.tolist())), end="\n" if len(bodies) else "")
+    print(f"{len(bodies)} bodies changed between {args.old} and {args.new}", file=sys.stderr)
 
 
 def _write_table(table: pa.Table, output: str | None, what: str) -> None:
@@ -255,6 +273,10 @@ def _add_output(verb: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_mapping(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--mapping", help="read bodies of this mapping version (see `pocaduck mapping list`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pocaduck`` argument parser: ``--debug``, then a verb and its arguments.
 
@@ -270,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = verbs.add_parser("info", parents=[credentials], help="print a store's totals and schema")
     info.add_argument("store")
+    _add_mapping(info)
     info.set_defaults(run=_verb_info)
 
     merge = verbs.add_parser(
@@ -289,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     points = verbs.add_parser("points", parents=[credentials], help="print or save one label's points")
     points.add_argument("store")
-    points.add_argument("label", type=_label, help="uint64 label id")
+    points.add_argument("label", type=_label, help="uint64 label id (a body with --mapping)")
+    _add_mapping(points)
     _add_output(points)
     points.add_argument("--sample", type=_integer(1), help="only this many points, a uniform deterministic sample")
     points.add_argument(
@@ -307,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("store")
         verb.add_argument("lower", type=_corner, help="X0,Y0,Z0: the box's lower corner, inside it")
         verb.add_argument("upper", type=_corner, help="X1,Y1,Z1: the upper corner, outside it (lower <= p < upper)")
+        _add_mapping(verb)
     in_box.set_defaults(run=_verb_labels_in_box)
     _add_output(boxed)
     boxed.set_defaults(run=_verb_points_in_box)
@@ -389,6 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")
     scan.set_defaults(run=_verb_scan)
+
+    mapping = verbs.add_parser("mapping", help="versioned supervoxel-to-body mappings: write, list, diff")
+    mapping_verbs = mapping.add_subparsers(dest="mapping_verb", required=True)
+    written = mapping_verbs.add_parser(
+        "write", parents=[credentials], help="write a mapping version from a file (Parquet, CSV or DVID text)"
+    )
+    written.add_argument("store")
+    written.add_argument("name", help="the new version's name (letters, digits, '.', '_', '-')")
+    written.add_argument("file", help="two columns, supervoxel and body: .parquet, .csv, or whitespace-separated text")
+    written.add_argument("--parent", help="the file holds only the changes to this version (merges, cleaves)")
+    written.add_argument("--note", help="a note kept in the version's history")
+    written.set_defaults(run=_verb_mapping_write)
+    listed = mapping_verbs.add_parser("list", parents=[credentials], help="print every version, one JSON line each")
+    listed.add_argument("store")
+    listed.set_defaults(run=_verb_mapping_list)
+    diff = mapping_verbs.add_parser(
+        "diff", parents=[credentials], help="print the bodies whose supervoxels differ between two versions"
+    )
+    diff.add_argument("store")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.set_defaults(run=_verb_mapping_diff)
 
     export = verbs.add_parser(
         "export-neuroglancer",

@@ -212,3 +212,18 @@ class ExportError(PocaduckError, RuntimeError):
 
 class ExportCancelledError(ExportError):
     """The export was stopped (``stop`` set); the tasks done are kept, and running it again resumes it."""
+
+
+# -- mappings -------------------------------------------------------------------
+
+
+class InvalidMappingError(InvalidArgumentError):
+    """A supervoxel→body mapping given to ``write_mapping`` is malformed (types, signs, lengths, contradictions)."""
+
+
+class MappingNotFoundError(PocaduckError, LookupError):
+    """No mapping version of that name in the store; ``pocaduck mapping list STORE`` lists them."""
+
+
+class MappingExistsError(PocaduckError, FileExistsError):
+    """A mapping version of that name exists already: versions are immutable, write a child under a new name."""

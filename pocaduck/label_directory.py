@@ -4,26 +4,33 @@ The unified index (DuckDB) answers a label in ~0.3 ms, but only from local disk:
 on a bucket every new reader would first download all of it, ~22 bytes per
 (label, block) row. A directory holds only what a point read needs: one entry
 per run of a label's rows in a file, ``(label, file_id, row_offset,
-point_count)``, sorted by label, in fixed-size pages under a static B+tree of
+point_count)``, sorted by label, in pages under a static B+tree of
 first labels. Block ids and bounding boxes stay in the index.
 
 The file, written front to back in one pass (little-endian)::
 
-    leaf pages    entries of 24 bytes: label u64, file_id u32, row_offset u64, point_count u32
-    fence pages   for each level above the leaves, bottom up: the first label (u64) of every page below
-    top           root keys (the first label of every page of the level below the root),
-                  the file table (zlib-compressed JSON: file_id, path, row_group_size, byte_size),
-                  the page count of every level, top down, and a 48-byte trailer (magic, format,
-                  page size, entry count, sizes, level count, CRC-32 of the top)
+    leaf pages    entries: label, file_id, row_offset, point_count (format 2: by column, zstd; see
+                  ``_directory_pages.py``), each page followed by the CRC-32 of its stored bytes
+    fence pages   for each level above the leaves, bottom up: the first label of every page below
+                  and (format 2) the byte offsets bounding those pages
+    top           the root (the first label of every page of the level below the root, format 2
+                  with their byte offsets, compressed), the file table (zlib-compressed JSON:
+                  file_id, path, row_group_size, byte_size), the page count of every level, top
+                  down, (format 2) every level's bytes, and a 48-byte trailer (magic, format, page
+                  size, entry count, sizes, level count, CRC-32 of the top)
 
-A page holds as many items as fit ``page_bytes`` (64 KiB: 2,730 entries or
-8,191 keys) followed by their CRC-32, the last page of a level fewer, so page
-``i`` of a level starts ``i`` full pages after the level's first. The root
-holds at most one fence page of keys: leaves under the root serve 22 M
-entries, and every fence level 8,191 times more. A reader fetches the top once
-(one ranged read: ``label_directory.json`` gives its size), then one range per
-level and label: two reads for a label in a store of up to 22 M entries, three
-up to 183 billion.
+A page holds as many items as fit ``page_bytes`` (64 KiB: 2,730 entries of 24
+bytes or 8,191 keys of 8) before compression, the last page of a level fewer,
+so the tree's shape depends only on the entry count. Format 1 stores pages as
+they are: page ``i`` of a level starts ``i`` full pages after the level's
+first. Format 2 compresses them (3× for random uint64 labels, far more for a
+compacted store of consecutive ones), so pages vary in size, and each fence
+item (in a fence page or the root) carries the byte range of the page it
+opens. Either way the root holds at most one fence page of keys: leaves under
+the root serve 22 M entries, and every fence level 8,191 times more. A reader
+fetches the top once (one ranged read: ``label_directory.json`` gives its
+size), then one range per level and label: two reads for a label in a store of
+up to 22 M entries, three up to 183 billion.
 
 Runs that continue each other in one file are one entry (a run longer than
 ``2**32 - 1`` rows is cut in pieces), so after compaction a label in one file is
@@ -54,21 +61,21 @@ import duckdb
 import numpy as np
 
 from . import layout
+from ._directory_pages import ENTRY, FENCE, PageDecodeError, decode_fence, decode_leaf, encode_fence, encode_leaf
 from .errors import LabelDirectoryError
 from .storage import Storage
 
 logger = logging.getLogger("pocaduck")
 
-FORMAT = 1
+FORMAT = 2  # 1: pages as they are (read still); 2: pages compressed by column, fence items with byte ranges
 PAGE_BYTES = 64 * 1024
-ENTRY = np.dtype([("label", "<u8"), ("file_id", "<u4"), ("row_offset", "<u8"), ("point_count", "<u4")])
 _KEY = np.dtype("<u8")
 _CRC_BYTES = 4
 _MAGIC = b"PCDLBDIR"
 _TRAILER = struct.Struct("<8sIIQQQII")  # magic, format, page_bytes, entries, top_bytes, files_bytes, levels, crc
 _MAX_RUN = 2**32 - 1
 _BATCH_ROWS = 1 << 20
-_PAGES_KEPT = 64  # 4 MiB of pages per reader
+_PAGES_KEPT = 64  # decoded pages per reader: ~4 MiB of leaves
 
 
 def _fix(store: str) -> str:
@@ -103,46 +110,46 @@ def level_page_counts(entries: int, page_bytes: int = PAGE_BYTES) -> list[int]:
 
 @dataclass(frozen=True)
 class _Level:
-    """Where one level's pages lie in the file and what they hold."""
+    """Where one level's pages lie in the file and how many items they hold."""
 
     start: int
+    length: int
     items: int
-    item: np.dtype
+    leaf: bool
     per_page: int
 
     @property
     def pages(self) -> int:
         return _pages(self.items, self.per_page)
 
-    @property
-    def length(self) -> int:
-        return self.items * self.item.itemsize + self.pages * _CRC_BYTES
-
-    @property
-    def stride(self) -> int:
-        """Bytes from one page to the next: a full page's items and its CRC (at most ``page_bytes``)."""
-        return self.per_page * self.item.itemsize + _CRC_BYTES
-
-    def page_span(self, first: int, last: int) -> tuple[int, int]:
-        """Byte offset and length of pages ``first`` to ``last`` (inclusive)."""
-        start = first * self.stride
-        return self.start + start, min((last + 1) * self.stride, self.length) - start
-
     def page_items(self, page: int) -> int:
         return min(self.per_page, self.items - page * self.per_page)
 
+    def fixed_bounds(self, first: int, count: int) -> np.ndarray:
+        """Format 1: byte ranges (as fence items, labels left 0) of ``count`` pages from ``first``."""
+        stride = self.per_page * (ENTRY if self.leaf else _KEY).itemsize + _CRC_BYTES
+        items = np.zeros(count, FENCE)
+        items["start"] = self.start + (first + np.arange(count, dtype=np.uint64)) * stride
+        items["stop"] = np.minimum(items["start"] + stride, self.start + self.length)
+        return items
 
-def _levels(entries: int, page_bytes: int) -> list[_Level]:
-    """Every level below the root, top down, placed as the writer lays them out: leaves first in the file."""
+
+def _levels(entries: int, page_bytes: int, lengths: list[int] | None = None) -> list[_Level]:
+    """Every level below the root, top down, placed as the writer lays them out: leaves first in the file.
+
+    ``lengths`` gives each level's bytes (top down) in format 2; format 1's follow from the item counts.
+    """
     counts = level_page_counts(entries, page_bytes)
     items = [*counts[1:], entries]  # a fence level holds one key per page of the level below
-    kinds = [_KEY] * (len(counts) - 1) + [ENTRY]
     levels: list[_Level] = []
     start = 0
-    for count, kind in reversed(list(zip(items, kinds, strict=True))):
-        level = _Level(start, count, kind, _per_page(kind.itemsize, page_bytes))
-        levels.insert(0, level)
-        start += level.length
+    for depth in reversed(range(len(counts))):
+        leaf = depth == len(counts) - 1
+        item_bytes = (ENTRY if leaf else _KEY).itemsize
+        per_page = _per_page(item_bytes, page_bytes)
+        length = items[depth] * item_bytes + counts[depth] * _CRC_BYTES if lengths is None else lengths[depth]
+        levels.insert(0, _Level(start, length, items[depth], leaf, per_page))
+        start += length
     return levels
 
 
@@ -161,7 +168,7 @@ class DirectoryFile:
 def write_label_directory(
     con: duckdb.DuckDBPyConnection, target: str, *, page_bytes: int | None = None, in_order: bool = False
 ) -> DirectoryFile:
-    """Write the label directory of the index open on ``con`` (its ``files`` and ``point_index``) to ``target``.
+    """Write the label directory (format 2) of the index open on ``con`` (its ``files`` and ``point_index``).
 
     Rows stream from DuckDB in batches, so memory stays flat whatever the index size.
     ``page_bytes`` defaults to ``PAGE_BYTES``. ``in_order=True`` says that
@@ -189,6 +196,7 @@ def write_label_directory(
     per_page = _per_page(ENTRY.itemsize, page_bytes)
     with rows, open(target, "wb") as out:
         first_labels: list[np.ndarray] = []
+        page_ends: list[np.ndarray] = []
         open_run = [np.empty(0, dtype) for dtype in _COLUMN_TYPES]  # the last run seen: the next batch may continue it
         unwritten = np.empty(0, ENTRY)  # less than a page of finished entries
         entries = 0
@@ -203,20 +211,25 @@ def write_label_directory(
             unwritten = np.concatenate([unwritten, _entries(*(column[:-1] for column in runs))])
             open_run = [column[-1:] for column in runs]
             full = len(unwritten) // per_page * per_page
-            first_labels.append(_write_pages(out, unwritten[:full], per_page))
+            _write_pages(out, unwritten[:full], per_page, first_labels, page_ends)
             entries += full
             unwritten = unwritten[full:]
         unwritten = np.concatenate([unwritten, _entries(*open_run)])
-        first_labels.append(_write_pages(out, unwritten, per_page))
+        _write_pages(out, unwritten, per_page, first_labels, page_ends)
         entries += len(unwritten)
-        keys = np.concatenate(first_labels)
+        keys, bounds = np.concatenate(first_labels), np.concatenate([np.zeros(1, _KEY), *page_ends])
+        lengths = [int(bounds[-1])]
         keys_per_page = _per_page(_KEY.itemsize, page_bytes)
         while len(keys) > keys_per_page:  # fence levels, bottom up, until the rest fits the root
-            keys = _write_pages(out, keys, keys_per_page)
+            level_start, first_labels, page_ends = out.tell(), [], []
+            _write_pages(out, (keys, bounds), keys_per_page, first_labels, page_ends)
+            keys, bounds = np.concatenate(first_labels), np.concatenate([np.array([level_start], _KEY), *page_ends])
+            lengths.insert(0, out.tell() - level_start)
         counts = level_page_counts(entries, page_bytes)
         columns = [list(column) for column in zip(*files, strict=True)] if files else [[], [], [], []]
         table = zlib.compress(json.dumps(columns).encode())
-        top = keys.tobytes() + table + np.array(counts, _KEY).tobytes()
+        levels = np.array([*counts, *(lengths if counts else [])], _KEY).tobytes()
+        top = encode_fence(keys, bounds[: len(keys) + 1]) + table + levels
         top_bytes = len(top) + _TRAILER.size
         trailer = _TRAILER.pack(_MAGIC, FORMAT, page_bytes, entries, top_bytes, len(table), len(counts), 0)
         top += trailer[:-_CRC_BYTES]
@@ -268,26 +281,39 @@ def _entries(labels: np.ndarray, file_ids: np.ndarray, offsets: np.ndarray, coun
     return entries
 
 
-def _write_pages(out: Any, items: np.ndarray, per_page: int) -> np.ndarray:
-    """Write ``items`` as pages of ``per_page`` items, each followed by its CRC-32; return each page's first label."""
-    data = items.tobytes()
-    step = per_page * items.dtype.itemsize
-    for start in range(0, len(data), step):  # one iteration per 64 KiB page
-        page = data[start : start + step]
-        out.write(page + struct.pack("<I", zlib.crc32(page)))
-    return np.ascontiguousarray(_labels_of(items)[::per_page], dtype=_KEY)
+def _write_pages(
+    out: Any,
+    items: np.ndarray | tuple[np.ndarray, np.ndarray],
+    per_page: int,
+    first_labels: list[np.ndarray],
+    page_ends: list[np.ndarray],
+) -> None:
+    """Write ``items`` as pages of ``per_page`` items, each followed by the CRC-32 of its stored bytes.
 
-
-def _labels_of(items: np.ndarray) -> np.ndarray:
-    """The labels of leaf entries, or fence keys as they are."""
-    return items["label"] if items.dtype.names else items
+    ``items`` are leaf entries, or fence keys with the ``len(keys) + 1`` byte offsets bounding their
+    pages. Each page's first label goes to ``first_labels`` and the offset where it ends to ``page_ends``.
+    """
+    fence = isinstance(items, tuple)
+    labels = items[0] if fence else items["label"]
+    ends = np.empty(_pages(len(labels), per_page), _KEY)
+    for page, start in enumerate(range(0, len(labels), per_page)):  # one iteration per 64 KiB of items
+        if fence:
+            stored = encode_fence(labels[start : start + per_page], items[1][start : start + per_page + 1])
+        else:
+            stored = encode_leaf(items[start : start + per_page])
+        out.write(stored + struct.pack("<I", zlib.crc32(stored)))
+        ends[page] = out.tell()
+    first_labels.append(np.ascontiguousarray(labels[::per_page], dtype=_KEY))
+    page_ends.append(ends)
 
 
 # -- reading -----------------------------------------------------------------
 
 
 class LabelDirectory:
-    """A label directory opened for lookups: its top read once, pages fetched by range and kept (up to 4 MiB).
+    """A label directory opened for lookups: its top read once, pages fetched by range and kept (up to 64).
+
+    Reads formats 1 and 2 alike: pages decode to the same items whatever their encoding.
 
     >>> import os, tempfile
     >>> from pocaduck.storage import LocalStorage
@@ -318,32 +344,43 @@ class LabelDirectory:
         if len(top) < _TRAILER.size:
             raise self._damaged("is shorter than its own trailer")
         magic, fmt, page_bytes, entries, top_bytes, files_bytes, levels, crc = _TRAILER.unpack(top[-_TRAILER.size :])
-        if magic != _MAGIC:
-            raise self._damaged("is not a label directory (its trailer lacks the magic bytes)")
+        if magic != _MAGIC or fmt < 1:
+            raise self._damaged("is not a label directory (its trailer lacks the magic bytes or a format)")
+        # The trailer is the same in every format: its checksum first, so that a flipped bit is not a new format.
+        if top_bytes != len(top) or zlib.crc32(top[:-_CRC_BYTES]) != crc:
+            raise self._damaged("fails the checksum of its top level")
         if fmt > FORMAT:
             raise LabelDirectoryError(
                 f"{storage.describe(path)} has label directory format {fmt}; this pocaduck reads up to {FORMAT}: "
                 f"upgrade pocaduck, or {_fix(storage.describe(''))} with this version"
             )
-        if top_bytes != len(top) or zlib.crc32(top[:-_CRC_BYTES]) != crc:
-            raise self._damaged("fails the checksum of its top level")
-        self.entry_count, self.page_bytes = entries, page_bytes
-        self._levels = _levels(entries, page_bytes)
-        counts_at = len(top) - _TRAILER.size - levels * _KEY.itemsize
-        files_at = counts_at - files_bytes
-        counts = np.frombuffer(top[counts_at : len(top) - _TRAILER.size], _KEY).tolist()
-        self._root = np.frombuffer(top[:files_at], _KEY)
+        self.format, self.entry_count, self.page_bytes = fmt, entries, page_bytes
+        shape = np.frombuffer(top[-_TRAILER.size - levels * _KEY.itemsize * fmt : len(top) - _TRAILER.size], _KEY)
+        counts, lengths = shape[:levels].tolist(), shape[levels:].tolist() or None
+        self._levels = _levels(entries, page_bytes, lengths)
+        files_at = len(top) - _TRAILER.size - len(shape) * _KEY.itemsize - files_bytes
+        root_count = counts[0] if counts else 0
+        try:
+            self._root = (
+                decode_fence(top[:files_at], root_count)
+                if fmt >= 2
+                else self._with_bounds(np.frombuffer(top[:files_at], _KEY), 0)
+            )
+        except (PageDecodeError, ValueError) as error:
+            raise self._damaged(f"has a root that does not decode ({error})") from error
         if (
             counts != [level.pages for level in self._levels]
-            or len(self._root) != (counts[0] if counts else 0)
+            or len(self._root) != root_count
             or size != sum(level.length for level in self._levels) + top_bytes
+            or (counts and (self._root["start"][0], self._root["stop"][-1]) != _span(self._levels[0]))
         ):
             raise self._damaged("has a top level that disagrees with its own size and entry count")
-        file_ids, paths, group_sizes, byte_sizes = json.loads(zlib.decompress(top[files_at:counts_at]))
+        file_ids, paths, group_sizes, byte_sizes = json.loads(zlib.decompress(top[files_at : files_at + files_bytes]))
         self.files = {
             file_id: (path, group_size, byte_size)
             for file_id, path, group_size, byte_size in zip(file_ids, paths, group_sizes, byte_sizes, strict=True)
         }
+        self._table_bytes = files_bytes
         self._pages: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._pages_lock = threading.Lock()  # readers share a directory between threads; pages are read outside it
 
@@ -384,21 +421,54 @@ class LabelDirectory:
             f"{_fix(self.storage.describe(''))}"
         )
 
+    def byte_parts(self) -> dict[str, int]:
+        """Where the directory's bytes go, for models of its size: the leaf pages, the fence pages and root
+        with the fence items they hold, the file table and the rest (page counts and sizes, trailer).
+
+        >>> import os, tempfile
+        >>> from pocaduck.storage import LocalStorage
+        >>> con = duckdb.connect()
+        >>> _ = con.execute("CREATE TABLE files AS SELECT 0 AS file_id, 'a.parquet' AS path, 1 AS row_group_size, "
+        ...                 "9 AS byte_size")
+        >>> _ = con.execute("CREATE TABLE point_index AS SELECT range::UBIGINT AS label, 0 AS file_id, "
+        ...                 "range AS row_offset, 1 AS point_count FROM range(10)")
+        >>> folder = tempfile.mkdtemp()
+        >>> written = write_label_directory(con, os.path.join(folder, "d"), page_bytes=100)  # 4 entries a page
+        >>> parts = LabelDirectory.open(LocalStorage(folder), "d").byte_parts()
+        >>> parts["fence_items"], sum(v for k, v in parts.items() if k != "fence_items") == written.size
+        (3, True)
+        """
+        shape = len(self._levels) * _KEY.itemsize * self.format + _TRAILER.size
+        leaves = self._levels[-1].length if self._levels else 0
+        return {
+            "leaves": leaves,
+            "fences": self.size - leaves - self._table_bytes - shape,
+            "fence_items": sum(level.pages for level in self._levels),
+            "table": self._table_bytes,
+            "shape": shape,
+        }
+
+    def _with_bounds(self, keys: np.ndarray, depth: int, first: int = 0) -> np.ndarray:
+        """Format 1's fence keys as fence items: the pages they open (``first`` on, at ``depth``) lie at fixed places."""
+        items = self._levels[depth].fixed_bounds(first, len(keys)) if self._levels else np.zeros(0, FENCE)
+        items["label"] = keys
+        return items
+
     def lookup(self, labels: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The entries of ``labels``, sorted by label, file and row offset, as columns named like the index's."""
         wanted = np.asarray(labels, dtype=np.uint64).reshape(-1)
         if len(wanted) == 1:
             return _columns(self._lookup_one(wanted[0]))
         wanted = np.unique(wanted)
-        keys, children = self._root, np.arange(len(self._root))
+        fence, children = self._root, np.arange(len(self._root))
         found = np.empty(0, ENTRY)
         for depth, level in enumerate(self._levels):
-            pages = _pages_holding(keys, children, wanted)
-            items = self._read(depth, pages)
-            if level.item == ENTRY:
+            pages = _pages_holding(fence["label"], children, wanted)
+            items = self._read(depth, pages, fence[np.searchsorted(children, pages)])
+            if level.leaf:
                 found = items[np.isin(items["label"], wanted)]
-            else:  # the keys of the next level's pages, numbered as that level numbers them
-                keys = items
+            else:  # the fence items of the next level's pages, numbered as that level numbers them
+                fence = items
                 children = np.concatenate(
                     [page * level.per_page + np.arange(level.page_items(page)) for page in pages.tolist()]
                     or [np.empty(0, np.int64)]
@@ -408,43 +478,48 @@ class LabelDirectory:
     def _lookup_one(self, label: np.uint64) -> np.ndarray:
         """:meth:`lookup` of one label, the hot path of ``get_points``: scalar searches, no set operations.
 
-        One label's pages are consecutive on every level, so the keys in hand number
+        One label's pages are consecutive on every level, so the fence items in hand number
         their pages from the first one's on (~10 µs against ~30 for the general path).
         """
-        keys, first_child = self._root, 0
+        fence, first_child = self._root, 0
         for depth, level in enumerate(self._levels):
+            keys = fence["label"]
             start, end = np.searchsorted(keys, label, "left"), np.searchsorted(keys, label, "right")
             if end == 0:  # below the first label of the store
                 return np.empty(0, ENTRY)
-            first, last = first_child + max(int(start) - 1, 0), first_child + int(end) - 1
-            items = self._page_run(depth, first, last)
-            if level.item == ENTRY:
+            first_item, last_item = max(int(start) - 1, 0), int(end) - 1
+            first, last = first_child + first_item, first_child + last_item
+            items = self._page_run(depth, first, last, fence[first_item : last_item + 1])
+            if level.leaf:
                 return items[
                     np.searchsorted(items["label"], label, "left") : np.searchsorted(items["label"], label, "right")
                 ]
-            keys, first_child = items, first * level.per_page
+            fence, first_child = items, first * level.per_page
         return np.empty(0, ENTRY)
 
-    def _page_run(self, depth: int, first: int, last: int) -> np.ndarray:
-        """The items of pages ``first`` to ``last`` of one level; a single kept page without a copy."""
+    def _page_run(self, depth: int, first: int, last: int, spans: np.ndarray) -> np.ndarray:
+        """The items of pages ``first`` to ``last`` of one level (``spans``: their fence items); a single kept page
+        without a copy."""
         if first == last:
             with self._pages_lock:
                 page = self._pages.get((depth, first))
                 if page is not None:
                     self._pages.move_to_end((depth, first))
                     return page
-        return self._read(depth, np.arange(first, last + 1))
+        return self._read(depth, np.arange(first, last + 1), spans)
 
     def point_count(self, label: int) -> int:
         return int(self.lookup([label])["point_count"].sum())
 
-    def _read(self, depth: int, pages: np.ndarray) -> np.ndarray:
-        """The items of ``pages`` (sorted) of one level, concatenated; pages not kept are fetched, a run per read."""
+    def _read(self, depth: int, pages: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """The items of ``pages`` (sorted; ``spans`` their fence items) of one level, concatenated; pages not kept
+        are fetched, a run per read."""
         with self._pages_lock:
             found = {page: self._pages.get((depth, page)) for page in pages.tolist()}
-        missing = np.array([page for page, items in found.items() if items is None], np.int64)
-        for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1) if len(missing) else []:
-            found.update(self._fetch(depth, int(run[0]), int(run[-1])))
+        missing = np.flatnonzero([items is None for items in found.values()])
+        for run in np.split(missing, np.flatnonzero(np.diff(pages[missing]) != 1) + 1) if len(missing) else []:
+            first, last = int(run[0]), int(run[-1])
+            found.update(self._fetch(depth, int(pages[first]), int(pages[last]), spans[first : last + 1]))
         with self._pages_lock:
             for page, items in found.items():
                 self._pages[depth, page] = items
@@ -452,43 +527,71 @@ class LabelDirectory:
             while len(self._pages) > max(_PAGES_KEPT, len(pages)):
                 self._pages.popitem(last=False)
         parts = list(found.values())  # in the order of pages: dicts keep it
-        return np.concatenate(parts) if parts else np.empty(0, self._levels[depth].item)
+        return np.concatenate(parts) if parts else np.empty(0, ENTRY if self._levels[depth].leaf else FENCE)
 
-    def _fetch(self, depth: int, first: int, last: int) -> dict[int, np.ndarray]:
-        """Read pages ``first`` to ``last`` of a level in one range and check each one's CRC: ``{page: items}``."""
-        level = self._levels[depth]
-        start, length = level.page_span(first, last)
+    def _fetch(self, depth: int, first: int, last: int, spans: np.ndarray) -> dict[int, np.ndarray]:
+        """Read pages ``first`` to ``last`` of a level (``spans``: their fence items) in one range, check each one's
+        CRC and decode it: ``{page: items}``."""
+        start, stop = int(spans["start"][0]), int(spans["stop"][-1])
         try:
-            data = self.storage.read_range(self.path, start, length)
+            data = self.storage.read_range(self.path, start, stop - start)
         except FileNotFoundError as error:
             raise self._damaged("is missing") from error
-        if len(data) != length:
+        if len(data) != stop - start:
             raise self._damaged(f"ends at byte {start + len(data):,}, inside page {first} of level {depth + 1}")
         pages = {}
-        for page in range(first, last + 1):
-            at = (page - first) * level.stride
-            payload = data[at : at + level.page_items(page) * level.item.itemsize]
-            (crc,) = struct.unpack_from("<I", data, at + len(payload))
-            if zlib.crc32(payload) != crc:
+        for page, page_start, page_stop in zip(
+            range(first, last + 1), spans["start"].tolist(), spans["stop"].tolist(), strict=True
+        ):
+            stored = data[page_start - start : page_stop - start - _CRC_BYTES]
+            crc = (
+                data[page_stop - start - _CRC_BYTES : page_stop - start]
+                if page_stop - page_start >= _CRC_BYTES
+                else b""
+            )
+            if crc != struct.pack("<I", zlib.crc32(stored)):
                 raise self._damaged(f"fails the checksum of page {page} of level {depth + 1}")
-            pages[page] = np.frombuffer(payload, level.item)
+            try:
+                pages[page] = self._decode(depth, page, stored)
+            except PageDecodeError as error:
+                raise self._damaged(f"has a page {page} of level {depth + 1} that does not decode ({error})") from error
         return pages
 
+    def _decode(self, depth: int, page: int, stored: bytes) -> np.ndarray:
+        """The items of one page from its stored bytes (CRC checked), as fence items or entries."""
+        level = self._levels[depth]
+        count = level.page_items(page)
+        if self.format >= 2:
+            return decode_leaf(stored, count) if level.leaf else decode_fence(stored, count)
+        items = np.frombuffer(stored, ENTRY if level.leaf else _KEY)
+        if len(items) != count:
+            raise PageDecodeError(f"it holds {len(items)} items, not {count}")
+        return items if level.leaf else self._with_bounds(items, depth + 1, page * level.per_page)
+
     def entries(self, pages_per_read: int = 64) -> Iterator[np.ndarray]:
-        """Every entry in order, a few pages per read, each page's CRC and fence key checked (for ``verify``)."""
-        keys = self._root
+        """Every entry in order, a few pages per read, each page's CRC, fence key and place checked (for ``verify``)."""
+        fence = self._root
         for depth, level in enumerate(self._levels):
-            pages_read = []
+            fences_read = []
+            if len(fence) and (fence["start"][1:] != fence["stop"][:-1]).any():
+                raise self._damaged(f"has fence items whose pages of level {depth + 1} do not follow each other")
             for first in range(0, level.pages, pages_per_read):
                 last = min(first + pages_per_read, level.pages) - 1
-                pages = list(self._fetch(depth, first, last).values())
-                if not np.array_equal([_labels_of(page)[0] for page in pages], keys[first : last + 1]):
+                spans = fence[first : last + 1]
+                pages = list(self._fetch(depth, first, last, spans).values())
+                if not np.array_equal([page["label"][0] for page in pages], spans["label"]):
                     raise self._damaged(f"has fence keys that disagree with pages {first}-{last} of level {depth + 1}")
-                if level.item == ENTRY:
+                if level.leaf:
                     yield np.concatenate(pages)
                 else:
-                    pages_read.extend(pages)
-            keys = np.concatenate(pages_read) if pages_read else keys
+                    fences_read.extend(pages)
+            fence = np.concatenate(fences_read) if fences_read else fence
+            if not level.leaf and (fence["start"][0], fence["stop"][-1]) != _span(self._levels[depth + 1]):
+                raise self._damaged(f"has fence items that do not cover level {depth + 2}")
+
+
+def _span(level: _Level) -> tuple[int, int]:
+    return level.start, level.start + level.length
 
 
 def _columns(found: np.ndarray) -> dict[str, np.ndarray]:

@@ -23,6 +23,9 @@
         finalized.json                       names the worker's finalized session
         sessions/<session_id>/index.duckdb   the session's own index
         sessions/<session_id>/part-000000.parquet ...   (or .arrow: the store's payload, in the manifest)
+      mappings/<name>.parquet                one supervoxel→body mapping version, never changed: a full
+                                             mapping, or a child's changed assignments; sorted by
+                                             supervoxel, its history in the footer (``mapping/``)
       compacted/.lock                        held by a running compaction or gc
       compacted/<generation>/                one compaction: each label's points together
         index.duckdb                         its files, point_index, the sessions it covers, its settings
@@ -78,6 +81,7 @@ BUILDING_PARTS = ".parts"  # a folder in the store: the sorted label ranges a sp
 COMPACTION_LOCK = f"{COMPACTED}/.lock"
 LABEL_DIRECTORY_POINTER = "label_directory.json"
 INDEX_VERSIONS = "index_versions"
+MAPPINGS = "mappings"
 LEGACY_INDEX = "unified_index.db"
 LEGACY_OPTIMIZED_INDEX = "optimized/optimized_index.db"
 # Rows per Parquet row group, for ingestion and compaction alike. A label read decodes whole row groups:
@@ -174,6 +178,15 @@ def index_version_index(build_id: str) -> str:
 
 def index_version_directory(build_id: str) -> str:
     return f"{index_version(build_id)}/label_directory.bin"
+
+
+def mapping_file(name: str) -> str:
+    """The one file of a mapping version.
+
+    >>> mapping_file("v2")
+    'mappings/v2.parquet'
+    """
+    return f"{MAPPINGS}/{name}.parquet"
 
 
 def building_parts(build_id: str) -> str:

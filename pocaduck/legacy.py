@@ -233,7 +233,14 @@ class LegacyQuery(Reader):
                     self._points_cache.popitem(last=False)
         return clock.finish(points, timing)
 
-    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
+    def iter_points(
+        self,
+        label: int | Iterable[int],
+        chunk_size: int | None = None,
+        *,
+        batch_size: int | None = None,
+        output: Output = "numpy",
+    ) -> Iterator[Any]:
         """Not on the original's layout, whose files are read whole: migrate the store to stream labels."""
         raise self._migrate_for("iter_points")
 

@@ -145,11 +145,31 @@ def _by_label(
     return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), stops.tolist(), strict=True)}
 
 
+def _greedy_batches(counts: np.ndarray, batch_size: int) -> np.ndarray:
+    """The batch of each label, in order: a batch takes labels while their points fit ``batch_size``.
+
+    A label larger than ``batch_size`` makes a batch of its own; a label without points joins the batch before.
+
+    >>> _greedy_batches(np.array([3, 1, 5, 9, 0, 2]), 6).tolist()
+    [0, 0, 1, 2, 2, 3]
+    """
+    batches = np.empty(len(counts), dtype=np.int64)
+    batch, held = 0, 0
+    for position, count in enumerate(counts.tolist()):
+        if count and held and held + count > batch_size:
+            batch, held = batch + 1, 0
+        batches[position] = batch
+        held += count
+    return batches
+
+
 class Query(Reader):
     """Read points and summaries of labels from a consolidated store.
 
     ``Query(path)`` on a store written by the original pocaduck 0.1.x gives a
-    ``LegacyQuery``, the :class:`~pocaduck.reader.Reader` for that layout.
+    ``LegacyQuery``, the :class:`~pocaduck.reader.Reader` for that layout;
+    ``Query(path, mapping=name)`` gives a ``MappedQuery`` whose labels are the
+    bodies of that mapping version (``pocaduck.write_mapping``).
 
     >>> import tempfile
     >>> from pocaduck import Ingestor
@@ -165,6 +185,11 @@ class Query(Reader):
 
     def __new__(cls, storage_config: Store | StorageConfig | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         store = _opened(storage_config)
+        if cls is Query and kwargs.get("mapping") is not None:
+            from .mapping import MappedQuery  # a room below this one: it reads bodies through the Query made here
+
+            mapping = kwargs.pop("mapping")
+            return MappedQuery(store, Query(store, *args, **kwargs), mapping)
         if cls is Query and store.kind == "original":
             from .legacy import LegacyQuery
 
@@ -181,7 +206,9 @@ class Query(Reader):
         cache_size: int = 10,
         *,
         verify_checksums: bool = True,
+        mapping: None = None,
     ):
+        # With mapping=name, __new__ returned a MappedQuery, which reads bodies: this Query reads stored labels.
         self.threads, self.cache_size = reader_settings(threads, cache_size)
         store = self._store
         self.storage_config = store.config
@@ -545,27 +572,95 @@ class Query(Reader):
         return learned
 
     @gated
-    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
-        """A label's points as consecutive (chunk_size, D) arrays (the last one shorter), read as they are needed.
+    def iter_points(
+        self,
+        label: int | Iterable[int],
+        chunk_size: int | None = None,
+        *,
+        batch_size: int | None = None,
+        output: Output = "numpy",
+    ) -> Iterator[Any]:
+        """Points read as they are needed, in bounded memory: one label in chunks, or many labels in batches.
 
-        Concatenated, the chunks are exactly ``get_points(label)``, rows in the same
-        order; memory stays at about one chunk whatever the label's size. An
-        unknown label yields no chunk.
+        One label: consecutive (chunk_size, D) arrays (default 1,000,000 rows, the
+        last one shorter) that concatenate to exactly ``get_points(label)``.
+
+        Several labels: batches of whole labels, each what ``get_points`` returns
+        for that batch's labels (``{label: array}``, or one table with a ``label``
+        column for ``"arrow"`` and ``"pandas"``). Every label asked comes once, in
+        the order the store holds them: files are read front to back, so each
+        Parquet row group is decoded about once. A batch holds at most
+        ``batch_size`` points (default 1,000,000) unless one label alone holds
+        more, which then comes alone; unknown labels come last, as empty arrays.
 
         >>> import tempfile
         >>> from pocaduck import Ingestor, consolidate
         >>> store = tempfile.mkdtemp()
         >>> with Ingestor(store, worker_id=0) as ingestor:
         ...     ingestor.write(5, "b0", np.arange(15).reshape(5, 3))
+        ...     ingestor.write(6, "b0", np.arange(6).reshape(2, 3))
         >>> _ = consolidate(store)
         >>> with Query(store) as query:
         ...     [chunk.shape for chunk in query.iter_points(5, chunk_size=2)]
+        ...     [list(batch) for batch in query.iter_points([7, 6, 5], batch_size=4)]
         [(2, 3), (2, 3), (1, 3)]
+        [[5], [6, 7]]
         """
-        chunk_size = positive_int(chunk_size, "chunk_size", "points per chunk")
-        rows = self._lookup([check_label(label)], None)
-        chunks = self._points.iter_rows(rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size)
-        return gated_iterator(self._gate, chunks)
+        one_of(output, "output", OUTPUTS)
+        labels, single = check_labels_asked(label)
+        if chunk_size is not None:
+            chunk_size = positive_int(chunk_size, "chunk_size", "rows per chunk")
+        if batch_size is not None:
+            batch_size = positive_int(batch_size, "batch_size", "points per batch")
+        if single:
+            if batch_size is not None or output != "numpy":
+                raise InvalidArgumentError(
+                    "one label streams as numpy chunks of chunk_size rows: batch_size and output are for a list "
+                    "of labels (give [label] to get batches)"
+                )
+            rows = self._lookup(labels, None)
+            chunks = self._points.iter_rows(
+                rows["file_id"], rows["row_offset"], rows["point_count"], chunk_size or 1_000_000
+            )
+            return gated_iterator(self._gate, chunks)
+        if chunk_size is not None:
+            raise InvalidArgumentError(
+                "chunk_size cuts one label into chunks; several labels come in batches of batch_size points"
+            )
+        asked = list(set(labels))  # a label asked twice comes once
+        return gated_iterator(self._gate, self._batches(asked, batch_size or 1_000_000, output))
+
+    def _batches(self, asked: list[int], batch_size: int, output: Output) -> Iterator[Any]:
+        rows = self._lookup(asked, None)
+        by_value = np.sort(np.array(asked, dtype=np.uint64))
+        run_label = np.searchsorted(by_value, rows["label"])  # each run's label, as its rank among those asked
+        # Labels in the order the store holds their first rows: each file is read front to back and a Parquet
+        # row group decoded about once, where the order asked would decode every group once per batch.
+        in_storage_order = np.lexsort((rows["row_offset"], rows["file_id"]))
+        first_row = np.full(len(asked), len(rows["label"]), dtype=np.int64)  # unknown labels last
+        np.minimum.at(first_row, run_label[in_storage_order], np.arange(len(in_storage_order)))
+        label_order = np.argsort(first_row, kind="stable")
+        labels = by_value[label_order].tolist()
+        position = np.empty(len(asked), dtype=np.int64)
+        position[label_order] = np.arange(len(asked))
+        rank_of_run = position[run_label]
+        counts = np.bincount(rank_of_run, weights=rows["point_count"], minlength=len(labels)).astype(np.int64)
+        batch_of_label = _greedy_batches(counts, batch_size)
+        batch_of_run = batch_of_label[rank_of_run]
+        runs = np.argsort(batch_of_run, kind="stable")  # stays label-sorted within a batch
+        run_bounds = np.searchsorted(batch_of_run[runs], np.arange(batch_of_label[-1] + 2 if labels else 1))
+        label_bounds = np.searchsorted(batch_of_label, np.arange(len(run_bounds)))
+        for batch in range(len(run_bounds) - 1):
+            taken = runs[run_bounds[batch] : run_bounds[batch + 1]]
+            # Read inside the yield: a name holding the batch would keep it alive while the next one is read.
+            yield self._shape_result(
+                labels[label_bounds[batch] : label_bounds[batch + 1]],
+                False,
+                rows["label"][taken],
+                rows["point_count"][taken],
+                self._points.read_rows(rows["file_id"][taken], rows["row_offset"][taken], rows["point_count"][taken]),
+                output,
+            )
 
     # -- space -------------------------------------------------------------
 

@@ -101,8 +101,15 @@ class Reader(ABC):
         """
 
     @abstractmethod
-    def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
-        """A label's points as consecutive chunks of ``chunk_size`` rows that concatenate to ``get_points``."""
+    def iter_points(
+        self,
+        label: int | Iterable[int],
+        chunk_size: int | None = None,
+        *,
+        batch_size: int | None = None,
+        output: Output = "numpy",
+    ) -> Iterator[Any]:
+        """One label's points in chunks of ``chunk_size`` rows, or several labels' in batches of whole labels."""
 
     @abstractmethod
     def get_labels_in_box(self, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Property: for random labels, dimensions, dtypes, block splits, workers, rollover, directory page sizes and
 payloads (Parquet or Arrow IPC files), every label returns exactly the multiset of points written, with the right blocks and counts, through the label
 directory (a new Query) and through the index alike; and many labels asked in one call (repeated, unknown, some
-blocks only) get exactly what one call each gets, in every output, before and after compaction."""
+blocks only) get exactly what one call each gets, in every output, before and after compaction, and streamed
+in batches of whole labels (``iter_points(labels, batch_size=)``) too."""
 
 from __future__ import annotations
 
@@ -63,10 +64,13 @@ def test_many_labels_in_one_call_get_what_one_call_each_gets(workload, payload, 
         # Repeats and labels never written, in any order; blocks that may hold none of them
         asked = data.draw(st.lists(st.sampled_from([*expected, 12345, 2**64 - 2]), min_size=2, max_size=12))
         blocks = data.draw(st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=3))
+        batch_size = data.draw(st.integers(1, 40))
         check_one_call(store, asked, blocks)
+        check_batches(store, asked, batch_size)
         # Compacted in small row groups: a label is one run, the runs of a file land one after another
         compact(store, workers=1, row_group_size=data.draw(st.integers(1, 20)), payload=payload)
         check_one_call(store, asked, blocks)
+        check_batches(store, asked, batch_size)
 
 
 def check_one_call(store, asked, blocks):
@@ -82,6 +86,26 @@ def check_one_call(store, asked, blocks):
         values = np.column_stack([table.column(name).to_numpy() for name in query.schema.columns])
         assert np.array_equal(values, np.concatenate([alone[label] for label in by_label]))
         pd.testing.assert_frame_equal(query.get_points(asked, blocks=blocks, output="pandas"), table.to_pandas())
+
+
+def check_batches(store, asked, batch_size):
+    """Batches hold each label asked once, whole, at most batch_size points unless one label holds more."""
+    with Query(store, cache_size=0) as query:
+        batches = list(query.iter_points(asked, batch_size=batch_size))
+        streamed = [label for batch in batches for label in batch]
+        assert sorted(streamed) == sorted(set(asked))
+        holding = [len(points) > 0 for batch in batches for points in batch.values()]
+        assert holding == sorted(holding, reverse=True)  # labels without points come last
+        for batch in batches:
+            sizes = [len(points) for points in batch.values()]
+            assert sum(sizes) <= batch_size or sum(1 for size in sizes if size) == 1
+            for label, points in batch.items():
+                alone = query.get_points(label)
+                assert points.dtype == alone.dtype and np.array_equal(points, alone)
+        tables = list(query.iter_points(asked, batch_size=batch_size, output="arrow"))
+        assert len(tables) == len(batches)
+        for table, batch in zip(tables, batches, strict=True):
+            assert table.equals(query.get_points(list(batch), output="arrow"))
 
 
 def ingest(store, writes, max_points_per_file, row_group_size, payload):

@@ -21,3 +21,23 @@ def test_the_quick_start_runs(tmp_path, monkeypatch):
         assert query.get_points(2**64 - 1).tolist() == [[10, 20, 30], [11, 20, 30]]
         assert query.get_points(5).tolist() == [[1, 2, 3], [7, 8, 9]]
         assert query.get_blocks_for_label(5) == ["12_4_8"]
+
+
+def test_the_mappings_example_runs_after_the_quick_start(tmp_path, monkeypatch):
+    text = README.read_text()
+    quick_start = re.search(r"```python\n(.*?)```", text.split("## Quick start", 1)[1], re.DOTALL).group(1)
+    mappings = re.search(r"```python\n(.*?)```", text.split("## Mappings", 1)[1], re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(
+        compile(quick_start.replace('"/data/my_store"', repr(str(tmp_path / "store"))), str(README), "exec"), namespace
+    )
+    exec(compile(mappings, str(README), "exec"), namespace)
+    with Query(namespace["store"], mapping="v2") as query:
+        assert query.get_supervoxels(2**64 - 1).tolist() == [6, 2**64 - 1]
+        assert query.get_body(6) == 2**64 - 1
+        assert query.get_points(5).tolist() == [[1, 2, 3], [7, 8, 9]]
+        assert sorted(map(tuple, query.get_points(2**64 - 1).tolist())) == [(4, 5, 6), (10, 20, 30), (11, 20, 30)]
+    with Query(namespace["store"], mapping="v1") as query:
+        assert query.get_points(5).tolist() == [[1, 2, 3], [7, 8, 9], [4, 5, 6]]
+    assert namespace["changed_bodies"](namespace["store"], "v1", "v2").tolist() == [5, 2**64 - 1]

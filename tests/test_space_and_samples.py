@@ -563,6 +563,37 @@ def test_iter_points_holds_about_one_chunk_in_memory(store):
     assert peak < 2 * chunk_bytes
 
 
+def test_iter_points_of_many_labels_holds_about_one_batch_in_memory(store):
+    """300 labels of 1,000 points in batches of 20,000 points: the peak is about one batch, not all 300,000 points."""
+    labels = [2**63 + label for label in range(300)]
+    with Ingestor(store, 0, row_group_size=500, max_points_per_file=60_000) as ingestor:
+        for block in range(4):
+            ingestor.write_block(block, np.repeat(labels, 250), np.zeros((300 * 250, 3)))
+    consolidate(store)
+    batch_size, batch_bytes = 20_000, 20_000 * 3 * 8
+    with Query(store, cache_size=0) as query:
+        list(query.iter_points(labels[:2], batch_size=10))  # open the files first: only the iteration is measured
+        tracemalloc.start()
+        try:
+            seen = 0
+            for batch in query.iter_points(labels, batch_size=batch_size):
+                seen += sum(len(points) for points in batch.values())
+                del batch
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert seen == 300_000
+    assert peak < 2 * batch_bytes
+
+
+def test_iter_points_refuses_mixed_chunk_and_batch_settings(big_label_store):
+    with Query(big_label_store) as query:
+        with pytest.raises(InvalidArgumentError, match="batch_size and output are for a list"):
+            query.iter_points(3, batch_size=10)
+        with pytest.raises(InvalidArgumentError, match="several labels come in batches"):
+            query.iter_points([3, 50], chunk_size=10)
+
+
 def layout_group_size(query):
     return max(group for _, group, _ in query._points.files.values())
 

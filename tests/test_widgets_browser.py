@@ -310,7 +310,7 @@ def test_brushes_filter_rows_and_each_histogram_counts_under_the_other_brushes(
     keep = HISTOGRAM_WHERE[where](table)
     if only_some:
         only = data.draw(st.lists(st.sampled_from(table["label"].tolist()), min_size=1, unique=True))
-        browser.only_labels = only
+        browser.selected_labels, browser.selected_only = only, True
         keep &= table["label"].isin(only).to_numpy()
     columns = data.draw(st.lists(st.sampled_from(browser.histogram_columns), max_size=3, unique=True))
     brushes = {}

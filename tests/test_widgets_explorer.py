@@ -152,4 +152,30 @@ def test_a_bad_box_says_what_is_wrong_and_changes_nothing(spread_store):
     explorer._corners["x0"].value, explorer._corners["x1"].value = 50.0, 10.0
     explorer._on_box_button()
     assert "lower must be below upper" in explorer.box_message.value and "x" in explorer.box_message.value
-    assert explorer.browser.total_rows == len(points) and explorer.browser.only_labels is None
+    assert explorer.browser.total_rows == len(points) and explorer.selection_state.box is None
+
+
+def test_neuroglancer_keeps_its_camera_when_a_change_leaves_the_same_labels_drawn(spread_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "cache"))
+    store, _points = spread_store
+    explorer = Explorer(store)
+    explorer.selection = [11, 12]
+    view = explorer.open_neuroglancer()
+    with view.viewer.txn() as state:  # the user moved the camera
+        state.position = [1, 2, 3]
+    explorer.browser.where = "point_count > 0"  # every label passes: the same two are drawn
+    assert view.labels == [11, 12] and list(view.viewer.state.position) == [1, 2, 3]
+    explorer.selection = [12]
+    assert view.labels == [12] and list(view.viewer.state.position) != [1, 2, 3]  # new labels: aimed anew
+
+
+def test_a_box_over_a_select_without_labels_says_why_in_the_box_tool_and_changes_nothing(spread_store):
+    store, points = spread_store
+    explorer = Explorer(store)
+    explorer.browser.select = "SELECT point_count, block_count FROM labels"
+    for name, value in zip(explorer._corners, [*LOWER, *UPPER], strict=True):
+        explorer._corners[name].value = float(value)
+    explorer._on_box_button()
+    assert "labels in the box" not in explorer.box_message.value and "label" in explorer.box_message.value
+    assert explorer.selection_state.box is None
+    assert explorer.browser.total_rows == len(points) and explorer.browser.error == ""

@@ -9,7 +9,8 @@ Example::
     Explorer(store)
 """
 
-from .browser import InvalidBrushError, LabelBrowser, LabelNotFoundError
+from ._selection import InvalidBrushError, Selection
+from .browser import LabelBrowser, LabelNotFoundError
 from .explorer import Explorer
 from .monitor import IngestionMonitor, WorkerPanel
 from .neuroglancer_view import NeuroglancerView, neuroglancer_viewer
@@ -23,6 +24,7 @@ __all__ = [
     "LabelNotFoundError",
     "NeuroglancerView",
     "PointCloudViewer",
+    "Selection",
     "WorkerPanel",
     "neuroglancer_viewer",
 ]

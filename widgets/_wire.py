@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import traitlets as t
+
+from pocaduck import PocaduckError
+from pocaduck.keys import check_label
 
 _HERE = pathlib.Path(__file__).parent
 _INTEGER_TYPES = {True: ("int64", np.int64), False: ("uint64", np.uint64)}
@@ -63,6 +67,42 @@ def encode_histograms(histograms: list[tuple[str, str, bool, list, list[int]]]) 
             for name, scale, integer, edges, counts in histograms
         ]
     }
+
+
+class LabelList(t.List):
+    """A trait holding uint64 labels: each is checked, and they cross the wire as decimal strings.
+
+    JSON numbers in the browser are exact only to 2**53 and labels reach 2**64 - 1.
+
+    >>> class Shown(t.HasTraits):
+    ...     labels = LabelList()
+    >>> Shown(labels=[2**64 - 1]).labels
+    [18446744073709551615]
+    >>> Shown.class_traits()["labels"].metadata["to_json"]([2**64 - 1], None)
+    ['18446744073709551615']
+    >>> Shown(labels=[-1])
+    Traceback (most recent call last):
+    ...
+    traitlets.traitlets.TraitError: labels: label must be in [0, 2**64): -1 is outside the uint64 range
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.metadata.update(to_json=_labels_to_json, from_json=_labels_from_json)
+
+    def validate(self, obj: Any, value: Any) -> list[int]:
+        try:
+            return [check_label(label) for label in super().validate(obj, value)]
+        except PocaduckError as error:
+            raise t.TraitError(f"{self.name}: {error}") from error
+
+
+def _labels_to_json(labels: list[int], _widget: Any) -> list[str]:
+    return [str(label) for label in labels]
+
+
+def _labels_from_json(labels: list[str], _widget: Any) -> list[int]:
+    return [int(label) for label in labels]
 
 
 def front_end(script: str) -> str:

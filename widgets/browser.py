@@ -9,19 +9,20 @@ Each query is stopped after ``timeout`` seconds, so a runaway one typed into a
 box cannot hold the kernel.
 
 Above each numeric column sits a histogram (``_histograms.py``); dragging on one
-brushes a range of that column. Brushes, the WHERE box and ``only_labels`` are
-clauses ANDed into one WHERE; each histogram counts under every clause but its
+brushes a range of that column. The SELECT, the WHERE box, the brushes, the
+explorer's box and the picked rows live in one ``Selection`` (``_selection.py``),
+the explorer's or the browser's own: the browser shows it and changes it only
+through ``Selection.update``. Each histogram counts under every clause but its
 own brush. ``sql`` and ``data()`` give the view the table shows.
 """
 
 from __future__ import annotations
 
 import html
-import math
-import numbers
 import pathlib
 import re
 import types
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,37 +31,24 @@ import ipywidgets as w
 import pyarrow as pa
 import traitlets as t
 
-from pocaduck import InvalidArgumentError, PocaduckError
+from pocaduck import PocaduckError
 from pocaduck.keys import check_label
 
 from . import _histograms
 from ._histograms import quote as _quote
+from ._selection import Brush, Selection, bound
 from ._source import StoreLike, open_query
-from ._wire import encode_histograms, encode_page, front_end
+from ._wire import LabelList, encode_histograms, encode_page, front_end
 
 _HERE = pathlib.Path(__file__).parent
-_STATE = ("select", "where", "only_labels", "selected_only", "order_by", "descending", "offset", "page_size")
+_STATE = ("order_by", "descending", "offset", "page_size")  # how the table shows the rows; which rows: the selection
 
 
 class LabelNotFoundError(PocaduckError, LookupError):
     """``jump_to`` was given a label that is not among the rows matching the current filter."""
 
 
-class InvalidBrushError(InvalidArgumentError):
-    """``brush`` was given a column without a histogram, or bounds that are not an ordered pair of numbers."""
-
-
-Brush = tuple[int | float | None, int | float | None]
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
-
-
-def _labels_to_json(labels: list[int], _widget: Any) -> list[str]:
-    # Labels reach 2**64 - 1; JSON numbers in the browser are exact only to 2**53.
-    return [str(label) for label in labels]
-
-
-def _labels_from_json(labels: list[str], _widget: Any) -> list[int]:
-    return [int(label) for label in labels]
 
 
 class _LabelTable(anywidget.AnyWidget):
@@ -72,7 +60,7 @@ class _LabelTable(anywidget.AnyWidget):
     label_column = t.Unicode("label").tag(sync=True)
     order_by = t.Unicode("").tag(sync=True)
     descending = t.Bool(True).tag(sync=True)
-    selected = t.List(t.Int()).tag(sync=True, to_json=_labels_to_json, from_json=_labels_from_json)
+    selected = LabelList().tag(sync=True)
     histograms = t.Dict().tag(sync=True)
     # {column: [low, high]}, bounds as decimal text (exact for any integer) or null for an open side.
     brushes = t.Dict().tag(sync=True)
@@ -85,6 +73,10 @@ class LabelBrowser(w.VBox):
     optionally replaces the labels table with any read-only SELECT over the
     index tables (``labels``, ``point_index``, ``files``, ``workers``). A bad
     expression sets ``error`` and leaves the table as it was.
+
+    Which rows are listed is ``selection_state`` (a ``Selection``: WHERE, SELECT, brushes, a box and the picked
+    labels); an ``Explorer`` hands its own, shared with its other parts. ``where``, ``select``,
+    ``selected_only``, ``selected_labels``, ``brush`` and ``brushes`` read and change it.
 
     Each numeric column but the label has a histogram above the rows; drag on
     one (or call ``brush``) to keep a range of that column. ``sql`` is the view
@@ -100,27 +92,22 @@ class LabelBrowser(w.VBox):
         table = browser.data()  # every row shown, as Arrow
     """
 
-    select = t.Unicode("", help="a whole SELECT used instead of the labels table; empty for the labels table")
-    where = t.Unicode("", help="SQL boolean expression filtering the rows; empty for all rows")
-    only_labels = t.List(
-        default_value=None,
-        allow_none=True,
-        help="keep only rows whose label is one of these (the explorer's box); None for all",
-    )
     order_by = t.Unicode("point_count")
     descending = t.Bool(True)
     offset = t.Int(0, help="index of the first row shown, in the current order")
     page_size = t.Int(50)
     total_rows = t.Int(0, help="rows matching the current select and where")
     error = t.Unicode("", help="the last error, shown in the widget; empty when the last change worked")
-    selected_labels = t.List(help="labels of the selected rows; settable, each an integer in [0, 2**64)")
-    selected_only = t.Bool(False, help="list only the selected rows (still under every other filter)")
-    revision = t.Int(0, read_only=True, help="counts the changes of which rows match (select, where, boxes, brushes)")
+    # The selection's picked labels as an observable trait (notebooks observe it); set it to pick.
+    selected_labels = LabelList(help="labels of the selected rows; settable, each an integer in [0, 2**64)")
     timeout = t.Float(10.0, help="seconds a query may run before it is stopped and reported in the widget")
 
-    def __init__(self, store: StoreLike, *, page_size: int = 50, **kwargs: Any):
+    def __init__(
+        self, store: StoreLike, *, page_size: int = 50, selection_state: Selection | None = None, **kwargs: Any
+    ):
         self._quiet = True  # no queries until the widget is fully built
         self.query = open_query(store)
+        self.selection_state = Selection(self.query) if selection_state is None else selection_state
         self.page = pa.table({})
         self._table = _LabelTable(layout=w.Layout(width="100%", min_width="0", overflow="auto"))
         self._where_box = w.Text(
@@ -142,7 +129,7 @@ class LabelBrowser(w.VBox):
             description="selected only", tooltip="list only the selected rows", layout=w.Layout(width="auto")
         )
         clear_button = w.Button(description="clear selection", layout=w.Layout(width="auto"))
-        clear_button.on_click(lambda _button: setattr(self, "selected_labels", []))
+        clear_button.on_click(lambda _button: self.selection_state.update(picked=[]))
         self._error_view = w.HTML()
         buttons = {
             "«": lambda: self._go(0),
@@ -157,19 +144,19 @@ class LabelBrowser(w.VBox):
             pager.append(button)
         self._where_box.observe(lambda change: setattr(self, "where", change["new"]), "value")
         self._select_box.observe(lambda change: setattr(self, "select", change["new"]), "value")
+        self._selected_only_button.observe(lambda change: setattr(self, "selected_only", change["new"]), "value")
         self._jump_box.observe(self._on_jump_box, "value")
         t.link((self, "order_by"), (self._table, "order_by"))
         t.link((self, "descending"), (self._table, "descending"))
         t.link((self, "selected_labels"), (self._table, "selected"))
-        t.link((self, "selected_only"), (self._selected_only_button, "value"))
-        self.observe(self._on_selected, "selected_labels")
+        self.observe(self._on_selected_labels, "selected_labels")
         self._table.observe(self._on_table_brushes, "brushes")
         self._counted: tuple[str, list[Any], int] | None = None
-        self._shown_view: tuple[str, list[Any]] | None = None  # the view whose rows are shown: see ``revision``
+        self._shown_view: tuple[str, list[Any]] | None = (
+            None  # the rows listed: the page is fetched anew when they change
+        )
         self._good: dict[str, Any] = {}
-        self._brushes: dict[str, Brush] = {}
-        self._good_brushes: dict[str, Brush] = {}
-        self._schema = pa.schema([])
+        self._failure: PocaduckError | None = None  # why the last page could not be listed
         self._extents: tuple[str, list[Any], list[_histograms.Bins]] | None = None
         self._histograms: tuple[tuple, list] | None = None
         self._counts: dict[tuple, list[int]] = {}  # histogram counts by view and brushes (see count_histograms)
@@ -196,6 +183,7 @@ class LabelBrowser(w.VBox):
         )
         self._quiet = False
         self._show(*self._fetch())  # a store whose index cannot be listed fails here, loudly
+        self.selection_state.observe(self._on_selection, "revision")
 
     # -- public ------------------------------------------------------------
 
@@ -213,7 +201,7 @@ class LabelBrowser(w.VBox):
         """
         if "label" not in self.columns:
             raise LabelNotFoundError("the current table has no 'label' column to jump by")
-        source, source_params = self._view_sql()
+        source, source_params = self.selection_state.relation()
         column = _quote(self.order_by)
         label = check_label(label)
         found = self._sql(
@@ -226,73 +214,67 @@ class LabelBrowser(w.VBox):
         counted = self._sql(f"SELECT count(*) FROM (\n{source}\n) WHERE {before}", [*source_params, *params])
         (position,) = counted[0].to_pylist()
         self.offset = position // self.page_size * self.page_size
-        self.selected_labels = [label]
+        self.selection_state.update(picked=[label])
+
+    @property
+    def where(self) -> str:
+        """SQL boolean expression filtering the rows; empty for all rows. Bad SQL sets ``error`` and keeps the last."""
+        return self.selection_state.where
+
+    @where.setter
+    def where(self, expression: str) -> None:
+        self._update_selection(where=expression)
+
+    @property
+    def select(self) -> str:
+        """A whole SELECT used instead of the labels table; empty for the labels table."""
+        return self.selection_state.source
+
+    @select.setter
+    def select(self, statement: str) -> None:
+        self._update_selection(source=statement)
+
+    @property
+    def selected_only(self) -> bool:
+        """List only the selected rows (still under every other filter)."""
+        return self.selection_state.picked_only
+
+    @selected_only.setter
+    def selected_only(self, only: bool) -> None:
+        self._update_selection(picked_only=only)
 
     @property
     def brushes(self) -> types.MappingProxyType[str, Brush]:
         """The brushed ranges, ``{column: (low, high)}`` (inclusive; None for an open side); read-only."""
-        return types.MappingProxyType(dict(self._brushes))
+        return self.selection_state.brushes
 
     @property
     def histogram_columns(self) -> list[str]:
         """The columns that have a histogram and can be brushed: the numeric ones but ``label``."""
-        return _histograms.numeric_columns(self._schema)
+        return self.selection_state.brushable
 
     def brush(self, column: str, low: float | None = None, high: float | None = None) -> None:
         """Keep the rows whose ``column`` lies in [low, high], as a drag on its histogram does.
 
         A None bound leaves that side open; ``brush(column, None)`` (both None) removes the brush.
-        Brushes on other columns, ``where`` and ``only_labels`` still apply (AND).
+        Brushes on other columns, ``where``, a box and "selected only" still apply (AND).
 
         Example::
 
             browser.brush("point_count", 1000, None)  # at least 1,000 points
             browser.brush("point_count", None)  # all point counts again
         """
-        if not isinstance(column, str) or column not in self.histogram_columns:
-            raise InvalidBrushError(
-                f"cannot brush {column!r}: only these columns have a histogram: {', '.join(self.histogram_columns)}"
-            )
-        low, high = _bound(low, "low"), _bound(high, "high")
-        if low is not None and high is not None and low > high:
-            raise InvalidBrushError(f"brush of {column!r}: low ({low}) is above high ({high})")
-        brushes = dict(self._brushes)
-        if low is None and high is None:
-            brushes.pop(column, None)
-        else:
-            brushes[column] = (low, high)
-        self._set_brushes(brushes)
+        self.selection_state.brush(column, low, high)
 
     @property
     def sql(self) -> tuple[str, list[Any]]:
         """The rows the table shows, in its order (no paging), as one SELECT and its ``?`` parameters.
 
-        Values (brush bounds, ``only_labels``) stay parameters rather than text in the statement; run it with
+        Values (brush bounds, a box's labels) stay parameters rather than text in the statement; run it with
         ``browser.query.sql(*browser.sql)`` or on the index's own DuckDB file.
         """
-        view, params = self._view_sql()
+        view, params = self.selection_state.relation()
         return f"SELECT * FROM (\n{view}\n) AS view\nORDER BY {self._order_sql(self.columns)}", params
-
-    def selected_in_view(self) -> list[int]:
-        """The selected labels the current view holds (every filter applied), in selection order.
-
-        What the explorer draws: a selected row that a filter hides stays selected, and is counted as hidden.
-
-        Example::
-
-            browser.selected_labels = [5, 6]
-            browser.where = "point_count > 100"
-            browser.selected_in_view()  # [6] if label 5 has 100 points or fewer
-        """
-        if not self.selected_labels or "label" not in self.columns:
-            return []
-        source, params = self._view_sql()
-        found = self._sql(
-            f"SELECT label FROM (\n{source}\n) WHERE list_contains(?::UBIGINT[], label)",
-            [*params, self.selected_labels],
-        )
-        held = set(found.column("label").to_pylist())
-        return [label for label in self.selected_labels if label in held]
 
     def data(self, timeout: float | None = None) -> pa.Table:
         """Every row of the current view, in the table's order, as an Arrow table.
@@ -317,26 +299,6 @@ class LabelBrowser(w.VBox):
         # DuckDB 1.5's .arrow() gives a RecordBatchReader, earlier versions a Table.
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
-    def _view_sql(self, brushed: bool = True) -> tuple[str, list[Any]]:
-        """The current table as SQL and the parameters it takes; without the brushes when not ``brushed``."""
-        # User text sits on lines of its own so a trailing "-- comment" cannot swallow our clauses.
-        source = self.select.strip().rstrip(";").strip() or "SELECT * FROM labels"
-        sql = f"SELECT * FROM (\n{source}\n) AS source"
-        conditions = [f"(\n{self.where}\n)"] if self.where.strip() else []
-        params: list[Any] = []
-        if self.only_labels is not None:
-            # list_contains, not ANY(?): the read-only check refuses the unnest that ANY becomes.
-            conditions.append("list_contains(?::UBIGINT[], label)")
-            params.append(self.only_labels)
-        if self.selected_only:
-            conditions.append("list_contains(?::UBIGINT[], label)")
-            params.append(self.selected_labels)
-        for column, (low, high) in self._brushes.items() if brushed else ():
-            predicate, values = _histograms.brush_predicate(column, low, high)
-            conditions.append(predicate)
-            params += values
-        return (f"{sql}\nWHERE " + "\nAND ".join(conditions) if conditions else sql), params
-
     def _order_sql(self, columns: list[str]) -> str:
         order = f"{_quote(self.order_by)} {'DESC' if self.descending else 'ASC'} NULLS LAST"
         return order + (", label ASC" if "label" in columns and self.order_by != "label" else "")
@@ -351,15 +313,12 @@ class LabelBrowser(w.VBox):
         return f"({column} {comparison} ? OR ({column} = ? AND label < ?))", [value, value, label]
 
     def _fetch(self) -> tuple[pa.Table, int, list]:
-        unbrushed, unbrushed_params = self._view_sql(brushed=False)
-        self._schema = self._sql(f"SELECT * FROM (\n{unbrushed}\n) LIMIT 0", unbrushed_params).schema
-        columns = self._schema.names
+        unbrushed, unbrushed_params = self.selection_state.relation(skip=["brushes"])
+        columns = self.selection_state.schema.names
         if self.order_by not in columns:
             with self._quietly():
                 self.order_by = "point_count" if "point_count" in columns else columns[0]
-        brushable = self.histogram_columns  # a new SELECT may lack a brushed column: its brush goes
-        self._brushes = {column: bounds for column, bounds in self._brushes.items() if column in brushable}
-        source, params = self._view_sql()
+        source, params = self.selection_state.relation()
         if self._counted is None or self._counted[:2] != (source, params):
             (count,) = self._sql(f"SELECT count(*) FROM (\n{source}\n)", params)[0].to_pylist()
             self._counted = (source, params, count)
@@ -376,17 +335,19 @@ class LabelBrowser(w.VBox):
         if not columns:
             return []
         if self._extents is None or self._extents[:2] != (source, params):
-            extents = self._sql(_histograms.extents_sql(source, self._schema, columns), params)
+            schema = self.selection_state.schema
+            extents = self._sql(_histograms.extents_sql(source, schema, columns), params)
             values = list(extents.to_pylist()[0].values())
             bins = [
-                _histograms.choose_bins(self._schema, column, values[2 * i], values[2 * i + 1])
+                _histograms.choose_bins(schema, column, values[2 * i], values[2 * i + 1])
                 for i, column in enumerate(columns)
             ]
             self._extents = (source, params, [b for b in bins if b is not None])
         bins = self._extents[2]
-        key = (source, repr(params), repr(self._brushes))
+        brushes = dict(self.selection_state.brushes)
+        key = (source, repr(params), repr(brushes))
         if self._histograms is None or self._histograms[0] != key:
-            counts = _histograms.count_histograms(self._sql, source, params, bins, self._brushes, self._counts)
+            counts = _histograms.count_histograms(self._sql, source, params, bins, brushes, self._counts)
             histograms = [(b.column, b.scale, b.integer, list(b.edges), c) for b, c in zip(bins, counts, strict=True)]
             self._histograms = (key, histograms)
         return self._histograms[1]
@@ -413,14 +374,6 @@ class LabelBrowser(w.VBox):
             raise t.TraitError(f"timeout must be a positive number of seconds, got {proposal['value']!r}")
         return proposal["value"]
 
-    @t.validate("selected_labels")
-    def _check_selected_labels(self, proposal: dict) -> list[int]:
-        # The table sends labels as decimal strings and a label is a uint64: anything else could never be a row.
-        try:
-            return [check_label(label) for label in proposal["value"]]
-        except PocaduckError as error:
-            raise t.TraitError(f"selected_labels: {error}") from error
-
     @t.observe(*_STATE)
     def _on_state(self, change: dict) -> None:
         if self._quiet:
@@ -437,30 +390,27 @@ class LabelBrowser(w.VBox):
         try:
             page, total, histograms = self._fetch()
         except PocaduckError as error:
+            self._failure = error
             with self._quietly():
                 for name, value in self._good.items():
                     setattr(self, name, value)
-            self._brushes = dict(self._good_brushes)
-            self._table.brushes = _brushes_to_json(self._brushes)
             self._show_error(error)
             return
         self._show(page, total, histograms)
 
     def _show(self, page: pa.Table, total: int, histograms: list) -> None:
-        view = self._view_sql()
-        if view != self._shown_view:  # which rows match changed: views of the selection redraw
-            self._shown_view = view
-            self.set_trait("revision", self.revision + 1)
+        self._shown_view = self.selection_state.relation()
         self.page, self.total_rows, self.error = page, total, ""
         self._good = {name: getattr(self, name) for name in _STATE}
-        self._good_brushes = dict(self._brushes)
         self._error_view.value = ""
         with self.hold_sync(), self._table.hold_sync():
             self._table.label_column = "label" if "label" in page.column_names else ""
             self._table.page = encode_page(page)
             self._table.histograms = encode_histograms(histograms)
-            self._table.brushes = _brushes_to_json(self._brushes)
-            self._where_box.value, self._select_box.value = self.where, self.select
+            self._table.brushes = _brushes_to_json(self.selection_state.brushes)
+            with self._quietly():
+                self._where_box.value, self._select_box.value = self.where, self.select
+                self._selected_only_button.value = self.selected_only
             first = self.offset + 1 if page.num_rows else 0
             self._status.value = (
                 f"<span style='white-space:nowrap'>&nbsp;{first:,}–{self.offset + page.num_rows:,} of <b>{total:,}</b>"
@@ -470,52 +420,66 @@ class LabelBrowser(w.VBox):
 
     def _count_selection(self) -> None:
         """Say how many rows are selected and how many of those the filters hide: a selection is never invisible."""
+        with self._quietly():
+            self.selected_labels = self.selection_state.picked  # the observable handle follows the selection
         selected = len(self.selected_labels)
-        hidden = selected - len(self.selected_in_view()) if selected else 0
+        hidden = self.selection_state.picked_hidden()
         self._selection_status.value = (
             f"<span class='pocaduck-selection' style='white-space:nowrap'>&nbsp;<b>{selected:,}</b> selected"
             + (f" ({hidden:,} hidden by the filters)" if hidden else "")
             + "&nbsp;</span>"
         )
 
-    def _on_selected(self, change: dict) -> None:
-        if self._quiet:
-            return
-        if self.selected_only:  # the rows listed are the selection: list them anew
+    def _on_selected_labels(self, change: dict) -> None:
+        """Rows clicked in the table, or ``selected_labels`` set from Python: the selection's picked labels."""
+        if not self._quiet:
+            self.selection_state.update(picked=change["new"])
+
+    def _on_selection(self, _change: dict) -> None:
+        """The selection changed (here or in another part): list its rows anew if they changed, else recount."""
+        if self.selection_state.relation() != self._shown_view:
             with self._quietly():
                 self.offset = 0
             self._apply()
         else:
             self._count_selection()
 
+    def _update_selection(self, **clauses: Any) -> None:
+        """A change typed into the browser: bad SQL is shown in the widget, and the selection stays as it was.
+
+        SQL that DuckDB accepts can still fail listing the rows (a query past ``timeout``): then the
+        clauses changed are set back, through ``update`` like any change.
+        """
+        selection = self.selection_state
+        before = {name: getattr(selection, name) for name in clauses}
+        self._failure = None
+        try:
+            selection.update(**clauses)
+        except PocaduckError as error:
+            self._failure = error
+        failure = self._failure
+        if failure is not None:
+            selection.update(**before)
+            with self._quietly():
+                self._where_box.value, self._select_box.value = self.where, self.select
+                self._selected_only_button.value = self.selected_only
+            self._show_error(failure)
+
     def _show_error(self, error: Exception) -> None:
         self.error = str(error)
         self._error_view.value = f"<pre style='color:#b00020;white-space:pre-wrap'>{html.escape(self.error)}</pre>"
 
-    def _set_brushes(self, brushes: dict[str, Brush]) -> None:
-        if brushes == self._brushes:
-            return
-        self._brushes = brushes
-        with self._quietly():
-            self.offset = 0
-        self._apply()
-
     def _on_table_brushes(self, change: dict) -> None:
         """A drag or double-click on a histogram: the front end sends every brush, bounds as decimal text."""
         sent = change["new"]
-        if sent == _brushes_to_json(self._brushes):
+        if sent == _brushes_to_json(self.selection_state.brushes):
             return  # our own echo
         try:
-            brushes = {}
-            for column, (low, high) in sent.items():
-                if column not in self.histogram_columns:
-                    raise InvalidBrushError(f"cannot brush {column!r}: it has no histogram")
-                brushes[column] = (_from_text(low), _from_text(high))
-        except (ValueError, TypeError) as error:
-            self._table.brushes = _brushes_to_json(self._brushes)
+            brushes = {column: (_from_text(low), _from_text(high)) for column, (low, high) in sent.items()}
+            self.selection_state.update(brushes=brushes)
+        except (ValueError, TypeError) as error:  # InvalidBrushError is a ValueError too
+            self._table.brushes = _brushes_to_json(self.selection_state.brushes)
             self._show_error(error)
-            return
-        self._set_brushes({column: bounds for column, bounds in brushes.items() if bounds != (None, None)})
 
     def _go(self, offset: int) -> None:
         last_page = max(self.total_rows - 1, 0) // self.page_size * self.page_size
@@ -531,24 +495,11 @@ class LabelBrowser(w.VBox):
             self._show_error(error)
 
 
-def _bound(value: Any, name: str) -> int | float | None:
-    """A brush bound: None, or a finite real number kept as given (an int stays exact)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidBrushError(f"brush {name} must be a number or None, got {type(value).__name__} {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if not math.isfinite(value):
-        raise InvalidBrushError(f"brush {name} must be finite, got {value!r}")
-    return float(value)
-
-
 def _from_text(text: str | None) -> int | float | None:
     if text is None:
         return None
-    return _bound(int(text) if _INTEGER_TEXT.fullmatch(text) else float(text), "bound")
+    return bound(int(text) if _INTEGER_TEXT.fullmatch(text) else float(text), "bound")
 
 
-def _brushes_to_json(brushes: dict[str, Brush]) -> dict[str, list[str | None]]:
+def _brushes_to_json(brushes: Mapping[str, Brush]) -> dict[str, list[str | None]]:
     return {column: [None if v is None else repr(v) for v in bounds] for column, bounds in brushes.items()}

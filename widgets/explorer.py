@@ -5,13 +5,14 @@ scrolls sideways within its own box, and when the output is too narrow for
 all three (a notebook at 1,280 px with its file browser open) the details move
 under the other two, then the view under the table; nothing overlaps.
 
-The table's filters (its WHERE, a SELECT, the histograms' brushes and the box
-tool's box) and the selected rows compose into what every part shows: the 3D
-view, the details and neuroglancer draw the selected labels that pass every
-filter, the same ones; a selected row that a filter hides stays selected and is
-counted as hidden ("3 selected (1 hidden by the filters)"). With nothing
-selected, a box shows every label in it that passes the filters, and otherwise
-nothing is drawn (neuroglancer too).
+The explorer owns one ``Selection`` (``_selection.py``): the table's WHERE and
+SELECT, the histograms' brushes, the box tool's box and the selected rows are
+its clauses, and every part is handed it. The table lists its rows; the 3D
+view, the details and neuroglancer draw its ``labels_to_draw``: the selected
+labels that pass every filter, the same ones; a selected row that a filter
+hides stays selected and is counted as hidden ("3 selected (1 hidden by the
+filters)"). With nothing selected, a box shows every label in it that passes
+the filters, and otherwise nothing is drawn (neuroglancer too).
 
 The box tool above them limits the table to a region: "labels in box" asks the
 engine which labels have a point inside it (``get_labels_in_box``), the table
@@ -28,8 +29,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from pocaduck import InvalidBoxError
+from pocaduck import PocaduckError
 
+from ._selection import Selection
 from ._source import StoreLike, open_query
 from .browser import LabelBrowser
 from .neuroglancer_view import NeuroglancerView
@@ -48,7 +50,7 @@ class Explorer(w.VBox):
     below, with the selected labels as its segments; later selections follow there too.
 
     ``selection`` is the selected labels (the table's ``selected_labels``), ``drawn`` the labels every
-    part shows.
+    part shows, ``selection_state`` the ``Selection`` every part shares.
 
     Example::
 
@@ -62,11 +64,17 @@ class Explorer(w.VBox):
         self, store: StoreLike, *, point_budget: int = 1_500_000, width: int = 480, height: int = 400, **kwargs: Any
     ):
         self.query = open_query(store)
+        self.selection_state = Selection(self.query)
         # flex "grow shrink basis": the table grows most, from a basis that shows five columns (a 20-digit label
         # and four with their histograms); narrower than that beside the view, the view wraps under the table.
-        self.browser = LabelBrowser(self.query, layout=w.Layout(flex="3 1 540px", min_width="0", margin=_GAP))
+        self.browser = LabelBrowser(
+            self.query,
+            selection_state=self.selection_state,
+            layout=w.Layout(flex="3 1 540px", min_width="0", margin=_GAP),
+        )
         self.viewer = PointCloudViewer(
             self.query,
+            selection_state=self.selection_state,
             point_budget=point_budget,
             width=width,
             height=height,
@@ -81,10 +89,7 @@ class Explorer(w.VBox):
         side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="1 1 180px", min_width="0"))
         for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
-        self.browser.observe(self._redraw, ["selected_labels", "revision"])
-        self.viewer.observe(self._on_pick, "picked")
-        self._box: tuple[list[float], list[float]] | None = None
-        self.drawn: list[int] = []
+        self.selection_state.observe(self._on_selection, "revision")
         self._corners = {
             name: w.FloatText(description=name, style={"description_width": "initial"}, layout=w.Layout(width="8em"))
             for name in ("x0", "y0", "z0", "x1", "y1", "z1")
@@ -107,42 +112,36 @@ class Explorer(w.VBox):
         self._describe([])
 
     @property
+    def drawn(self) -> list[int]:
+        """The labels every part draws: the selection's ``labels_to_draw``."""
+        return self.selection_state.labels_to_draw
+
+    @property
     def selection(self) -> list[int]:
         """The selected labels, as the table's ``selected_labels``; settable."""
-        return self.browser.selected_labels
+        return self.selection_state.picked
 
     @selection.setter
     def selection(self, labels: list[int]) -> None:
-        self.browser.selected_labels = labels
+        self.selection_state.update(picked=labels)
 
     def limit_to_box(self, lower: tuple[float, float, float], upper: tuple[float, float, float]) -> list[int]:
         """List only the labels with a point in ``lower <= p < upper`` and show their points inside it.
 
         Returns those labels. The selection stays; a bad box raises ``InvalidBoxError`` and changes nothing.
         """
-        labels = self.query.get_labels_in_box(lower, upper).tolist()
-        for name, value in zip(self._corners, [*lower, *upper], strict=True):
-            self._corners[name].value = float(value)
-        self._box = (list(lower), list(upper))
-        if self.browser.only_labels == labels:
-            self._redraw()  # the same labels: the table stays, the view clips to the new box
-        self.browser.only_labels = labels
-        self.box_message.value = html.escape(f"{len(labels):,} labels in the box")
-        return labels
+        self.selection_state.update(box=(lower, upper))
+        return self.selection_state.box_labels
 
     def clear_box(self) -> None:
         """List every label again and show whole labels; the selection stays."""
-        self._box = None
-        if self.browser.only_labels is None:
-            self._redraw()
-        self.browser.only_labels = None
-        self.box_message.value = ""
+        self.selection_state.update(box=None)
 
     def _on_box_button(self) -> None:
         values = [self._corners[name].value for name in self._corners]
         try:
             self.limit_to_box(values[:3], values[3:])
-        except InvalidBoxError as error:
+        except PocaduckError as error:  # a bad box, or a SELECT in the table without a label column
             self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
     def open_neuroglancer(self) -> NeuroglancerView:
@@ -150,42 +149,26 @@ class Explorer(w.VBox):
         if self.neuroglancer is None:
             self.open_button.disabled, self.open_button.description = True, "exporting…"
             try:
-                self.neuroglancer = NeuroglancerView(self.query, self.drawn)
+                self.neuroglancer = NeuroglancerView(self.query, selection_state=self.selection_state)
             finally:
                 self.open_button.disabled, self.open_button.description = False, "open in neuroglancer"
             self._below.children = (self.neuroglancer,)
-        else:
-            self.neuroglancer.show(self.drawn)
         return self.neuroglancer
 
-    def _labels_to_draw(self) -> list[int]:
-        """The selected labels the table's filters keep; with none selected, a box's labels that pass them."""
-        if self.browser.selected_labels:
-            return self.browser.selected_in_view()
-        if self._box is None:
-            return []
-        view, params = self.browser.sql
-        return self.browser.query.sql(f"SELECT label FROM ({view})", params, output="numpy")["label"].tolist()
-
-    def _redraw(self, _change: dict | None = None) -> None:
-        """Draw what the selection and the filters give, the same in every part."""
-        self.drawn = self._labels_to_draw()
-        if self.drawn:
-            self.viewer.show(self.drawn, box=self._box)
+    def _on_selection(self, _change: dict) -> None:
+        """The box tool and the details say what the selection holds (the other parts follow it themselves)."""
+        box = self.selection_state.box
+        if box is None:
+            self.box_message.value = ""
         else:
-            self.viewer.clear()
-        if self.neuroglancer is not None:
-            self.neuroglancer.show(self.drawn)
+            for name, value in zip(self._corners, [*box[0], *box[1]], strict=True):
+                self._corners[name].value = value
+            self.box_message.value = html.escape(f"{len(self.selection_state.box_labels):,} labels in the box")
         self._describe(self.drawn)
-
-    def _on_pick(self, change: dict) -> None:
-        picked = change["new"]
-        if picked is not None and self.browser.selected_labels != [picked["label"]]:
-            self.browser.selected_labels = [picked["label"]]  # the browser's own trait: its table follows
 
     def _describe(self, labels: list[int]) -> None:
         if not labels:
-            hidden = len(self.browser.selected_labels)
+            hidden = len(self.selection_state.picked)
             self.details.value = (
                 f"<i>the {hidden:,} selected labels are hidden by the table's filters</i>"
                 if hidden

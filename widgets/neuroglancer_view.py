@@ -43,6 +43,7 @@ from pocaduck import ExportFolderError, Reader, StorageConfig, Store, export_neu
 from pocaduck.keys import check_label
 
 from ._colors import label_color
+from ._selection import Selection
 
 _servers: dict[str, Any] = {}  # export folder -> its StaticFileServer, one per folder per kernel
 _servers_lock = threading.Lock()
@@ -72,6 +73,9 @@ def neuroglancer_viewer(
 class NeuroglancerView(w.VBox):
     """Neuroglancer in an iframe; ``show`` changes the labels selected. ``viewer`` is the ``neuroglancer.Viewer``.
 
+    Given a ``selection_state`` (a ``Selection``, as the explorer hands it), it shows that selection's
+    ``labels_to_draw`` and follows it: an empty selection shows no segment.
+
     Example::
 
         view = NeuroglancerView(store, [42])
@@ -87,6 +91,7 @@ class NeuroglancerView(w.VBox):
         export_dir: str | os.PathLike | None = None,
         workers: int | None = None,
         height: int = 560,
+        selection_state: Selection | None = None,
     ):
         import neuroglancer
 
@@ -109,7 +114,17 @@ class NeuroglancerView(w.VBox):
         )
         link = w.HTML(f"<a href='{html.escape(self.url)}' target='_blank'>open in a tab of its own</a>")
         super().__init__([frame, link], layout=w.Layout(width="100%"))
-        self.show(labels)
+        if selection_state is None:
+            self.show(labels)
+        else:
+            self.show(selection_state.labels_to_draw)
+
+            def follow(_change: dict) -> None:
+                labels = selection_state.labels_to_draw
+                if sorted(labels) != self.labels:  # the same segments: the camera stays where the user put it
+                    self.show(labels)
+
+            selection_state.observe(follow, "revision")
 
     @property
     def labels(self) -> list[int]:

@@ -49,7 +49,9 @@ from pocaduck.keys import check_label
 
 from ._colors import category_colors, label_color, ramp_colors, ramp_gradient
 from ._pieces import piece_count, spatial_order
+from ._selection import Selection
 from ._source import StoreLike, open_query, voxel_size
+from ._wire import LabelList
 
 COLOR_BY_LABEL = "label"
 COLOR_BY_DEPTH = "depth"
@@ -83,7 +85,7 @@ class PointCloudViewer(w.VBox):
         viewer.color_by = "depth"
     """
 
-    labels = t.List(t.Int(), read_only=True, help="labels shown, in the order they were added")
+    labels = LabelList(read_only=True, help="labels shown, in the order they were added")
     color_by = t.Unicode(COLOR_BY_LABEL, help="'label', 'depth' or the name of an extra point column")
     point_size = t.Float(2.0, help="point size in screen pixels")
     point_budget = t.Int(1_500_000, help="most points drawn; larger selections are subsampled")
@@ -108,6 +110,7 @@ class PointCloudViewer(w.VBox):
         seed: int = 0,
         width: int = 640,
         height: int = 480,
+        selection_state: Selection | None = None,
         **kwargs: Any,
     ):
         self.query = open_query(store)
@@ -169,6 +172,8 @@ class PointCloudViewer(w.VBox):
         )
         self._update_status()
         self._update_pick_note()
+        if selection_state is not None:
+            self._follow(selection_state)
 
     # -- public ------------------------------------------------------------
 
@@ -267,6 +272,26 @@ class PointCloudViewer(w.VBox):
     def origin(self) -> np.ndarray | None:
         """The voxel coordinates drawn at the view's (0, 0, 0)."""
         return self._origin
+
+    # -- following a selection ----------------------------------------------------
+
+    def _follow(self, selection: Selection) -> None:
+        """Draw ``selection.labels_to_draw`` inside its box whenever it changes; a double-click picks a label."""
+
+        def draw(_change: dict | None = None) -> None:
+            labels, box = selection.labels_to_draw, selection.box
+            if labels and (labels != self.labels or box != self._box):
+                self.show(labels, box=box)
+            elif not labels and self._shown:
+                self.clear()
+
+        def pick(change: dict) -> None:
+            if change["new"] is not None:
+                selection.update(picked=[change["new"]["label"]])
+
+        selection.observe(draw, "revision")
+        self.observe(pick, "picked")
+        draw()
 
     # -- drawing -------------------------------------------------------------
 
