@@ -2,9 +2,11 @@
 
 A histogram's counts use every brush but its own (mosaic's cross-filter), so a
 brush narrows the other histograms while its own still shows where else one
-could brush. All histograms are counted by one SELECT in one pass over the
-view: each row's bin per column and whether it passes each brush are computed
-once, then ``histogram(bin) FILTER (WHERE <the other brushes>)`` counts them.
+could brush. The columns that count under the same brushes share one SELECT
+with those brushes in its WHERE: with no brush, one pass over the view counts
+every histogram; with k brushes, at most k + 1 statements, each reading only
+the rows its brushes keep, and a column's counts already known for the same
+view and brushes are not counted again.
 Column names come only from the view's own schema and are quoted; values
 (extents, bin widths, brush bounds) are ``?`` parameters.
 
@@ -17,13 +19,16 @@ a float column gets ``MAX_BINS`` equal bins over its finite values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 MAX_BINS = 24
-_LOG_LIMIT = 2**62  # shifts of BIGINT stay exact below this
+_CACHED_COUNTS = 256  # columns' counts kept by count_histograms: a few dozen views of 9 columns
+# Powers of two up to here fit a BIGINT parameter, and BIGINT subtractions of values below it never overflow.
+_LOG_LIMIT = 2**62
 
 
 def quote(identifier: str) -> str:
@@ -85,11 +90,8 @@ def choose_bins(schema: pa.Schema, column: str, low: Any, high: Any) -> Bins | N
     if column.endswith("_count") and high - low + 1 > MAX_BINS and low >= 0 and high < _LOG_LIMIT:
         first, last = _power_bin(low), _power_bin(high)
         edges = (*(0 if k == 0 else 1 << (k - 1) for k in range(first, last + 1)), 1 << last)
-        # floor(log2) of a double can land one off near a power of two: corrected with exact integer shifts.
-        k = f"floor(log2(greatest({name}, 1)))::INTEGER"
-        exact = f"({k} - ({name} < (1::BIGINT << {k}))::INTEGER + ({name} >= (1::BIGINT << ({k} + 1)))::INTEGER)"
-        expression = f"(CASE WHEN {name} < 1 THEN 0 ELSE {exact} + 1 END - ?)"
-        return Bins(column, "log", True, edges, expression, (first,))
+        expression, params = _search_bins(name, edges)
+        return Bins(column, "log", True, edges, expression, params)
     width = max(1, math.ceil((high - low + 1) / MAX_BINS))
     size = (high - low) // width + 1
     edges = tuple(low + i * width for i in range(size + 1))
@@ -100,6 +102,26 @@ def choose_bins(schema: pa.Schema, column: str, low: Any, high: Any) -> Bins | N
     wide = "BIGINT" if fits else "HUGEINT"
     expression = f"(({name}::{wide} - ?::{wide}) // ?::{wide})::INTEGER"
     return Bins(column, "linear", True, edges, expression, (low, width))
+
+
+def _search_bins(name: str, edges: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """SQL of a value's bin among ``edges`` as a binary search of exact integer comparisons, and its parameters.
+
+    Three times faster than ``floor(log2(...))`` with the shifts that make it exact near powers of two (80 against
+    240 ms for a column of 10^7 labels): each row meets about log2(bins) comparisons with a constant. The bin
+    indices are literals of our own making; the edges, taken from the data, are parameters.
+    """
+    params: list[int] = []
+
+    def search(first: int, last: int) -> str:
+        if first == last:
+            return str(first)
+        middle = (first + last + 1) // 2
+        params.append(edges[middle])
+        below = search(first, middle - 1)  # the parameters in the order their ``?`` appear in the text
+        return f"CASE WHEN {name} < ? THEN {below} ELSE {search(middle, last)} END"
+
+    return f"CASE WHEN {name} IS NOT NULL THEN {search(0, len(edges) - 2)} END", tuple(params)
 
 
 def _power_bin(value: int) -> int:
@@ -117,28 +139,60 @@ def brush_predicate(column: str, low: Any, high: Any) -> tuple[str, list[Any]]:
     return f"{name} <= ?", [high]
 
 
-def counts_sql(source: str, bins: list[Bins], brushes: dict[str, tuple[Any, Any]]) -> tuple[str, list[Any]]:
-    """One SELECT counting every column's bins, each under all the brushes but its own.
+def count_histograms(
+    run: Callable[[str, list[Any]], pa.Table],
+    source: str,
+    source_params: list[Any],
+    bins: list[Bins],
+    brushes: dict[str, tuple[Any, Any]],
+    cache: dict[tuple, list[int]],
+) -> list[list[int]]:
+    """Each column's count per bin under every brush but its own, through ``run(statement, params)``.
 
-    ``source`` takes its own parameters after the ones returned here.
+    Columns that count under the same brushes (every unbrushed one under all of them; a brushed one under the
+    others) share one SELECT whose WHERE holds those brushes: DuckDB then reads only the rows they keep, where a
+    FILTER clause per aggregate would bin every row (on 10^6 labels with one brush: 100 + 60 ms for two
+    statements against 350 ms for one). Answers are kept in ``cache``, keyed by the source, its parameters,
+    the brushes that apply and the bins, so dragging again on one histogram never recounts that histogram.
     """
-    inner, params = [], []
+    groups: dict[tuple, list[int]] = {}
     for i, column in enumerate(bins):
-        inner.append(f"{column.expression} AS b{i}")
+        applied = tuple((name, bounds) for name, bounds in brushes.items() if name != column.column)
+        groups.setdefault(applied, []).append(i)
+    counts: list[list[int] | None] = [None] * len(bins)
+    for applied, members in groups.items():
+        keys = {i: (source, repr(source_params), repr(applied), bins[i]) for i in members}
+        for i in members:  # one get per key: another thread clearing the cache meanwhile only costs a recount
+            counts[i] = cache.get(keys[i])
+        missing = [i for i in members if counts[i] is None]
+        if missing:
+            sql, params = counts_sql(source, source_params, [bins[i] for i in missing], dict(applied))
+            for i, column_counts in zip(missing, counts_of(run(sql, params), [bins[i] for i in missing]), strict=True):
+                if len(cache) >= _CACHED_COUNTS:
+                    cache.clear()
+                counts[i] = cache[keys[i]] = column_counts
+    return counts
+
+
+def counts_sql(
+    source: str, source_params: list[Any], bins: list[Bins], brushes: dict[str, tuple[Any, Any]]
+) -> tuple[str, list[Any]]:
+    """One SELECT counting the bins of every column in ``bins`` over the rows of ``source`` inside all ``brushes``."""
+    params: list[Any] = []
+    binned = []
+    for i, column in enumerate(bins):
+        binned.append(f"{column.expression} AS b{i}")
         params += column.params
-    flags = {}
-    for j, (column, (low, high)) in enumerate(brushes.items()):
-        predicate, values = brush_predicate(column, low, high)
-        inner.append(f"coalesce({predicate}, false) AS m{j}")
+    params += source_params
+    conditions = []
+    for name, (low, high) in brushes.items():
+        predicate, values = brush_predicate(name, low, high)
+        conditions.append(predicate)
         params += values
-        flags[column] = f"m{j}"
-    outer = []
-    for i, column in enumerate(bins):
-        others = [flag for name, flag in flags.items() if name != column.column]
-        only = f" FILTER (WHERE {' AND '.join(others)})" if others else ""
-        outer.append(f"histogram(b{i}){only} AS h{i}")
-    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM (\n{source}\n) AS source) AS binned"
-    return sql, params
+    where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+    histograms = ", ".join(f"histogram(b{i}) AS h{i}" for i in range(len(bins)))
+    inner = f"SELECT {', '.join(binned)} FROM (\n{source}\n) AS source{where}"
+    return f"SELECT {histograms} FROM ({inner}) AS binned", params
 
 
 def counts_of(result: pa.Table, bins: list[Bins]) -> list[list[int]]:

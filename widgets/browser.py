@@ -159,6 +159,7 @@ class LabelBrowser(w.VBox):
         self._failure: PocaduckError | None = None  # why the last page could not be listed
         self._extents: tuple[str, list[Any], list[_histograms.Bins]] | None = None
         self._histograms: tuple[tuple, list] | None = None
+        self._counts: dict[tuple, list[int]] = {}  # histogram counts by view and brushes (see count_histograms)
         super().__init__(
             [
                 self._select_box,
@@ -288,6 +289,7 @@ class LabelBrowser(w.VBox):
     def refresh(self) -> None:
         """Run the current query again (after the store was consolidated anew, for instance)."""
         self._counted = self._extents = self._histograms = None
+        self._counts.clear()
         self._apply()
 
     # -- queries -------------------------------------------------------------
@@ -345,10 +347,7 @@ class LabelBrowser(w.VBox):
         brushes = dict(self.selection_state.brushes)
         key = (source, repr(params), repr(brushes))
         if self._histograms is None or self._histograms[0] != key:
-            counts = []
-            if bins:
-                sql, count_params = _histograms.counts_sql(source, bins, brushes)
-                counts = _histograms.counts_of(self._sql(sql, [*count_params, *params]), bins)
+            counts = _histograms.count_histograms(self._sql, source, params, bins, brushes, self._counts)
             histograms = [(b.column, b.scale, b.integer, list(b.edges), c) for b, c in zip(bins, counts, strict=True)]
             self._histograms = (key, histograms)
         return self._histograms[1]

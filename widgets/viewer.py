@@ -27,6 +27,9 @@ the column's name, range and unit instead; the axes carry a tick every round
 number of nanometres, said in a line under the canvas. A double-click on a
 point sets ``picked`` (its label, voxel coordinates and extra columns): a
 double-click, because a single click ends every drag of the orbit controls.
+The browser's Picker tests every point of the objects near the ray, so a cloud
+of more than 262,144 points is sent as pieces of neighbouring points
+(``_pieces``): with 2 M points drawn a pick tests a few pieces, not them all.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import traitlets as t
 from pocaduck.keys import check_label
 
 from ._colors import category_colors, label_color, ramp_colors, ramp_gradient
+from ._pieces import piece_count, spatial_order
 from ._selection import Selection
 from ._source import StoreLike, open_query, voxel_size
 from ._wire import LabelList
@@ -64,7 +68,9 @@ class _Shown:
     count: int  # the label's points, or its points inside the box
     in_box: np.ndarray | None = None  # with a box: all the label's points inside it, read once
     points: np.ndarray | None = None  # the drawn share, fetched for the current budget
-    cloud: three.Points | None = None
+    cloud: three.Points | three.Group | None = None  # one Points, or a Group of pieces for a large cloud
+    pieces: tuple[tuple[three.Points, np.ndarray | None], ...] = ()  # each Points and its rows of ``points``
+    positions: np.ndarray | None = None  # the float32 positions sent, in the order of ``points``
     sent: tuple | None = None  # (kept point count, color_by) of the geometry in ``cloud``
     bounds: tuple[np.ndarray, np.ndarray] | None = None  # lowest and highest position in ``cloud``
 
@@ -246,7 +252,7 @@ class PointCloudViewer(w.VBox):
 
     def positions(self, label: int) -> np.ndarray:
         """The float32 positions sent to the browser for ``label``: scaled by voxel size, centered."""
-        return self._shown[check_label(label)].cloud.geometry.attributes["position"].array
+        return self._shown[check_label(label)].positions
 
     @property
     def color_bar(self) -> dict | None:
@@ -371,8 +377,8 @@ class PointCloudViewer(w.VBox):
             # A ramp's colours depend on the range of every drawn label: a label added can widen it.
             wanted = (kept[label], self.color_by, color_range if self._is_continuous() else None)
             if shown.sent != wanted:
-                shown.cloud = self._make_cloud(label, shown.points, color_range)
-                shown.bounds = _column_bounds(shown.cloud.geometry.attributes["position"].array)
+                self._make_cloud(label, shown, color_range)
+                shown.bounds = _column_bounds(shown.positions)
                 shown.sent = wanted
         self.set_trait("labels", list(self._shown))
         if self.picked is not None and self.picked["label"] not in self._shown:
@@ -412,15 +418,30 @@ class PointCloudViewer(w.VBox):
             return (0.0, 1.0)
         return (float(min(v.min() for v in values)), float(max(v.max() for v in values)))
 
-    def _make_cloud(self, label: int, points: np.ndarray, color_range: tuple[float, float]) -> three.Points:
+    def _make_cloud(self, label: int, shown: _Shown, color_range: tuple[float, float]) -> None:
+        """Build ``shown``'s cloud from its points: one Points, or for a large cloud a Group of pieces of
+        neighbours (``_pieces``), so that a pick raycasts the few pieces near the ray rather than every point."""
+        points = shown.points
         positions = ((points[:, :3].astype(np.float64) - self._origin) * self.voxel_size).astype(np.float32)
-        attributes = {"position": three.BufferAttribute(array=positions, normalized=False)}
         material = three.PointsMaterial(size=self.point_size, sizeAttenuation=False, color=label_color(label))
+        colors = None
         if self.color_by != COLOR_BY_LABEL:
-            attributes["color"] = three.BufferAttribute(array=self._point_colors(points, color_range), normalized=False)
+            colors = self._point_colors(points, color_range)
             material.color, material.vertexColors = "#ffffff", "VertexColors"
         visible = self._toggles[label].value if label in self._toggles else True
-        return three.Points(geometry=three.BufferGeometry(attributes=attributes), material=material, visible=visible)
+        count = piece_count(len(positions))
+        if count == 1:
+            cloud = _points(positions, colors, material, visible)
+            shown.cloud, shown.pieces = cloud, ((cloud, None),)
+        else:
+            order = spatial_order(positions)
+            rows = np.array_split(order, count)
+            placed = np.array_split(positions[order], count)  # views of one gathered array: contiguous pieces
+            tinted = np.array_split(colors[order], count) if colors is not None else [None] * count
+            parts = [_points(*piece, material) for piece in zip(placed, tinted, strict=True)]
+            shown.cloud = three.Group(children=tuple(parts), visible=visible)
+            shown.pieces = tuple(zip(parts, rows, strict=True))
+        shown.positions = positions
 
     def _point_colors(self, points: np.ndarray, color_range: tuple[float, float]) -> np.ndarray:
         if self.color_by == COLOR_BY_DEPTH:
@@ -509,18 +530,29 @@ class PointCloudViewer(w.VBox):
             self._draw_extras()
 
     def _on_pick(self, _change: dict) -> None:
-        cloud, index = self._picker.object, self._picker.index
-        label = next(
-            (label for label, shown in self._shown.items() if cloud is not None and shown.cloud is cloud), None
-        )
-        if label is None or index is None or not 0 <= index < len(self._shown[label].points):
+        found = self._picked_row(self._picker.object, self._picker.index)
+        if found is None:
             return  # a miss, or a cloud replaced since: what was picked stays
-        row = self._shown[label].points[index]
+        label, row_index = found
+        row = self._shown[label].points[row_index]
         columns = self.query.schema.columns
         picked = {"label": label, "point": [value.item() for value in row[:3]]}
         picked.update({name: row[column].item() for column, name in enumerate(columns[3:], 3)})
         self.set_trait("picked", picked)
         self._update_pick_note()
+
+    def _picked_row(self, hit: Any, index: int | None) -> tuple[int, int] | None:
+        """(label, row of its ``points``) of the point ``index`` of the Points object ``hit``; None if not shown."""
+        if hit is None or index is None:
+            return None
+        for label, shown in self._shown.items():
+            for piece, rows in shown.pieces:
+                if piece is hit:
+                    rows_in_piece = len(shown.points) if rows is None else len(rows)
+                    if not 0 <= index < rows_in_piece:
+                        return None
+                    return label, index if rows is None else int(rows[index])
+        return None
 
     def _update_pick_note(self) -> None:
         if self.picked is None:
@@ -571,8 +603,8 @@ class PointCloudViewer(w.VBox):
     @t.observe("point_size")
     def _on_point_size(self, change: dict) -> None:
         for shown in self._shown.values():
-            if shown.cloud is not None:
-                shown.cloud.material.size = change["new"]
+            for piece, _rows in shown.pieces:  # the pieces of a large cloud share one material: set once
+                piece.material.size = change["new"]
 
     @t.observe("show_box", "show_axes")
     def _on_extras(self, _change: dict) -> None:
@@ -606,6 +638,15 @@ class _PaintSignal(anywidget.AnyWidget):
       },
     };
     """
+
+
+def _points(
+    positions: np.ndarray, colors: np.ndarray | None, material: three.PointsMaterial, visible: bool = True
+) -> three.Points:
+    attributes = {"position": three.BufferAttribute(array=positions, normalized=False)}
+    if colors is not None:
+        attributes["color"] = three.BufferAttribute(array=colors, normalized=False)
+    return three.Points(geometry=three.BufferGeometry(attributes=attributes), material=material, visible=visible)
 
 
 def _axes_with_ticks(low: np.ndarray, high: np.ndarray, step: float) -> three.LineSegments:
