@@ -8,6 +8,7 @@ body each belongs to, and ``Query(store, mapping=name)`` reads bodies. Errors
 are in :mod:`pocaduck.errors` and exported here too.
 """
 
+from ._immutables import clear_cache
 from .compact import CompactionReport, compact
 from .config import StorageConfig
 from .consolidate import consolidate
@@ -140,6 +141,7 @@ __all__ = [
     "WorkerNotFinalizedError",
     "WorkerWriteError",
     "changed_bodies",
+    "clear_cache",
     "collect_garbage",
     "compact",
     "consolidate",

@@ -104,6 +104,28 @@ if hasattr(os, "register_at_fork"):
 _VERSION = "index version"
 
 
+def clear_cache() -> None:
+    """Forget what this process keeps of every store's index versions, and close the point files it holds open.
+
+    A closed ``Query`` leaves the files of the index version it read open in the process (their footers are
+    parsed once, so the next Query of that version reads at once). Call this before unmounting a disk that
+    holds a store, or to give the memory back; later Queries read it all again.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pocaduck import Ingestor, Query, consolidate, clear_cache
+    >>> store = tempfile.mkdtemp()
+    >>> with Ingestor(store, worker_id=0) as ingestor:
+    ...     ingestor.write(5, "b0", np.zeros((2, 3)))
+    >>> _ = consolidate(store)
+    >>> with Query(store) as query:
+    ...     query.get_points(5).shape
+    (2, 3)
+    >>> clear_cache()
+    """
+    IMMUTABLES.clear()
+
+
 def version_key(store: str, version: str, *what: Hashable) -> tuple:
     """The key of something read for one version of a store's unified index (its storage version token).
 

@@ -7,6 +7,8 @@ in force, and never once another is.
 
 from __future__ import annotations
 
+import contextlib
+import gc as gc_module
 import multiprocessing
 import os
 import threading
@@ -17,7 +19,7 @@ import pytest
 from _object_servers import s3_without_auth
 from _support import as_row_set
 
-from pocaduck import Ingestor, Query, consolidate, create_store, open_store
+from pocaduck import Ingestor, Query, clear_cache, consolidate, create_store, open_store
 from pocaduck._immutables import IMMUTABLES
 from pocaduck.label_directory import open_in_force
 from pocaduck.layout import LABEL_DIRECTORY_POINTER, UNIFIED_INDEX
@@ -164,3 +166,33 @@ def test_threads_opening_queries_at_once_share_the_process_cache_and_read_right(
 
     with ThreadPoolExecutor(6) as pool:
         assert [label for wrong in pool.map(reader, range(6)) for label in wrong] == []
+
+
+def open_files_under(folder: str) -> list[str]:
+    """The files of ``folder`` this process holds open (its descriptors and memory maps, as Linux lists them)."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+    with open("/proc/self/maps") as maps:
+        held.update(line.split(maxsplit=5)[-1].strip() for line in maps if len(line.split()) > 5)
+    return sorted(path for path in held if path.startswith(folder + os.sep) and not path.endswith(".lock"))
+
+
+@pytest.mark.parametrize("payload", ["parquet", "arrow"])
+def test_a_closed_query_s_files_stay_open_for_the_next_until_clear_cache(tmp_path, monkeypatch, payload):
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs Linux's /proc to list the files this process holds open")
+    monkeypatch.setenv("POCADUCK_CACHE_DIR", str(tmp_path / "cache"))
+    store = str(tmp_path / "store")
+    create_store(store, payload=payload)
+    write(store, 0, 1)
+    consolidate(store)
+    with Query(store) as query:
+        query.get_points(3)
+    assert any(path.endswith(f".{payload}") for path in open_files_under(store))  # kept for the next Query
+    clear_cache()
+    gc_module.collect()
+    assert [path for path in open_files_under(store) if path.endswith(f".{payload}")] == []
+    with Query(store) as query:  # read again from the start
+        assert query.get_points(3).tolist() == [[3, 0, 1]] * 4

@@ -14,7 +14,15 @@ import pytest
 from _support import as_row_set, ingest, labels_of, worker_points
 from test_processes import BLOCKS, assert_store_holds_exactly
 
-from pocaduck import Ingestor, Query, StoreWriteError, WorkerNotFinalizedError, WorkerWriteError, consolidate
+from pocaduck import (
+    Ingestor,
+    Query,
+    StoreWriteError,
+    WorkerNotFinalizedError,
+    WorkerWriteError,
+    clear_cache,
+    consolidate,
+)
 from pocaduck.cli import main as cli
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -157,6 +165,7 @@ def read_only_view(store, tmp_path):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
         yield str(view)
     finally:
+        clear_cache()  # the process keeps the files of the index version it read open: a disk to unmount must not
         subprocess.run(["umount", str(view)], check=True)
 
 
