@@ -37,6 +37,17 @@ class Gate:
     Traceback (most recent call last):
     ...
     pocaduck.errors.ReaderClosedError: this Query was closed: open a new one, which is cheap
+
+    An opening step runs once, in the first call to pass, given that call's first reads:
+
+    >>> opened, reads = [], lambda: None
+    >>> gate = Gate(opening=opened.append)
+    >>> with gate.passing(reads):
+    ...     pass
+    >>> with gate.passing():
+    ...     pass
+    >>> opened == [reads], gate.opening
+    (True, False)
     """
 
     def __init__(self, opening: Callable[[Reads | None], None] | None = None) -> None:
