@@ -287,7 +287,8 @@ class Query(Reader):
         self._open(opening)  # if this fails, the next call tries again from the start
 
     def _first_reads(self, label: int | Iterable[int], *args: Any, **kwargs: Any) -> None:
-        """What ``get_points`` reads first: the directory pages holding ``label`` (kept for the lookup to come)."""
+        """What ``get_points``, ``get_point_count`` and ``iter_points`` read first: the directory pages holding
+        ``label`` (kept for the lookup to come)."""
         if self._directory is not None and kwargs.get("blocks") is None:
             self._directory.lookup(check_labels_asked(label)[0])
 
@@ -429,7 +430,7 @@ class Query(Reader):
             labels = cursor.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"]
         return labels.astype(np.uint64)
 
-    @gated
+    @gated_reading(_first_reads)
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """Number of points stored for ``label`` (0 when unknown)."""
         clock = Timing(label=check_label(label))
@@ -630,7 +631,7 @@ class Query(Reader):
                 del self._stored_runs[next(iter(self._stored_runs))]
         return learned
 
-    @gated
+    @gated_reading(_first_reads)
     def iter_points(
         self,
         label: int | Iterable[int],

@@ -164,10 +164,18 @@ def test_a_query_started_from_memory_reads_the_index_published_since_even_when_i
     assert bool(old._pages) == (on_bucket and not garbage_collected)
 
 
+FIRST_READS = {
+    "get_points": lambda query: query.get_points(4).tolist() == [[4, 0, 1]] * 4,
+    "get_point_count": lambda query: query.get_point_count(4) == 4,
+    "iter_points": lambda query: np.concatenate(list(query.iter_points(4, chunk_size=3))).tolist() == [[4, 0, 1]] * 4,
+}
+
+
+@pytest.mark.parametrize("verb", FIRST_READS)
 def test_a_new_query_on_a_bucket_asks_nothing_until_its_first_read_then_the_page_with_the_index_version(
-    s3, monkeypatch
+    s3, monkeypatch, verb
 ):
-    config = s3.config("guessed")
+    config = s3.config(f"guessed-{verb}")
     write(config, 0, 1)
     consolidate(config)
     with Query(config) as query:
@@ -189,7 +197,7 @@ def test_a_new_query_on_a_bucket_asks_nothing_until_its_first_read_then_the_page
         monkeypatch.setattr(FsspecStorage, name, recording(getattr(FsspecStorage, name)))
     with Query(config) as query:
         assert asked == []
-        assert query.get_points(4).tolist() == [[4, 0, 1]] * 4
+        assert FIRST_READS[verb](query)
     assert sorted(asked[:3]) == sorted([LABEL_DIRECTORY_POINTER, UNIFIED_INDEX, directory.path])
 
 
