@@ -747,7 +747,7 @@ def open_in_force(
         )
         return None
     build = pointer["build"]
-    key = None if store_key is None else version_key(store_key, version, "directory", build, pointer["size"])
+    key = None if store_key is None else directory_key(store_key, pointer)
     directory = None if key is None else IMMUTABLES.get(key)
     if directory is not None:
         return directory
@@ -773,6 +773,20 @@ def open_in_force(
         return directory
     IMMUTABLES.drop_other_versions(store_key, version)  # what older indexes needed will not be asked again
     return IMMUTABLES.keep(key, directory, pointer["top_bytes"] + _PAGES_KEPT * directory.page_bytes)
+
+
+def directory_key(store_key: str, pointer: dict[str, Any]) -> tuple:
+    """Where the process keeps the directory ``pointer`` names (``_immutables``), once opened.
+
+    >>> directory_key("s1", {"index_version": "etag7", "build": "b1", "size": 99})
+    ('index version', 's1', 'etag7', 'directory', 'b1', 99)
+    """
+    return version_key(store_key, pointer["index_version"], "directory", pointer["build"], pointer["size"])
+
+
+def kept_directory(store_key: str, pointer: dict[str, Any]) -> LabelDirectory | None:
+    """The directory ``pointer`` names if this process opened it and still keeps it, else None (nothing is read)."""
+    return IMMUTABLES.get(directory_key(store_key, pointer))
 
 
 def recorded_build(con: duckdb.DuckDBPyConnection, catalog: str) -> str | None:

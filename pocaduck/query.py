@@ -11,7 +11,11 @@ to trust is read through its index from the start. Opening asks the
 manifest, the directory's pointer and the index's version at once
 (``_opening.py``); what that index version never changes (directory pages,
 file footers, the manifest) the process keeps for the next Query
-(``_immutables.py``). The index is attached
+(``_immutables.py``); on a bucket, a new Query starts from the index the
+process saw last without a request and checks it with its first verb, whose
+first reads (``get_points``: the label's directory pages) go out in the same
+round trip (``_confirm``; the gate holds every call until that check is done,
+and a newer index in force makes it open the store anew). The index is attached
 read-only to the process's shared database (``index.AttachedIndex``), which
 makes that cheap too; only our own statements run there. Users' SQL
 (``Query.sql``, ``db_connection``) runs on the process's locked-down
@@ -41,8 +45,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
-from ._gate import Gate, gated, gated_iterator
-from ._opening import open_for_reading
+from ._gate import Gate, Reads, gated, gated_iterator, gated_reading
+from ._opening import Opening, open_for_reading, remembered_opening
 from ._sql import SandboxedIndex, sandboxed
 from ._timing import Timing
 from .arguments import OUTPUTS, one_of, positive_int, reader_settings, sample_and_seed
@@ -195,13 +199,18 @@ class Query(Reader):
 
             mapping = kwargs.pop("mapping")
             return MappedQuery(store, Query(store, *args, **kwargs), mapping)
-        opening = open_for_reading(store)  # one round trip to a bucket: manifest, pointer and index version at once
+        # On a bucket, a process that opened this store before starts from what it found then, and the first
+        # verb checks it in the round trip of its own first reads (``_confirm``); else one round trip now:
+        # manifest, pointer and index version at once.
+        remembered = remembered_opening(store) if store.storage.concurrent else None
+        store, opening = remembered or (store, open_for_reading(store))
         if cls is Query and store.kind == "original":
             from .legacy import LegacyQuery
 
             return LegacyQuery(store, *args, **kwargs)
         query = super().__new__(cls)
         query._store, query._opening = store, opening  # opened once: __init__ takes them from here
+        query._remembered = None if remembered is None else opening  # what the first verb checks is still so
         return query
 
     def __init__(
@@ -216,12 +225,11 @@ class Query(Reader):
     ):
         # With mapping=name, __new__ returned a MappedQuery, which reads bodies: this Query reads stored labels.
         self.threads, self.cache_size = reader_settings(threads, cache_size)
-        store, opening = self._store, self._opening
-        self.storage_config = store.config
-        self._storage = store.storage
+        self.storage_config = self._store.config
+        self._storage = self._store.storage
         self._index: AttachedIndex | None = None
         self._sandbox: SandboxedIndex | None = None
-        self._gate = Gate()
+        self._gate = Gate(None if self._remembered is None else self._confirm)
         self._index_lock = threading.RLock()  # the index cursor runs one statement at a time; opening it is once
         self._cache_lock = threading.Lock()
         self._opened_version: str | None = None  # the unified index's version as this Query opened it
@@ -230,6 +238,13 @@ class Query(Reader):
         self._verify_checksums = verify_checksums
         self._stored_runs: dict[int, tuple[int, int, int] | None] = {}
         self.using_optimized_data = False
+        self._given_index_path = index_path
+        self._open(self._opening)
+
+    def _open(self, opening: Opening) -> None:
+        """Read the store as ``opening`` found it: its schema, then its directory and files, or its index."""
+        store, index_path = self._store, self._given_index_path
+        self._opening, self._opened_version = opening, None
         self.schema = store.schema
         if self.schema is None and not self._storage.root_exists():
             raise StoreNotFoundError(f"no store at {store.path}: the path does not exist")
@@ -254,9 +269,38 @@ class Query(Reader):
         else:
             self._points = self._point_files(self._directory.files)
 
+    def _confirm(self, first_reads: Reads | None) -> None:
+        """The gate's opening step of a Query started from what the process remembered: ask which index is in
+        force, with ``first_reads`` (the first verb's) in the same round trip; if it is no longer the one this
+        Query started from, drop all of that and open the store as it is now, as a cold Query would."""
+        store = Store(self.storage_config, self._storage)  # knows the schema only if that index is still in force
+        opening = open_for_reading(store, () if first_reads is None else (first_reads,))
+        if opening.fetched == self._remembered.fetched:
+            return
+        with self._index_lock, self._cache_lock:  # nobody reads yet (the gate holds them), but close() may come
+            if hasattr(self, "_points"):
+                self._points.close()
+            self._points_cache.clear()
+            self._stored_runs.clear()
+            self._directory = None
+        self._store = store
+        self._open(opening)  # if this fails, the next call tries again from the start
+
+    def _first_reads(self, label: int | Iterable[int], *args: Any, **kwargs: Any) -> None:
+        """What ``get_points``, ``get_point_count`` and ``iter_points`` read first: the directory pages holding
+        ``label`` (kept for the lookup to come)."""
+        if self._directory is not None and kwargs.get("blocks") is None:
+            self._directory.lookup(check_labels_asked(label)[0])
+
     @property
     def index_path(self) -> str:
         """The unified index on local disk; on a bucket it is downloaded when first needed (SQL, labels, blocks, info)."""
+        if self._gate.opening:  # started from the process's memory: which index is in force is checked first
+            with self._gate.passing():
+                pass
+        return self._index_file()
+
+    def _index_file(self) -> str:
         with self._index_lock:
             if self._index_path is None:
                 self._index_path = self._fetch_index()
@@ -299,7 +343,7 @@ class Query(Reader):
 
     def _attach_index(self) -> None:
         with self._index_lock, self._index_read():
-            self._index = AttachedIndex(self.index_path)
+            self._index = AttachedIndex(self._index_file())
             if self._directory is None:
                 self._points = self._point_files(file_locations(self._index.cursor))
 
@@ -328,10 +372,10 @@ class Query(Reader):
             if self._sandbox is None:
                 with self._index_read():
                     try:
-                        self._sandbox = sandboxed(self.index_path, _CATALOG, self.threads)
+                        self._sandbox = sandboxed(self._index_file(), _CATALOG, self.threads)
                     except FileNotFoundError as error:
                         raise DamagedStoreError(
-                            f"the index {self.index_path} is missing; rebuild it with "
+                            f"the index {self._index_file()} is missing; rebuild it with "
                             f"`pocaduck consolidate {self.storage_config.base_path}`"
                         ) from error
             return self._sandbox
@@ -386,7 +430,7 @@ class Query(Reader):
             labels = cursor.execute("SELECT label FROM labels ORDER BY label").fetchnumpy()["label"]
         return labels.astype(np.uint64)
 
-    @gated
+    @gated_reading(_first_reads)
     def get_point_count(self, label: int, timing: bool = False) -> int | tuple[int, dict]:
         """Number of points stored for ``label`` (0 when unknown)."""
         clock = Timing(label=check_label(label))
@@ -414,7 +458,7 @@ class Query(Reader):
 
     # -- points ----------------------------------------------------------
 
-    @gated
+    @gated_reading(_first_reads)
     def get_points(
         self,
         label: int | Iterable[int],
@@ -587,7 +631,7 @@ class Query(Reader):
                 del self._stored_runs[next(iter(self._stored_runs))]
         return learned
 
-    @gated
+    @gated_reading(_first_reads)
     def iter_points(
         self,
         label: int | Iterable[int],

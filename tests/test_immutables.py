@@ -19,9 +19,10 @@ import pytest
 from _object_servers import s3_without_auth
 from _support import as_row_set
 
-from pocaduck import Ingestor, Query, clear_cache, consolidate, create_store, open_store
+from pocaduck import Ingestor, Query, clear_cache, collect_garbage, consolidate, create_store, open_store
 from pocaduck._immutables import IMMUTABLES
-from pocaduck.label_directory import open_in_force
+from pocaduck._opening import remembered_opening
+from pocaduck.label_directory import LabelDirectory, kept_directory, open_in_force
 from pocaduck.layout import LABEL_DIRECTORY_POINTER, UNIFIED_INDEX
 from pocaduck.storage import FsspecStorage, LocalStorage
 
@@ -119,6 +120,87 @@ def test_a_query_on_a_bucket_asks_the_manifest_the_pointer_and_the_index_version
     with Query(config) as query:
         assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
     assert sorted(asked) == sorted(opening)
+
+
+def kept_pages_dropped(location) -> LabelDirectory:
+    """The directory this process keeps for the store's last index, its pages forgotten: a lookup reads again."""
+    _, opening = remembered_opening(open_store(location))
+    directory = kept_directory(opening.store_key, opening.pointer)
+    directory._pages.clear()
+    return directory
+
+
+@pytest.mark.parametrize("garbage_collected", [False, True])
+def test_a_query_started_from_memory_reads_the_index_published_since_even_when_its_guess_read_the_old_one(
+    location, monkeypatch, garbage_collected
+):
+    """On a bucket a new Query starts from the index the process saw last and reads that index's directory page
+    while it checks which index is in force; a newer one in force wins, whichever thread asks first."""
+    create_store(location, dtype="int32", payload="arrow")
+    write(location, 0, 1)
+    consolidate(location)
+    with Query(location) as query:
+        assert query.get_points(3).tolist() == [[3, 0, 1]] * 4
+    old = kept_pages_dropped(location)
+
+    write(location, 1, 2, labels=range(3, 8))  # label 3 gains points, 5 to 7 are new
+    consolidate(location)
+    if garbage_collected:
+        collect_garbage(location)  # the old directory is gone too: the guess fails, which is no error
+    looked_up = []
+    real_lookup = LabelDirectory.lookup
+    monkeypatch.setattr(
+        LabelDirectory, "lookup", lambda self, labels: looked_up.append(self is old) or real_lookup(self, labels)
+    )
+    expected = {
+        label: sorted([(label, 0, 1)] * 4 * (label < 5) + [(label, 1, 2)] * 4 * (label >= 3)) for label in range(8)
+    }
+    with Query(location) as query, ThreadPoolExecutor(4) as pool:
+        answers = {
+            label: as_row_set(points)
+            for label, points in zip(range(8), pool.map(query.get_points, range(8)), strict=True)
+        }
+    assert answers == expected
+    on_bucket = not isinstance(location, str)
+    assert any(looked_up) == on_bucket  # the old index's page was read on the guess, and its answer not used
+    assert bool(old._pages) == (on_bucket and not garbage_collected)
+
+
+FIRST_READS = {
+    "get_points": lambda query: query.get_points(4).tolist() == [[4, 0, 1]] * 4,
+    "get_point_count": lambda query: query.get_point_count(4) == 4,
+    "iter_points": lambda query: np.concatenate(list(query.iter_points(4, chunk_size=3))).tolist() == [[4, 0, 1]] * 4,
+}
+
+
+@pytest.mark.parametrize("verb", FIRST_READS)
+def test_a_new_query_on_a_bucket_asks_nothing_until_its_first_read_then_the_page_with_the_index_version(
+    s3, monkeypatch, verb
+):
+    config = s3.config(f"guessed-{verb}")
+    write(config, 0, 1)
+    consolidate(config)
+    with Query(config) as query:
+        query.get_points(1)
+    directory = kept_pages_dropped(config)
+    together = threading.Barrier(2, timeout=60)  # the index version and the page meet only if asked at once
+    asked = []
+
+    def recording(real):
+        def call(self, path, *args):
+            asked.append(path)
+            if path in (UNIFIED_INDEX, directory.path) and len(asked) <= 3:
+                together.wait()
+            return real(self, path, *args)
+
+        return call
+
+    for name in ("read_bytes", "read_range", "version", "size", "exists"):
+        monkeypatch.setattr(FsspecStorage, name, recording(getattr(FsspecStorage, name)))
+    with Query(config) as query:
+        assert asked == []
+        assert FIRST_READS[verb](query)
+    assert sorted(asked[:3]) == sorted([LABEL_DIRECTORY_POINTER, UNIFIED_INDEX, directory.path])
 
 
 def read_in_child(store: str, queue) -> None:
