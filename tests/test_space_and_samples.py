@@ -253,25 +253,26 @@ def test_runs_known_inside_are_kept_untested_and_the_others_filtered_in_the_runs
         with Query(store, cache_size=0) as query:
             index = query.sql("SELECT file_id, row_offset, point_count FROM point_index", output="numpy")
             asked = random.sample(range(len(index["file_id"])), random.randint(0, len(index["file_id"])))
-            file_ids, offsets, counts = (np.asarray(index[name])[asked].astype(np.int64) for name in index)
-            whole = np.array([random.random() < 0.5 for _ in asked], dtype=bool)
-            lower, upper = boxes[0]
-            box = Box.of(lower, upper, query.schema)
-            tested = []
+            in_file_order = sorted(asked, key=lambda run: (index["file_id"][run], index["row_offset"][run]))
+            box = Box.of(*boxes[0], query.schema)
+            for order in (asked, in_file_order):  # files interleaving in the result, and following each other
+                file_ids, offsets, counts = (np.asarray(index[name])[order].astype(np.int64) for name in index)
+                whole = np.array([random.random() < 0.5 for _ in order], dtype=bool)
+                tested = []
 
-            def keep(columns):
-                tested.append(len(columns[0]))
-                return box.holds(columns)
+                def keep(columns, tested=tested):
+                    tested.append(len(columns[0]))
+                    return box.holds(columns)
 
-            columns, kept = query._points.read_runs_where(file_ids, offsets, counts, keep, whole=whole)
-            expected = []
-            for file_id, offset, count, entire in zip(file_ids, offsets, counts, whole, strict=True):
-                rows = query.read_rows(np.array([file_id]), np.array([offset]), np.array([count]))
-                expected.append(rows if entire else rows[box.holds(list(rows.T))])
-    assert sum(tested) == int(counts[~whole].sum())  # no row of a run marked whole went through the test
-    assert kept.tolist() == [len(rows) for rows in expected]
-    dimensions = len(writes[0][2][0])
-    assert np.array_equal(columns.T, np.concatenate(expected) if expected else np.empty((0, dimensions)))
+                columns, kept = query._points.read_runs_where(file_ids, offsets, counts, keep, whole=whole)
+                expected = []
+                for file_id, offset, count, entire in zip(file_ids, offsets, counts, whole, strict=True):
+                    rows = query.read_rows(np.array([file_id]), np.array([offset]), np.array([count]))
+                    expected.append(rows if entire else rows[box.holds(list(rows.T))])
+                assert sum(tested) == int(counts[~whole].sum())  # no row of a run marked whole was tested
+                assert kept.tolist() == [len(rows) for rows in expected]
+                dimensions = len(writes[0][2][0])
+                assert np.array_equal(columns.T, np.concatenate(expected) if expected else np.empty((0, dimensions)))
 
 
 def test_a_bounding_box_that_meets_the_box_does_not_prove_a_point_inside(store):
