@@ -750,9 +750,7 @@ class Query(Reader):
         runs = self._runs_in_box(box, None)
         proven = np.unique(runs["label"][runs["inside"]])
         unsure = {name: column[~np.isin(runs["label"], proven)] for name, column in runs.items()}
-        _, kept = self._points.read_runs_where(
-            unsure["file_id"], unsure["row_offset"], unsure["point_count"], box.holds
-        )
+        kept = self._points.count_runs_where(unsure["file_id"], unsure["row_offset"], unsure["point_count"], box.holds)
         return np.union1d(proven, unsure["label"][kept > 0]).astype(np.uint64)
 
     @gated
@@ -776,15 +774,17 @@ class Query(Reader):
         box = Box.of(lower, upper, self.schema)
         wanted = None if labels is None else check_labels_asked(labels, "labels")[0]
         runs = self._runs_in_box(box, wanted) if not box.empty else {**_no_rows(), "inside": np.zeros(0, bool)}
-        table, kept = self._points.read_runs_where(runs["file_id"], runs["row_offset"], runs["point_count"], box.holds)
+        # A run whose bounding box lies inside the box is copied untested; only the others' rows are tested.
+        columns, kept = self._points.read_runs_where(
+            runs["file_id"], runs["row_offset"], runs["point_count"], box.holds, whole=runs["inside"]
+        )
         if output == "numpy":
             found = wanted if wanted is not None else np.unique(runs["label"][kept > 0]).tolist()
-            return _by_label(
-                found, runs["label"], kept, np.column_stack([table.column(n).to_numpy() for n in self.schema.columns])
-            )
-        table = table.add_column(
-            0, "label", pa.array(np.repeat(runs["label"], kept), pa.uint64())
-        )  # sorted, as runs are
+            return _by_label(found, runs["label"], kept, np.ascontiguousarray(columns.T))
+        table = pa.table(
+            [pa.array(np.repeat(runs["label"], kept), pa.uint64()), *columns],  # sorted by label, as runs are
+            names=["label", *self.schema.columns],
+        )
         return table if output == "arrow" else table.to_pandas()
 
     def _runs_in_box(self, box: Box, labels: list[int] | None) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ from pocaduck import (
     consolidate,
     sampling,
 )
+from pocaduck.box import Box
 from pocaduck.cli import main as cli
 
 LABELS = st.one_of(st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
@@ -236,6 +237,42 @@ def test_a_box_is_half_open_like_slicing(cube):
         # between two integers there is no point of an integer store
         assert query.get_labels_in_box((1.2, 0, 0), (1.8, 5, 5)).tolist() == []
         assert len(query.get_points_in_box((0.5, 0, 0), (1.5, 1, 1))) == 1
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spatial_workloads(), st.sampled_from(["parquet", "arrow"]), st.randoms(use_true_random=False))
+def test_runs_known_inside_are_kept_untested_and_the_others_filtered_in_the_runs_order(workload, payload, random):
+    """What a box query relies on: runs marked whole come back entire without being tested, other runs' rows
+    only where the test passes, every run's rows in the order asked, whatever files and row groups they span."""
+    writes, boxes = workload
+    with tempfile.TemporaryDirectory(prefix="pocaduck-runs-") as store, pytest.MonkeyPatch.context() as patch:
+        write_store(store, writes, row_group_size=3, max_points_per_file=25)
+        if payload == "arrow":
+            small_levels(patch)
+            compact(store, workers=1, points_per_file=40, payload="arrow", row_group_size=3)
+        with Query(store, cache_size=0) as query:
+            index = query.sql("SELECT file_id, row_offset, point_count FROM point_index", output="numpy")
+            asked = random.sample(range(len(index["file_id"])), random.randint(0, len(index["file_id"])))
+            in_file_order = sorted(asked, key=lambda run: (index["file_id"][run], index["row_offset"][run]))
+            box = Box.of(*boxes[0], query.schema)
+            for order in (asked, in_file_order):  # files interleaving in the result, and following each other
+                file_ids, offsets, counts = (np.asarray(index[name])[order].astype(np.int64) for name in index)
+                whole = np.array([random.random() < 0.5 for _ in order], dtype=bool)
+                tested = []
+
+                def keep(columns, tested=tested):
+                    tested.append(len(columns[0]))
+                    return box.holds(columns)
+
+                columns, kept = query._points.read_runs_where(file_ids, offsets, counts, keep, whole=whole)
+                expected = []
+                for file_id, offset, count, entire in zip(file_ids, offsets, counts, whole, strict=True):
+                    rows = query.read_rows(np.array([file_id]), np.array([offset]), np.array([count]))
+                    expected.append(rows if entire else rows[box.holds(list(rows.T))])
+                assert sum(tested) == int(counts[~whole].sum())  # no row of a run marked whole was tested
+                assert kept.tolist() == [len(rows) for rows in expected]
+                dimensions = len(writes[0][2][0])
+                assert np.array_equal(columns.T, np.concatenate(expected) if expected else np.empty((0, dimensions)))
 
 
 def test_a_bounding_box_that_meets_the_box_does_not_prove_a_point_inside(store):

@@ -36,7 +36,7 @@ from ..index import bbox_columns
 from ..layout import Schema
 from ..sampling import read_marker
 from ..storage import Storage
-from . import _arrow, _parquet
+from . import _arrow, _parquet, _selection
 
 _FORMATS = {"parquet": _parquet, "arrow": _arrow}
 _OPENERS = {"parquet": _parquet.ParquetPointFile, "arrow": _arrow.ArrowPointFile}
@@ -317,28 +317,46 @@ class PointFiles:
         offsets: np.ndarray,
         counts: np.ndarray,
         keep: Callable[[list[np.ndarray]], np.ndarray],
-    ) -> tuple[pa.Table, np.ndarray]:
-        """The rows of these runs that ``keep`` accepts, as a table of the schema's columns, and how many of each run's.
+        whole: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of these runs that ``keep`` accepts, as a (D, N) array of the schema's columns, and how many of each run's.
 
-        ``keep`` gets the schema's columns of the row groups read, as numpy
-        arrays, and answers a boolean mask over them. The rows come back in the
-        runs' order, as :meth:`read_rows` gives them, but the rows ``keep``
-        refuses are never copied: each file's row groups are tested, then
-        filtered by Arrow.
+        ``keep`` gets the columns of the rows of the runs not marked in ``whole``
+        (runs known to pass entirely, kept untested) and answers a boolean mask
+        over them. The rows come back in the runs' order, as :meth:`read_rows`
+        gives them; only the rows kept are copied to the result, each column
+        contiguous (``pa.array(columns[j])`` copies nothing).
 
         Example::
 
-            table, kept = point_files.read_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)
+            columns, kept = point_files.read_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)
         """
-        by_file, tables, kept = self._through(file_ids, offsets, counts, keep, filtered=True)
-        if not tables:
-            return self._empty_table(), kept
-        table = pa.concat_tables(tables)
-        if np.any(by_file[1:] < by_file[:-1]):  # files interleave in the runs' order: put each run's rows back
-            starts = np.zeros(len(counts), dtype=np.int64)
-            starts[by_file] = np.cumsum(kept[by_file]) - kept[by_file]
-            table = table.take(_row_ranges(starts, kept))
-        return table, kept
+        kept = np.zeros(len(counts), dtype=np.int64)
+        by_file, files = _runs_by_file(file_ids, offsets)
+        selections = self._selections(file_ids, offsets, counts, keep, whole, files)
+        if np.any(by_file[1:] < by_file[:-1]):  # files interleave in the runs' order: land rows once all are counted
+            held = []
+            for file_id, runs, selection in selections:
+                kept[runs] = selection.kept
+                held.append((file_id, selection))
+            columns = np.empty((self.schema.dimensions, int(kept.sum())), dtype=self.schema.dtype)
+            destinations = np.cumsum(kept) - kept
+            for file_id, selection in held:
+                with self._reading(file_id, self.files[file_id][0]):
+                    selection.copy_to(columns, destinations)
+            return columns, kept
+        # Each file's rows follow the previous file's (a compacted store's labels): copy them as soon as they are
+        # selected, so that one file's row groups are held at a time, not all of them. The buffer has room for
+        # every row of the runs; the pages of the room left over are never written, so never allocated.
+        room = np.empty((self.schema.dimensions, int(counts.sum())), dtype=self.schema.dtype)
+        destinations, filled = np.zeros(len(counts), dtype=np.int64), 0
+        for file_id, runs, selection in selections:
+            kept[runs] = selection.kept
+            destinations[runs] = filled + np.cumsum(selection.kept) - selection.kept
+            filled += int(selection.kept.sum())
+            with self._reading(file_id, self.files[file_id][0]):
+                selection.copy_to(room, destinations)
+        return room[:, :filled], kept
 
     def count_runs_where(
         self,
@@ -347,58 +365,40 @@ class PointFiles:
         counts: np.ndarray,
         keep: Callable[[list[np.ndarray]], np.ndarray],
     ) -> np.ndarray:
-        """How many rows of each run ``keep`` accepts (see :meth:`read_runs_where`), no rows copied.
+        """How many rows of each run ``keep`` accepts (see :meth:`read_runs_where`).
 
         Example: ``point_files.count_runs_where(file_ids, offsets, counts, lambda columns: columns[2] > 0)``.
         """
-        return self._through(file_ids, offsets, counts, keep, filtered=False)[2]
-
-    def _through(
-        self,
-        file_ids: np.ndarray,
-        offsets: np.ndarray,
-        counts: np.ndarray,
-        keep: Callable[[list[np.ndarray]], np.ndarray],
-        filtered: bool,
-    ) -> tuple[np.ndarray, list[pa.Table | None], np.ndarray]:
-        """The runs in file order, each file's kept rows (:meth:`_kept_rows`), and how many of each run it kept."""
-        by_file, files = _runs_by_file(file_ids, offsets)
-        # One file after the other: Arrow already decodes a file's columns on threads, and a thread per file
-        # gained nothing on 2 cores (37.0 vs 36.7 M points/s, 10^8-point store).
-        parts = [self._kept_rows(file_ids[runs], offsets[runs], counts[runs], keep, filtered) for runs in files]
         kept = np.zeros(len(counts), dtype=np.int64)
-        kept[by_file] = np.concatenate([part[1] for part in parts]) if parts else []
-        return by_file, [part[0] for part in parts], kept
+        files = _runs_by_file(file_ids, offsets)[1]
+        for _, runs, selection in self._selections(file_ids, offsets, counts, keep, None, files):
+            kept[runs] = selection.kept
+        return kept
 
-    def _kept_rows(
+    def _selections(
         self,
         file_ids: np.ndarray,
         offsets: np.ndarray,
         counts: np.ndarray,
         keep: Callable[[list[np.ndarray]], np.ndarray],
-        filtered: bool,
-    ) -> tuple[pa.Table | None, np.ndarray]:
-        """One file's runs, sorted by offset, through ``keep``: the kept rows (when ``filtered``), and counts per run."""
-        path, group_size, byte_size = self.files[int(file_ids[0])]
-        groups, starts = _groups_of_runs(offsets, counts, group_size)
-        table = self._read_groups(int(file_ids[0]), path, byte_size, groups)
-        mask = keep([table.column(name).to_numpy() for name in self.schema.columns])
-        ends = starts + counts
-        # Sum the mask over the gap before each run, the run, and the gap after the last one, in one pass.
-        bounds = np.empty(2 * len(starts) + 1, dtype=np.int64)
-        bounds[0], bounds[1::2], bounds[2::2] = 0, starts, ends
-        sums = np.add.reduceat(np.append(mask, False), bounds, dtype=np.int64)  # the False: every bound is an index
-        gaps = np.diff(bounds[0::2], append=table.num_rows + 1) - np.append(counts, 0)
-        if np.any(sums[0::2][gaps > 0]):
-            # Rows between the runs passed: they are other runs' (labels not asked for), so drop them.
-            edges = np.zeros(table.num_rows + 1, dtype=np.int8)
-            edges[starts] = 1
-            edges[ends] -= 1
-            mask &= np.cumsum(edges[:-1], dtype=np.int8).view(bool)
-        return (table.filter(pa.array(mask)) if filtered else None), sums[1::2]
-
-    def _empty_table(self) -> pa.Table:
-        return pa.table([np.empty(0, self.schema.dtype) for _ in self.schema.columns], names=list(self.schema.columns))
+        whole: np.ndarray | None,
+        files: list[np.ndarray],
+    ) -> Iterator[tuple[int, np.ndarray, _selection.Selection]]:
+        """Each file's runs (``files``: their positions, file by file) through ``keep``, all but the ``whole`` ones."""
+        whole = np.zeros(len(counts), dtype=bool) if whole is None else np.asarray(whole, dtype=bool)
+        # One file after the other: Arrow already decodes a file's columns on threads. A thread per file gained
+        # nothing on 2 cores (37.0 vs 36.7 M points/s, 10^8-point store), nor did decoding the next file on a
+        # thread while this one is tested (31.1 vs 31.3 M points/s, medians of 3 runs, load 2).
+        for runs in files:
+            file_id = int(file_ids[runs[0]])
+            path, group_size, byte_size = self.files[file_id]
+            groups, starts = _groups_of_runs(offsets[runs], counts[runs], group_size)
+            rows = self._read_groups(file_id, path, byte_size, groups)
+            with self._reading(file_id, path):
+                selection = _selection.select(
+                    rows, self.schema.dtype, self.schema.dimensions, starts, counts[runs], whole[runs], runs, keep
+                )
+            yield file_id, runs, selection
 
     def iter_rows(
         self, file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, chunk_size: int
@@ -501,8 +501,8 @@ class PointFiles:
             with lock:
                 opened.gather(groups, take, points, put)
 
-    def _read_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> pa.Table:
-        """Row groups ``groups`` of a file as a table of the schema's columns."""
+    def _read_groups(self, file_id: int, path: str, byte_size: int, groups: list[int]) -> Any:
+        """Row groups ``groups`` of a file, read in its format: ``.copy(take, points, put)`` copies rows out of them."""
         with self._reading(file_id, path):
             opened, lock = self._opened(file_id, path, byte_size)
             with lock:

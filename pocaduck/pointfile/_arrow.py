@@ -18,6 +18,7 @@ batch read decompresses the whole batch. The file has no page checksums
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any
 
@@ -105,20 +106,51 @@ class ArrowPointFile:
         return points
 
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
-        """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``.
+        """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``."""
+        self.read_groups(groups).copy(take, points, put)
+
+    def read_groups(self, groups: list[int]) -> _Batches:
+        """Batches ``groups``, as views of the mapped file where it is local and uncompressed: nothing is copied yet."""
+        return _Batches([self._points(group) for group in groups])
+
+
+class _Batches:
+    """A few consecutive record batches' points, rows counted from the first one's first row."""
+
+    def __init__(self, views: list[np.ndarray]):
+        self._views = views
+        self._borders = np.cumsum([0, *map(len, views)]).tolist()
+
+    def copy_ranges(
+        self, starts: np.ndarray, lengths: np.ndarray, points: np.ndarray, destinations: np.ndarray
+    ) -> None:
+        """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices."""
+        borders = self._borders
+        for start, length, destination in zip(starts.tolist(), lengths.tolist(), destinations.tolist(), strict=True):
+            batch = bisect.bisect_right(borders, start) - 1
+            while length > 0:  # a range may span batches: one slice from each
+                if batch >= len(self._views):
+                    raise IndexError(f"row {start} asked of {len(self._views)} batches, which hold {borders[-1]}")
+                low = start - borders[batch]
+                moved = min(length, borders[batch + 1] - start)
+                points[destination : destination + moved] = self._views[batch][low : low + moved]
+                start, length, destination, batch = start + moved, length - moved, destination + moved, batch + 1
+
+    def copy(self, take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
+        """Copy rows ``take`` to ``points[put]`` (``points`` may be a transposed view: columns land contiguous).
 
         Rows given as indices must be ascending: each batch's share is then a range of them, copied straight
         from its view of the mapped file, so no row of the batches is copied but the ones asked.
         """
+        views = self._views
         if isinstance(take, slice):  # one run: the few batches it spans
-            points[put] = self._rows(groups)[take]
+            points[put] = (views[0] if len(views) == 1 else np.concatenate(views))[take]
             return
         if not len(take):
             return
-        views = [self._points(group) for group in groups]
         borders = np.cumsum([0, *map(len, views)])
         if take[-1] >= borders[-1]:
-            raise IndexError(f"row {take[-1]} asked of batches {groups[0]}..{groups[-1]}, which hold {borders[-1]}")
+            raise IndexError(f"row {take[-1]} asked of {len(views)} batches, which hold {borders[-1]}")
         cuts = np.searchsorted(take, borders)
         # A share of one range of rows (a batch holding a single run asked, or part of one) copies as a slice at
         # memory speed; np.take copies row by row, ~4x slower. Empty shares give meaningless values, skipped below.
@@ -136,14 +168,6 @@ class ArrowPointFile:
                 np.take(view, take[start:end] - first, axis=0, out=points[where], mode="clip")
             else:
                 points[where] = view[take[start:end] - first]
-
-    def read_groups(self, groups: list[int]) -> pa.Table:
-        """Batches ``groups`` as a table of the schema's columns (one copy per column)."""
-        rows = self._rows(groups)
-        return pa.table([np.ascontiguousarray(rows[:, j]) for j in range(self._dimensions)], names=self._columns)
-
-    def _rows(self, groups: list[int]) -> np.ndarray:
-        return self._points(groups[0]) if len(groups) == 1 else np.concatenate([self._points(g) for g in groups])
 
 
 def count_rows(data: bytes) -> int:

@@ -95,14 +95,34 @@ class ParquetPointFile:
 
     def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
         """Copy rows ``take`` of row groups ``groups`` (counted from the first one's first row) to ``points[put]``."""
-        table = self.read_groups(groups)
-        for j, name in enumerate(self._columns):
-            points[put, j] = table.column(name).to_numpy()[take]
+        self.read_groups(groups).copy(take, points, put)
 
-    def read_groups(self, groups: list[int]) -> pa.Table:
-        """Row groups ``groups``, decoded, as a table of the schema's columns."""
+    def read_groups(self, groups: list[int]) -> _Decoded:
+        """Row groups ``groups``, decoded."""
         # Decoding columns on threads pays from two row groups on; for one it costs more than it saves.
-        return self._file.read_row_groups(groups, columns=self._columns, use_threads=len(groups) > 1)
+        table = self._file.read_row_groups(groups, columns=self._columns, use_threads=len(groups) > 1)
+        return _Decoded([table.column(name).to_numpy() for name in self._columns])
+
+
+class _Decoded:
+    """A few consecutive row groups decoded: one numpy array per column, rows counted from the first group's first."""
+
+    def __init__(self, columns: list[np.ndarray]):
+        self._columns = columns
+
+    def copy(self, take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
+        """Copy rows ``take`` to ``points[put]`` (``points`` may be a transposed view: columns land contiguous)."""
+        for j, column in enumerate(self._columns):
+            points[put, j] = column[take]
+
+    def copy_ranges(
+        self, starts: np.ndarray, lengths: np.ndarray, points: np.ndarray, destinations: np.ndarray
+    ) -> None:
+        """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices."""
+        ranges = list(zip(starts.tolist(), lengths.tolist(), destinations.tolist(), strict=True))
+        for j, column in enumerate(self._columns):
+            for start, length, destination in ranges:
+                points[destination : destination + length, j] = column[start : start + length]
 
 
 def count_rows(data: bytes) -> int:
