@@ -71,6 +71,28 @@ class ImmutableCache:
                 self._held -= dropped
             return value
 
+    def replace(self, key: Hashable, value: Value, weight: int) -> Value:
+        """Keep ``value`` under ``key`` in place of what is kept there (what a newer opening found replaces the
+        last one's); return it.
+
+        >>> cache = ImmutableCache(budget=100)
+        >>> cache.keep(("a",), "first", 10), cache.replace(("a",), "newer", 10), cache.get(("a",))
+        ('first', 'newer', 'newer')
+        """
+        with self._lock:
+            self._forget(key)
+        return self.keep(key, value, weight)
+
+    def forget(self, key: Hashable) -> None:
+        """Forget the entry under ``key``, if any."""
+        with self._lock:
+            self._forget(key)
+
+    def _forget(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._held -= entry[1]
+
     def drop(self, unwanted: Callable[[Hashable], bool]) -> None:
         """Forget every entry whose key is ``unwanted``."""
         with self._lock:

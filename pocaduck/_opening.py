@@ -73,12 +73,10 @@ def open_for_reading(store: Store, alongside: Sequence[Callable[[], object]] = (
         IMMUTABLES.drop_other_versions(key, version)
         schema = store.schema  # read now if the store changed since the process last read it
         if schema is not None:
-            IMMUTABLES.drop(lambda kept: kept == ("manifest", key))
-            IMMUTABLES.keep(("manifest", key), (version, schema), _MANIFEST_WEIGHT)
+            IMMUTABLES.replace(("manifest", key), (version, schema), _MANIFEST_WEIGHT)
     opening = Opening(key, pointer, version)
     if version is not None:
-        IMMUTABLES.drop(lambda kept: kept == ("opening", key))
-        IMMUTABLES.keep(("opening", key), opening, _MANIFEST_WEIGHT + len(str(pointer)))
+        IMMUTABLES.replace(("opening", key), opening, _MANIFEST_WEIGHT + len(str(pointer)))
     return opening
 
 

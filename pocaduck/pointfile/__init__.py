@@ -452,7 +452,7 @@ class PointFiles:
             if kept is not None:
                 self._open.move_to_end(file_id)
                 return kept
-        key = None if self.shared is None else version_key(*self.shared, "file", path, byte_size, self.verify_checksums)
+        key = self._shared_key(path, byte_size)
         kept = None if key is None else IMMUTABLES.get(key)
         if kept is None:
             opened, source = self._open_file(path, byte_size)
@@ -525,7 +525,14 @@ class PointFiles:
         """Let the next read open the file anew, in this reader and in the process's cache."""
         with self._lock:
             self._open.pop(file_id, None)
-        if self.shared is not None and file_id in self.files:
+        if file_id in self.files:
             path, _, byte_size = self.files[file_id]
-            key = version_key(*self.shared, "file", path, byte_size, self.verify_checksums)
-            IMMUTABLES.drop(lambda kept: kept == key)
+            key = self._shared_key(path, byte_size)
+            if key is not None:
+                IMMUTABLES.forget(key)
+
+    def _shared_key(self, path: str, byte_size: int) -> tuple | None:
+        """The file's key in the process's cache, None when this reader shares nothing."""
+        return (
+            None if self.shared is None else version_key(*self.shared, "file", path, byte_size, self.verify_checksums)
+        )
