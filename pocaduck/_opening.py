@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout
 from ._immutables import IMMUTABLES, store_key
-from .label_directory import kept_directory, read_pointer
+from .label_directory import in_force_reads, kept_directory
 from .store import Store
 
 _MANIFEST_WEIGHT = 4096
@@ -61,7 +60,7 @@ def open_for_reading(store: Store, alongside: Sequence[Callable[[], object]] = (
     storage = store.storage
     key = store_key(store.config)
     remembered = IMMUTABLES.get(("manifest", key))  # (index version, schema) as this process last read them
-    calls = [lambda: read_pointer(storage), lambda: storage.version(layout.UNIFIED_INDEX)]
+    calls = in_force_reads(storage)
     if remembered is None and not store.schema_known:
         calls.insert(0, lambda: store.schema)  # first, so that a damaged manifest is the error reported
     calls.extend(_guessed(read) for read in alongside)

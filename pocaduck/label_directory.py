@@ -55,7 +55,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -700,11 +700,15 @@ def pointer_bytes(build_id: str, written: DirectoryFile, index_version: str, dir
     return json.dumps(body, indent=1).encode()
 
 
+def in_force_reads(storage: Storage) -> list[Callable[[], Any]]:
+    """The two reads that say which directory to trust: the pointer (:func:`read_pointer`) and the version of
+    the unified index in force, for ``storage.fetch_together`` (with other reads of the same round trip)."""
+    return [lambda: read_pointer(storage), lambda: storage.version(layout.UNIFIED_INDEX)]
+
+
 def in_force(storage: Storage) -> tuple[dict[str, Any] | None, str | None]:
     """The pointer (:func:`read_pointer`) and the version of the unified index in force, asked together."""
-    pointer, version = storage.fetch_together(
-        [lambda: read_pointer(storage), lambda: storage.version(layout.UNIFIED_INDEX)]
-    )
+    pointer, version = storage.fetch_together(in_force_reads(storage))
     return pointer, version
 
 
