@@ -408,9 +408,7 @@ class LabelBrowser(w.VBox):
             self._table.page = encode_page(page)
             self._table.histograms = encode_histograms(histograms)
             self._table.brushes = _brushes_to_json(self.selection_state.brushes)
-            with self._quietly():
-                self._where_box.value, self._select_box.value = self.where, self.select
-                self._selected_only_button.value = self.selected_only
+            self._show_clauses()
             first = self.offset + 1 if page.num_rows else 0
             self._status.value = (
                 f"<span style='white-space:nowrap'>&nbsp;{first:,}–{self.offset + page.num_rows:,} of <b>{total:,}</b>"
@@ -444,6 +442,12 @@ class LabelBrowser(w.VBox):
         else:
             self._count_selection()
 
+    def _show_clauses(self) -> None:
+        """The text boxes and the "selected only" toggle show the selection's clauses (without acting on them)."""
+        with self._quietly():
+            self._where_box.value, self._select_box.value = self.where, self.select
+            self._selected_only_button.value = self.selected_only
+
     def _update_selection(self, **clauses: Any) -> None:
         """A change typed into the browser: bad SQL is shown in the widget, and the selection stays as it was.
 
@@ -460,9 +464,7 @@ class LabelBrowser(w.VBox):
         failure = self._failure
         if failure is not None:
             selection.update(**before)
-            with self._quietly():
-                self._where_box.value, self._select_box.value = self.where, self.select
-                self._selected_only_button.value = self.selected_only
+            self._show_clauses()
             self._show_error(failure)
 
     def _show_error(self, error: Exception) -> None:
