@@ -238,8 +238,12 @@ class Ingestor:
         self._flush()
         self._wait_for_writer()
         record = {"session": None, **asdict(self.stats)}
-        if self._replaced and self._schema is not None and not self._session_recorded:
-            self._open_index()  # a replacing session is published even with no points: it removes the old ones
+        if self._replaced and self._index is None and not self._session_recorded:
+            # A replacing session is published even with no points: it removes the old ones. A store that still
+            # has no schema holds no points to remove.
+            self._schema = self._schema or layout.read_schema(self._storage)
+            if self._schema is not None:
+                self._open_index()
         if self._index is not None and not self._session_recorded:
             with self._index_lock:
                 record_session(self._index, self._schema, self._replaced, utc_now())
@@ -330,11 +334,13 @@ class Ingestor:
             self._append(label, block_id, columns[:, start:end])
 
     def _mark_replaced(self, block_id: str | int, block_id_type: str) -> None:
-        """Record that this session replaces ``block_id``, once its type fits the store's block ids."""
-        if self._schema is not None and block_id_type != self._schema.block_id_type:
-            raise SchemaMismatchError(
-                f"this store uses {self._schema.block_id_type} block ids, got a {block_id_type} one"
-            )
+        """Record that this session replaces ``block_id``, once its type fits the store's block ids.
+
+        Before this session wrote a point, the store's schema is read afresh: another worker may have declared it.
+        """
+        schema = self._schema or layout.read_schema(self._storage)
+        if schema is not None and block_id_type != schema.block_id_type:
+            raise SchemaMismatchError(f"this store uses {schema.block_id_type} block ids, got a {block_id_type} one")
         self._replaced.add(block_id)
 
     def _fit_schema(self, points: np.ndarray, block_id_type: str) -> bool:

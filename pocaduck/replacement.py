@@ -65,9 +65,9 @@ def record_session(
     block_type = BLOCK_ID_SQL_TYPES[schema.block_id_type]
     con.execute(f"CREATE TABLE {SESSION_TABLE} (finalized_at TIMESTAMP)")
     con.execute(f"INSERT INTO {SESSION_TABLE} VALUES (?)", [finalized_at])
-    con.execute(f"CREATE TABLE {REPLACED_TABLE} (block_id {block_type}, replaced_at TIMESTAMP)")
     blocks = sorted(replaced)
-    if blocks:
+    if blocks:  # only a replacing session has the table: consolidation looks for it and nothing else
+        con.execute(f"CREATE TABLE {REPLACED_TABLE} (block_id {block_type}, replaced_at TIMESTAMP)")
         arrow_type = pa.int64() if schema.block_id_type == "int64" else pa.string()
         rows = pa.table({"block_id": pa.array(blocks, arrow_type)})
         con.register("replaced_rows", rows)
@@ -145,13 +145,8 @@ def find_replacements(
             [SESSION_TABLE, REPLACED_TABLE],
         ).fetchall()
     )
-    sources: list[tuple[datetime.datetime | None, str | None]] = []
     selects, params = [], []
     for number, (alias, worker_id) in enumerate(zip(aliases, workers, strict=True)):
-        finalized_at = None
-        if worker_id is not None and (alias, SESSION_TABLE) in present:
-            [(finalized_at,)] = con.execute(f"SELECT max(finalized_at) FROM {alias}.{SESSION_TABLE}").fetchall()
-        sources.append((finalized_at, worker_id))
         if (alias, REPLACED_TABLE) not in present:
             continue
         if worker_id is None:
@@ -175,7 +170,28 @@ def find_replacements(
     ).to_arrow_table()
     if in_force.num_rows == 0:
         return None
-    return Replacements(in_force, tuple(sources))
+    return Replacements(in_force, _source_times(con, aliases, workers, present))
+
+
+def _source_times(
+    con: duckdb.DuckDBPyConnection, aliases: list[str], workers: list[str | None], present: set[tuple[str, str]]
+) -> tuple[tuple[datetime.datetime | None, str | None], ...]:
+    """Each source's (finalized_at, worker_id), read in one statement: (None, None) for a generation."""
+    timed = [
+        number
+        for number, (alias, worker_id) in enumerate(zip(aliases, workers, strict=True))
+        if worker_id is not None and (alias, SESSION_TABLE) in present
+    ]
+    times: dict[int, datetime.datetime | None] = {}
+    if timed:
+        times = dict(
+            con.execute(
+                " UNION ALL ".join(
+                    f"SELECT {number}, max(finalized_at) FROM {aliases[number]}.{SESSION_TABLE}" for number in timed
+                )
+            ).fetchall()
+        )
+    return tuple((times.get(number), worker_id) for number, worker_id in enumerate(workers))
 
 
 def create_replaced_table(con: duckdb.DuckDBPyConnection, schema: Schema, replacements: Replacements | None) -> None:

@@ -265,3 +265,19 @@ def test_a_rescan_on_a_bucket(fresh_scans):
         assert store_contents(config) == fresh_scans["new"]
         with Query(config) as query:
             assert query.info()["replaced_blocks"] == 2
+
+
+def test_an_empty_replacement_opened_before_the_store_had_a_schema_still_empties_the_block(store):
+    replacing = Ingestor(store, worker_id="opened-first")  # the store has no schema yet
+    with Ingestor(store, worker_id="scan") as ingestor:
+        ingestor.write_block("b", np.array([BIG, 1], np.uint64), np.zeros((2, 3), np.int64))
+        ingestor.write_block("c", np.array([1], np.uint64), np.ones((1, 3), np.int64))
+    with pytest.raises(SchemaMismatchError, match="string block ids"):
+        replacing.write_block(5, np.array([], np.uint64), np.zeros((0, 3), np.int64), replace=True)
+    replacing.write_block("b", np.array([], np.uint64), np.zeros((0, 3), np.int64), replace=True)
+    replacing.finalize()
+    consolidate(store)
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1]
+        assert query.get_points(1).tolist() == [[1, 1, 1]]
+        assert query.get_blocks_for_label(1) == ["c"]
