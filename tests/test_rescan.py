@@ -281,3 +281,18 @@ def test_an_empty_replacement_opened_before_the_store_had_a_schema_still_empties
         assert query.get_labels().tolist() == [1]
         assert query.get_points(1).tolist() == [[1, 1, 1]]
         assert query.get_blocks_for_label(1) == ["c"]
+
+
+def test_the_scan_verb_rescans_blocks(tmp_path, store, fresh_scans, capsys):
+    np.save(tmp_path / "old.npy", old_volume())
+    np.save(tmp_path / "new.npy", new_volume())
+    common = ["--mode", "all", "--block-shape", str(BLOCK), "--workers", "1", "--no-progress"]
+    assert cli_main(["scan", str(tmp_path / "old.npy"), store, *common]) == 0
+    capsys.readouterr()
+    assert cli_main(["scan", str(tmp_path / "new.npy"), store, *common, "--blocks", ",".join(map(str, REGION))]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks"] == 2
+    assert store_contents(store) == fresh_scans["new"]
+    with pytest.raises(SystemExit) as usage_error:  # refused by the argument parser
+        cli_main(["scan", str(tmp_path / "new.npy"), store, *common, "--blocks", "1,x"])
+    assert usage_error.value.code == 2
+    assert "integer block ids" in capsys.readouterr().err
