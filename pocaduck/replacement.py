@@ -20,6 +20,12 @@ which give the same index):
   replacement in force is one the generation already holds (it was compacted
   from an index that had applied it), and dropped otherwise.
 
+A replacement belongs to its session, like every write: re-running the
+replacing worker without ``replace=True`` withdraws it (the older rows are
+served again), and a worker that never finalized replaces nothing. Times
+come from the workers' clocks: machines whose clocks disagree by more than
+the time between two re-scans of one block may order them wrongly.
+
 Labels that lose every row disappear with them, since the ``labels`` table,
 the label directory and every count are derived from the kept rows. The
 unified index lists the replacements in force in ``replaced_blocks

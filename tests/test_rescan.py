@@ -296,3 +296,20 @@ def test_the_scan_verb_rescans_blocks(tmp_path, store, fresh_scans, capsys):
         cli_main(["scan", str(tmp_path / "new.npy"), store, *common, "--blocks", "1,x"])
     assert usage_error.value.code == 2
     assert "integer block ids" in capsys.readouterr().err
+
+
+def test_rerunning_the_replacing_worker_without_replace_withdraws_the_replacement(store):
+    with Ingestor(store, worker_id="scan") as ingestor:
+        ingestor.write(1, "b", np.zeros((1, 3), np.int64))
+    with Ingestor(store, worker_id="fix") as ingestor:
+        ingestor.write(BIG, "b", np.ones((1, 3), np.int64), replace=True)
+    consolidate(store)
+    compact(store, workers=1, progress=False)
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [BIG]
+    with Ingestor(store, worker_id="fix") as ingestor:  # the same worker again, a plain write this time
+        ingestor.write(2, "c", np.ones((1, 3), np.int64))
+    consolidate(store)
+    with Query(store) as query:
+        assert query.get_labels().tolist() == [1, 2]
+        assert query.info()["replaced_blocks"] == 0
