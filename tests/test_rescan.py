@@ -202,6 +202,14 @@ def tree(folder: str) -> list[tuple[str, int]]:
     )
 
 
+@pytest.fixture(scope="module")
+def scanned_once(tmp_path_factory) -> str:
+    """A scanned store that the tests of refused input share: each checks that it stays as it was."""
+    store = str(tmp_path_factory.mktemp("scanned") / "store")
+    scan_volume(old_volume(), store, workers=1, **SCAN)
+    return store
+
+
 @pytest.mark.parametrize(
     ("blocks", "message"),
     [
@@ -215,8 +223,8 @@ def tree(folder: str) -> list[tuple[str, int]]:
         ([0.0], r"non-empty list"),
     ],
 )
-def test_bad_block_ids_are_refused_before_anything_is_written(store, blocks, message):
-    scan_volume(old_volume(), store, workers=1, **SCAN)
+def test_bad_block_ids_are_refused_before_anything_is_written(scanned_once, blocks, message):
+    store = scanned_once
     before = tree(store)
     with pytest.raises(InvalidArgumentError, match=message):
         scan_volume(new_volume(), store, workers=1, blocks=blocks, **SCAN)
