@@ -29,7 +29,9 @@ the time between two re-scans of one block may order them wrongly.
 Labels that lose every row disappear with them, since the ``labels`` table,
 the label directory and every count are derived from the kept rows. The
 unified index lists the replacements in force in ``replaced_blocks
-(block_id, worker_id, replaced_at)``.
+(block_id, worker_id, replaced_at)``. The ``workers`` and ``files`` tables still
+say what each session wrote: a file whose rows were all dropped stays listed
+(and on disk) until a compaction leaves it behind.
 """
 
 from __future__ import annotations
