@@ -321,3 +321,22 @@ def test_rerunning_the_replacing_worker_without_replace_withdraws_the_replacemen
     with Query(store) as query:
         assert query.get_labels().tolist() == [1, 2]
         assert query.info()["replaced_blocks"] == 0
+
+
+def test_in_surface_mode_rescanning_the_blocks_around_the_region_too_reads_as_a_fresh_scan(tmp_path, store):
+    rng = np.random.default_rng(2)
+    old = np.repeat(rng.choice(np.array([0, 4, 2**64 - 2], np.uint64), size=(6, 6, 6)), 4, axis=0)
+    old = np.repeat(np.repeat(old, 4, axis=1), 4, axis=2)  # 24^3 of 4^3 cubes: surfaces everywhere
+    new = old.copy()
+    new[2:8, 2:8, 2:8] = BIG  # inside block (0, 0, 0), up to its faces toward (1, *, *), (*, 1, *), (*, *, 1)
+    surface = {**SCAN, "mode": "surface"}
+    fresh = str(tmp_path / "fresh")
+    scan_volume(new, fresh, workers=1, **surface)
+    scan_volume(old, store, workers=1, **surface)
+
+    scan_volume(new, store, workers=1, blocks=[block_id_of((0, 0, 0))], **surface)
+    assert store_contents(store) != store_contents(fresh)  # the voxels beside the region changed surface too
+
+    around = [block_id_of((z, y, x)) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
+    scan_volume(new, store, workers=1, blocks=around, **surface)
+    assert store_contents(store) == store_contents(fresh)
