@@ -229,3 +229,25 @@ def test_cli_compacts_by_mapping_and_info_shows_it(tmp_path, capsys):
     assert_each_body_is_one_range(store, {4: 2**63 + 2, 2**63 + 2: 2**63 + 2, 2: 2})
     assert main(["compact", store, "--mapping", "missing"]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("payload", ["parquet", "arrow"])
+def test_a_body_with_supervoxels_merged_in_after_compaction_reads_its_long_runs_exactly(tmp_path, payload):
+    store = str(tmp_path / "store")
+    points = {supervoxel: points_of(supervoxel % 1000) for supervoxel in (*range(1, 9), 2**63 + 4, 2**64 - 2)}
+    with Ingestor(store, worker_id=0) as ingestor:
+        for supervoxel, rows in points.items():
+            ingestor.write(supervoxel, "a", rows)
+    consolidate(store)
+    write_mapping(store, "v1", [1, 2, 3, 4, 5, 6], [2**63 + 4] * 3 + [2**64 - 2] * 3)
+    compact(store, mapping="v1", payload=payload, progress=False)
+    # The body of 2**63 + 4 gains 7 and 5, which lie elsewhere in the file: its read is several long runs of it.
+    write_mapping(store, "v2", [7, 5], [2**63 + 4] * 2, parent="v1")
+    with Query(store, mapping="v2") as query:
+        members = [1, 2, 3, 5, 7, 2**63 + 4]
+        got = query.get_points(2**63 + 4, output="pandas")
+        assert as_row_set(got[["x", "y", "z"]].to_numpy()) == as_row_set(np.concatenate([points[s] for s in members]))
+        assert got["supervoxel"].value_counts().to_dict() == {s: len(points[s]) for s in members}
+        both = query.get_points([2**63 + 4, 2**64 - 2])
+        assert as_row_set(both[2**64 - 2]) == as_row_set(np.concatenate([points[s] for s in (4, 6, 2**64 - 2)]))
+        assert as_row_set(both[2**63 + 4]) == as_row_set(np.concatenate([points[s] for s in members]))

@@ -128,8 +128,8 @@ class MappedQuery(Reader):
         results = []
         for body, supervoxels in zip(bodies, members, strict=True):
             parts = [by_supervoxel[supervoxel] for supervoxel in supervoxels.tolist()]
-            points = np.concatenate(parts) if parts else empty
-            owners = np.repeat(supervoxels, [len(part) for part in parts])
+            points = _joined(parts) if parts else empty
+            owners = np.repeat(supervoxels, [len(part) for part in parts]) if output != "numpy" or sample else None
             if sample is not None:
                 kept = sample_rows(points, body, sample, seed)
                 points, owners = points[kept], owners[kept]
@@ -138,7 +138,7 @@ class MappedQuery(Reader):
         clock["points_returned"] = sum(len(points) for _, points, _ in results)
         return clock.finish(self._shaped(results, single, output), timing)
 
-    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray]], single: bool, output: Output) -> Any:
+    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray | None]], single: bool, output: Output) -> Any:
         if output == "numpy":
             return results[0][1] if single else {body: points for body, points, _ in results}
         points = np.concatenate([points for _, points, _ in results])
@@ -281,6 +281,33 @@ class MappedQuery(Reader):
 
     def _explained(self, error: PocaduckError) -> PocaduckError:
         return self._query._explained(error)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)``, without the copy when the parts are consecutive rows of one array.
+
+    They are when Query read them: its result for several labels is one array, label after label, and a body's
+    supervoxels, alone in the read, follow each other there (one range of one file when compacted by its mapping).
+
+    >>> rows = np.empty((6, 2), np.int64)
+    >>> rows[:] = np.arange(12).reshape(6, 2)
+    >>> joined = _joined([rows[0:1], rows[1:4], rows[4:4]])
+    >>> joined.tolist(), np.shares_memory(joined, rows), _joined([rows[0:1], rows[2:3]]).tolist()
+    ([[0, 1], [2, 3], [4, 5], [6, 7]], True, [[0, 1], [4, 5]])
+    """
+    filled = [part for part in parts if len(part)]
+    base = filled[0].base if filled else None
+    if base is None or base.ndim != 2 or not base.flags.c_contiguous:
+        return np.concatenate(parts)
+    row_bytes = base.strides[0]
+    origin = base.__array_interface__["data"][0]
+    start = (filled[0].__array_interface__["data"][0] - origin) // row_bytes
+    end = start
+    for part in filled:  # an empty slice may point anywhere: it adds nothing
+        if part.base is not base or part.__array_interface__["data"][0] != origin + end * row_bytes:
+            return np.concatenate(parts)
+        end += len(part)
+    return base[start:end]
 
 
 def _rechunked(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
