@@ -89,11 +89,11 @@ class MappedQuery(Reader):
         bodies = self._assignments.bodies_of(np.array(asked, dtype=np.uint64))
         return int(bodies[0]) if single else bodies
 
-    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], list[int]]:
-        """Each body's supervoxels, and all of them once, sorted (the labels to read)."""
+    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each body's supervoxels, and all of them once, sorted (the labels to read, uint64)."""
         members = [self._assignments.supervoxels_of(body) for body in bodies]
         stored = np.unique(np.concatenate(members)) if members else np.empty(0, np.uint64)
-        return members, stored.tolist()
+        return members, stored
 
     # -- points ---------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class MappedQuery(Reader):
         with clock.phase("index_lookup_time"):
             members, stored = self._members(bodies)
         with clock.phase("data_read_time"):
-            by_supervoxel = self._query.get_points(stored, use_cache=False, blocks=blocks) if stored else {}
+            by_supervoxel = self._query.get_points(stored, use_cache=False, blocks=blocks) if len(stored) else {}
         empty = np.empty((0, len(self.schema.columns)), dtype=self.schema.dtype)
         results = []
         for body, supervoxels in zip(bodies, members, strict=True):
@@ -174,7 +174,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 (count,) = cursor.execute(
                     "SELECT coalesce(sum(point_count), 0)::BIGINT FROM labels WHERE label = ANY(?::UBIGINT[])",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchone()
         return clock.finish(int(count), timing)
 
@@ -193,7 +193,7 @@ class MappedQuery(Reader):
                 "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
                 f"count(DISTINCT label)::BIGINT AS supervoxel_count, {bounds} "
                 "FROM point_index WHERE label = ANY(?::UBIGINT[])",
-                [stored],
+                [stored.tolist()],
             )
             names = [column[0] for column in result.description]
             row = result.fetchone()
@@ -208,7 +208,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 rows = cursor.execute(
                     "SELECT DISTINCT block_id FROM point_index WHERE label = ANY(?::UBIGINT[]) ORDER BY block_id",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchall()
         blocks = [block_id for (block_id,) in rows]
         clock["blocks_found"] = len(blocks)
