@@ -3,6 +3,7 @@ one file, while every body and supervoxel still reads exactly, at that version, 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
@@ -19,7 +20,7 @@ from pocaduck import (
     write_mapping,
 )
 from pocaduck.cli import main
-from pocaduck.errors import InvalidArgumentError
+from pocaduck.errors import CompactionError, InvalidArgumentError
 
 # Supervoxels on both sides of 2**63, so the order by body and the index are exact past int64.
 SUPERVOXELS = np.array([*range(1, 41), *range(2**63 - 20, 2**63 + 20), *range(2**64 - 41, 2**64 - 1)], dtype=np.uint64)
@@ -251,3 +252,32 @@ def test_a_body_with_supervoxels_merged_in_after_compaction_reads_its_long_runs_
         both = query.get_points([2**63 + 4, 2**64 - 2])
         assert as_row_set(both[2**64 - 2]) == as_row_set(np.concatenate([points[s] for s in (4, 6, 2**64 - 2)]))
         assert as_row_set(both[2**63 + 4]) == as_row_set(np.concatenate([points[s] for s in members]))
+
+
+def test_a_failed_compaction_by_body_keeps_the_old_layout_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    compact_module = importlib.import_module("pocaduck.compact")  # the module: ``pocaduck.compact`` is the function
+    store = str(tmp_path / "store")
+    points = {int(supervoxel): points_of(i) for i, supervoxel in enumerate(SUPERVOXELS[::6])}
+    with Ingestor(store, worker_id=0) as ingestor:
+        for supervoxel, rows in points.items():
+            ingestor.write(supervoxel, "a", rows)
+    consolidate(store)
+    assignments = {s: b for s, b in full_mapping().items() if s in points}
+    write_mapping(store, "v1", list(assignments), list(assignments.values()))
+    runs = runs_by_label(store)
+    real_shard = compact_module.compact_shard
+
+    def failing_last(config, generation, shard):
+        if shard == 3:
+            raise OSError("disk gone")
+        return real_shard(config, generation, shard)
+
+    monkeypatch.setattr(compact_module, "compact_shard", failing_last)
+    with pytest.raises(CompactionError, match="disk gone"):
+        compact(store, mapping="v1", points_per_file=3_000, workers=1, progress=False)
+    assert runs_by_label(store) == runs  # nothing published: the old layout is served
+    monkeypatch.setattr(compact_module, "compact_shard", real_shard)
+    report = compact(store, mapping="v1", points_per_file=3_000, workers=1, progress=False)
+    assert report.shards > 3 and report.shards_reused == report.shards - 1  # only the failed one is written again
+    assert_each_body_is_one_range(store, assignments)
+    reads_exactly(store, points, {"v1": assignments})
