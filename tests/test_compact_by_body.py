@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -281,3 +282,21 @@ def test_a_failed_compaction_by_body_keeps_the_old_layout_and_a_rerun_resumes_it
     assert report.shards > 3 and report.shards_reused == report.shards - 1  # only the failed one is written again
     assert_each_body_is_one_range(store, assignments)
     reads_exactly(store, points, {"v1": assignments})
+
+
+def test_compaction_by_body_on_a_bucket(tmp_path):
+    from _object_servers import s3_without_auth  # moto's IAM users are the process's: test_object_storage makes one
+
+    with s3_without_auth("pocaduck-by-body") as server:
+        config = server.config(f"by-body-{uuid.uuid4().hex}")
+        points = {int(supervoxel): points_of(i) for i, supervoxel in enumerate(SUPERVOXELS[::20])}
+        with Ingestor(config, worker_id=0) as ingestor:
+            for supervoxel, rows in points.items():
+                ingestor.write(supervoxel, "a", rows)
+        consolidate(config)
+        assignments = {s: b for s, b in full_mapping().items() if s in points}
+        write_mapping(config, "v1", list(assignments), list(assignments.values()))
+        report = compact(config, mapping="v1", points_per_file=1_500, progress=False)
+        assert report.files_written > 1
+        assert_each_body_is_one_range(config, assignments)
+        reads_exactly(config, points, {"v1": assignments})
