@@ -67,7 +67,6 @@ class CompactionReport:
     """What a compaction did; ``generation`` is None when the store was already compact."""
 
     generation: str | None
-    mapping: str | None = None
     shards: int = 0
     shards_reused: int = 0
     points_read: int = 0
@@ -76,6 +75,7 @@ class CompactionReport:
     bytes_written: int = 0
     seconds: float = 0.0
     deduplicated: bool = False
+    mapping: str | None = None  # the mapping version whose bodies it laid out contiguously; None: by label
 
     @property
     def points_per_second(self) -> float:
