@@ -122,3 +122,26 @@ def encode_shard(sharding: Sharding, keys: np.ndarray, sizes: np.ndarray, data: 
     index_starts = index_ends - np.array([len(index) for index in indexes], np.uint64)
     shard_index = np.stack([index_starts, index_ends], axis=1).astype("<u8")
     return [shard_index.tobytes(), bytes(data), *indexes]
+
+
+def decode_shard(sharding: Sharding, shard: bytes) -> tuple[np.ndarray, list[bytes]]:
+    """The keys of a shard file written by :func:`encode_shard`, in the order written, and each key's chunk.
+
+    >>> spec = Sharding(preshift_bits=0, minishard_bits=1, shard_bits=0)
+    >>> keys, chunks = decode_shard(spec, b"".join(encode_shard(spec, np.array([2, 1], np.uint64), [1, 2], b"abc")))
+    >>> keys.tolist(), chunks
+    ([2, 1], [b'a', b'bc'])
+    """
+    minishards = 1 << sharding.minishard_bits
+    index = np.frombuffer(shard[: minishards * _SHARD_INDEX_ENTRY], "<u8").reshape(minishards, 2)
+    base = minishards * _SHARD_INDEX_ENTRY
+    keys, chunks = [], []
+    for start, end in index.tolist():
+        if start == end:
+            continue
+        table = np.frombuffer(gzip.decompress(shard[base + start : base + end]), "<u8").reshape(3, -1)
+        keys.append(np.cumsum(table[0], dtype=np.uint64))
+        ends = np.cumsum(table[1] + table[2], dtype=np.uint64)
+        for chunk_end, size in zip(ends.tolist(), table[2].tolist(), strict=True):
+            chunks.append(shard[base + chunk_end - size : base + chunk_end])
+    return (np.concatenate(keys) if keys else np.empty(0, np.uint64)), chunks
