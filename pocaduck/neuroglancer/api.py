@@ -92,6 +92,18 @@ def export_neuroglancer(
     become int32 and uint32 (a value out of range stops the export, naming the column) and
     float64 columns float32.
 
+    With ``mapping=`` (a version written by :func:`pocaduck.write_mapping`) the segments are that
+    version's bodies: ``labels`` are body ids, a body's points are its supervoxels' points, and each
+    point gets a ``supervoxel`` property (uint32, the first property) unless a supervoxel id is 2**32 or
+    more, which neuroglancer's properties cannot hold (it is then left out), or the store has a column of
+    that name. ``pocaduck_export.json`` records the version. Exporting another version of the same
+    history (say a child with merges and cleaves) into a finished export of all bodies updates it:
+    only the ``by_id`` shards holding points whose body changed and the ``label`` shards holding a
+    changed body (from :func:`pocaduck.changed_bodies`: removed ids vanish, new ones appear) are
+    rewritten, every other file keeps its bytes, and the folder ends byte for byte a fresh export of
+    the new version. A version of another history, another store or other settings is refused
+    (``ExportFolderError``): export into a new folder.
+
     Tasks run on :func:`pocaduck.executor.run_tasks`: in ``workers`` threads of this process
     (default one per CPU; 1 runs them one after another), or on a Dask ``client``; a task that
     fails runs again up to ``retries`` times. Threads, not processes: a task's work is DuckDB,
@@ -147,7 +159,6 @@ def export_neuroglancer(
                             record["bytes"], 0, 0, time.perf_counter() - started, reused=True)  # fmt: skip
     run = {"workers": workers, "stop": stop, "retries": retries, "client": client, "pool": _POOL}
     if state == "update":
-        save_plan(storage, plan, table)
         return _update(opened, out_config, storage, plan, table, root, progress, run, started)
     if state == "new":
         save_plan(storage, plan, table)
@@ -188,7 +199,8 @@ def _update(
     started: float,
 ) -> ExportReport:
     """Move the export in ``out`` to ``plan``'s mapping version, rewriting only the shards its changes touch."""
-    update = plan_update(opened, storage, plan, table, root)
+    update = plan_update(opened, storage, plan, table, root)  # refuses another history before writing
+    save_plan(storage, plan, table)
     todo = [name for name in update.tasks if not is_done(storage, name)]
     tasks = [
         Task(name, 1, run_update_task,
