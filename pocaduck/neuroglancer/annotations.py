@@ -139,10 +139,14 @@ def encode_by_id(records: np.ndarray, labels: np.ndarray) -> bytes:
     >>> len(encode_by_id(records, np.array([5, 6], np.uint64))) == 2 * (12 + 4 + 8)
     True
     """
-    packed = np.dtype({"names": ["record", "count", "label"], "formats": [records.dtype, "<u4", "<u8"]})
-    values = np.empty(len(records), packed)
+    values = np.empty(len(records), by_id_dtype(records.dtype))
     values["record"], values["count"], values["label"] = records, 1, labels
     return values.tobytes()
+
+
+def by_id_dtype(record: np.dtype) -> np.dtype:
+    """One ``by_id`` value: the record, the relationship's count (1) and the label."""
+    return np.dtype({"names": ["record", "count", "label"], "formats": [record, "<u4", "<u8"]})
 
 
 def by_id_size(record: np.dtype) -> int:

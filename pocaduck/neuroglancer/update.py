@@ -37,7 +37,7 @@ from ..progress import Callback, ProgressEvent
 from ..query import Query
 from ..storage import Storage, open_storage
 from ..store import Store
-from .annotations import RELATIONSHIP, encode_groups
+from .annotations import RELATIONSHIP, by_id_dtype, encode_groups
 from .plan import RECORD, UPDATE, WORK, ExportPlan, load_plan, shard_path
 from .sharded import decode_shard, encode_shard
 from .tasks import check_stop, publish, read_records
@@ -163,9 +163,11 @@ def _patched_by_id(
     low = number * plan.ids_per_task
     if old is None:
         raise ExportFolderError(f"by_id shard {number} of the export is missing: export into a new folder")
-    keys, chunks = decode_shard(plan.by_id, old)
-    packed = np.dtype({"names": ["record", "count", "label"], "formats": [plan.record, "<u4", "<u8"]})
-    values = np.frombuffer(b"".join(chunks), packed).copy()
+    packed = by_id_dtype(plan.record)
+    # Ids are dense and written in key order after the shard index, each value the same size; only the bodies
+    # change, so the minishard indexes after the values keep their bytes.
+    values_start = (1 << plan.by_id.minishard_bits) * 16
+    values = np.frombuffer(old, packed, min(plan.point_count - low, plan.ids_per_task), values_start).copy()
     first_ids = labels["first_id"].to_numpy().astype(np.int64)[task.stale_supervoxels]
     counts = labels["point_count"].to_numpy().astype(np.int64)[task.stale_supervoxels]
     bodies = labels["body"].to_numpy()[task.stale_supervoxels]
@@ -173,8 +175,7 @@ def _patched_by_id(
         start, stop = max(first - low, 0), min(first + count - low, len(values))
         if start < stop:
             values["label"][start:stop] = body
-    sizes = np.full(len(keys), packed.itemsize, np.uint64)
-    return encode_shard(plan.by_id, keys, sizes, values.tobytes())
+    return [old[:values_start], values.tobytes(), old[values_start + values.nbytes :]]
 
 
 def _rebuilt_relationship(
@@ -183,9 +184,13 @@ def _rebuilt_relationship(
     """The relationship shard with the changed bodies' chunks rebuilt from their points, the others kept."""
     shard = int(task.name.rsplit("-", 1)[1])
     sharding = plan.relationship
-    keys, chunks = decode_shard(sharding, old) if old is not None else (np.empty(0, np.uint64), [])
-    kept = ~np.isin(keys, task.changed)
-    keys, chunks = keys[kept], [chunk for chunk, keep in zip(chunks, kept.tolist(), strict=True) if keep]
+    keys, starts, sizes = decode_shard(sharding, old) if old is not None else (np.empty(0, np.uint64),) * 3
+    kept = np.flatnonzero(~np.isin(keys, task.changed))
+    view = memoryview(old or b"")
+    keys = keys[kept]
+    chunks = [
+        view[start : start + size] for start, size in zip(starts[kept].tolist(), sizes[kept].tolist(), strict=True)
+    ]
     bodies = labels["body"].to_numpy()
     mine = task.changed[sharding.shard_of(task.changed) == shard]
     rows = np.flatnonzero(np.isin(bodies, mine))
@@ -201,14 +206,14 @@ def _rebuilt_relationship(
         starts = np.flatnonzero(np.diff(point_bodies, prepend=point_bodies[0] ^ np.uint64(1)))
         data, sizes = encode_groups(np.diff(np.append(starts, len(ids))), records, ids.astype(np.uint64))
         ends = np.cumsum(sizes.astype(np.int64))
-        view = memoryview(data)
+        built = memoryview(data)
         keys = np.concatenate([keys, point_bodies[starts]])
-        chunks += [bytes(view[end - size : end]) for end, size in zip(ends.tolist(), sizes.tolist(), strict=True)]
+        chunks += [built[end - size : end] for end, size in zip(ends.tolist(), sizes.tolist(), strict=True)]
     if not len(keys):
         return []
     order = sharding.chunk_order(keys)
     sizes = np.array([len(chunks[i]) for i in order.tolist()], np.uint64)
-    return encode_shard(sharding, keys[order], sizes, b"".join(chunks[i] for i in order.tolist()))
+    return encode_shard(sharding, keys[order], sizes, b"".join([chunks[i] for i in order.tolist()]))
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:
