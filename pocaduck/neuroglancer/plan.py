@@ -207,9 +207,9 @@ def make_plan(
         "properties": columns,
         "shard_bytes": shard_bytes,
         "points_per_cell": points_per_cell,
-        "mapped": mapped is not None,
-        "supervoxel_property": supervoxel_property,
     }
+    if mapped is not None:  # only then: an export without a mapping keeps the fingerprint it had before mappings
+        settings.update(mapped=True, supervoxel_property=supervoxel_property)
     frame = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     mapping = None if mapped is None else mapped.mapping.name
     plan = ExportPlan(
