@@ -178,3 +178,23 @@ def test_the_command_exports_and_updates_through_a_mapping(store, tmp_path, caps
                      "--workers", "1"]) in (0, None)  # fmt: skip
     capsys.readouterr()
     assert json.loads((out / "pocaduck_export.json").read_text())["mapping"] == "v3"
+
+
+def test_an_update_on_a_bucket_ends_as_a_fresh_export_there(store):
+    from _object_servers import s3_without_auth  # moto's IAM users are the process's: test_object_storage makes one
+
+    def objects(server, prefix: str) -> dict[str, bytes]:
+        client = server.client()
+        return {
+            key.removeprefix(prefix): client.get_object(Bucket=server.bucket, Key=key)["Body"].read()
+            for key in server.object_keys(prefix)
+        }
+
+    with s3_without_auth("pocaduck-mapped-export") as server:
+        export_neuroglancer(store, server.config("updated"), mapping="v1", **SMALL)
+        before = objects(server, "updated")
+        export_neuroglancer(store, server.config("updated"), mapping="v3", **SMALL)
+        export_neuroglancer(store, server.config("fresh"), mapping="v3", **SMALL)
+        after = objects(server, "updated")
+        assert after == objects(server, "fresh") and after != before
+        assert not [key for key in after if ".pocaduck-export" in key]

@@ -171,6 +171,8 @@ def _patched_by_id(
     first_ids = labels["first_id"].to_numpy().astype(np.int64)[task.stale_supervoxels]
     counts = labels["point_count"].to_numpy().astype(np.int64)[task.stale_supervoxels]
     bodies = labels["body"].to_numpy()[task.stale_supervoxels]
+    here = (first_ids + counts > low) & (first_ids < low + len(values))  # one step per supervoxel of this shard
+    first_ids, counts, bodies = first_ids[here], counts[here], bodies[here]
     for first, count, body in zip(first_ids.tolist(), counts.tolist(), bodies.tolist(), strict=True):
         start, stop = max(first - low, 0), min(first + count - low, len(values))
         if start < stop:
