@@ -110,8 +110,8 @@ def test_a_newer_version_rewrites_only_changed_shards_and_ends_as_a_fresh_export
     assert export_neuroglancer(store, out, mapping="v2", **SMALL).reused  # done: nothing to write
 
 
-def test_an_update_killed_half_way_ends_right_whatever_version_is_exported_next(store, tmp_path, monkeypatch):
-    out = tmp_path / "ng"
+def update_killed_half_way(store: str, out: Path, version: str, monkeypatch) -> None:
+    """Export v1 into ``out``, then update it to ``version`` with a task failing after the first label shard."""
     export_neuroglancer(store, out, mapping="v1", **SMALL)
     rebuild = export_update._rebuilt_relationship
     calls = []
@@ -124,8 +124,21 @@ def test_an_update_killed_half_way_ends_right_whatever_version_is_exported_next(
 
     monkeypatch.setattr(export_update, "_rebuilt_relationship", dies_after_one)
     with pytest.raises(ExportError):
-        export_neuroglancer(store, out, mapping="v2", **SMALL)
+        export_neuroglancer(store, out, mapping=version, **SMALL)
     monkeypatch.undo()
+
+
+def test_an_update_killed_half_way_resumes_from_the_tasks_done(store, tmp_path, monkeypatch):
+    out = tmp_path / "ng"
+    update_killed_half_way(store, out, "v2", monkeypatch)
+    report = export_neuroglancer(store, out, mapping="v2", **SMALL)
+    assert 0 < report.tasks_reused < report.tasks
+    assert files_of(out) == fresh(store, tmp_path / "fresh", "v2")
+
+
+def test_an_update_killed_half_way_ends_right_whatever_version_is_exported_next(store, tmp_path, monkeypatch):
+    out = tmp_path / "ng"
+    update_killed_half_way(store, out, "v2", monkeypatch)
     assert files_of(out) != fresh(store, tmp_path / "v1", "v1")  # half-way: some shards are v2's
     export_neuroglancer(store, out, mapping="v1", **SMALL)  # back to the recorded version
     assert files_of(out) == files_of(tmp_path / "v1")

@@ -38,7 +38,7 @@ from ..query import Query
 from ..storage import Storage, open_storage
 from ..store import Store
 from .annotations import RELATIONSHIP, by_id_dtype, encode_groups
-from .plan import RECORD, UPDATE, WORK, ExportPlan, load_plan, shard_path
+from .plan import RECORD, UPDATE, WORK, ExportPlan, done_path, load_plan, shard_path
 from .sharded import decode_shard, encode_shard
 from .tasks import check_stop, publish, read_records
 
@@ -140,7 +140,9 @@ class UpdateTask:
                 storage.delete_tree(path)
             else:
                 publish(storage, path, [new])
-        return {"rewritten": new != old, "bytes": len(new or b"")}
+        result = {"rewritten": new != old, "bytes": len(new or b"")}
+        publish(storage, done_path(self.name), [json.dumps(result).encode()])  # a resumed update skips it
+        return result
 
 
 def run_update_task(task: UpdateTask, report: Callback, should_stop: ShouldStop) -> TaskOutcome:
