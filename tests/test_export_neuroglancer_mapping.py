@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,11 @@ def test_an_update_on_a_bucket_ends_as_a_fresh_export_there(store):
         after = objects(server, "updated")
         assert after == objects(server, "fresh") and after != before
         assert not [key for key in after if ".pocaduck-export" in key]
+
+
+def test_exports_in_threads_of_one_process_write_what_each_writes_alone(store, tmp_path):
+    alone = {version: fresh(store, tmp_path / f"alone-{version}", version) for version in ("v1", "v2")}
+    settings = {**SMALL, "workers": 2}
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda v: export_neuroglancer(store, tmp_path / f"together-{v}", mapping=v, **settings), alone))
+    assert {version: files_of(tmp_path / f"together-{version}") for version in alone} == alone

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -408,15 +409,24 @@ def save_plan(storage: Storage, plan: ExportPlan, table: pa.Table) -> None:
 
 
 _loaded: dict[tuple[str, str], tuple[ExportPlan, pa.Table]] = {}
+_loaded_lock = threading.Lock()
 
 
 def load_plan(out: StorageConfig, fingerprint: str) -> tuple[ExportPlan, pa.Table]:
-    """The plan and labels table a task works from; read once per process (tasks of one export share them)."""
+    """The plan and labels table a task works from; read once per process (tasks of one export share them).
+
+    Two exports running in one process (threads) take turns in the cache: each task keeps the value it got,
+    never a key another thread may have just cleared.
+    """
     key = (out.base_path, fingerprint)
-    if key not in _loaded:
-        _loaded.clear()  # one export at a time per process: keep only its labels in memory
-        _loaded[key] = _read_plan(out, fingerprint)
-    return _loaded[key]
+    with _loaded_lock:
+        found = _loaded.get(key)
+    if found is None:
+        found = _read_plan(out, fingerprint)
+        with _loaded_lock:
+            _loaded.clear()  # keep only the latest export's labels in memory
+            _loaded[key] = found
+    return found
 
 
 def _read_plan(out: StorageConfig, fingerprint: str) -> tuple[ExportPlan, pa.Table]:
