@@ -19,6 +19,10 @@ same on every machine, process and numpy version, with no generator state to
 carry. The mixer is a bijection, so rows differing only in their last column
 never collide.
 
+A body of a mapping version is sampled from its supervoxels' rows, each keyed
+by its own supervoxel (``sample_of_union``): the body's sample then reads only
+each supervoxel's sample.
+
 **Levels.** Compaction splits a label's rows into *levels* by the rank of
 their ``seed=None`` keys: level 0 holds the ``first_level`` (1,024) rows with
 the smallest keys, each next level ``growth - 1`` (3) times all the levels

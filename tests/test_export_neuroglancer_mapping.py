@@ -109,6 +109,8 @@ def test_a_newer_version_rewrites_only_changed_shards_and_ends_as_a_fresh_export
     assert len(changed) < len(after) / 4 and report.tasks < 10
     assert json.loads(after["pocaduck_export.json"])["mapping"] == "v2"
     assert export_neuroglancer(store, out, mapping="v2", **SMALL).reused  # done: nothing to write
+    export_neuroglancer(store, out, mapping="v1", **SMALL)  # back to the parent: an update too
+    assert files_of(out) == before
 
 
 def update_killed_half_way(store: str, out: Path, version: str, monkeypatch) -> None:
