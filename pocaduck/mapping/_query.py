@@ -24,7 +24,7 @@ from ..arguments import OUTPUTS, one_of, positive_int, sample_and_seed
 from ..errors import PocaduckError
 from ..keys import check_label, check_labels, check_labels_asked
 from ..reader import Output, Reader
-from ..sampling import sample_rows
+from ..sampling import sample_of_union
 from ..store import Store
 from ._resolved import resolved
 from ._versions import MappingVersion, read_version
@@ -111,8 +111,10 @@ class MappedQuery(Reader):
     ) -> Any:
         """All points of a body: its supervoxels' points, supervoxel after supervoxel; several bodies as ``Query``.
 
-        ``sample=N`` draws from the body's points as ``Query`` does from a
-        label's (the same rule, keyed by the body), after reading them all.
+        ``sample=N`` draws ``min(N, count)`` of the body's points as ``Query``
+        does from a label's, each point keyed by its supervoxel (see
+        ``sampling.sample_of_union``): only each supervoxel's own sample of N is
+        read, one short range each on a compacted store (``seed=None``).
 
         Example: ``query.get_points(body, output="pandas")`` has a ``supervoxel`` column.
         """
@@ -123,15 +125,21 @@ class MappedQuery(Reader):
         with clock.phase("index_lookup_time"):
             members, stored = self._members(bodies)
         with clock.phase("data_read_time"):
-            by_supervoxel = self._query.get_points(stored, use_cache=False, blocks=blocks) if len(stored) else {}
+            # With a sample, each supervoxel's own sample holds every row the body's sample can take from it.
+            read = {"use_cache": False, "blocks": blocks, "sample": sample, "seed": seed}
+            by_supervoxel = self._query.get_points(stored, **read) if len(stored) else {}
         empty = np.empty((0, len(self.schema.columns)), dtype=self.schema.dtype)
         results = []
         for body, supervoxels in zip(bodies, members, strict=True):
             parts = [by_supervoxel[supervoxel] for supervoxel in supervoxels.tolist()]
             points = _joined(parts) if parts else empty
-            owners = np.repeat(supervoxels, [len(part) for part in parts]) if output != "numpy" or sample else None
+            owners = (
+                np.repeat(supervoxels, [len(part) for part in parts])
+                if output != "numpy" or sample is not None
+                else None
+            )
             if sample is not None:
-                kept = sample_rows(points, body, sample, seed)
+                kept = sample_of_union(parts, supervoxels.tolist(), sample, seed)
                 points, owners = points[kept], owners[kept]
             results.append((body, points, owners))
         clock["supervoxels"] = len(stored)
