@@ -120,6 +120,7 @@ def _verb_compact(args: argparse.Namespace) -> None:
         deduplicate=args.deduplicate,
         payload=args.payload,
         compression=args.compression,
+        mapping=args.mapping,
     )
     if report.generation is None:
         print(f"{args.store} is already compact")
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     compaction.add_argument(
         "--compression",
         help="codec (default: lz4 for parquet, none for arrow; arrow also takes lz4 and zstd)",
+    )
+    compaction.add_argument(
+        "--mapping", help="lay each body of this mapping version out contiguously (see `pocaduck mapping list`)"
     )
     compaction.set_defaults(run=_verb_compact)
 

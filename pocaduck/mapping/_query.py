@@ -89,11 +89,11 @@ class MappedQuery(Reader):
         bodies = self._assignments.bodies_of(np.array(asked, dtype=np.uint64))
         return int(bodies[0]) if single else bodies
 
-    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], list[int]]:
-        """Each body's supervoxels, and all of them once, sorted (the labels to read)."""
+    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each body's supervoxels, and all of them once, sorted (the labels to read, uint64)."""
         members = [self._assignments.supervoxels_of(body) for body in bodies]
         stored = np.unique(np.concatenate(members)) if members else np.empty(0, np.uint64)
-        return members, stored.tolist()
+        return members, stored
 
     # -- points ---------------------------------------------------------------
 
@@ -127,13 +127,17 @@ class MappedQuery(Reader):
         with clock.phase("data_read_time"):
             # With a sample, each supervoxel's own sample holds every row the body's sample can take from it.
             read = {"use_cache": False, "blocks": blocks, "sample": sample, "seed": seed}
-            by_supervoxel = self._query.get_points(stored, **read) if stored else {}
+            by_supervoxel = self._query.get_points(stored, **read) if len(stored) else {}
         empty = np.empty((0, len(self.schema.columns)), dtype=self.schema.dtype)
         results = []
         for body, supervoxels in zip(bodies, members, strict=True):
             parts = [by_supervoxel[supervoxel] for supervoxel in supervoxels.tolist()]
-            points = np.concatenate(parts) if parts else empty
-            owners = np.repeat(supervoxels, [len(part) for part in parts])
+            points = _joined(parts) if parts else empty
+            owners = (
+                np.repeat(supervoxels, [len(part) for part in parts])
+                if output != "numpy" or sample is not None
+                else None
+            )
             if sample is not None:
                 kept = sample_of_union(parts, supervoxels.tolist(), sample, seed)
                 points, owners = points[kept], owners[kept]
@@ -142,7 +146,7 @@ class MappedQuery(Reader):
         clock["points_returned"] = sum(len(points) for _, points, _ in results)
         return clock.finish(self._shaped(results, single, output), timing)
 
-    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray]], single: bool, output: Output) -> Any:
+    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray | None]], single: bool, output: Output) -> Any:
         if output == "numpy":
             return results[0][1] if single else {body: points for body, points, _ in results}
         points = np.concatenate([points for _, points, _ in results])
@@ -178,7 +182,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 (count,) = cursor.execute(
                     "SELECT coalesce(sum(point_count), 0)::BIGINT FROM labels WHERE label = ANY(?::UBIGINT[])",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchone()
         return clock.finish(int(count), timing)
 
@@ -197,7 +201,7 @@ class MappedQuery(Reader):
                 "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
                 f"count(DISTINCT label)::BIGINT AS supervoxel_count, {bounds} "
                 "FROM point_index WHERE label = ANY(?::UBIGINT[])",
-                [stored],
+                [stored.tolist()],
             )
             names = [column[0] for column in result.description]
             row = result.fetchone()
@@ -212,7 +216,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 rows = cursor.execute(
                     "SELECT DISTINCT block_id FROM point_index WHERE label = ANY(?::UBIGINT[]) ORDER BY block_id",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchall()
         blocks = [block_id for (block_id,) in rows]
         clock["blocks_found"] = len(blocks)
@@ -285,6 +289,33 @@ class MappedQuery(Reader):
 
     def _explained(self, error: PocaduckError) -> PocaduckError:
         return self._query._explained(error)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)``, without the copy when the parts are consecutive rows of one array.
+
+    They are when Query read them: its result for several labels is one array, label after label, and a body's
+    supervoxels, alone in the read, follow each other there (one range of one file when compacted by its mapping).
+
+    >>> rows = np.empty((6, 2), np.int64)
+    >>> rows[:] = np.arange(12).reshape(6, 2)
+    >>> joined = _joined([rows[0:1], rows[1:4], rows[4:4]])
+    >>> joined.tolist(), np.shares_memory(joined, rows), _joined([rows[0:1], rows[2:3]]).tolist()
+    ([[0, 1], [2, 3], [4, 5], [6, 7]], True, [[0, 1], [4, 5]])
+    """
+    filled = [part for part in parts if len(part)]
+    base = filled[0].base if filled else None
+    if base is None or base.ndim != 2 or not base.flags.c_contiguous:
+        return np.concatenate(parts)
+    row_bytes = base.strides[0]
+    origin = base.__array_interface__["data"][0]
+    start = (filled[0].__array_interface__["data"][0] - origin) // row_bytes
+    end = start
+    for part in filled:  # an empty slice may point anywhere: it adds nothing
+        if part.base is not base or part.__array_interface__["data"][0] != origin + end * row_bytes:
+            return np.concatenate(parts)
+        end += len(part)
+    return base[start:end]
 
 
 def _rechunked(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
