@@ -31,7 +31,7 @@ import ipywidgets as w
 import pyarrow as pa
 import traitlets as t
 
-from pocaduck import PocaduckError
+from pocaduck import PocaduckError, Reader
 from pocaduck.keys import check_label
 
 from . import _histograms
@@ -291,6 +291,13 @@ class LabelBrowser(w.VBox):
         self._counted = self._extents = self._histograms = None
         self._counts.clear()
         self._apply()
+
+    def use_query(self, query: Reader) -> None:
+        """List from ``query`` from now on (the Explorer's version picker); the rows follow the selection's
+        next revision, which ``Selection.use_query`` makes. Nothing read from the old one is reused."""
+        self.query = query
+        self._counted = self._extents = self._histograms = self._shown_view = None
+        self._counts.clear()
 
     # -- queries -------------------------------------------------------------
 
