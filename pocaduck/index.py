@@ -63,13 +63,11 @@ def create_worker_tables(con: duckdb.DuckDBPyConnection, schema: Schema) -> None
     )
 
 
-def label_summary_sql(schema: Schema, source: str, supervoxels: bool = False) -> str:
+def label_summary_sql(schema: Schema, source: str) -> str:
     """The SELECT of the ``labels`` table over the point_index rows of ``source`` (a table name of our own).
 
     The consolidation that merges by label ranges runs it on each range's rows:
     a label's rows all lie in one range, so the parts put end to end are the table.
-    With ``supervoxels``, ``source`` also has a ``supervoxel`` column (the stored
-    label of a body's rows) and each row says how many it holds (``supervoxel_count``).
 
     >>> from pocaduck.layout import Schema
     >>> label_summary_sql(Schema(("x",), np.dtype("int32"), "int64"), "point_index").split(" FROM ")[1]
@@ -79,8 +77,7 @@ def label_summary_sql(schema: Schema, source: str, supervoxels: bool = False) ->
     maxs = ", ".join(f"max(max_{c}) AS max_{c}" for c in schema.spatial_columns)
     return (
         "SELECT label, sum(point_count)::BIGINT AS point_count, "
-        + ("count(DISTINCT supervoxel)::BIGINT AS supervoxel_count, " if supervoxels else "")
-        + "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
+        "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
         f"{mins}, {maxs} FROM {source} GROUP BY label ORDER BY label"
     )
 
