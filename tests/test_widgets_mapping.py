@@ -9,7 +9,7 @@ import pytest
 from pocaduck.widgets import Explorer, LabelBrowser
 from pocaduck.widgets._colors import category_colors, label_color
 
-from pocaduck import Ingestor, Query, consolidate, write_mapping
+from pocaduck import Ingestor, MappingNotFoundError, Query, consolidate, write_mapping
 
 # Supervoxel -> points; bodies: v1 merges 2 and 2**64-1 into 1; v2 (child of v1) also merges 3 into 1.
 POINTS = {
@@ -68,6 +68,9 @@ def test_the_version_picker_reads_another_version_and_keeps_the_labels_it_still_
     assert sorted(map(tuple, explorer.viewer._shown[1].points.tolist())) == sorted(
         tuple(p) for s in (1, 2, 3, 2**64 - 1) for p in POINTS[s].tolist()
     )
+    with pytest.raises(MappingNotFoundError):
+        explorer.use_mapping("no-such-version")
+    assert explorer.mapping == "v2" and explorer.selection == [1] and explorer.browser.total_rows == 1
     explorer.use_mapping(None)  # the supervoxels have no supervoxel_count: the WHERE on it is dropped
     assert explorer.mapping is None and explorer.browser.where == "" and explorer.browser.total_rows == len(POINTS)
     assert explorer.selection == [1] and explorer.viewer._shown[1].count == len(POINTS[1])
