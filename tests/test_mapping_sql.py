@@ -121,3 +121,16 @@ def test_threads_sharing_one_mapped_query_sql_get_right_answers(store):
 
         with ThreadPoolExecutor(4) as pool:
             assert all(pool.map(check, range(80)))
+
+
+def test_threads_opening_queries_of_one_version_share_one_set_of_body_tables(store):
+    expected = brute_force({**ROOT, **MERGE})
+
+    def total(_: int) -> tuple[int, int]:
+        with Query(store, mapping="merged") as query:
+            found = query.sql("SELECT sum(point_count)::BIGINT AS n, count(*) AS bodies FROM labels", output="arrow")
+            return found["n"][0].as_py(), found["bodies"][0].as_py()
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = set(pool.map(total, range(12)))
+    assert answers == {(sum(row["point_count"] for row in expected.values()), len(expected))}
