@@ -4,13 +4,15 @@ A :class:`MappedQuery` holds the ordinary Query that ``Query(store, mapping=)``
 opened (whose labels are the supervoxels) and the version resolved into memory
 (``_resolved.Assignments``). A body's points are its supervoxels' points, read
 in one multi-label ``get_points`` call; summaries aggregate the supervoxels'
-index rows. Users' SQL still sees the supervoxel tables: bodies in SQL are
-for later.
+index rows. Users' SQL reads bodies too (``_sql.body_tables``): ``labels``
+lists them, ``mapping`` pairs each stored supervoxel with its body, and
+``supervoxel_labels`` is the index's own ``labels``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._gate import Gate, gated, gated_iterator
+from .._sql import SandboxedIndex
 from .._timing import Timing
 from ..arguments import OUTPUTS, one_of, positive_int, sample_and_seed
 from ..errors import PocaduckError
@@ -27,6 +30,7 @@ from ..reader import Output, Reader
 from ..sampling import sample_of_union
 from ..store import Store
 from ._resolved import resolved
+from ._sql import body_tables
 from ._versions import MappingVersion, read_version
 
 
@@ -64,7 +68,9 @@ class MappedQuery(Reader):
         self.storage_config = reader.storage_config
         self.schema = reader.schema
         self.using_optimized_data = reader.using_optimized_data
-        self._catalog = reader._catalog
+        self._storage = store.storage
+        self._body_sql: SandboxedIndex | None = None
+        self._body_sql_lock = threading.Lock()
         self.supervoxel_column = "stored_label" if "supervoxel" in self.schema.columns else "supervoxel"
 
     # -- the mapping itself ---------------------------------------------------
@@ -267,22 +273,46 @@ class MappedQuery(Reader):
         """Release the store's Query once the calls in progress have ended."""
         if self._gate.shut():
             self._query.close()
+            with self._body_sql_lock:
+                self._body_sql = None  # the process's connection closes once no Query of this version holds it
 
     @property
     def db_connection(self) -> duckdb.DuckDBPyConnection:
-        """A cursor where users' SQL runs, over the supervoxel tables of the store's index."""
+        """A cursor where users' SQL runs: ``labels`` by body, ``mapping`` (supervoxel, body), ``supervoxel_labels``.
+
+        Example: ``query.db_connection.sql("SELECT label, supervoxel_count FROM labels").fetchall()``.
+        """
         with self._gate.passing():
-            return self._query.db_connection
+            sandbox = self._bodies_in_sql()
+            cursor = sandbox.cursor()
+            cursor.execute(f"USE {sandbox.catalog}").fetchall()
+            return cursor
+
+    def _bodies_in_sql(self) -> SandboxedIndex:
+        """The connection users' SQL runs on, made on first use (and shared by every Query of this version)."""
+        with self._body_sql_lock:
+            if self._body_sql is None:
+                with self._query._index_read():
+                    self._body_sql = body_tables(
+                        self._query.index_path,
+                        self._query.threads,
+                        self.schema,
+                        (self.mapping.name, self.mapping.created),
+                        resolved(self._storage, self.mapping).bodies_of,
+                    )
+            return self._body_sql
+
+    _catalog = "memory"  # where the body tables live, beside the attached index
 
     @property
     def _tables(self) -> frozenset[str]:
-        return self._query._tables
+        return self._bodies_in_sql().tables
 
     def _cursor(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
         return self._query._cursor()
 
     def _sql_connection(self) -> duckdb.DuckDBPyConnection:
-        return self._query._sql_connection()
+        return self._bodies_in_sql().cursor()
 
     def _index_read(self) -> contextlib.AbstractContextManager[None]:
         return self._query._index_read()
