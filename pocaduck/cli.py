@@ -120,6 +120,7 @@ def _verb_compact(args: argparse.Namespace) -> None:
         deduplicate=args.deduplicate,
         payload=args.payload,
         compression=args.compression,
+        mapping=args.mapping,
     )
     if report.generation is None:
         print(f"{args.store} is already compact")
@@ -199,6 +200,7 @@ def _verb_export_neuroglancer(args: argparse.Namespace) -> None:
             client=client,
             progress=None if args.no_progress else "tqdm",
             retries=args.retries,
+            mapping=args.mapping,
         )
     print(json.dumps(report.to_dict(), indent=2))
     print(
@@ -362,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression",
         help="codec (default: lz4 for parquet, none for arrow; arrow also takes lz4 and zstd)",
     )
+    compaction.add_argument(
+        "--mapping", help="lay each body of this mapping version out contiguously (see `pocaduck mapping list`)"
+    )
     compaction.set_defaults(run=_verb_compact)
 
     garbage = verbs.add_parser(
@@ -460,7 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("store")
     export.add_argument("out", help="a new or empty folder, or a bucket URL; re-run the same command to resume")
-    export.add_argument("--labels", type=_label, nargs="+", help="only these labels (default: all)")
+    export.add_argument(
+        "--labels", type=_label, nargs="+", help="only these labels (default: all; bodies with --mapping)"
+    )
+    export.add_argument(
+        "--mapping",
+        help="export the bodies of this mapping version; into an export of an older version, update only what changed",
+    )
     export.add_argument("--workers", type=_integer(1), help="local worker threads (default: one per CPU)")
     export.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local threads")
     export.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed task this many times")

@@ -155,6 +155,22 @@ def _by_label(
     return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), stops.tolist(), strict=True)}
 
 
+def _compaction(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The compaction the index serves (generation, whether de-duplicated, the mapping it followed), or None."""
+    (tables,) = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'compaction'"
+    ).fetchone()
+    if not tables:
+        return None
+    result = cursor.execute("SELECT * FROM compaction")
+    record = dict(zip([column[0] for column in result.description], result.fetchone(), strict=True))
+    return {
+        "generation": record["generation"],
+        "deduplicated": bool(record["deduplicated"]),
+        "mapping": record.get("mapping"),  # absent from a generation written before compaction by mapping
+    }
+
+
 def _greedy_batches(counts: np.ndarray, batch_size: int) -> np.ndarray:
     """The batch of each label, in order: a batch takes labels while their points fit ``batch_size``.
 
@@ -860,6 +876,7 @@ class Query(Reader):
             (index_rows,) = cursor.execute("SELECT count(*) FROM point_index").fetchone()
             (workers,) = cursor.execute("SELECT count(*) FROM workers").fetchone()
             replaced, last_replaced = replaced_blocks_summary(cursor)
+            compaction = _compaction(cursor)
         return {
             "store": self.storage_config.base_path,
             "labels": labels,
@@ -873,4 +890,5 @@ class Query(Reader):
             "columns": list(self.schema.columns),
             "dtype": self.schema.dtype.name,
             "block_id_type": self.schema.block_id_type,
+            "compaction": compaction,
         }

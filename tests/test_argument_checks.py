@@ -93,6 +93,7 @@ CASES = [
     ("export_neuroglancer", "points_per_cell", POSITIVE),
     ("export_neuroglancer", "labels", [[-1], ["x"], [1.5], []]),
     ("export_neuroglancer", "progress", PROGRESS),
+    ("export_neuroglancer", "mapping", [5, "../x", "", True]),
     ("migrate", "workers", OPTIONAL_POSITIVE),
     ("migrate", "max_points_per_file", POSITIVE),
     ("migrate", "progress", PROGRESS),

@@ -60,8 +60,8 @@ def workspace(tmp_path_factory) -> Path:
     return folder
 
 
-def test_there_are_the_six_notebooks_with_outputs_cleared_and_a_kernel():
-    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+def test_there_are_the_seven_notebooks_with_outputs_cleared_and_a_kernel():
+    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(notebook)
@@ -154,6 +154,24 @@ def check_neuroglancer(out: str, workspace: Path) -> None:
     assert exported == number(r"as many as the store holds: ([\d,]+)", out) == len(store[biggest])
 
 
+def check_proofreading(out: str, workspace: Path) -> None:
+    with Query(workspace / "demo_store") as query:
+        counts = {int(label): query.get_point_count(int(label)) for label in query.get_labels()}
+    supervoxels = sorted(counts)
+    bodies = {s: supervoxels[i // 3 * 3] for i, s in enumerate(supervoxels)}  # the notebook's agglomeration
+    points = {}
+    for supervoxel, body in bodies.items():
+        points[body] = points.get(body, 0) + counts[supervoxel]
+    first, second = sorted(points, key=lambda body: -points[body])[:2]
+    assert number(r"(\d+) bodies;", out) == len(points)
+    assert number(rf"agglomeration +body {first}: ([\d,]+) points", out) == points[first]
+    assert number(rf"merge +body {first}: ([\d,]+) points", out) == points[first] + points[second]
+    cut = max(s for s, body in bodies.items() if body in (first, second))  # the merged body's last supervoxel
+    assert number(rf"cleave +body {first}: ([\d,]+) points", out) == points[first] + points[second] - counts[cut]
+    assert f"agglomeration → merge: changed bodies {sorted([first, second])}" in out
+    assert f"merge → cleave: changed bodies {sorted([first, max(supervoxels) + 1])}" in out
+
+
 CHECKS = {
     "01": check_quick_start,
     "02": check_browse_labels,
@@ -161,4 +179,5 @@ CHECKS = {
     "04": check_scale_out,
     "05": check_your_own_data,
     "06": check_neuroglancer,
+    "07": check_proofreading,
 }
