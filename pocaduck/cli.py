@@ -183,6 +183,8 @@ def _verb_scan(args: argparse.Namespace) -> None:
             resume=args.resume,
             payload=args.payload,
             retries=args.retries,
+            blocks=args.blocks,
+            worker_prefix=args.worker_prefix,
         )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
     print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
@@ -211,6 +213,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _block_ids(text: str) -> list[int]:
+    """An argparse type: comma-separated integer block ids (their range is checked against the volume later)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs integer block ids separated by commas, got {text!r}") from None
 
 
 def _integer(least: int, below: int | None = None) -> Callable[[str], int]:
@@ -415,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--payload", choices=tuple(layout.PAYLOADS), help="workers' file format in a new store (default: parquet)"
     )
+    scan.add_argument(
+        "--blocks",
+        type=_block_ids,
+        help="re-scan only these block ids (ID,ID,...: gz << 42 | gy << 21 | gx) of a scanned store, replacing them",
+    )
+    scan.add_argument("--worker-prefix", help="with --blocks: the re-scan's worker ids (default rescan-<time>-...)")
     scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")

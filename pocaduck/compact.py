@@ -48,6 +48,7 @@ from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped,
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, check_compression, chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, check_progress, progress_sink
+from .replacement import REPLACED_TABLE
 from .sampling import order_marker, stored_order
 from .storage import Storage
 from .store import Store, open_store
@@ -560,6 +561,12 @@ def _assemble(storage: Storage, schema: layout.Schema, generation: str, plan: di
             totals["bytes_written"] += result["bytes"]
         attach_read_only(con, storage.local_copy(_source_path(generation)), "source")
         con.execute("CREATE TABLE workers AS SELECT * FROM source.workers ORDER BY worker_id")
+        # The replacements it applied: a later consolidation keeps its rows of those blocks unless replaced again.
+        if con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'source' AND table_name = ?",
+            [REPLACED_TABLE],
+        ).fetchone()[0]:
+            con.execute(f"CREATE TABLE {REPLACED_TABLE} AS SELECT * FROM source.{REPLACED_TABLE}")
         con.execute("DETACH source")
         con.execute(
             "CREATE TABLE compaction AS SELECT ? AS generation, ? AS deduplicated, ?::BIGINT AS points_read, "

@@ -67,6 +67,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
+from .replacement import replaced_blocks_summary
 from .sampling import pool_size, sample_rows
 from .store import Store, open_store
 
@@ -864,12 +865,17 @@ class Query(Reader):
 
     @gated
     def info(self) -> dict[str, Any]:
-        """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
+        """Store-wide totals: labels, points, index rows, files, bytes, workers, replaced blocks and the schema.
+
+        ``replaced_blocks`` counts the blocks whose re-scan is in force, ``last_replaced_at``
+        is the latest one's time (ISO 8601, UTC) or None.
+        """
         with self._cursor() as cursor:
             (labels, points) = cursor.execute("SELECT count(*), coalesce(sum(point_count), 0) FROM labels").fetchone()
             (files, stored_bytes) = cursor.execute("SELECT count(*), coalesce(sum(byte_size), 0) FROM files").fetchone()
             (index_rows,) = cursor.execute("SELECT count(*) FROM point_index").fetchone()
             (workers,) = cursor.execute("SELECT count(*) FROM workers").fetchone()
+            replaced, last_replaced = replaced_blocks_summary(cursor)
             compaction = _compaction(cursor)
         return {
             "store": self.storage_config.base_path,
@@ -879,6 +885,8 @@ class Query(Reader):
             "files": files,
             "bytes": int(stored_bytes),
             "workers": workers,
+            "replaced_blocks": replaced,
+            "last_replaced_at": last_replaced,
             "columns": list(self.schema.columns),
             "dtype": self.schema.dtype.name,
             "block_id_type": self.schema.block_id_type,
