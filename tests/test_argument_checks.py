@@ -112,6 +112,7 @@ CASES = [
     ("scan_volume", "consolidate", FLAG),
     ("scan_volume", "resume", FLAG),
     ("scan_volume", "background", FLAG),
+    ("scan_volume", "progress", PROGRESS),
     ("create_store", "voxel_size", [(1, 0, 1), (NAN, 1, 1), "111", True]),
     ("Ingestor", "max_points_per_file", POSITIVE),
     ("Ingestor", "max_bytes_per_file", POSITIVE),

@@ -44,7 +44,7 @@ from ..consolidate import consolidate as consolidate_store
 from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from ..executor import Failure, Pool, Task, run_tasks, runs_here
 from ..layout import check_worker_id
-from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress
+from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress, check_progress, display_for
 from ..store import Store, create_store, open_store
 from .blocks import BlockGrid
 from .extract import MODES, Mode, PointSelection
@@ -105,9 +105,10 @@ class ScanHandle:
         self._result: ScanResult | None = None
         self._error: BaseException | None = None
         self._finished = threading.Event()
-        self._display = TqdmProgress() if progress == "tqdm" else None
-        if progress is not None:
-            self.events.subscribe(self._display or progress)
+        display = display_for(progress, "block")
+        self._display = display if isinstance(display, TqdmProgress) else None  # bars it made, closed at the end
+        if display is not None:
+            self.events.subscribe(display)
         self._thread: threading.Thread | None = None
 
     def _execute(self) -> None:
@@ -198,9 +199,10 @@ def scan_volume(
     worker runs in this process), or Dask tasks when ``client`` (a
     ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
     see :mod:`pocaduck.executor`) is given; ``retries`` re-runs a failed
-    worker, or one whose process died. ``progress`` (a callable, or
-    ``"tqdm"`` for bars) receives :class:`~pocaduck.ProgressEvent` s while
-    the scan runs. A failed worker
+    worker, or one whose process died. ``progress`` (a callable receiving
+    :class:`~pocaduck.ProgressEvent` s while the scan runs; ``"tqdm"`` or True
+    for bars, ``"auto"`` for bars in a notebook only; None or False, the
+    default, for nothing) is checked before any work starts. A failed worker
     does not stop the others: the scan consolidates what finished and raises
     :class:`ScanWorkerError` naming the worker and block. Re-running the same
     scan replaces its data; ``resume=True`` keeps finished workers.
@@ -231,6 +233,7 @@ def scan_volume(
     1
     """
     block_shape = per_axis(block_shape, "block_shape", int, positive=True)
+    progress = check_progress(progress)
     voxel_size = per_axis(voxel_size, "voxel_size", float, positive=True)
     voxel_offset = per_axis(voxel_offset, "voxel_offset", int, positive=False)
     selection = PointSelection(
