@@ -19,6 +19,7 @@ import pytest
 from nbclient import NotebookClient
 
 from pocaduck import Query, make_demo_volume
+from pocaduck.scan.blocks import block_id_of
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
@@ -170,6 +171,21 @@ def check_proofreading(out: str, workspace: Path) -> None:
     assert number(rf"cleave +body {first}: ([\d,]+) points", out) == points[first] + points[second] - counts[cut]
     assert f"agglomeration → merge: changed bodies {sorted([first, second])}" in out
     assert f"merge → cleave: changed bodies {sorted([first, max(supervoxels) + 1])}" in out
+    # The re-scan: what the notebook printed is what its store now serves, and the old points are gone.
+    split, before, after, piece, piece_points = (
+        int(n.replace(",", ""))
+        for n in re.search(
+            r"supervoxel (\d+): ([\d,]+) points before the re-scan, ([\d,]+) after; new supervoxel (\d+): ([\d,]+)", out
+        ).groups()
+    )
+    assert before == counts[split] and piece == max(supervoxels) + 2 and piece_points > 0
+    with Query(workspace / "proofreading_store") as query:
+        assert query.get_point_count(split) == after and query.get_point_count(piece) == piece_points
+        assert query.sql("SELECT block_id FROM replaced_blocks").block_id.tolist() == [block_id_of((1, 1, 1))]
+    with Query(workspace / "proofreading_store", mapping="rescan") as query:
+        body = int(query.get_body(split))
+        assert int(query.get_body(piece)) == body
+        assert number(rf"rescan +body {body}: ([\d,]+) points", out) == query.get_point_count(body)
 
 
 CHECKS = {
