@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pocaduck import Ingestor, Query, compact, consolidate
-from pocaduck.errors import DataFileError
+from pocaduck.errors import DataFileError, InvalidLabelError
 
 # Labels across the uint64 range, in no sorted order; each spans several blocks.
 LABELS = [2**64 - 1, 3, 2**63, 41, 2**63 - 1, 0, 977, *range(10**6, 10**6 + 13), *range(2**63 + 5, 2**63 + 9)]
@@ -81,3 +81,12 @@ def test_rows_past_a_files_end_in_a_read_of_many_runs_name_the_file_as_damaged(s
         # Two runs of one file, the second reaching 3 rows past its end (as an index for a longer file would).
         with pytest.raises(DataFileError, match=f"(?s){path}.*The store is damaged"):
             query.read_rows(np.array([file_id] * 2), np.array([0, rows - 4]), np.array([2, 7]))
+
+
+@pytest.mark.parametrize(
+    "bad", [[*range(2_000), 2**64], [-1, *range(2_000)], [*range(2_000), True], np.array([3, -1] * 1_000)]
+)
+def test_one_bad_label_among_thousands_is_refused_by_name(store, bad):
+    # Thousands of plain ints are checked by their extremes; one outside the range still names itself.
+    with Query(store[0]) as query, pytest.raises(InvalidLabelError, match=r"each of label must be .*(-1|2\*\*64|True)"):
+        query.get_points(bad)

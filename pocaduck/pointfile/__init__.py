@@ -188,7 +188,17 @@ def _groups_of_runs(offsets: np.ndarray, counts: np.ndarray, group_size: int) ->
     """
     first_group = offsets // group_size
     last_group = (offsets + counts - 1) // group_size
-    groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+    spanned = counts > 0
+    if not spanned.any():
+        return [], first_group * 0
+    # A group is read when some run covers it: runs starting minus runs ended, summed up to each group, is > 0.
+    base = int(first_group[spanned].min())
+    bins = int(last_group[spanned].max()) - base + 2
+    covering = np.cumsum(
+        np.bincount(first_group[spanned] - base, minlength=bins)
+        - np.bincount(last_group[spanned] - base + 1, minlength=bins)
+    )
+    groups = np.flatnonzero(covering[:-1] > 0) + base
     # Every group read before the last one of a file is full, so rank * size locates a run in them.
     return groups.tolist(), np.searchsorted(groups, first_group) * group_size + offsets % group_size
 
