@@ -120,9 +120,10 @@ class _Decoded:
         self, starts: np.ndarray, lengths: np.ndarray, points: np.ndarray, destinations: np.ndarray
     ) -> None:
         """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices."""
-        if len(starts) and int((starts + lengths).max()) > len(self._columns[0]):
-            raise IndexError(f"rows up to {int((starts + lengths).max())} asked of {len(self._columns[0])} decoded")
-        bounds = list(zip(starts.tolist(), (starts + lengths).tolist(), strict=True))
+        ends = starts + lengths
+        if np.any((ends > len(self._columns[0])) & (lengths > 0)):  # an empty range asks no row
+            raise IndexError(f"rows up to {int(ends[lengths > 0].max())} asked of {len(self._columns[0])} decoded")
+        bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
         for j, column in enumerate(self._columns):
             _pieces.land([column[low:high] for low, high in bounds], points[:, j], destinations, lengths)
 

@@ -45,14 +45,14 @@ def split_at(
     Returns, per piece: its part, its first and end row within that part, and where it lands (a range lands at
     ``destinations[i]``). Empty ranges give no piece; a range past the last border raises ``IndexError``.
 
-    >>> [a.tolist() for a in split_at(np.array([0, 4, 8]), np.array([1, 6]), np.array([5, 2]), np.array([0, 5]))]
+    >>> borders, starts, lengths = np.array([0, 4, 8]), np.array([1, 6, 99]), np.array([5, 2, 0])
+    >>> [a.tolist() for a in split_at(borders, starts, lengths, destinations=np.array([0, 5, 7]))]
     [[0, 1, 1], [1, 0, 2], [4, 2, 4], [0, 3, 5]]
     """
-    ends = starts + lengths
+    asked = lengths > 0  # an empty range asks no row, wherever it says it starts
+    starts, ends, destinations = starts[asked], (starts + lengths)[asked], destinations[asked]
     if len(ends) and ends.max() > borders[-1]:
         raise IndexError(f"row {int(ends.max()) - 1} asked of parts which hold {int(borders[-1])} rows")
-    asked = lengths > 0
-    starts, ends, destinations = starts[asked], ends[asked], destinations[asked]
     first = np.searchsorted(borders, starts, "right") - 1
     last = np.searchsorted(borders, ends - 1, "right") - 1
     spans = last - first + 1
