@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _support import as_row_set
 
 from pocaduck import Ingestor, Query, compact, consolidate
 from pocaduck.errors import DataFileError, InvalidLabelError
@@ -52,8 +53,12 @@ def test_many_labels_as_ingested_come_as_one_call_each_gives_them(store):
 
 def test_many_labels_compacted_into_several_files_come_as_one_call_each_gives_them(store):
     store, payload = store
+    with Query(store, cache_size=0) as query:
+        written = {label: as_row_set(query.get_points(label)) for label in LABELS}
     # Runs cross group borders, and each file's runs land back to back after the previous file's.
     compact(store, workers=1, points_per_file=150, row_group_size=5, payload=payload)
+    with Query(store, cache_size=0) as query:  # one label over many batches lands a slice of each
+        assert {label: as_row_set(query.get_points(label)) for label in LABELS} == written
     with Query(store) as query:
         assert len(query.sql("SELECT * FROM files")) > 1
     assert_one_call_equals_one_call_each(store, ASKED)

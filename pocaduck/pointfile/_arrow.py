@@ -138,8 +138,11 @@ class _Batches:
 
     def copy(self, take: slice, points: np.ndarray, put: slice) -> None:
         """Copy the rows of slice ``take`` to ``points[put]`` (``points`` may be a transposed view)."""
-        views = self._views
-        points[put] = (views[0] if len(views) == 1 else np.concatenate(views))[take]
+        if len(self._views) == 1:  # one label's usual case: one slice, no planning
+            points[put] = self._views[0][take]
+            return
+        # A run over many batches lands a slice of each, with no concatenation of the batches first.
+        self.copy_ranges(np.array([take.start]), np.array([take.stop - take.start]), points, np.array([put.start]))
 
 
 def count_rows(data: bytes) -> int:
