@@ -86,6 +86,8 @@ def test_rows_past_a_files_end_in_a_read_of_many_runs_name_the_file_as_damaged(s
         # Two runs of one file, the second reaching 3 rows past its end (as an index for a longer file would).
         with pytest.raises(DataFileError, match=f"(?s){path}.*The store is damaged"):
             query.read_rows(np.array([file_id] * 2), np.array([0, rows - 4]), np.array([2, 7]))
+        with pytest.raises(DataFileError, match=f"(?s){path}.*The store is damaged"):  # one run over several batches
+            query.read_rows(np.array([file_id]), np.array([rows - 7]), np.array([8]))
 
 
 @pytest.mark.parametrize(

@@ -138,11 +138,20 @@ class _Batches:
 
     def copy(self, take: slice, points: np.ndarray, put: slice) -> None:
         """Copy the rows of slice ``take`` to ``points[put]`` (``points`` may be a transposed view)."""
-        if len(self._views) == 1:  # one label's usual case: one slice, no planning
+        if len(self._views) == 1:  # one label's usual case: one slice
             points[put] = self._views[0][take]
             return
-        # A run over many batches lands a slice of each, with no concatenation of the batches first.
-        self.copy_ranges(np.array([take.start]), np.array([take.stop - take.start]), points, np.array([put.start]))
+        # A run over several batches lands a slice of each, with no concatenation of the batches first (and no
+        # numpy planning, which costs more than the loop for the two batches a small label may straddle).
+        first_row, landed = 0, put.start
+        for view in self._views:
+            low, high = max(take.start - first_row, 0), min(take.stop - first_row, len(view))
+            if high > low:
+                points[landed : landed + high - low] = view[low:high]
+                landed += high - low
+            first_row += len(view)
+        if landed != put.stop:
+            raise IndexError(f"rows {take.start} to {take.stop} asked of batches which hold {first_row}")
 
 
 def count_rows(data: bytes) -> int:
