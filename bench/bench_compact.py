@@ -4,6 +4,8 @@ and the compacted store as Parquet and as Arrow IPC files beside ``np.load`` of 
     .venv/bin/python bench/bench_compact.py            # about 3 minutes on 2 shared cores
     .venv/bin/python bench/bench_compact.py --quick    # smoke run, under a minute; docs left alone
     .venv/bin/python bench/bench_compact.py --bulk-only  # only the bulk reads below, about 2 minutes; docs left alone
+    .venv/bin/python bench/bench_compact.py --bulk-only --bulk-row-groups 1024,2048,4096  # and Parquet row groups
+    .venv/bin/python bench/bench_compact.py --bulk-only --baseline /work/main  # and the bulk reads of a checkout
 
 Each label spans 50 distinct blocks of an 8x8x8 grid, 20 points per (label,
 block), so a label has 1,000 points; blocks go to 8 workers round-robin, so
@@ -260,6 +262,7 @@ def each_alone(query: Query, labels: list[int]) -> list[np.ndarray]:
     return [query.get_points(label) for label in labels]
 
 
+CHILD_ROUNDS = 3  # rounds of the bulk readers in each process of --baseline
 BATCH_POINTS = 100_000  # iter_points(labels, batch_size=...): the bounded-memory way to read the same labels
 
 
@@ -310,6 +313,155 @@ def compare_bulk(stores: dict[str, str], all_labels: np.ndarray, count: int, see
     }
 
 
+def bulk_child(spec: str) -> None:
+    """In a fresh process (whichever pocaduck its PYTHONPATH gives): the bulk readers taking turns after a warm-up,
+    ``CHILD_ROUNDS`` times; their seconds printed."""
+    stores, asked = json.loads(spec)
+    queries = {payload: Query(store, cache_size=0) for payload, store in stores.items()}
+    readers = {}
+    for payload, query in queries.items():
+        paths = [os.path.join(stores[payload], path) for path in query.sql("SELECT path FROM files")["path"]]
+        readers[f"{payload} one call"] = functools.partial(query.get_points, asked)
+        readers[f"{payload} loop"] = functools.partial(each_alone, query, asked)
+        readers[f"{payload} floor"] = functools.partial(read_whole_files, paths, payload, list(query.schema.columns))
+        query.get_points(asked)  # files opened, pages mapped, as in a warm Query
+    seconds: dict[str, list[float]] = {reader: [] for reader in readers}
+    for _ in range(CHILD_ROUNDS):
+        for reader, read in readers.items():
+            started = time.perf_counter()
+            read()
+            seconds[reader].append(time.perf_counter() - started)
+    for query in queries.values():
+        query.close()
+    print(json.dumps(seconds))
+
+
+def compare_codes(
+    stores: dict[str, str], all_labels: np.ndarray, count: int, seed: int, passes: int, baseline: str
+) -> dict[str, Any]:
+    """The bulk readers of this pocaduck and of the checkout ``baseline``, each pass a fresh process per code.
+
+    The codes alternate pass by pass, so the machine's load falls on both alike; the floor is the same read in
+    both and is pooled.
+    """
+    asked = [int(label) for label in np.random.default_rng(seed).choice(all_labels, count, replace=False)]
+    codes = {"this": None, "baseline": baseline}
+    seconds: dict[str, dict[str, list[float]]] = {code: {} for code in codes}
+    for _ in range(passes):
+        for code, folder in codes.items():
+            environment = dict(os.environ)
+            if folder is not None:
+                environment["PYTHONPATH"] = os.pathsep.join([folder, environment.get("PYTHONPATH", "")])
+            output = subprocess.run(
+                [sys.executable, __file__, "--bulk-child", json.dumps([stores, asked])],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=environment,
+            ).stdout
+            for reader, taken in json.loads(output.splitlines()[-1]).items():
+                seconds[code].setdefault(reader, []).extend(taken)
+    with Query(stores["arrow"], cache_size=0) as query:
+        returned = sum(map(len, query.get_points(asked).values()))
+        stored = int(query.sql("SELECT sum(point_count) AS points FROM labels")["points"][0])
+    return {"checkout": baseline, "passes": passes, "points_returned": returned, "points_stored": stored, **seconds}
+
+
+def render_codes(compared: dict[str, Any]) -> list[str]:
+    """One row per payload and code: the one call beside the loop and the pooled floor."""
+    returned, stored = compared["points_returned"], compared["points_stored"]
+    lines = [
+        f"This pocaduck and the one at {compared['checkout']} (*baseline*): `get_points` of {returned:,} points in one "
+        f"call, a fresh process per code and pass, codes alternating, {CHILD_ROUNDS} rounds of the readers taking "
+        f"turns in each; medians of all rounds of {compared['passes']} passes",
+        "",
+        "| payload | pocaduck | one call ms | one call, M points/s | one call / floor | one call / loop |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for payload in BULK_PAYLOADS:
+        floor = float(np.median([t for code in ("this", "baseline") for t in compared[code][f"{payload} floor"]]))
+        for code in ("baseline", "this"):
+            one_call = float(np.median(compared[code][f"{payload} one call"]))
+            loop = float(np.median(compared[code][f"{payload} loop"]))
+            lines.append(
+                f"| {payload} | {code} | {one_call * 1e3:.1f} | {returned / one_call / 1e6:.1f} "
+                f"| **{(returned / one_call) / (stored / floor):.2f}x** | {loop / one_call:.2f}x |"
+            )
+    return lines
+
+
+def compare_row_groups(
+    workdir: str, all_labels: np.ndarray, sizes: list[int], count: int, seed: int, passes: int, workers: int
+) -> dict[str, Any]:
+    """The bulk store compacted as Parquet once per row group size: what smaller groups cost and give.
+
+    Per size: compaction seconds, bytes and footer bytes of the files, ``get_points`` of ``count`` random labels
+    in one call, the whole files read (the floor, at that size and at the default's 8,192 rows) and one label's
+    p50; every size takes its turn in each pass.
+    """
+    ingested = os.path.join(workdir, "bulk-ingested")
+    asked = [int(label) for label in np.random.default_rng(seed).choice(all_labels, count, replace=False)]
+    singles = [int(label) for label in np.random.default_rng(seed + 1).choice(all_labels, 200, replace=False)]
+    sizes = sorted({*sizes, 8_192})
+    figures: dict[int, dict[str, Any]] = {}
+    queries, paths = {}, {}
+    for size in sizes:
+        store = os.path.join(workdir, f"row-groups-{size}")
+        shutil.copytree(ingested, store)
+        started = time.perf_counter()
+        compact(store, workers=workers, payload="parquet", row_group_size=size)
+        queries[size] = Query(store, cache_size=0)
+        paths[size] = [os.path.join(store, path) for path in queries[size].sql("SELECT path FROM files")["path"]]
+        figures[size] = {
+            "compact_s": time.perf_counter() - started,
+            "bytes": sum(os.path.getsize(path) for path in paths[size]),
+            "footer_bytes": sum(pq.ParquetFile(path).metadata.serialized_size for path in paths[size]),
+            "one call": [],
+            "floor": [],
+            "single p50": [],
+        }
+    try:
+        columns = list(queries[sizes[0]].schema.columns)
+        for _ in range(passes):
+            for size in sizes:
+                started = time.perf_counter()
+                returned = sum(map(len, queries[size].get_points(asked).values()))
+                figures[size]["one call"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                stored = read_whole_files(paths[size], "parquet", columns)
+                figures[size]["floor"].append(time.perf_counter() - started)
+                figures[size]["single p50"].append(
+                    percentiles_ms(time_reads(queries[size].get_points, singles, 1))["p50"]
+                )
+    finally:
+        for query in queries.values():
+            query.close()
+    return {"labels": count, "points_returned": returned, "points_stored": stored, "sizes": figures}
+
+
+def render_row_groups(study: dict[str, Any]) -> list[str]:
+    """One row per row group size; the floor of the default size is the reference all sizes are held to."""
+    sizes = study["sizes"]
+    default_floor = float(np.median(sizes[8_192]["floor"]))
+    lines = [
+        f"Parquet row group sizes: `get_points` of {study['labels']:,} labels ({study['points_returned']:,} points) "
+        f"in one call; floor: every file read whole ({study['points_stored']:,} points)",
+        "",
+        "| rows per group | one call ms | one call / own floor | one call / 8,192-row floor | single label p50 ms "
+        "| files MB | footers KB | compaction s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, row in sorted(sizes.items()):
+        one_call, floor = float(np.median(row["one call"])), float(np.median(row["floor"]))
+        share = study["points_returned"] / study["points_stored"]
+        lines.append(
+            f"| {size:,} | {one_call * 1e3:.1f} | {share * floor / one_call:.2f}x | {share * default_floor / one_call:.2f}x "
+            f"| {float(np.median(row['single p50'])):.3f} | {row['bytes'] / 1e6:.1f} | {row['footer_bytes'] / 1e3:.0f} "
+            f"| {row['compact_s']:.1f} |"
+        )
+    return lines
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     values = np.array(seconds) * 1e3
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "n": len(values)}
@@ -326,8 +478,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="compaction worker processes")
     parser.add_argument("--original-dir", default=DEFAULT_ORIGINAL_DIR)
     parser.add_argument("--bulk-only", action="store_true", help="only the bulk reads of many labels in one call")
+    parser.add_argument(
+        "--baseline", help="a pocaduck checkout whose bulk reads to time beside these (fresh processes)"
+    )
+    parser.add_argument("--bulk-child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bulk-row-groups",
+        metavar="SIZES",
+        help="also compact the bulk store as Parquet with these rows per group (e.g. 1024,2048) and compare",
+    )
     _report.add_docs_option(parser)
     args = parser.parse_args()
+    if args.bulk_child:
+        bulk_child(args.bulk_child)
+        return
     started = time.perf_counter()
     exploratory = "--quick" if args.quick else "--bulk-only" if args.bulk_only else None
     docs = _report.docs_wanted(args, "bench_compact", exploratory)
@@ -338,6 +502,13 @@ def main() -> None:
         # A fifth of the labels, as 2,000 of the full store's 10^4: most row groups hold a label asked.
         count, bulk_passes = (200, 3) if args.quick else (BULK_LABELS, 7)
         results["bulk"] = compare_bulk(stores, all_labels, count, args.seed, bulk_passes)
+        if args.baseline:
+            results["codes"] = compare_codes(stores, all_labels, count, args.seed, bulk_passes, args.baseline)
+        if args.bulk_row_groups:
+            sizes = [int(size) for size in args.bulk_row_groups.split(",")]
+            results["row_groups"] = compare_row_groups(
+                workdir, all_labels, sizes, count, args.seed, bulk_passes, args.workers
+            )
         if not args.bulk_only:
             measure_compaction(results, workdir, args, probe_labels, big_labels, passes)
     results["elapsed_s"] = time.perf_counter() - started
@@ -386,7 +557,10 @@ def measure_compaction(
 
 def render(results: dict[str, Any]) -> str:
     compaction = render_compaction(results) + "\n" if "before" in results else ""
-    return compaction + "\n".join(render_bulk(results["bulk"])) + "\n"
+    row_groups = "\n" + "\n".join(render_row_groups(results["row_groups"])) + "\n" if "row_groups" in results else ""
+    if "codes" in results:
+        row_groups = "\n" + "\n".join(render_codes(results["codes"])) + "\n" + row_groups
+    return compaction + "\n".join(render_bulk(results["bulk"])) + "\n" + row_groups
 
 
 def render_bulk(bulk: dict[str, Any]) -> list[str]:

@@ -50,10 +50,6 @@ _GUESSED_FILES = 4  # files opened ahead, with the directory page, when a bucket
 # Rows iter_rows decodes at a time (4 default row groups, ~0.4 MB of 3 float32): on an 8 M-point label, 16 groups
 # streamed no faster and held 15 MB more of Arrow's decoding buffers.
 _PIECE_ROWS = 4 * layout.ROW_GROUP_SIZE
-# Runs this long on average are copied as slices (~1.3 ns a row, ~1 µs a slice and column) rather than gathered by
-# row index (~5 ns a row, plus making the indices): a body compacted by mapping, read at a later version, is a few
-# long runs (its supervoxels, and those merged into it since) in one file.
-_SLICED_RUN_ROWS = 512
 
 
 def write_point_file(
@@ -140,12 +136,6 @@ def chunk_index_rows(
     )
 
 
-def _row_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(start, start + count)`` for every pair, without a Python loop."""
-    ends = np.cumsum(counts)
-    return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
-
-
 def _coalesced(
     file_ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -172,17 +162,6 @@ def _runs_by_file(file_ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
     return by_file, np.split(by_file, np.flatnonzero(np.diff(file_ids[by_file])) + 1) if len(by_file) else []
 
 
-def _landing(destinations: np.ndarray, counts: np.ndarray) -> slice | np.ndarray:
-    """Where runs' rows land: one slice when each run follows the previous one, as a compacted file's labels do.
-
-    >>> _landing(np.array([4, 6]), np.array([2, 3])), _landing(np.array([4, 9]), np.array([2, 1]))
-    (slice(4, 9, None), array([4, 5, 9]))
-    """
-    if np.array_equal(destinations[1:], destinations[:-1] + counts[:-1]):
-        return slice(int(destinations[0]), int(destinations[-1] + counts[-1]))
-    return _row_ranges(destinations, counts)
-
-
 def _run_in_groups(offset: int, count: int, group_size: int, destination: int) -> tuple[list[int], slice, slice]:
     """The row groups one run of rows spans, its rows among theirs, and where they land.
 
@@ -203,7 +182,17 @@ def _groups_of_runs(offsets: np.ndarray, counts: np.ndarray, group_size: int) ->
     """
     first_group = offsets // group_size
     last_group = (offsets + counts - 1) // group_size
-    groups = np.unique(_row_ranges(first_group, last_group - first_group + 1))
+    spanned = counts > 0
+    if not spanned.any():
+        return [], first_group * 0
+    # A group is read when some run covers it: runs starting minus runs ended, summed up to each group, is > 0.
+    base = int(first_group[spanned].min())
+    bins = int(last_group[spanned].max()) - base + 2
+    covering = np.cumsum(
+        np.bincount(first_group[spanned] - base, minlength=bins)
+        - np.bincount(last_group[spanned] - base + 1, minlength=bins)
+    )
+    groups = np.flatnonzero(covering[:-1] > 0) + base
     # Every group read before the last one of a file is full, so rank * size locates a run in them.
     return groups.tolist(), np.searchsorted(groups, first_group) * group_size + offsets % group_size
 
@@ -287,23 +276,19 @@ class PointFiles:
         file_ids, offsets, counts, destinations = _coalesced(file_ids, offsets, counts)
 
         def gather(runs: np.ndarray) -> None:
-            # The row indices are made inside the call: made ahead for every file, they would all be held at once
-            # (16 bytes a row beside the points' own, +30 % peak memory on a bulk read of 3 float64 columns).
             file_id = int(file_ids[runs[0]])
             path, group_size, byte_size = self.files[file_id]
             if len(runs) == 1:  # a label's rows in a file are adjacent, so slices do
                 groups, take, put = _run_in_groups(
                     int(offsets[runs[0]]), int(counts[runs[0]]), group_size, int(destinations[runs[0]])
                 )
-            else:
-                groups, sources = _groups_of_runs(offsets[runs], counts[runs], group_size)
-                if counts[runs].sum() >= _SLICED_RUN_ROWS * len(runs):
-                    rows = self._read_groups(file_id, path, byte_size, groups)
-                    rows.copy_ranges(sources, counts[runs], points, destinations[runs])
-                    return
-                take = _row_ranges(sources, counts[runs])
-                put = _landing(destinations[runs], counts[runs])
-            self._gather(file_id, path, byte_size, groups, take, points, put)
+                self._gather(file_id, path, byte_size, groups, take, points, put)
+                return
+            # Each run copied as a slice (see ``_pieces``): no index of every row, no row-by-row gather.
+            groups, sources = _groups_of_runs(offsets[runs], counts[runs], group_size)
+            rows = self._read_groups(file_id, path, byte_size, groups)
+            with self._reading(file_id, path):
+                rows.copy_ranges(sources, counts[runs], points, destinations[runs])
 
         # Each file's runs in row order, so its rows are taken front to back, batch by batch (see the formats).
         # Files land in separate rows of ``points``: a bucket reads them all at once (one round trip, not one

@@ -18,7 +18,6 @@ batch read decompresses the whole batch. The file has no page checksums
 
 from __future__ import annotations
 
-import bisect
 import json
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..layout import Schema
+from . import _pieces
 
 CODECS = "None or 'none' (uncompressed, the default), 'lz4' or 'zstd'"
 _CODECS = {"none": None, "lz4": "lz4", "zstd": "zstd"}
@@ -105,7 +105,7 @@ class ArrowPointFile:
                 self._views[batch] = points
         return points
 
-    def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
+    def gather(self, groups: list[int], take: slice, points: np.ndarray, put: slice) -> None:
         """Copy rows ``take`` of batches ``groups`` (counted from the first one's first row) to ``points[put]``."""
         self.read_groups(groups).copy(take, points, put)
 
@@ -119,55 +119,39 @@ class _Batches:
 
     def __init__(self, views: list[np.ndarray]):
         self._views = views
-        self._borders = np.cumsum([0, *map(len, views)]).tolist()
+        self._borders = np.cumsum([0, *map(len, views)])
 
     def copy_ranges(
         self, starts: np.ndarray, lengths: np.ndarray, points: np.ndarray, destinations: np.ndarray
     ) -> None:
-        """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices."""
-        borders = self._borders
-        for start, length, destination in zip(starts.tolist(), lengths.tolist(), destinations.tolist(), strict=True):
-            batch = bisect.bisect_right(borders, start) - 1
-            while length > 0:  # a range may span batches: one slice from each
-                if batch >= len(self._views):
-                    raise IndexError(f"row {start} asked of {len(self._views)} batches, which hold {borders[-1]}")
-                low = start - borders[batch]
-                moved = min(length, borders[batch + 1] - start)
-                points[destination : destination + moved] = self._views[batch][low : low + moved]
-                start, length, destination, batch = start + moved, length - moved, destination + moved, batch + 1
+        """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices.
 
-    def copy(self, take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
-        """Copy rows ``take`` to ``points[put]`` (``points`` may be a transposed view: columns land contiguous).
-
-        Rows given as indices must be ascending: each batch's share is then a range of them, copied straight
-        from its view of the mapped file, so no row of the batches is copied but the ones asked.
+        A range crossing batches is a slice of each; all of them land in one copy call when they follow on.
         """
         views = self._views
-        if isinstance(take, slice):  # one run: the few batches it spans
-            points[put] = (views[0] if len(views) == 1 else np.concatenate(views))[take]
+        batches, lows, highs, landing = _pieces.split_at(self._borders, starts, lengths, destinations)
+        pieces = [
+            views[batch][low:high]
+            for batch, low, high in zip(batches.tolist(), lows.tolist(), highs.tolist(), strict=True)
+        ]
+        _pieces.land(pieces, points, landing, highs - lows)
+
+    def copy(self, take: slice, points: np.ndarray, put: slice) -> None:
+        """Copy the rows of slice ``take`` to ``points[put]`` (``points`` may be a transposed view)."""
+        if len(self._views) == 1:  # one label's usual case: one slice
+            points[put] = self._views[0][take]
             return
-        if not len(take):
-            return
-        borders = np.cumsum([0, *map(len, views)])
-        if take[-1] >= borders[-1]:
-            raise IndexError(f"row {take[-1]} asked of {len(views)} batches, which hold {borders[-1]}")
-        cuts = np.searchsorted(take, borders)
-        # A share of one range of rows (a batch holding a single run asked, or part of one) copies as a slice at
-        # memory speed; np.take copies row by row, ~4x slower. Empty shares give meaningless values, skipped below.
-        lows = take[np.minimum(cuts[:-1], len(take) - 1)] - borders[:-1]
-        ranged = take[np.maximum(cuts[1:] - 1, 0)] - borders[:-1] - lows == np.diff(cuts) - 1
-        for view, first, low, start, end, one_range in zip(
-            views, borders.tolist(), lows.tolist(), cuts.tolist(), cuts[1:].tolist(), ranged.tolist(), strict=False
-        ):
-            if start == end:
-                continue
-            where = slice(put.start + start, put.start + end) if isinstance(put, slice) else put[start:end]
-            if one_range:
-                points[where] = view[low : low + end - start]
-            elif isinstance(put, slice):  # the rows stay inside the batch, so "clip" clips nothing and skips a buffer
-                np.take(view, take[start:end] - first, axis=0, out=points[where], mode="clip")
-            else:
-                points[where] = view[take[start:end] - first]
+        # A run over several batches lands a slice of each, with no concatenation of the batches first (and no
+        # numpy planning, which costs more than the loop for the two batches a small label may straddle).
+        first_row, landed = 0, put.start
+        for view in self._views:
+            low, high = max(take.start - first_row, 0), min(take.stop - first_row, len(view))
+            if high > low:
+                points[landed : landed + high - low] = view[low:high]
+                landed += high - low
+            first_row += len(view)
+        if landed != put.stop:
+            raise IndexError(f"rows {take.start} to {take.stop} asked of batches which hold {first_row}")
 
 
 def count_rows(data: bytes) -> int:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..layout import Schema
+from . import _pieces
 
 CODECS = "'lz4' (the default), 'zstd', 'snappy', 'gzip', 'brotli' or 'none'"
 
@@ -93,7 +94,7 @@ class ParquetPointFile:
         """The footer's size as stored: its parsed form is of the same order."""
         return self._file.metadata.serialized_size
 
-    def gather(self, groups: list[int], take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
+    def gather(self, groups: list[int], take: slice, points: np.ndarray, put: slice) -> None:
         """Copy rows ``take`` of row groups ``groups`` (counted from the first one's first row) to ``points[put]``."""
         self.read_groups(groups).copy(take, points, put)
 
@@ -110,8 +111,8 @@ class _Decoded:
     def __init__(self, columns: list[np.ndarray]):
         self._columns = columns
 
-    def copy(self, take: slice | np.ndarray, points: np.ndarray, put: slice | np.ndarray) -> None:
-        """Copy rows ``take`` to ``points[put]`` (``points`` may be a transposed view: columns land contiguous)."""
+    def copy(self, take: slice, points: np.ndarray, put: slice) -> None:
+        """Copy the rows of slice ``take`` to ``points[put]`` (``points`` may be a transposed view)."""
         for j, column in enumerate(self._columns):
             points[put, j] = column[take]
 
@@ -119,10 +120,12 @@ class _Decoded:
         self, starts: np.ndarray, lengths: np.ndarray, points: np.ndarray, destinations: np.ndarray
     ) -> None:
         """Copy rows ``starts[i]`` onwards, ``lengths[i]`` of them, to ``points[destinations[i]:]``, as slices."""
-        ranges = list(zip(starts.tolist(), lengths.tolist(), destinations.tolist(), strict=True))
+        ends = starts + lengths
+        if np.any((ends > len(self._columns[0])) & (lengths > 0)):  # an empty range asks no row
+            raise IndexError(f"rows up to {int(ends[lengths > 0].max())} asked of {len(self._columns[0])} decoded")
+        bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
         for j, column in enumerate(self._columns):
-            for start, length, destination in ranges:
-                points[destination : destination + length, j] = column[start : start + length]
+            _pieces.land([column[low:high] for low, high in bounds], points[:, j], destinations, lengths)
 
 
 def count_rows(data: bytes) -> int:
