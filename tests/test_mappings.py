@@ -78,17 +78,20 @@ def store(tmp_path):
 
 
 class Proofreading(RuleBasedStateMachine):
-    """Writes of supervoxel points, consolidations, compactions, full mappings, merges and cleaves in any order."""
+    """Writes of supervoxel points, blocks re-scanned in place (finished or killed), consolidations, compactions
+    by label and by body, full mappings, merges and cleaves in any order."""
 
     def __init__(self):
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="pocaduck-mappings-")
         self.store = os.path.join(self.folder, "store")
         create_store(self.store)
-        self.written: dict[int, list[np.ndarray]] = defaultdict(list)  # by supervoxel, every write so far
+        self.blocks: dict[str, dict[int, np.ndarray]] = {}  # what the next consolidation serves, by block and label
         self.served: dict[int, np.ndarray] = {}  # what the unified index in force holds, by supervoxel
         self.versions: dict[str, dict[int, int]] = {}  # each version's explicit assignments, resolved
         self.writes = 0
+        self.rescans = 0
+        self.killed = False  # a re-scan worker died unfinished: consolidations must leave it aside
 
     def teardown(self):
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -107,22 +110,56 @@ class Proofreading(RuleBasedStateMachine):
         labels = np.array(supervoxels, dtype=np.uint64)
         points = some_points(seed, len(labels) * 3)
         labels = np.repeat(labels, 3)
+        block = f"block-{self.writes}"
         with Ingestor(self.store, worker_id=self.writes) as ingestor:
-            ingestor.write_block(f"block-{self.writes}", labels, points)
+            ingestor.write_block(block, labels, points)
         self.writes += 1
-        for label in np.unique(labels).tolist():
-            self.written[label].append(points[labels == np.uint64(label)])
+        self.blocks[block] = {label: points[labels == np.uint64(label)] for label in np.unique(labels).tolist()}
+
+    @rule(
+        data=st.data(),
+        supervoxels=st.lists(st.sampled_from(SUPERVOXELS), max_size=3),
+        seed=st.integers(0, 99),
+        killed=st.booleans(),
+    )
+    def rescan(self, data, supervoxels, seed, killed):
+        """A block re-segmented and written again with replace=True (maybe empty), or a re-scan killed unfinished."""
+        block = data.draw(st.sampled_from(sorted(self.blocks)))
+        labels = np.repeat(np.array(supervoxels, dtype=np.uint64), 2)
+        points = some_points(1000 + seed, len(labels))
+        ingestor = Ingestor(self.store, worker_id=f"rescan-{self.rescans:04d}")  # ids sort as the re-scans ran
+        self.rescans += 1
+        ingestor.write_block(block, labels, points, replace=True)
+        if killed:  # closed without finalizing, as a worker that died mid-way leaves its session
+            ingestor.close()
+            self.killed = True
+            return
+        ingestor.finalize()
+        self.blocks[block] = {label: points[labels == np.uint64(label)] for label in np.unique(labels).tolist()}
 
     @rule()
     def consolidate(self):
-        consolidate(self.store)
-        self.served = {label: np.concatenate(parts) for label, parts in self.written.items()}
+        consolidate(self.store, ignore_unfinalized=self.killed)
+        served: dict[int, list[np.ndarray]] = defaultdict(list)
+        for contents in self.blocks.values():
+            for label, points in contents.items():
+                served[label].append(points)
+        self.served = {label: np.concatenate(parts) for label, parts in served.items()}
 
     @rule()
     def compact_without_mapping(self):
         self.consolidate()
         compact(self.store, workers=1, progress=False)
         collect_garbage(self.store)  # removes what the compaction replaced, and nothing of the mappings
+
+    @precondition(lambda self: self.versions)
+    @rule(data=st.data(), points_per_file=st.sampled_from([5, 40, 10**6]))
+    def compact_by_body(self, data, points_per_file):
+        """Bodies of one version laid out contiguously: every version must still read exactly."""
+        self.consolidate()
+        version = data.draw(st.sampled_from(sorted(self.versions)))
+        compact(self.store, mapping=version, points_per_file=points_per_file, workers=1, progress=False)
+        collect_garbage(self.store)
 
     @precondition(lambda self: sum(name.startswith("full") for name in self.versions) < 2)  # most steps: edits
     @rule(
