@@ -175,7 +175,8 @@ def check_proofreading(out: str, workspace: Path) -> None:
     split, before, after, piece, piece_points = (
         int(n.replace(",", ""))
         for n in re.search(
-            r"supervoxel (\d+): ([\d,]+) points before the re-scan, ([\d,]+) after; new supervoxel (\d+): ([\d,]+)", out
+            r"supervoxel (\d+): ([\d,]+) points before the re-scan, ([\d,]+) after;\nnew supervoxel (\d+): ([\d,]+)",
+            out,
         ).groups()
     )
     assert before == counts[split] and piece == max(supervoxels) + 2 and piece_points > 0
