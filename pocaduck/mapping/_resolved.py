@@ -14,8 +14,18 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import layout
+from .._immutables import IMMUTABLES
 from ..storage import Storage
-from ._versions import MappingVersion, lookup_stored, match_sorted, read_assignments
+from ._versions import (
+    MappingVersion,
+    VersionFile,
+    columns_of,
+    lookup_in,
+    match_sorted,
+    members_stored,
+    open_version,
+    read_assignments,
+)
 
 
 def latest_wins(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,32 +133,93 @@ def resolved(storage: Storage, version: MappingVersion) -> Assignments:
     return assignments
 
 
-def bodies_at(storage: Storage, version: MappingVersion, supervoxels: np.ndarray) -> np.ndarray:
-    """The bodies of sorted ``supervoxels`` at ``version``, without resolving it whole.
+def resolved_if_kept(storage: Storage, version: MappingVersion) -> Assignments | None:
+    """Version ``version`` as resolved whole by this process, if it still keeps it (no request); else None."""
+    with _kept_lock:
+        return _kept.get(_key(storage, version))
+
+
+class Chain:
+    """What one body or a few supervoxels at a version need, without resolving it whole.
+
+    The children of the chain, small, are read whole and laid over one another
+    (latest wins); the root is the full mapping's file opened, read by row
+    groups: by supervoxel for a supervoxel's body, by body for a body's
+    supervoxels. Immutable once built: threads share it.
+
+    A body's supervoxels at the version are the root's supervoxels of that body
+    (itself too if the root does not name it), minus those some child
+    reassigned, plus those whose latest change names that body.
+    """
+
+    def __init__(self, storage: Storage, opened: VersionFile):
+        version = opened.version
+        self.version = version
+        names = (version.name, *version.ancestors)
+        self.root = opened if not version.ancestors else open_version(storage, names[-1])
+        tables = [opened.rows()] if version.ancestors else []  # the version's own rows come with its footer
+        changes = [columns_of(table) for table in tables]
+        changes += [read_assignments(storage, name) for name in names[1:-1]]
+        changes.reverse()  # oldest first: the latest change of a supervoxel wins
+        if changes:
+            self.changed, self.changed_bodies = latest_wins(
+                np.concatenate([pair[0] for pair in changes]), np.concatenate([pair[1] for pair in changes])
+            )
+        else:
+            self.changed, self.changed_bodies = np.empty(0, np.uint64), np.empty(0, np.uint64)
+        self.weight = self.root.weight + 16 * len(self.changed) + 1024
+
+    def bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        """The body of each of ``supervoxels`` (any order), reading only the root's row groups that hold the ones
+        no child names."""
+        asked, back = np.unique(supervoxels, return_inverse=True)
+        found, bodies = match_sorted(self.changed, self.changed_bodies, asked)
+        unanswered = np.flatnonzero(~found)
+        if len(unanswered):
+            named, root_bodies = lookup_in(self.root, asked[unanswered])
+            bodies[unanswered] = np.where(named, root_bodies, asked[unanswered])
+        return bodies[back.reshape(-1)].reshape(np.shape(supervoxels))
+
+    def supervoxels_of(self, body: int) -> np.ndarray | None:
+        """The sorted supervoxels of ``body``; None when the root has no body section (resolve it whole then)."""
+        key = np.uint64(body)
+        members = members_stored(self.root, body)
+        if members is None:
+            return None
+        if not len(members):  # no row has this body: it is its own supervoxel unless the root names it
+            named, _ = lookup_in(self.root, np.array([key], np.uint64))
+            members = np.empty(0, np.uint64) if named[0] else np.array([key], np.uint64)
+        if len(self.changed):
+            members = members[~np.isin(members, self.changed)]
+            members = np.union1d(members, self.changed[self.changed_bodies == key]).astype(np.uint64)
+        return members
+
+
+def chain(storage: Storage, opened: VersionFile) -> Chain:
+    """The ``Chain`` of an opened version, kept in the process's cache of immutable things (a new Query per body
+    reads only the version's footer)."""
+    key = ("mapping chain", *_key(storage, opened.version))
+    found = IMMUTABLES.get(key)
+    if found is not None:
+        return found
+    built = Chain(storage, opened)
+    return IMMUTABLES.keep(key, built, built.weight)
+
+
+def bodies_at(
+    storage: Storage, version: MappingVersion, supervoxels: np.ndarray, opened: VersionFile | None = None
+) -> np.ndarray:
+    """The bodies of ``supervoxels`` at ``version``, without resolving it whole.
 
     A version this process keeps resolved answers at once; else the chain's
-    changes are read, newest first, and the root is asked only for the
-    supervoxels none of them names, reading only the row groups that can hold them.
+    changes answer, and the root is asked only for the supervoxels none of
+    them names, reading only the row groups that can hold them. ``opened``, the
+    version's file when the caller opened it, spares reading its footer again.
     """
-    with _kept_lock:
-        kept = _kept.get(_key(storage, version))
-    if kept is not None:
-        return kept.bodies_of(supervoxels)
-    bodies = supervoxels.copy()  # a supervoxel no version names is its own body
-    unanswered = np.ones(len(supervoxels), bool)
-    chain = (version.name, *version.ancestors)
-    for depth, name in enumerate(chain):
-        if not unanswered.any():
-            break
-        asked = supervoxels[unanswered]
-        if depth == len(chain) - 1:  # the root full mapping, maybe 10^8 rows: only the groups needed
-            found, found_bodies = lookup_stored(storage, name, asked)
-        else:
-            found, found_bodies = match_sorted(*read_assignments(storage, name), asked)
-        positions = np.flatnonzero(unanswered)[found]
-        bodies[positions] = found_bodies[found]
-        unanswered[positions] = False
-    return bodies
+    whole = resolved_if_kept(storage, version)
+    if whole is not None:
+        return whole.bodies_of(supervoxels)
+    return chain(storage, opened or open_version(storage, version.name)).bodies_of(supervoxels)
 
 
 def resolve(storage: Storage, version: MappingVersion) -> Assignments:
