@@ -190,8 +190,8 @@ class Chain:
             named, _ = lookup_in(self.root, np.array([key], np.uint64))
             members = np.empty(0, np.uint64) if named[0] else np.array([key], np.uint64)
         if len(self.changed):
-            members = members[~np.isin(members, self.changed)]
-            members = np.union1d(members, self.changed[self.changed_bodies == key]).astype(np.uint64)
+            reassigned, _ = match_sorted(self.changed, self.changed_bodies, members)  # both sorted: no np.isin sort
+            members = np.union1d(members[~reassigned], self.changed[self.changed_bodies == key]).astype(np.uint64)
         return members
 
 
