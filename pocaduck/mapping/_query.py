@@ -1,8 +1,11 @@
 """Reads through a mapping version: ``Query(store, mapping=name)`` speaks bodies, points stay per supervoxel.
 
 A :class:`MappedQuery` holds the ordinary Query that ``Query(store, mapping=)``
-opened (whose labels are the supervoxels) and the version resolved into memory
-(``_resolved.Assignments``). A body's points are its supervoxels' points, read
+opened (whose labels are the supervoxels) and the version's ``_resolved.Chain``:
+one body's supervoxels, or a few supervoxels' bodies, are ranged reads of the
+root's row groups with the children's changes laid over them. Only answers about
+every body (``get_labels``, boxes, SQL) resolve the version whole
+(``_resolved.Assignments``, on first need, then kept). A body's points are its supervoxels' points, read
 in one multi-label ``get_points`` call; summaries aggregate the supervoxels'
 index rows. Users' SQL still sees the supervoxel tables: bodies in SQL are
 for later.

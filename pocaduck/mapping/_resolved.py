@@ -1,9 +1,13 @@
-"""A mapping version resolved into memory: its full mapping with every child's changes laid over it.
+"""A mapping version in memory: read by ranges (``Chain``), or resolved whole (``Assignments``).
 
-Two sorted views of the same assignments answer both directions with
-``searchsorted``: by supervoxel (a supervoxel's body) and by body (a body's
-supervoxels). A supervoxel the mapping does not name is its own body. The
-arrays never change once built, so any number of threads may read them.
+A ``Chain`` holds a version's children's changes laid over one another and
+its root's file opened: a body's supervoxels or a few supervoxels' bodies are
+then a read of a few row groups, however large the root (kept per version in
+the process's cache of immutable things). ``Assignments`` is the full mapping
+with every change laid over it, for answers about every body: two sorted views
+answer both directions with ``searchsorted``. A supervoxel the mapping does not
+name is its own body. Neither changes once built, so any number of threads may
+read them.
 """
 
 from __future__ import annotations

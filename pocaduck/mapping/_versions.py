@@ -108,15 +108,6 @@ def write_version(
     A child (``parent`` given) also stores ``previous``: each supervoxel's body in the parent. A full mapping
     also stores its rows sorted by body, in the same file.
     """
-    version = MappingVersion(
-        name=name,
-        parent=None if parent is None else parent.name,
-        ancestors=() if parent is None else (parent.name, *parent.ancestors),
-        created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        note=note,
-        assignments=len(supervoxels),
-        bodies=0,
-    )
     columns = {"supervoxel": supervoxels, "body": bodies}
     if parent is not None:
         columns["previous"] = previous
@@ -129,7 +120,15 @@ def write_version(
         groups["body"] = _fences(owners)
     else:
         distinct = pc.count_distinct(pa.array(bodies)).as_py()  # hashing: 10x faster than np.unique's sort at 10^7
-    version = dataclasses.replace(version, bodies=distinct)
+    version = MappingVersion(
+        name=name,
+        parent=None if parent is None else parent.name,
+        ancestors=() if parent is None else (parent.name, *parent.ancestors),
+        created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        note=note,
+        assignments=len(supervoxels),
+        bodies=distinct,
+    )
     metadata = {_FOOTER_KEY: json.dumps(version.to_dict()).encode(), _GROUPS_KEY: _encode_groups(groups)}
     staged = os.path.join(storage.staging_dir(layout.MAPPINGS), f".{name}.{uuid.uuid4().hex}.writing")
     try:
