@@ -12,7 +12,7 @@ from ..errors import InvalidArgumentError
 from ..storage import Storage
 from ..store import Store, open_store
 from ._pairs import mapping_pairs
-from ._resolved import bodies_at, resolve
+from ._resolved import bodies_at, chain, resolve
 from ._versions import (
     MappingVersion,
     check_name,
@@ -72,8 +72,11 @@ def write_mapping(
     parent_version = None if parent_file is None else parent_file.version
     refuse_existing(storage, name)
     # A child keeps the bodies its changes replace: changed_bodies then needs no lookup in the root mapping.
-    previous = None if parent_file is None else bodies_at(storage, parent_file.version, supervoxel_ids, parent_file)
-    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous)
+    previous = root = None
+    if parent_file is not None:
+        previous = bodies_at(storage, parent_file.version, supervoxel_ids, parent_file)
+        root = chain(storage, parent_file).root.location  # kept in the child: a Query finds its root's footer at once
+    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous, root)
 
 
 def list_mappings(store: StoreLike) -> list[MappingVersion]:

@@ -160,7 +160,7 @@ class Chain:
         version = opened.version
         self.version = version
         names = (version.name, *version.ancestors)
-        self.root = opened if not version.ancestors else open_version(storage, names[-1])
+        self.root = opened if not version.ancestors else VersionFile(storage, names[-1], opened.root_location)
         tables = [opened.rows()] if version.ancestors else []  # the version's own rows come with its footer
         changes = [columns_of(table) for table in tables]
         changes += [read_assignments(storage, name) for name in names[1:-1]]

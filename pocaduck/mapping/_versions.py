@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from ..storage import Storage
 
 _FOOTER_KEY = b"pocaduck.mapping"
 _GROUPS_KEY = b"pocaduck.mapping.groups"
+_ROOT_KEY = b"pocaduck.mapping.root"  # a child keeps where its root's footer is: (file size, footer length)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # A lookup of one supervoxel or body reads one group, ~0.5 MB; 10^7 rows make ~600 groups a section, whose
 # footer (~120 KB with both sections) parses in ~1 ms: half the groups of 16,384 rows, half the footer to parse.
@@ -102,11 +104,13 @@ def write_version(
     parent: MappingVersion | None,
     note: str | None,
     previous: np.ndarray | None = None,
+    root_location: tuple[int, int] | None = None,
 ) -> MappingVersion:
     """Publish a version from sorted, unique ``supervoxels`` and their ``bodies``; refuse a name already taken.
 
-    A child (``parent`` given) also stores ``previous``: each supervoxel's body in the parent. A full mapping
-    also stores its rows sorted by body, in the same file.
+    A child (``parent`` given) also stores ``previous``: each supervoxel's body in the parent, and
+    ``root_location``: its root's file size and footer length. A full mapping also stores its rows sorted by
+    body, in the same file.
     """
     columns = {"supervoxel": supervoxels, "body": bodies}
     if parent is not None:
@@ -130,6 +134,8 @@ def write_version(
         bodies=distinct,
     )
     metadata = {_FOOTER_KEY: json.dumps(version.to_dict()).encode(), _GROUPS_KEY: _encode_groups(groups)}
+    if root_location is not None:
+        metadata[_ROOT_KEY] = json.dumps(list(root_location)).encode()
     staged = os.path.join(storage.staging_dir(layout.MAPPINGS), f".{name}.{uuid.uuid4().hex}.writing")
     try:
         with layout.writing(storage, layout.mapping_file(name)):
@@ -266,16 +272,26 @@ class VersionFile:
     without another request). Immutable otherwise: kept per version in the process.
     """
 
-    def __init__(self, storage: Storage, name: str):
+    def __init__(self, storage: Storage, name: str, located: tuple[int, int] | None = None):
+        """Open version ``name``; ``located`` (its size and footer's length, which a child keeps of its root)
+        fetches the footer in one ranged read, where finding it takes two or three."""
         with _reading(storage, name) as path:
-            source = storage.open_input(path)
+            footer = None
+            if located is not None:
+                size, length = located
+                footer = pq.read_metadata(pa.BufferReader(storage.read_range(path, size - length, length)))
+            source = storage.open_input(path, None if located is None else located[0])
             # On a bucket, pre-buffering fetches a row group's column chunks in one coalesced GET; a local file
             # reads them directly (pre-buffering only adds a hop through Arrow's I/O threads there).
-            self._parquet = pq.ParquetFile(source, pre_buffer=not isinstance(source, str))
+            self._parquet = pq.ParquetFile(source, metadata=footer, pre_buffer=not isinstance(source, str))
+            size = storage.size(path) if isinstance(source, str) else source.seek(0, io.SEEK_END)
         self._storage, self._name, self._lock = storage, name, threading.Lock()
-        metadata = self._parquet.schema_arrow.metadata or {}
+        metadata = self._parquet.metadata.metadata or {}
         self.version = _record(storage, name, metadata)
         self.weight = self._parquet.metadata.serialized_size
+        self.location = (size, self.weight + 8)  # the footer, its length (4 bytes) and the magic "PAR1"
+        root = metadata.get(_ROOT_KEY)
+        self.root_location: tuple[int, int] | None = None if root is None else tuple(json.loads(root))
         groups = _decode_groups(metadata.get(_GROUPS_KEY))
         if groups is None:  # written before the footer held the fences: the statistics, and no body section
             self.by_supervoxel, self.by_body = self._fences_from_statistics(), None
