@@ -74,8 +74,8 @@ def write_mapping(
     # A child keeps the bodies its changes replace: changed_bodies then needs no lookup in the root mapping.
     previous = root = None
     if parent_file is not None:
-        previous = bodies_at(storage, parent_file.version, supervoxel_ids, parent_file)
-        root = chain(storage, parent_file).root.location  # kept in the child: a Query finds its root's footer at once
+        previous = bodies_at(opened, parent_file, supervoxel_ids)
+        root = chain(opened, parent_file).root.location  # kept in the child: a Query finds its root's footer at once
     return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous, root)
 
 

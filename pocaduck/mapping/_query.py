@@ -62,7 +62,7 @@ class MappedQuery(Reader):
             opened = open_version(store.storage, mapping)
             self.mapping: MappingVersion = opened.version
             self._storage = store.storage
-            self._chain = chain(store.storage, opened)
+            self._chain = chain(store, opened)
         except BaseException:
             reader.close()
             raise

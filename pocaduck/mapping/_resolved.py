@@ -18,8 +18,9 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import layout
-from .._immutables import IMMUTABLES
+from .._immutables import IMMUTABLES, store_key
 from ..storage import Storage
+from ..store import Store
 from ._versions import (
     MappingVersion,
     VersionFile,
@@ -27,7 +28,6 @@ from ._versions import (
     lookup_in,
     match_sorted,
     members_stored,
-    open_version,
     read_assignments,
 )
 
@@ -199,31 +199,32 @@ class Chain:
         return members
 
 
-def chain(storage: Storage, opened: VersionFile) -> Chain:
+def chain(store: Store, opened: VersionFile) -> Chain:
     """The ``Chain`` of an opened version, kept in the process's cache of immutable things (a new Query per body
-    reads only the version's footer)."""
-    key = ("mapping chain", *_key(storage, opened.version))
+    reads only the version's footer).
+
+    The key holds the store's identity with its credentials (a Chain reads through the storage that made it)
+    and the version's creation time (a store deleted and written anew under the same path shares nothing).
+    """
+    key = ("mapping chain", store_key(store.config), *_key(store.storage, opened.version))
     found = IMMUTABLES.get(key)
     if found is not None:
         return found
-    built = Chain(storage, opened)
+    built = Chain(store.storage, opened)
     return IMMUTABLES.keep(key, built, built.weight)
 
 
-def bodies_at(
-    storage: Storage, version: MappingVersion, supervoxels: np.ndarray, opened: VersionFile | None = None
-) -> np.ndarray:
-    """The bodies of ``supervoxels`` at ``version``, without resolving it whole.
+def bodies_at(store: Store, opened: VersionFile, supervoxels: np.ndarray) -> np.ndarray:
+    """The bodies of ``supervoxels`` at the ``opened`` version, without resolving it whole.
 
     A version this process keeps resolved answers at once; else the chain's
     changes answer, and the root is asked only for the supervoxels none of
-    them names, reading only the row groups that can hold them. ``opened``, the
-    version's file when the caller opened it, spares reading its footer again.
+    them names, reading only the row groups that can hold them.
     """
-    whole = resolved_if_kept(storage, version)
+    whole = resolved_if_kept(store.storage, opened.version)
     if whole is not None:
         return whole.bodies_of(supervoxels)
-    return chain(storage, opened or open_version(storage, version.name)).bodies_of(supervoxels)
+    return chain(store, opened).bodies_of(supervoxels)
 
 
 def resolve(storage: Storage, version: MappingVersion) -> Assignments:
