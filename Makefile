@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS := test,widgets,browser-test,scan,dask,s3,neuroglancer
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export bench-scale bench-consolidate bench-versions clean
+.PHONY: install test test-duckdb15 lint browser azurite lab demo bench bench-scan bench-compact bench-executors bench-queries bench-requests bench-widgets bench-export bench-scale bench-consolidate bench-versions bench-rescan clean
 
 install: $(INSTALLED)
 
@@ -96,6 +96,9 @@ bench-consolidate: install
 
 bench-versions: install
 	$(BIN)/python bench/bench_versions.py $(BENCH_ARGS)
+
+bench-rescan: install
+	$(BIN)/python bench/bench_rescan.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV15) demo_store notebooks/*_store notebooks/your_data node_modules .pytest_cache test-artifacts

@@ -1,5 +1,6 @@
 """Neuroglancer export benchmark: points/s exported with 1 and 2 local workers (threads), files written, and reading one label
-back through neuroglancer's AnnotationReader beside Query.get_points.
+back through neuroglancer's AnnotationReader beside Query.get_points; and, through a mapping, a full export of
+a version beside updating that export to a child version that merges two bodies.
 
     .venv/bin/python bench/bench_export.py            # about 2 minutes on 2 shared cores
     .venv/bin/python bench/bench_export.py --quick    # smoke run; docs left alone
@@ -16,7 +17,9 @@ printed and written to ``bench/results/export.md`` and its section of
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -24,7 +27,8 @@ from typing import Any
 
 import _report
 
-from pocaduck import Query, export_neuroglancer, make_demo_volume, scan_volume
+from pocaduck import Query, export_neuroglancer, make_demo_volume, scan_volume, write_mapping
+from pocaduck.neuroglancer.plan import DEFAULT_SHARD_BYTES
 
 
 def timed_reads(read, passes: int) -> dict[str, float]:
@@ -45,12 +49,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller volume")
     parser.add_argument("--size", type=int, default=320, help="voxels per side of the demo volume")
     parser.add_argument("--passes", type=int, default=20, help="reads timed per reader")
+    parser.add_argument("--repeats", type=int, default=3, help="full exports and updates timed through a mapping")
     _report.add_docs_option(parser)
     args = parser.parse_args()
     started = time.perf_counter()
     docs = _report.docs_wanted(args, "bench_export", "--quick" if args.quick else None)
     size = 96 if args.quick else args.size
-    results: dict[str, Any] = {"volume": size}
+    results: dict[str, Any] = {"volume": size, "repeats": args.repeats}
     with tempfile.TemporaryDirectory(prefix="bench-export-") as workdir:
         store = os.path.join(workdir, "store")
         scan_volume(make_demo_volume(size, seed=0), store, workers=2, voxel_size=(8, 8, 8))
@@ -78,9 +83,53 @@ def main() -> None:
         ).result()
         key = label.to_bytes(8, "big")
         results["tensorstore"] = timed_reads(lambda: sharded.read(key).result().value, args.passes)
+        results["mapping"] = mapping_figures(store, workdir, args.repeats)
     results["elapsed_s"] = time.perf_counter() - started
     text = render(results) + "\n" + _report.how_measured(started, f"{size}^3 demo volume")
     _report.publish("bench_export", text, results, docs)
+
+
+def mapping_figures(store: str, workdir: str, repeats: int) -> list[dict[str, Any]]:
+    """Seconds of a full export of mapping version v1, beside updating it to v2 (the largest label merged into
+    the second largest: one changed body, one removed), alternating, medians of ``repeats`` each (2 threads);
+    with the default shards (at this size one per index) and with 4 MB shards."""
+    with Query(store) as query:
+        labels = query.sql("SELECT label FROM labels ORDER BY point_count DESC", output="numpy")["label"]
+    write_mapping(store, "bench-v1", labels, labels)
+    write_mapping(store, "bench-v2", labels[:1], labels[1:2], parent="bench-v1")
+    figures = []
+    for shard_bytes in (DEFAULT_SHARD_BYTES, 4 * 2**20):
+        settings = {"workers": 2, "progress": False, "shard_bytes": shard_bytes}
+        base = os.path.join(workdir, f"mapped-{shard_bytes}")
+        export_neuroglancer(store, base, mapping="bench-v1", **settings)
+        full, update = [], []
+        for repeat in range(repeats):
+            full.append(export_neuroglancer(store, f"{base}-full{repeat}", mapping="bench-v1", **settings))
+            copy = shutil.copytree(base, f"{base}-update{repeat}")
+            before = _report_files(copy)
+            update.append(export_neuroglancer(store, copy, mapping="bench-v2", **settings))
+            after = _report_files(copy)
+        rewritten = sum(after.get(name) != digest for name, digest in before.items()) + len(after.keys() - before)
+        figures.append({
+            "shard_mb": shard_bytes / 2**20,
+            "full_s": statistics.median(r.seconds for r in full),
+            "update_s": statistics.median(r.seconds for r in update),
+            "files": full[0].files,
+            "rewritten": rewritten - 1,  # pocaduck_export.json is always rewritten
+            "merged": [int(labels[0]), int(labels[1])],
+        })  # fmt: skip
+    return figures
+
+
+def _report_files(folder: str) -> dict[str, str]:
+    """Every file under ``folder`` and a hash of its bytes."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as file:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(file.read()).hexdigest()
+    return found
 
 
 def render(results: dict[str, Any]) -> str:
@@ -109,6 +158,22 @@ def render(results: dict[str, Any]) -> str:
         f"| `Query.get_points(label, use_cache=False)` | {results['get_points']['first_ms']:.1f} | "
         f"{results['get_points']['p50_ms']:.1f} |",
     ]
+    mapped = results.get("mapping")
+    if mapped:
+        lines += [
+            "",
+            f"Through a mapping (`mapping=`, 2 threads, medians of {results['repeats']}): a full export of version "
+            f"v1, beside updating that export to v2, where label {mapped[0]['merged'][0]} (the largest) is merged "
+            f"into {mapped[0]['merged'][1]} (2 changed bodies):",
+            "",
+            "| shards | full export s | update s | update / full | files rewritten by the update |",
+            "|---|---:|---:|---:|---:|",
+            *(
+                f"| {m['shard_mb']:g} MB | {m['full_s']:.2f} | {m['update_s']:.2f} | "
+                f"{m['update_s'] / m['full_s']:.3f} | {m['rewritten']} of {m['files']} |"
+                for m in mapped
+            ),
+        ]
     return "\n".join(lines)
 
 

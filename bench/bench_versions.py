@@ -10,8 +10,13 @@ a copy of the body's 10^6 points, written in the same blocks. Measured side by
 side, in rotation, p50 of ``--passes`` calls each (``use_cache=False``):
 
 - ``get_points(plain label)`` on ``Query(store)``;
-- ``get_points(body)`` on ``Query(store, mapping=...)`` at the full mapping, and at a child version
-  that reassigns 1 % of the body's supervoxels (no recompaction).
+- ``get_points(body)`` on ``Query(store, mapping=...)`` at the full mapping, at a child version
+  that reassigns 1 % of the body's supervoxels to another body, and at one that merges 1 % more
+  (10 supervoxels of other bodies) into it;
+
+first on the store compacted by label, then again (all four, side by side) after
+``compact(store, mapping="base")`` laid each body of the full mapping out contiguously (the children
+not recompacted).
 
 Then, in the same store: a full mapping of ``--supervoxels`` (10^7) random
 supervoxels written (time, bytes; 10^8 modelled as n log n from it); a child
@@ -80,6 +85,7 @@ def build_store(store: str, seed: int) -> dict[str, Any]:
         "supervoxels": supervoxels,
         "body": int(body_members[0]),
         "members": body_members,
+        "points": int(counts.sum()) + BODY_SUPERVOXELS * BODY_POINTS,  # the plain label holds the body's again
         "build_s": time.perf_counter() - started,
     }
 
@@ -92,6 +98,8 @@ def write_versions(store: str, built: dict[str, Any], rng: np.random.Generator) 
     write_mapping(store, "base", supervoxels, bodies[: len(supervoxels)])
     moved = rng.choice(members[1:], BODY_SUPERVOXELS // 100, replace=False)
     write_mapping(store, "edit", moved, np.full(len(moved), others[0], np.uint64), parent="base", note="1 % cleaved")
+    merged = rng.choice(others, BODY_SUPERVOXELS // 100, replace=False)
+    write_mapping(store, "merge", merged, np.full(len(merged), built["body"], np.uint64), parent="base", note="1 % in")
 
 
 def side_by_side(store: str, body: int, passes: int) -> dict[str, dict[str, float]]:
@@ -99,6 +107,7 @@ def side_by_side(store: str, body: int, passes: int) -> dict[str, dict[str, floa
         "plain": (Query(store), PLAIN),
         "base": (Query(store, mapping="base"), body),
         "edit": (Query(store, mapping="edit"), body),
+        "merge": (Query(store, mapping="merge"), body),
     }
     seconds: dict[str, list[float]] = {name: [] for name in readers}
     points: dict[str, int] = {}
@@ -172,6 +181,11 @@ def main() -> None:
         built = build_store(store, args.seed)
         write_versions(store, built, rng)
         results: dict[str, Any] = {"build_s": built["build_s"], "reads": side_by_side(store, built["body"], passes)}
+        started_compaction = time.perf_counter()
+        compact(store, mapping="base", progress=False)
+        results["compact_by_body_s"] = time.perf_counter() - started_compaction
+        results["store_points"] = built["points"]
+        results["reads_by_body"] = side_by_side(store, built["body"], passes)
         results["cold_ms"] = {
             "plain": cold_first(store, PLAIN, None),
             "edit": cold_first(store, built["body"], "edit"),
@@ -186,23 +200,35 @@ def main() -> None:
     _report.publish("bench_versions", text, results, docs)
 
 
-def render(results: dict[str, Any]) -> str:
-    reads, big, cold = results["reads"], results["big"], results["cold_ms"]
+def read_rows(reads: dict[str, dict[str, float]], layout: str) -> list[str]:
+    """Table rows for one layout's reads, each beside the plain label read in the same rotation."""
     plain = reads["plain"]["p50_ms"]
-    count = big["count"]
-    modelled = big["full_s"] * (1e8 / count) * math.log(1e8) / math.log(count)
-    lines = [
-        "| read (p50, `use_cache=False`, compacted store) | points | ms | × plain |",
-        "|---|---:|---:|---:|",
-        f"| plain label | {reads['plain']['points']:,} | {plain:.1f} | 1.00 |",
+    return [
+        f"| {layout}: plain label | {reads['plain']['points']:,} | {plain:.1f} | 1.00 |",
         *(
-            f"| body of {what} | {reads[name]['points']:,} | {reads[name]['p50_ms']:.1f} | "
+            f"| {layout}: body of {what} | {reads[name]['points']:,} | {reads[name]['p50_ms']:.1f} | "
             f"{reads[name]['p50_ms'] / plain:.2f} |"
             for name, what in (
                 ("base", "1,000 supervoxels, full mapping"),
-                ("edit", "990 supervoxels, child with 1 % reassigned, no recompaction"),
+                ("edit", "990 supervoxels, child with 1 % reassigned away, no recompaction"),
+                ("merge", "1,010 supervoxels, child with 1 % merged in, no recompaction"),
             )
         ),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    big, cold = results["big"], results["cold_ms"]
+    count = big["count"]
+    modelled = big["full_s"] * (1e8 / count) * math.log(1e8) / math.log(count)
+    lines = [
+        "| read (p50, `use_cache=False`) | points | ms | × plain |",
+        "|---|---:|---:|---:|",
+        *read_rows(results["reads"], "compacted by label"),
+        *read_rows(results["reads_by_body"], 'compacted by `mapping="base"`'),
+        "",
+        f'Compaction by the full mapping (`compact(store, mapping="base")`, {results["store_points"]:,} points, '
+        f"10,001 labels): {results['compact_by_body_s']:.1f} s.",
         "",
         "| version written or compared | seconds | bytes |",
         "|---|---:|---:|",

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import duckdb
@@ -107,12 +107,22 @@ class SandboxedIndex:
     connection is a database of its own (~5 MB and two file descriptors), and
     3,000 readers each holding one ran a process out of memory. Statements run on
     cursors of their own (:func:`run_select`), so readers and threads share it.
+
+    With ``prepare``, users read the tables and views it makes in the in-memory
+    catalog (``memory``) from the index attached as ``catalog``, before the
+    connection is locked down: a reader that speaks other labels than the
+    index's (bodies through a mapping) shows them under the index's table names.
     """
 
-    def __init__(self, path: str, catalog: str, threads: int):
+    def __init__(
+        self, path: str, catalog: str, threads: int, prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    ):
         con = private_connection(threads)
         try:
             attach_read_only(con, path, catalog)
+            if prepare is not None:
+                prepare(con)
+                catalog = "memory"
             con.execute(f"USE {catalog}")
             lock_down(con)
             self.tables = tables_of(con, catalog)
@@ -133,12 +143,20 @@ _sandboxes: weakref.WeakValueDictionary[tuple, SandboxedIndex] = weakref.WeakVal
 _sandboxes_lock = threading.Lock()
 
 
-def sandboxed(path: str, catalog: str, threads: int) -> SandboxedIndex:
+def sandboxed(
+    path: str,
+    catalog: str,
+    threads: int,
+    prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    prepared: Hashable = None,
+) -> SandboxedIndex:
     """The process's :class:`SandboxedIndex` of the index file at ``path`` as it is now, made on first use.
 
     Keyed by the file's identity, so an index replaced at the same path gets a
     connection of its own while readers of the old one keep theirs; and by the
-    process, since a forked child may not use its parent's connections.
+    process, since a forked child may not use its parent's connections. With
+    ``prepare`` (see :class:`SandboxedIndex`), ``prepared`` names what it makes:
+    readers asking the same name share one connection.
 
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "index.duckdb")
@@ -149,11 +167,11 @@ def sandboxed(path: str, catalog: str, threads: int) -> SandboxedIndex:
     (True, ['labels'])
     """
     found = os.stat(path)
-    key = (os.getpid(), os.path.realpath(path), found.st_ino, found.st_mtime_ns, found.st_size, catalog)
+    key = (os.getpid(), os.path.realpath(path), found.st_ino, found.st_mtime_ns, found.st_size, catalog, prepared)
     with _sandboxes_lock:
         index = _sandboxes.get(key)
         if index is None:
-            index = _sandboxes[key] = SandboxedIndex(path, catalog, threads)
+            index = _sandboxes[key] = SandboxedIndex(path, catalog, threads, prepare)
         return index
 
 

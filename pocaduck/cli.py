@@ -120,6 +120,7 @@ def _verb_compact(args: argparse.Namespace) -> None:
         deduplicate=args.deduplicate,
         payload=args.payload,
         compression=args.compression,
+        mapping=args.mapping,
     )
     if report.generation is None:
         print(f"{args.store} is already compact")
@@ -182,6 +183,8 @@ def _verb_scan(args: argparse.Namespace) -> None:
             resume=args.resume,
             payload=args.payload,
             retries=args.retries,
+            blocks=args.blocks,
+            worker_prefix=args.worker_prefix,
         )
     rates = {"voxels_per_second": result.voxels_per_second, "points_per_second": result.points_per_second}
     print(json.dumps({**dataclasses.asdict(result), **rates}, indent=2))
@@ -197,6 +200,7 @@ def _verb_export_neuroglancer(args: argparse.Namespace) -> None:
             client=client,
             progress=None if args.no_progress else "tqdm",
             retries=args.retries,
+            mapping=args.mapping,
         )
     print(json.dumps(report.to_dict(), indent=2))
     print(
@@ -209,6 +213,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _block_ids(text: str) -> list[int]:
+    """An argparse type: comma-separated integer block ids (their range is checked against the volume later)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs integer block ids separated by commas, got {text!r}") from None
 
 
 def _integer(least: int, below: int | None = None) -> Callable[[str], int]:
@@ -352,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression",
         help="codec (default: lz4 for parquet, none for arrow; arrow also takes lz4 and zstd)",
     )
+    compaction.add_argument(
+        "--mapping", help="lay each body of this mapping version out contiguously (see `pocaduck mapping list`)"
+    )
     compaction.set_defaults(run=_verb_compact)
 
     garbage = verbs.add_parser(
@@ -410,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--payload", choices=tuple(layout.PAYLOADS), help="workers' file format in a new store (default: parquet)"
     )
+    scan.add_argument(
+        "--blocks",
+        type=_block_ids,
+        help="re-scan only these block ids (ID,ID,...: gz << 42 | gy << 21 | gx) of a scanned store, replacing them",
+    )
+    scan.add_argument("--worker-prefix", help="with --blocks: the re-scan's worker ids (default rescan-<time>-...)")
     scan.add_argument("--no-consolidate", action="store_true", help="leave consolidation for later")
     scan.add_argument("--no-progress", action="store_true", help="no progress bars")
     scan.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local processes")
@@ -444,7 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("store")
     export.add_argument("out", help="a new or empty folder, or a bucket URL; re-run the same command to resume")
-    export.add_argument("--labels", type=_label, nargs="+", help="only these labels (default: all)")
+    export.add_argument(
+        "--labels", type=_label, nargs="+", help="only these labels (default: all; bodies with --mapping)"
+    )
+    export.add_argument(
+        "--mapping",
+        help="export the bodies of this mapping version; into an export of an older version, update only what changed",
+    )
     export.add_argument("--workers", type=_integer(1), help="local worker threads (default: one per CPU)")
     export.add_argument("--scheduler", help="run on this Dask scheduler (address) instead of local threads")
     export.add_argument("--retries", type=_integer(0), default=0, help="re-run a failed task this many times")

@@ -6,6 +6,10 @@ under ``compacted/<generation>/``, described by the same tables as any worker
 index (one ``point_index`` row per (label, block), block ids kept), so queries
 use it without a special path. The work is split into shards, each a contiguous
 label range written as one file by one task of :mod:`pocaduck.executor`.
+``compact(store, mapping=name)`` orders the labels by their body at that
+mapping version instead (see ``_body_order``): a body's supervoxels are
+adjacent in one file and read like one label, and the index stays keyed by
+supervoxel, so every other version still reads exactly.
 
 It is resumable and atomic. The generation's name is a fingerprint of what it
 compacts (the sessions the current index covers, and the settings), so running
@@ -35,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import layout
+from . import _body_order, layout
 from .arguments import flag, non_negative_int, optional_positive_int, positive_int
 from .config import StorageConfig
 from .consolidate import publish_unified_index, write_failures_reported
@@ -44,6 +48,7 @@ from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped,
 from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
 from .pointfile import PointFiles, check_compression, chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, check_progress, progress_sink
+from .replacement import REPLACED_TABLE
 from .sampling import order_marker, stored_order
 from .storage import Storage
 from .store import Store, open_store
@@ -54,6 +59,7 @@ DEFAULT_POINTS_PER_FILE = 4_000_000
 _PLAN = "plan.json"
 _SOURCE = "source.duckdb"
 _SHARDS = "shards"
+_ORDER = "order.parquet"
 _POOL: Pool = "threads"  # local shards run in threads: see bench/bench_executors.py
 
 
@@ -70,6 +76,7 @@ class CompactionReport:
     bytes_written: int = 0
     seconds: float = 0.0
     deduplicated: bool = False
+    mapping: str | None = None  # the mapping version whose bodies it laid out contiguously; None: by label
 
     @property
     def points_per_second(self) -> float:
@@ -92,6 +99,7 @@ def compact(
     progress: Progress = "auto",
     retries: int = 0,
     stop: threading.Event | None = None,
+    mapping: str | None = None,
 ) -> CompactionReport:
     """Rewrite the consolidated store so each label's points are contiguous, then switch to it atomically.
 
@@ -116,6 +124,15 @@ def compact(
     after the shards being written, with :class:`CompactionCancelledError`
     (or KeyboardInterrupt); a stopped, failed or killed run resumes where it
     stopped when called again with the same settings.
+
+    ``mapping=name`` lays the labels out by their body at mapping version
+    ``name`` (then by label): each body's supervoxels adjacent in one file (a
+    body larger than ``points_per_file`` is cut between supervoxels), so
+    ``Query(store, mapping=name).get_points(body)`` reads one range, as a plain
+    label does. The index stays keyed by supervoxel: every version reads
+    exactly, a later one reading a supervoxel it moved from where it lies.
+    ``pocaduck info`` shows the mapping a store was compacted by; compacting
+    again with another mapping, or none, rewrites the store in that order.
 
     >>> import tempfile
     >>> from pocaduck import Ingestor, Query, consolidate
@@ -144,21 +161,24 @@ def compact(
         raise StoreNotConsolidatedError(
             f"{config.base_path} has no unified index: run `pocaduck consolidate STORE` before compacting"
         )
+    version = None if mapping is None else _body_order.mapping_version(storage, mapping)
     settings = {
         "deduplicate": bool(deduplicate),
         "points_per_file": int(points_per_file),
         "row_group_size": int(row_group_size),
         "compression": codec,
         "payload": payload,
+        # Only when given: a compaction by label keeps the generation names it had before mappings existed.
+        **({} if version is None else {"mapping": version.name, "mapping_created": version.created}),
     }
     started = time.perf_counter()
     # The report wraps the lock too: on a read-only store, taking it is the first write that fails.
     with write_failures_reported(storage, "compaction"), storage.lock(layout.COMPACTION_LOCK) as free:
         if not free:
             raise CompactionBusyError(f"another compaction or gc is running on {config.base_path}; wait for it")
-        generation = _prepare(store, settings)
+        generation = _prepare(store, settings, version)
         if generation is None:
-            return CompactionReport(None, deduplicated=bool(deduplicate))
+            return CompactionReport(None, mapping=mapping, deduplicated=bool(deduplicate))
         plan = json.loads(storage.read_bytes(_plan_path(generation)))
         pending = [shard for shard in range(len(plan["shards"])) if not storage.exists(_marker(generation, shard))]
         tasks = [Task(_shard_name(shard), 1, _shard_task, (config, generation, shard)) for shard in pending]
@@ -178,6 +198,7 @@ def compact(
         _tidy(storage, generation)
     return CompactionReport(
         generation,
+        mapping=mapping,
         shards=len(plan["shards"]),
         shards_reused=len(plan["shards"]) - len(pending),
         seconds=time.perf_counter() - started,
@@ -197,14 +218,18 @@ def _source_path(generation: str) -> str:
     return f"{layout.compaction_dir(generation)}/{_SOURCE}"
 
 
+def _order_path(generation: str) -> str:
+    return f"{layout.compaction_dir(generation)}/{_ORDER}"
+
+
 def _marker(generation: str, shard: int) -> str:
     return f"{layout.compaction_dir(generation)}/{_SHARDS}/{shard:06d}.parquet"
 
 
-def _prepare(store: Store, settings: dict[str, Any]) -> str | None:
+def _prepare(store: Store, settings: dict[str, Any], version: _body_order.MappingVersion | None) -> str | None:
     """Snapshot the current index and plan a generation for it, or find the one a killed run left.
 
-    Returns None when the store is already compact with these settings.
+    Returns None when the store is already compact with these settings (and this mapping ``version``, if any).
     """
     storage = store.storage
     staging = storage.staging_dir(layout.COMPACTED)
@@ -228,7 +253,13 @@ def _prepare(store: Store, settings: dict[str, Any]) -> str | None:
             labels = con.execute("SELECT label, point_count FROM source.labels ORDER BY label").fetchnumpy()
         finally:
             con.close()
-        shards = _split_labels(labels["label"].astype(np.uint64), labels["point_count"].astype(np.int64), settings)
+        label_ids, counts = labels["label"].astype(np.uint64), labels["point_count"].astype(np.int64)
+        if version is None:
+            shards = _split_labels(label_ids, counts, settings)
+        else:
+            label_ids, counts, bodies = _body_order.by_body(storage, version, label_ids, counts)
+            shards = _split_bodies(label_ids, counts, bodies, settings)
+            _body_order.write_order(storage, _order_path(generation), label_ids)
         storage.publish(snapshot, _source_path(generation))
         plan = {"generation": generation, **settings, "shards": shards}
         storage.write_bytes(_plan_path(generation), json.dumps(plan).encode())
@@ -240,8 +271,10 @@ def _prepare(store: Store, settings: dict[str, Any]) -> str | None:
 
 def _already_compact(con: duckdb.DuckDBPyConnection, generation: str, settings: dict[str, Any]) -> bool:
     """True when every file of the index belongs to ``generation``, in the payload asked for, and it was written
-    with the same de-dup choice."""
+    with the same de-dup choice, in the same order (by label, or by the same mapping version)."""
     (deduplicated,) = con.execute("SELECT deduplicated FROM source.compaction").fetchone()
+    if _compacted_by(con, "source") != settings.get("mapping"):
+        return False
     (outside,) = con.execute(
         "SELECT count(*) FROM source.files WHERE NOT (starts_with(path, ?) AND ends_with(path, ?))",
         [layout.compaction_dir(generation) + "/", layout.PAYLOADS[settings["payload"]]],
@@ -249,17 +282,61 @@ def _already_compact(con: duckdb.DuckDBPyConnection, generation: str, settings: 
     return outside == 0 and bool(deduplicated) == settings["deduplicate"]
 
 
+def _compacted_by(con: duckdb.DuckDBPyConnection, database: str) -> str | None:
+    """The mapping an index's compaction followed, or None (by label; also a generation from before mappings)."""
+    (has_column,) = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = ? AND table_name = 'compaction' "
+        "AND column_name = 'mapping'",
+        [database],
+    ).fetchone()
+    return con.execute(f"SELECT mapping FROM {database}.compaction").fetchone()[0] if has_column else None
+
+
+def _cut(counts: np.ndarray, points_per_file: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut units of ``counts`` points into runs of about ``points_per_file``: each run's first and last unit, points.
+
+    A unit larger than ``points_per_file`` gets a run of its own.
+
+    >>> [a.tolist() for a in _cut(np.array([3, 3, 9, 1]), 6)]
+    [[0, 2, 3], [1, 2, 3], [6, 9, 1]]
+    """
+    before = np.cumsum(counts) - counts
+    run_of_unit = np.unique(before // points_per_file, return_inverse=True)[1]
+    starts = np.flatnonzero(np.diff(run_of_unit, prepend=-1))
+    ends = np.append(starts[1:], len(counts)) - 1
+    return starts, ends, np.add.reduceat(counts, starts)
+
+
 def _split_labels(labels: np.ndarray, counts: np.ndarray, settings: dict[str, Any]) -> list[dict[str, int]]:
     """Contiguous label ranges of about ``points_per_file`` points each (a bigger label gets a shard of its own)."""
     if len(labels) == 0:
         return []
-    before = np.cumsum(counts) - counts
-    shard_of_label = np.unique(before // settings["points_per_file"], return_inverse=True)[1]
-    starts = np.flatnonzero(np.diff(shard_of_label, prepend=-1))
-    ends = np.append(starts[1:], len(labels)) - 1
-    points = np.add.reduceat(counts, starts)
+    starts, ends, points = _cut(counts, settings["points_per_file"])
     return [
         {"first_label": int(labels[s]), "last_label": int(labels[e]), "points": int(p)}
+        for s, e, p in zip(starts, ends, points, strict=True)
+    ]
+
+
+def _split_bodies(
+    labels: np.ndarray, counts: np.ndarray, bodies: np.ndarray, settings: dict[str, Any]
+) -> list[dict[str, int]]:
+    """Slices of the (body, label) order of about ``points_per_file`` points, cut only between bodies (or inside a
+    body larger than that): ``first`` and ``stop`` are positions in the order, the labels for the log."""
+    if len(labels) == 0:
+        return []
+    unit_starts = _body_order.groups(bodies, counts, settings["points_per_file"])
+    unit_counts = np.add.reduceat(counts, unit_starts)
+    unit_stops = np.append(unit_starts[1:], len(labels))
+    starts, ends, points = _cut(unit_counts, settings["points_per_file"])
+    return [
+        {
+            "first": int(unit_starts[s]),
+            "stop": int(unit_stops[e]),
+            "first_label": int(labels[unit_starts[s]]),
+            "last_label": int(labels[unit_stops[e] - 1]),
+            "points": int(p),
+        }
         for s, e, p in zip(starts, ends, points, strict=True)
     ]
 
@@ -287,11 +364,7 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
     source = AttachedIndex(storage.local_copy(_source_path(generation)))
     try:
         files = file_locations(source.cursor)
-        pieces = source.cursor.execute(
-            "SELECT label, block_id, file_id, row_offset, point_count FROM point_index "
-            "WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT ORDER BY label, block_id, file_id, row_offset",
-            [spec["first_label"], spec["last_label"]],
-        ).fetchnumpy()
+        pieces = _pieces(source.cursor, storage, generation, spec)
     finally:
         source.close()
     counts = pieces["point_count"].astype(np.int64)
@@ -356,6 +429,28 @@ def compact_shard(storage_config: Store | StorageConfig, generation: str, shard:
     pq.write_table(marker, buffer)
     storage.write_bytes(_marker(generation, shard), buffer.getvalue())
     return {**result, "seconds": time.perf_counter() - started}
+
+
+def _pieces(
+    cursor: duckdb.DuckDBPyConnection, storage: Storage, generation: str, spec: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """The shard's ``point_index`` rows, label after label in the shard's order, each label's by block and place."""
+    if "first" not in spec:  # by label: a label range
+        return cursor.execute(
+            "SELECT label, block_id, file_id, row_offset, point_count FROM point_index "
+            "WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT ORDER BY label, block_id, file_id, row_offset",
+            [spec["first_label"], spec["last_label"]],
+        ).fetchnumpy()
+    labels = _body_order.read_order(storage, _order_path(generation), spec["first"], spec["stop"])
+    order = pa.table({"label": pa.array(labels, pa.uint64()), "position": np.arange(len(labels), dtype=np.int64)})
+    cursor.register("shard_order", order)
+    try:
+        return cursor.execute(
+            "SELECT p.label, p.block_id, p.file_id, p.row_offset, p.point_count FROM point_index p "
+            "JOIN shard_order o ON p.label = o.label ORDER BY o.position, p.block_id, p.file_id, p.row_offset"
+        ).fetchnumpy()
+    finally:
+        cursor.unregister("shard_order")
 
 
 def _in_sample_order(
@@ -466,11 +561,24 @@ def _assemble(storage: Storage, schema: layout.Schema, generation: str, plan: di
             totals["bytes_written"] += result["bytes"]
         attach_read_only(con, storage.local_copy(_source_path(generation)), "source")
         con.execute("CREATE TABLE workers AS SELECT * FROM source.workers ORDER BY worker_id")
+        # The replacements it applied: a later consolidation keeps its rows of those blocks unless replaced again.
+        if con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'source' AND table_name = ?",
+            [REPLACED_TABLE],
+        ).fetchone()[0]:
+            con.execute(f"CREATE TABLE {REPLACED_TABLE} AS SELECT * FROM source.{REPLACED_TABLE}")
         con.execute("DETACH source")
         con.execute(
             "CREATE TABLE compaction AS SELECT ? AS generation, ? AS deduplicated, ?::BIGINT AS points_read, "
-            "?::BIGINT AS points_written, ?::BIGINT AS shard_count, now() AS compacted_at",
-            [generation, plan["deduplicate"], totals["points_read"], totals["points_written"], len(plan["shards"])],
+            "?::BIGINT AS points_written, ?::BIGINT AS shard_count, now() AS compacted_at, ?::VARCHAR AS mapping",
+            [
+                generation,
+                plan["deduplicate"],
+                totals["points_read"],
+                totals["points_written"],
+                len(plan["shards"]),
+                plan.get("mapping"),
+            ],
         )
         con.execute("CHECKPOINT")
         con.close()
@@ -485,5 +593,5 @@ def _assemble(storage: Storage, schema: layout.Schema, generation: str, plan: di
 
 def _tidy(storage: Storage, generation: str) -> None:
     """Remove what only building the generation needed, once the unified index uses it."""
-    for name in (_PLAN, _SOURCE, _SHARDS):
+    for name in (_PLAN, _SOURCE, _SHARDS, _ORDER):
         storage.delete_tree(f"{layout.compaction_dir(generation)}/{name}")

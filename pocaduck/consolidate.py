@@ -58,6 +58,7 @@ from .index import (
 from .label_directory import DirectoryFile, pointer_bytes, write_label_directory
 from .progress import Progress, check_progress
 from .range_merge import RangeMerge, assemble_ranges, merge_label_ranges, range_parts
+from .replacement import create_replaced_table, find_replacements, source_rows_sql
 from .storage import Storage, file_lock
 from .store import Store, open_store
 
@@ -399,6 +400,7 @@ def _build_unified_index(
         )
         attached = [(f"session_{number}", w, s) for number, (w, s) in enumerate(sorted(sessions.items()))]
         session_aliases = [alias for alias, _, _ in attached]
+        workers: list[str | None] = [worker_id for _, worker_id, _ in attached]
         aliases = ["generation"] * (generation is not None) + session_aliases
         keys = [layout.compaction_index(generation)] * (generation is not None)
         keys += [layout.session_index(worker_id, session_id) for _, worker_id, session_id in attached]
@@ -422,21 +424,24 @@ def _build_unified_index(
             + ")",
             offsets,
         )
+        replacements = find_replacements(con, schema, aliases, [None] * (generation is not None) + workers)
+        if replacements is not None:
+            con.register("replacements", replacements.in_force)
         if split is None:
             with logged_phase("consolidation", "sorted insert"):
+                rows, params = source_rows_sql(aliases, offsets, replacements)
                 con.execute(
-                    "INSERT INTO point_index SELECT * FROM ("
-                    + union_all(aliases, "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index")
-                    + ") ORDER BY label, file_id, row_offset",
-                    offsets,
+                    f"INSERT INTO point_index SELECT * FROM ({rows}) ORDER BY label, file_id, row_offset", params
                 )
         else:
             with range_parts(storage, build_id) as folder:
-                parts = merge_label_ranges(
-                    con, store, schema, aliases, list(zip(keys, offsets, strict=True)), folder, split
-                )
+                sources = list(zip(keys, offsets, strict=True))
+                parts = merge_label_ranges(con, store, schema, aliases, sources, folder, split, replacements)
                 with logged_phase("consolidation", "insert ranges"):
                     assemble_ranges(con, storage, parts)
+        create_replaced_table(con, schema, replacements)
+        if replacements is not None:
+            con.unregister("replacements")
         if session_aliases:
             con.execute(
                 "INSERT INTO workers "

@@ -12,7 +12,10 @@ back. ``collect_garbage`` removes, after those readers have reopened:
 - index versions (a copy of a unified index and its label directory) other
   than the one the unified index in force names,
 - the half-built unified index of a killed consolidation (never a live one's:
-  each build holds a lock while its process lives).
+  each build holds a lock while its process lives),
+- the staging files of mapping versions whose writer was killed
+  (``mappings/.NAME.*.writing``, over an hour old: a version is written in
+  seconds to a minute, and its writer holds no lock gc could ask).
 
 It refuses a folder that holds no pocaduck store, deleting nothing there.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -84,7 +88,7 @@ def collect_garbage(
         if not dry_run:
             for path in garbage:
                 storage.delete_tree(path)
-        builds = _dead_builds(storage, dry_run)
+        builds = _dead_builds(storage, dry_run) + _stale_mapping_staging(storage, dry_run)
     return GarbageReport(garbage + builds, dry_run)
 
 
@@ -185,6 +189,36 @@ def _dead_range_parts(storage: Storage, dry_run: bool) -> list[str]:
         removed.append(name)
         if not dry_run:
             storage.delete_tree(name)
+    return removed
+
+
+_MAPPING_STAGING_GRACE_SECONDS = 3600.0
+
+
+def _stale_mapping_staging(storage: Storage, dry_run: bool) -> list[str]:
+    """Mapping versions' staging files older than the grace, removed unless ``dry_run``.
+
+    They sit in the store's own ``mappings`` folder on a local disk; on a bucket
+    they are in a private scratch folder its process removes, so there is none.
+    """
+    folder = os.path.join(storage.staging_dir(""), layout.MAPPINGS)  # not staging_dir(MAPPINGS): it creates it
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    oldest_kept = time.time() - _MAPPING_STAGING_GRACE_SECONDS
+    removed = []
+    for name in names:
+        # A version's name starts with a letter or digit: a dot-file ending .writing is only ever staging.
+        if not (name.startswith(".") and name.endswith(".writing")):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):  # its writer finished or gave up meanwhile
+            if os.path.getmtime(path) > oldest_kept:
+                continue
+            if not dry_run:
+                os.unlink(path)
+            removed.append(f"{layout.MAPPINGS}/{name}")
     return removed
 
 

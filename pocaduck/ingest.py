@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
-from .arguments import positive_int
+from .arguments import flag, positive_int
 from .config import StorageConfig
 from .errors import (
     DamagedStoreError,
@@ -43,6 +43,7 @@ from .index import create_worker_tables
 from .keys import check_block_id, check_label, check_labels
 from .layout import Schema
 from .pointfile import check_compression, chunk_index_rows, write_point_file
+from .replacement import record_session, utc_now
 from .store import Store, open_store
 
 logger = logging.getLogger("pocaduck")
@@ -166,6 +167,8 @@ class Ingestor:
         self._chunks: list[np.ndarray] = []  # each (D, n): one column per row, ready for Arrow
         self._buffered_points = 0
         self._buffered_bytes = 0
+        self._replaced: set[object] = set()  # blocks this session replaces (see pocaduck.replacement)
+        self._session_recorded = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -235,7 +238,17 @@ class Ingestor:
         self._flush()
         self._wait_for_writer()
         record = {"session": None, **asdict(self.stats)}
-        if self.stats.files:
+        if self._replaced and self._index is None and not self._session_recorded:
+            # A replacing session is published even with no points: it removes the old ones. A store that still
+            # has no schema holds no points to remove.
+            self._schema = self._schema or layout.read_schema(self._storage)
+            if self._schema is not None:
+                self._open_index()
+        if self._index is not None and not self._session_recorded:
+            with self._index_lock:
+                record_session(self._index, self._schema, self._replaced, utc_now())
+            self._session_recorded = True
+        if self.stats.files or self._session_recorded:
             if self._index is not None:
                 self._index.execute("CHECKPOINT")
                 self._index.close()
@@ -260,25 +273,39 @@ class Ingestor:
 
     # -- writing ---------------------------------------------------------
 
-    def write(self, label: int, block_id: str | int, points: np.ndarray) -> None:
+    def write(self, label: int, block_id: str | int, points: np.ndarray, *, replace: bool = False) -> None:
         """Add one label's points found in one block.
 
         ``points`` is an (N, D) integer or float array; empty arrays are skipped.
+        ``replace=True`` marks the block as replaced by this session: see :meth:`write_block`.
         """
         self._require_open()
         label = check_label(label)
         block_id, block_id_type = check_block_id(block_id)
         _check_points(points)
-        if not self._fit_schema(points, block_id_type):
+        replace = flag(replace, "replace")
+        fits = self._fit_schema(points, block_id_type)
+        if replace:
+            self._mark_replaced(block_id, block_id_type)
+        if not fits:
             return
         self.stats.writes += 1
         self._append(label, block_id, np.array(points.T, dtype=self._schema.dtype, order="C"))
 
-    def write_block(self, block_id: str | int, labels: np.ndarray, points: np.ndarray) -> None:
+    def write_block(
+        self, block_id: str | int, labels: np.ndarray, points: np.ndarray, *, replace: bool = False
+    ) -> None:
         """Add every label's points found in one block in one call: ``labels[i]`` is the label of ``points[i]``.
 
         The same as one ``write`` per distinct label, with the block checked once:
         the way to write a block of many labels (``scan_volume`` writes so).
+
+        ``replace=True`` (a block re-scanned in place) marks the block as replaced
+        by this session: from the first consolidation after ``finalize()``, the
+        block's points are this session's writes of it (empty ``points`` too: the
+        block then holds nothing), and every earlier write of it, by any worker,
+        as ingested or compacted, is dropped. A later plain write of the block is
+        kept beside it; see :mod:`pocaduck.replacement` for the exact rule.
 
         >>> import tempfile
         >>> with Ingestor(tempfile.mkdtemp(), worker_id=0) as ingestor:
@@ -290,7 +317,11 @@ class Ingestor:
         block_id, block_id_type = check_block_id(block_id)
         _check_points(points)
         labels = check_labels(labels, len(points))
-        if not self._fit_schema(points, block_id_type):
+        replace = flag(replace, "replace")
+        fits = self._fit_schema(points, block_id_type)
+        if replace:
+            self._mark_replaced(block_id, block_id_type)
+        if not fits:
             return
         if len(labels) > 1 and (labels[1:] < labels[:-1]).any():
             order = np.argsort(labels, kind="stable")
@@ -301,6 +332,16 @@ class Ingestor:
         self.stats.writes += len(starts)
         for label, start, end in zip(labels[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
             self._append(label, block_id, columns[:, start:end])
+
+    def _mark_replaced(self, block_id: str | int, block_id_type: str) -> None:
+        """Record that this session replaces ``block_id``, once its type fits the store's block ids.
+
+        Before this session wrote a point, the store's schema is read afresh: another worker may have declared it.
+        """
+        schema = self._schema or layout.read_schema(self._storage)
+        if schema is not None and block_id_type != schema.block_id_type:
+            raise SchemaMismatchError(f"this store uses {schema.block_id_type} block ids, got a {block_id_type} one")
+        self._replaced.add(block_id)
 
     def _fit_schema(self, points: np.ndarray, block_id_type: str) -> bool:
         """Refuse points that do not fit the store (fixing its schema on the first write); False when empty."""

@@ -92,8 +92,12 @@ def check_progress(progress: object) -> Progress:
     )
 
 
-def _display(progress: object, unit: str) -> Callback | None:
-    """What ``progress`` asks for: bars, a callable, or nothing."""
+def display_for(progress: object, unit: str) -> Callback | None:
+    """What ``progress`` asks for: bars of ``unit`` (close them when done), a callable, or nothing.
+
+    >>> display_for(False, "block") is None, display_for(print, "block") is print
+    (True, True)
+    """
     progress = check_progress(progress)
     if progress == "auto":
         progress = _in_notebook()
@@ -123,7 +127,7 @@ def progress_sink(progress: Progress, unit: str = "block") -> Iterator[Callback]
     >>> [event.state for event in seen]
     ['queued']
     """
-    display = _display(progress, unit)
+    display = display_for(progress, unit)
     try:
         yield (lambda event: None) if display is None else (lambda event: _deliver(display, event))
     finally:

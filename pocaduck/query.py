@@ -67,6 +67,7 @@ from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
 from .reader import Output, Reader
+from .replacement import replaced_blocks_summary
 from .sampling import pool_size, sample_rows
 from .store import Store, open_store
 
@@ -152,6 +153,22 @@ def _by_label(
     asked = np.array(labels, dtype=np.uint64)
     starts, stops = ends[np.searchsorted(run_labels, asked, "left")], ends[np.searchsorted(run_labels, asked, "right")]
     return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), stops.tolist(), strict=True)}
+
+
+def _compaction(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The compaction the index serves (generation, whether de-duplicated, the mapping it followed), or None."""
+    (tables,) = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'compaction'"
+    ).fetchone()
+    if not tables:
+        return None
+    result = cursor.execute("SELECT * FROM compaction")
+    record = dict(zip([column[0] for column in result.description], result.fetchone(), strict=True))
+    return {
+        "generation": record["generation"],
+        "deduplicated": bool(record["deduplicated"]),
+        "mapping": record.get("mapping"),  # absent from a generation written before compaction by mapping
+    }
 
 
 def _greedy_batches(counts: np.ndarray, batch_size: int) -> np.ndarray:
@@ -848,12 +865,18 @@ class Query(Reader):
 
     @gated
     def info(self) -> dict[str, Any]:
-        """Store-wide totals: labels, points, index rows, files, bytes, workers and the schema."""
+        """Store-wide totals: labels, points, index rows, files, bytes, workers, replaced blocks and the schema.
+
+        ``replaced_blocks`` counts the blocks whose re-scan is in force, ``last_replaced_at``
+        is the latest one's time (ISO 8601, UTC) or None.
+        """
         with self._cursor() as cursor:
             (labels, points) = cursor.execute("SELECT count(*), coalesce(sum(point_count), 0) FROM labels").fetchone()
             (files, stored_bytes) = cursor.execute("SELECT count(*), coalesce(sum(byte_size), 0) FROM files").fetchone()
             (index_rows,) = cursor.execute("SELECT count(*) FROM point_index").fetchone()
             (workers,) = cursor.execute("SELECT count(*) FROM workers").fetchone()
+            replaced, last_replaced = replaced_blocks_summary(cursor)
+            compaction = _compaction(cursor)
         return {
             "store": self.storage_config.base_path,
             "labels": labels,
@@ -862,7 +885,10 @@ class Query(Reader):
             "files": files,
             "bytes": int(stored_bytes),
             "workers": workers,
+            "replaced_blocks": replaced,
+            "last_replaced_at": last_replaced,
             "columns": list(self.schema.columns),
             "dtype": self.schema.dtype.name,
             "block_id_type": self.schema.block_id_type,
+            "compaction": compaction,
         }

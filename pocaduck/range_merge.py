@@ -40,6 +40,7 @@ from .errors import ConsolidationError, PocaduckError
 from .executor import Pool, ShouldStop, Task, TaskOutcome, TaskStopped, local_cpus, raise_first_failure, run_tasks
 from .index import attach_read_only, label_summary_sql, union_all
 from .progress import Callback, Progress, ProgressEvent, progress_sink
+from .replacement import Replacements, source_rows_sql
 from .storage import Storage
 from .store import Store, open_store
 
@@ -70,13 +71,15 @@ def merge_label_ranges(
     sources: list[tuple[str, int]],
     folder: str,
     split: RangeMerge,
+    replacements: Replacements | None = None,
 ) -> list[tuple[str, str]]:
     """Merge every source's rows range by range as executor tasks; return each range's Parquet parts, in label order.
 
     ``sources`` are the store keys of the indexes attached on ``con`` as ``aliases``, with
     their file id offsets. Each task writes a range's ``point_index`` rows and ``labels``
     summary, sorted, into the store ``folder`` (see :func:`range_parts`): a label's rows
-    all fall in one range, so the parts end to end are the tables.
+    all fall in one range, so the parts end to end are the tables. Rows of replaced
+    blocks are dropped as ``replacements`` says (see :mod:`pocaduck.replacement`).
     """
     labels = union_all(aliases, "SELECT label FROM {}.point_index")
     with logged_phase("consolidation", "sample labels"):
@@ -88,7 +91,12 @@ def merge_label_ranges(
     threads = None if split.client is not None else max(1, local_cpus() // min(split.workers, len(ranges)))
     parts = [(f"{folder}/{n:06d}.rows.parquet", f"{folder}/{n:06d}.labels.parquet") for n in range(len(ranges))]
     tasks = [
-        Task(_range_name(n), 1, _range_task, (n, store.config, schema, sources, first, last, parts[n], threads))
+        Task(
+            _range_name(n),
+            1,
+            _range_task,
+            (n, store.config, schema, sources, first, last, parts[n], threads, replacements),
+        )
         for n, (first, last) in enumerate(ranges)
     ]
     with progress_sink(split.progress, unit="range") as sink, logged_phase("consolidation", "merge ranges"):
@@ -176,6 +184,7 @@ def merge_label_range(
     last_label: int,
     parts: tuple[str, str],
     threads: int | None = None,
+    replacements: Replacements | None = None,
 ) -> int:
     """Write the rows of labels ``first_label``..``last_label`` of every source index, and their summary, as Parquet.
 
@@ -198,11 +207,16 @@ def merge_label_range(
         aliases = [f"source_{number}" for number in range(len(sources))]
         for alias, (key, _) in zip(aliases, sources, strict=True):
             attach_read_only(con, storage.local_copy(key), alias)
-        select = "SELECT * REPLACE (file_id + ? AS file_id) FROM {}.point_index WHERE label BETWEEN ?::UBIGINT AND ?::UBIGINT"
-        rows = con.execute(
-            f"SELECT * FROM ({union_all(aliases, select)}) ORDER BY label, file_id, row_offset",
-            [value for _, offset in sources for value in (offset, first_label, last_label)],
-        ).to_arrow_table()
+        if replacements is not None:
+            con.register("replacements", replacements.in_force)
+        select, params = source_rows_sql(
+            aliases,
+            [offset for _, offset in sources],
+            replacements,
+            "label BETWEEN ?::UBIGINT AND ?::UBIGINT",
+            (first_label, last_label),
+        )
+        rows = con.sql(f"SELECT * FROM ({select}) ORDER BY label, file_id, row_offset", params=params).to_arrow_table()
         con.register("range_rows", rows)
         summary = con.sql(label_summary_sql(schema, "range_rows")).to_arrow_table()
     finally:
@@ -217,12 +231,12 @@ def merge_label_range(
 
 def _range_task(job: tuple[Any, ...], report: Callback, should_stop: ShouldStop) -> TaskOutcome:
     """One label range as an executor task: it reports that it runs, merges the range, and ends with its rows."""
-    number, config, schema, sources, first_label, last_label, parts, threads = job
+    number, config, schema, sources, first_label, last_label, parts, threads, replacements = job
     name = _range_name(number)
     if should_stop():
         raise TaskStopped(f"{name} was not started: the consolidation was cancelled")
     report(ProgressEvent(name, "running", blocks_total=1))
     started = time.perf_counter()
-    rows = merge_label_range(config, schema, sources, first_label, last_label, parts, threads)
+    rows = merge_label_range(config, schema, sources, first_label, last_label, parts, threads, replacements)
     final_event = ProgressEvent(name, "finished", blocks_done=1, blocks_total=1, elapsed=time.perf_counter() - started)
     return TaskOutcome(final_event, rows)

@@ -19,6 +19,10 @@ same on every machine, process and numpy version, with no generator state to
 carry. The mixer is a bijection, so rows differing only in their last column
 never collide.
 
+A body of a mapping version is sampled from its supervoxels' rows, each keyed
+by its own supervoxel (``sample_of_union``): the body's sample then reads only
+each supervoxel's sample.
+
 **Levels.** Compaction splits a label's rows into *levels* by the rank of
 their ``seed=None`` keys: level 0 holds the ``first_level`` (1,024) rows with
 the smallest keys, each next level ``growth - 1`` (3) times all the levels
@@ -205,6 +209,27 @@ def sample_rows(points: np.ndarray, label: int, sample: int, seed: int | None) -
     True
     """
     return smallest(points, row_keys(points, sample_key(label, seed)), sample)
+
+
+def sample_of_union(parts: list[np.ndarray], labels: list[int], sample: int, seed: int | None) -> np.ndarray:
+    """Where, in ``parts`` concatenated, the sample of their union lies, in key order, each row keyed by its own
+    label's stream: a body's sample, from its supervoxels' rows.
+
+    Each part holds a label's rows, or only its own sample of ``sample`` rows (the rows with its smallest
+    keys): the union's smallest keys are among those, so the result is the same either way, and a body's
+    sample reads no more than each supervoxel's sample (on a compacted store, one short range each). It is
+    a function of the (label, row) pairs alone, and a body merged from others samples from their samples.
+
+    >>> rows = np.arange(3000)[:, None]
+    >>> whole = sample_of_union([rows[:2000], rows[2000:]], [5, 6], 4, None)
+    >>> own = [rows[:2000][sample_rows(rows[:2000], 5, 4, None)], rows[2000:][sample_rows(rows[2000:], 6, 4, None)]]
+    >>> np.array_equal(rows[whole], np.concatenate(own)[sample_of_union(own, [5, 6], 4, None)])
+    True
+    """
+    if not parts:
+        return np.empty(0, np.int64)
+    keys = np.concatenate([row_keys(part, sample_key(label, seed)) for part, label in zip(parts, labels, strict=True)])
+    return smallest(np.concatenate(parts), keys, sample)
 
 
 def level_ends(count: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import pytest
 from nbclient import NotebookClient
 
 from pocaduck import Query, make_demo_volume
+from pocaduck.scan.blocks import block_id_of
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
@@ -60,8 +61,8 @@ def workspace(tmp_path_factory) -> Path:
     return folder
 
 
-def test_there_are_the_six_notebooks_with_outputs_cleared_and_a_kernel():
-    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+def test_there_are_the_seven_notebooks_with_outputs_cleared_and_a_kernel():
+    assert [name[:3] for name in NAMES] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(notebook)
@@ -154,6 +155,39 @@ def check_neuroglancer(out: str, workspace: Path) -> None:
     assert exported == number(r"as many as the store holds: ([\d,]+)", out) == len(store[biggest])
 
 
+def check_proofreading(out: str, workspace: Path) -> None:
+    with Query(workspace / "demo_store") as query:
+        counts = {int(label): query.get_point_count(int(label)) for label in query.get_labels()}
+    supervoxels = sorted(counts)
+    bodies = {s: supervoxels[i // 3 * 3] for i, s in enumerate(supervoxels)}  # the notebook's agglomeration
+    points = {}
+    for supervoxel, body in bodies.items():
+        points[body] = points.get(body, 0) + counts[supervoxel]
+    first, second = sorted(points, key=lambda body: -points[body])[:2]
+    assert number(r"(\d+) bodies;", out) == len(points)
+    assert number(rf"agglomeration +body {first}: ([\d,]+) points", out) == points[first]
+    assert number(rf"merge +body {first}: ([\d,]+) points", out) == points[first] + points[second]
+    cut = max(s for s, body in bodies.items() if body in (first, second))  # the merged body's last supervoxel
+    assert number(rf"cleave +body {first}: ([\d,]+) points", out) == points[first] + points[second] - counts[cut]
+    assert f"agglomeration → merge: changed bodies {sorted([first, second])}" in out
+    assert f"merge → cleave: changed bodies {sorted([first, max(supervoxels) + 1])}" in out
+    # The re-scan: what the notebook printed is what its store now serves, and the old points are gone.
+    split, before, after, piece, piece_points = (
+        int(n.replace(",", ""))
+        for n in re.search(
+            r"supervoxel (\d+): ([\d,]+) points before the re-scan, ([\d,]+) after; new supervoxel (\d+): ([\d,]+)", out
+        ).groups()
+    )
+    assert before == counts[split] and piece == max(supervoxels) + 2 and piece_points > 0
+    with Query(workspace / "proofreading_store") as query:
+        assert query.get_point_count(split) == after and query.get_point_count(piece) == piece_points
+        assert query.sql("SELECT block_id FROM replaced_blocks").block_id.tolist() == [block_id_of((1, 1, 1))]
+    with Query(workspace / "proofreading_store", mapping="rescan") as query:
+        body = int(query.get_body(split))
+        assert int(query.get_body(piece)) == body
+        assert number(rf"rescan +body {body}: ([\d,]+) points", out) == query.get_point_count(body)
+
+
 CHECKS = {
     "01": check_quick_start,
     "02": check_browse_labels,
@@ -161,4 +195,5 @@ CHECKS = {
     "04": check_scale_out,
     "05": check_your_own_data,
     "06": check_neuroglancer,
+    "07": check_proofreading,
 }

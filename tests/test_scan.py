@@ -113,6 +113,13 @@ def test_tqdm_display_draws_a_bar_per_worker_and_a_total(volume, store, capsys):
     assert "total" in drawn and "worker scan-0" in drawn and "worker scan-1" in drawn
 
 
+@pytest.mark.parametrize("progress", [False, True, "auto"])
+def test_every_progress_form_the_other_verbs_take_works_and_fails_nothing(volume, store, progress, capsys, caplog):
+    scan_volume(volume, store, block_shape=BLOCKS, workers=2, progress=progress)
+    assert "failed" not in caplog.text  # a display that cannot be called was logged once per event before
+    assert ("worker scan-0" in capsys.readouterr().err) is (progress is True)  # "auto" draws bars in notebooks only
+
+
 def test_rescanning_replaces_instead_of_duplicating_and_other_settings_are_refused(volume, store):
     scan_volume(volume, store, block_shape=BLOCKS, workers=2)
     scan_volume(volume, store, block_shape=BLOCKS, workers=2)

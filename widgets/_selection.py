@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import traitlets as t
 
-from pocaduck import InvalidArgumentError, Reader
+from pocaduck import InvalidArgumentError, PocaduckError, Reader
 from pocaduck.keys import check_label
 
 from . import _histograms
@@ -224,6 +225,36 @@ class Selection(t.HasTraits):
             self._clauses = new  # one store: a reader on another thread sees the old state or the new, whole
             self.set_trait("revision", self.revision + 1)  # observers run now, on this thread, under the lock
             return True
+
+    def use_query(self, query: Reader) -> None:
+        """Answer from ``query`` from now on (the store through another mapping version, or none), keeping what
+        still holds: picked labels it lists, the box (asked anew), and the WHERE, SELECT and brushes unless its
+        tables refuse them (a column only bodies have), in which case they are dropped. One change, one revision.
+
+        Example::
+
+            selection.use_query(Query(store, mapping="v2"))  # picked bodies still in v2 stay picked
+        """
+        with self._lock:
+            old, previous = self._clauses, self.query
+            self.query = query
+            try:
+                picked = np.array(old.picked, dtype=np.uint64)
+                listed = np.isin(picked, query.get_labels())
+                new = replace(old, picked=tuple(label for label, kept in zip(old.picked, listed, strict=True) if kept))
+                new = new if old.box is None else self._with_box(new, old.box)
+                try:
+                    schema = self._schema_of(new)
+                except PocaduckError:
+                    new = replace(new, source="", where="")
+                    schema = self._schema_of(new)
+                kept = _histograms.numeric_columns(schema)
+                new = replace(new, schema=schema, brushes={c: b for c, b in old.brushes.items() if c in kept})
+            except BaseException:
+                self.query = previous
+                raise
+            self._clauses, self._drawn = new, None  # the same labels may be drawn differently now
+            self.set_trait("revision", self.revision + 1)
 
     def brush(self, column: str, low: float | None = None, high: float | None = None) -> None:
         """Keep ``column`` in [low, high] (a None bound is open; both None removes the brush).

@@ -31,7 +31,7 @@ import ipywidgets as w
 import pyarrow as pa
 import traitlets as t
 
-from pocaduck import PocaduckError
+from pocaduck import MappedQuery, PocaduckError, Reader
 from pocaduck.keys import check_label
 
 from . import _histograms
@@ -116,7 +116,7 @@ class LabelBrowser(w.VBox):
             layout=w.Layout(width="auto"),  # stretched to the browser's width; 100% would add the margins to it
         )
         self._select_box = w.Textarea(
-            placeholder="SELECT … over labels, point_index, files, workers (optional, replaces the table)",
+            placeholder=_select_placeholder(self.query),
             continuous_update=False,
             rows=2,
             layout=w.Layout(width="auto"),
@@ -291,6 +291,14 @@ class LabelBrowser(w.VBox):
         self._counted = self._extents = self._histograms = None
         self._counts.clear()
         self._apply()
+
+    def use_query(self, query: Reader) -> None:
+        """List from ``query`` from now on (the Explorer's version picker); the rows follow the selection's
+        next revision, which ``Selection.use_query`` makes. Nothing read from the old one is reused."""
+        self.query = query
+        self._select_box.placeholder = _select_placeholder(query)
+        self._counted = self._extents = self._histograms = self._shown_view = None
+        self._counts.clear()
 
     # -- queries -------------------------------------------------------------
 
@@ -495,6 +503,16 @@ class LabelBrowser(w.VBox):
             self.jump_to(int(text))
         except (ValueError, PocaduckError) as error:
             self._show_error(error)
+
+
+def _select_placeholder(query: Reader) -> str:
+    """What the SELECT box offers to read: through a mapping, the body tables first."""
+    tables = (
+        "labels (bodies), mapping, supervoxel_labels, point_index, files"
+        if isinstance(query, MappedQuery)
+        else "labels, point_index, files, workers"
+    )
+    return f"SELECT … over {tables} (optional, replaces the table)"
 
 
 def _from_text(text: str | None) -> int | float | None:

@@ -20,6 +20,10 @@ lists only those, and the view shows their points inside the box.
 
 A double-click on a point in the view selects its label's row: the view then
 shows that label, and the details pane describes it.
+
+The version picker reads the store through another mapping version (or none):
+the table then lists that version's bodies (with their supervoxel counts),
+and the selection keeps the labels the version still lists (``use_mapping``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from pocaduck import PocaduckError
+from pocaduck import MappedQuery, PocaduckError, Query, Reader, list_mappings
 
 from ._selection import Selection
 from ._source import StoreLike, open_query
@@ -39,6 +43,7 @@ from .viewer import PointCloudViewer
 
 _BLOCKS_LISTED = 6
 _GAP = "0 12px 8px 0"  # right and below each part, so wrapped rows keep apart too
+NO_MAPPING = "supervoxels (no mapping)"  # the version picker's entry for the stored labels themselves
 
 
 class Explorer(w.VBox):
@@ -64,6 +69,8 @@ class Explorer(w.VBox):
         self, store: StoreLike, *, point_budget: int = 1_500_000, width: int = 480, height: int = 400, **kwargs: Any
     ):
         self.query = open_query(store)
+        self._owns_query = not isinstance(store, Reader)  # a reader handed in is the caller's to close
+        self._listing = False
         self.selection_state = Selection(self.query)
         # flex "grow shrink basis": the table grows most, from a basis that shows five columns (a 20-digit label
         # and four with their histograms); narrower than that beside the view, the view wraps under the table.
@@ -86,6 +93,15 @@ class Explorer(w.VBox):
             description="open in neuroglancer", icon="external-link", layout=w.Layout(width="max-content")
         )
         self.open_button.on_click(lambda _button: self.open_neuroglancer())
+        self.version_menu = w.Dropdown(
+            options=self._versions(),
+            value=self.mapping,
+            description="version",
+            style={"description_width": "initial"},
+            layout=w.Layout(width="max-content"),
+        )
+        self.version_menu.observe(lambda change: self._on_version(change["new"]), "value")
+        self.open_button.disabled = self.mapping is not None  # the export holds supervoxels
         side = w.VBox([self.open_button, self.details], layout=w.Layout(flex="1 1 180px", min_width="0"))
         for part, name in ((self.browser, "browser"), (self.viewer, "viewer"), (side, "details")):
             part.add_class(f"pocaduck-explorer-{name}")
@@ -100,7 +116,7 @@ class Explorer(w.VBox):
         clear_button.on_click(lambda _button: self.clear_box())
         self.box_message = w.HTML()
         box_tool = w.HBox(
-            [*self._corners.values(), box_button, clear_button, self.box_message],
+            [self.version_menu, *self._corners.values(), box_button, clear_button, self.box_message],
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
         box_tool.add_class("pocaduck-explorer-box")
@@ -124,6 +140,66 @@ class Explorer(w.VBox):
     @selection.setter
     def selection(self, labels: list[int]) -> None:
         self.selection_state.update(picked=labels)
+
+    @property
+    def mapping(self) -> str | None:
+        """The mapping version read (its labels are bodies), or None for the stored supervoxels."""
+        return self.query.mapping.name if isinstance(self.query, MappedQuery) else None
+
+    def use_mapping(self, name: str | None) -> None:
+        """Read the store through mapping version ``name`` (None: the stored labels), as the version picker does.
+
+        Every part reads the new version at once; the selection keeps the labels it still lists, its box,
+        and its SQL and brushes where the version's tables take them. An unknown version raises
+        ``MappingNotFoundError`` and changes nothing.
+
+        Example::
+
+            explorer.use_mapping("v2")  # the table lists v2's bodies; picked ones that v2 lists stay picked
+        """
+        if name == self.mapping:
+            return
+        query = Query(self.query.storage_config, mapping=name)
+        old, parts = self.query, (self.browser, self.viewer)
+        try:
+            for part in parts:
+                part.use_query(query)
+            self.selection_state.use_query(query)  # its revision makes every part show the new version
+        except BaseException:
+            for part in parts:
+                part.use_query(old)
+            query.close()
+            raise
+        self.query = query
+        if self._owns_query:
+            old.close()
+        self._owns_query = True
+        if self.neuroglancer is not None:  # it shows the export of the stored labels, and followed the old ids
+            self.neuroglancer, self._below.children = None, ()
+        self.open_button.disabled = name is not None
+        self._listing = True  # new options reset the menu's value: not a choice to act on
+        try:
+            self.version_menu.options = self._versions()
+            self.version_menu.value = name
+        finally:
+            self._listing = False
+        self._describe(self.drawn)
+
+    def _versions(self) -> list[tuple[str, str | None]]:
+        """The version picker's entries: no mapping, then the store's versions, oldest first."""
+        try:
+            names = [version.name for version in list_mappings(self.query.storage_config)]
+        except PocaduckError:  # a store that cannot hold mappings (the original library's)
+            names = []
+        return [(NO_MAPPING, None), *((name, name) for name in names)]
+
+    def _on_version(self, name: str | None) -> None:
+        if self._listing:
+            return
+        try:
+            self.use_mapping(name)
+        except PocaduckError as error:
+            self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
     def limit_to_box(self, lower: tuple[float, float, float], upper: tuple[float, float, float]) -> list[int]:
         """List only the labels with a point in ``lower <= p < upper`` and show their points inside it.
@@ -192,6 +268,6 @@ class Explorer(w.VBox):
         # Cards side by side when the pane is wide (wrapped under the view), one under another when it is narrow.
         return (
             "<div class='pocaduck-details' style='display:inline-block;vertical-align:top;line-height:1.4;"
-            f"max-width:16em;margin:0 1.5em 1em 0'><b>label <code>{label}</code></b><table>{rows}</table>"
+            f"max-width:16em;margin:0 1.5em 1em 0'><b>{'label' if self.mapping is None else 'body'} <code>{label}</code></b><table>{rows}</table>"
             f"<small>blocks: {listed}{more}</small></div>"
         )

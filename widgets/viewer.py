@@ -21,6 +21,11 @@ With a box, only the labels' points inside it are shown: those are read with
 ``get_points_in_box`` (the engine has no sampled box read) and the budget's
 share of them is drawn with a seed derived from the label.
 
+Through a mapping (a ``MappedQuery``: labels are bodies) points are read with
+their supervoxel, and one body drawn alone in label colours is coloured by
+supervoxel instead: one colour says nothing about a single body, its
+supervoxels show where a merge joined it or a cleave would split it.
+
 The view explains itself: colouring by label shows a swatch per label in the
 legend; a continuous colouring (depth, a float column) shows a colour bar with
 the column's name, range and unit instead; the axes carry a tick every round
@@ -45,6 +50,7 @@ import numpy as np
 import pythreejs as three
 import traitlets as t
 
+from pocaduck import MappedQuery, Reader
 from pocaduck.keys import check_label
 
 from ._colors import category_colors, label_color, ramp_colors, ramp_gradient
@@ -67,7 +73,9 @@ class _Shown:
 
     count: int  # the label's points, or its points inside the box
     in_box: np.ndarray | None = None  # with a box: all the label's points inside it, read once
+    in_box_supervoxels: np.ndarray | None = None  # through a mapping: the supervoxel of each of ``in_box``
     points: np.ndarray | None = None  # the drawn share, fetched for the current budget
+    supervoxels: np.ndarray | None = None  # through a mapping: the supervoxel of each of ``points``
     cloud: three.Points | three.Group | None = None  # one Points, or a Group of pieces for a large cloud
     pieces: tuple[tuple[three.Points, np.ndarray | None], ...] = ()  # each Points and its rows of ``points``
     positions: np.ndarray | None = None  # the float32 positions sent, in the order of ``points``
@@ -229,6 +237,13 @@ class PointCloudViewer(w.VBox):
         self._origin = None
         self._redraw()
 
+    def use_query(self, query: Reader) -> None:
+        """Read from ``query`` from now on (the Explorer's version picker): nothing drawn stays, since an id
+        may be another body there; a selection followed draws anew at its next revision."""
+        self.query = query
+        self.voxel_size = np.array(voxel_size(query), np.float64)
+        self.clear()
+
     def set_visible(self, label: int, visible: bool) -> None:
         """Hide or show one label without removing it (the legend's check box)."""
         self._toggles[check_label(label)].value = visible
@@ -338,6 +353,15 @@ class PointCloudViewer(w.VBox):
             return {}
         if self._box is not None:
             lower, upper = self._box
+            if isinstance(self.query, MappedQuery):
+                table = self.query.get_points_in_box(lower, upper, labels=labels, output="arrow")
+                owners = table.column("label").to_numpy()
+                points, supervoxels = self._split_supervoxels(table)
+                return {
+                    label: _Shown(int(mine.sum()), in_box=points[mine], in_box_supervoxels=supervoxels[mine])
+                    for label in labels
+                    for mine in [owners == np.uint64(label)]
+                }
             inside = self.query.get_points_in_box(lower, upper, labels=labels, output="numpy")
             return {label: _Shown(len(inside[label]), in_box=inside[label]) for label in labels}
         return {label: _Shown(self.query.get_point_count(label)) for label in labels}
@@ -349,22 +373,38 @@ class PointCloudViewer(w.VBox):
             return sizes
         return {label: min(size, max(1, size * self._budget // total)) for label, size in sizes.items()}
 
-    def _fetch_share(self, label: int, shown: _Shown, keep: int) -> np.ndarray:
-        """``keep`` of the label's points: the engine's sample, or a seeded share of the points in the box."""
+    def _fetch_share(self, label: int, shown: _Shown, keep: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``keep`` of the label's points, and through a mapping their supervoxels: the engine's sample, or a
+        seeded share of the points in the box."""
+        mapped = isinstance(self.query, MappedQuery)
         if shown.in_box is None:
             if keep == 0:  # a label the index does not know: nothing to read
-                return np.empty((0, len(self.query.schema.columns)))
-            return self.query.get_points(label, sample=keep)
+                return np.empty((0, len(self.query.schema.columns))), np.empty(0, np.uint64) if mapped else None
+            if mapped:
+                return self._split_supervoxels(self.query.get_points(label, sample=keep, output="arrow"))
+            return self.query.get_points(label, sample=keep), None
         if keep >= len(shown.in_box):
-            return shown.in_box
+            return shown.in_box, shown.in_box_supervoxels
         rng = np.random.default_rng([self.seed, label])
-        return shown.in_box[np.sort(rng.choice(len(shown.in_box), keep, replace=False))]
+        rows = np.sort(rng.choice(len(shown.in_box), keep, replace=False))
+        return shown.in_box[rows], None if shown.in_box_supervoxels is None else shown.in_box_supervoxels[rows]
+
+    def _split_supervoxels(self, table: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A MappedQuery's Arrow points as the (N, D) array ``get_points`` gives, and each point's supervoxel."""
+        columns = self.query.schema.columns
+        points = np.column_stack([table.column(name).to_numpy() for name in columns]) if table.num_rows else None
+        points = np.empty((0, len(columns)), self.query.schema.dtype) if points is None else points
+        return points, table.column(self.query.supervoxel_column).to_numpy().astype(np.uint64, copy=False)
+
+    def _by_supervoxel(self) -> bool:
+        """True when the one body drawn through a mapping is coloured by supervoxel rather than in one colour."""
+        return isinstance(self.query, MappedQuery) and self.color_by == COLOR_BY_LABEL and len(self._shown) == 1
 
     def _redraw(self) -> None:
         kept = self._kept_counts()
         for label, shown in self._shown.items():
             if shown.points is None or len(shown.points) != kept[label]:
-                shown.points = self._fetch_share(label, shown, kept[label])
+                shown.points, shown.supervoxels = self._fetch_share(label, shown, kept[label])
                 shown.sent = None
                 if len(shown.points) < kept[label]:
                     # Fewer than asked: the whole label is drawn. The original library's stores count
@@ -375,7 +415,12 @@ class PointCloudViewer(w.VBox):
         color_range = self._drawn_range = self._color_range()
         for label, shown in self._shown.items():
             # A ramp's colours depend on the range of every drawn label: a label added can widen it.
-            wanted = (kept[label], self.color_by, color_range if self._is_continuous() else None)
+            wanted = (
+                kept[label],
+                self.color_by,
+                color_range if self._is_continuous() else None,
+                self._by_supervoxel(),
+            )
             if shown.sent != wanted:
                 self._make_cloud(label, shown, color_range)
                 shown.bounds = _column_bounds(shown.positions)
@@ -425,8 +470,8 @@ class PointCloudViewer(w.VBox):
         positions = ((points[:, :3].astype(np.float64) - self._origin) * self.voxel_size).astype(np.float32)
         material = three.PointsMaterial(size=self.point_size, sizeAttenuation=False, color=label_color(label))
         colors = None
-        if self.color_by != COLOR_BY_LABEL:
-            colors = self._point_colors(points, color_range)
+        if self.color_by != COLOR_BY_LABEL or (self._by_supervoxel() and shown.supervoxels is not None):
+            colors = self._point_colors(points, color_range, shown.supervoxels)
             material.color, material.vertexColors = "#ffffff", "VertexColors"
         visible = self._toggles[label].value if label in self._toggles else True
         count = piece_count(len(positions))
@@ -443,7 +488,11 @@ class PointCloudViewer(w.VBox):
             shown.pieces = tuple(zip(parts, rows, strict=True))
         shown.positions = positions
 
-    def _point_colors(self, points: np.ndarray, color_range: tuple[float, float]) -> np.ndarray:
+    def _point_colors(
+        self, points: np.ndarray, color_range: tuple[float, float], supervoxels: np.ndarray | None = None
+    ) -> np.ndarray:
+        if self.color_by == COLOR_BY_LABEL:  # one body through a mapping: its supervoxels
+            return category_colors(supervoxels)
         if self.color_by == COLOR_BY_DEPTH:
             return ramp_colors(points[:, 2], *color_range)
         values = points[:, self.query.schema.columns.index(self.color_by)]
@@ -483,7 +532,7 @@ class PointCloudViewer(w.VBox):
         self._extras.children = tuple(extras)
 
     def _update_legend(self) -> None:
-        by_label = self.color_by == COLOR_BY_LABEL
+        by_label = self.color_by == COLOR_BY_LABEL and not self._by_supervoxel()
         rows = [] if by_label or not self._shown else [self._color_key()]
         for label, shown in self._shown.items():
             toggle = self._toggles.get(label)
@@ -507,6 +556,11 @@ class PointCloudViewer(w.VBox):
     def _color_key(self) -> w.HTML:
         """The colour bar of a continuous colouring, or a line saying each value of the column has its colour."""
         bar = self.color_bar
+        if self._by_supervoxel():
+            (shown,) = self._shown.values()
+            drawn = 0 if shown.supervoxels is None else len(np.unique(shown.supervoxels))
+            note = f"<small>one body: coloured by supervoxel ({drawn:,} drawn)</small>"
+            return w.HTML(note, _dom_classes=["pocaduck-color-note"])
         if bar is None:
             note = f"<small>coloured by {html.escape(self.color_by)}: one colour per value</small>"
             return w.HTML(note, _dom_classes=["pocaduck-color-note"])
@@ -538,6 +592,8 @@ class PointCloudViewer(w.VBox):
         columns = self.query.schema.columns
         picked = {"label": label, "point": [value.item() for value in row[:3]]}
         picked.update({name: row[column].item() for column, name in enumerate(columns[3:], 3)})
+        if self._shown[label].supervoxels is not None:  # named as the query's Arrow output names it
+            picked[self.query.supervoxel_column] = int(self._shown[label].supervoxels[row_index])
         self.set_trait("picked", picked)
         self._update_pick_note()
 
@@ -559,11 +615,14 @@ class PointCloudViewer(w.VBox):
             self._pick_note.value = "<small>double-click a point to see its label</small>" if self._shown else ""
             return
         point = ", ".join(_number(value) for value in self.picked["point"])
+        owner = self.query.supervoxel_column if isinstance(self.query, MappedQuery) else None
         extras = "".join(
             f" · {html.escape(name)} {_number(value)}"
             for name, value in self.picked.items()
-            if name not in ("label", "point")
+            if name not in ("label", "point", owner)
         )
+        if owner in self.picked:  # an id: exact, as the label is, not a number rounded for reading
+            extras += f" · {owner} <code>{self.picked[owner]}</code>"
         self._pick_note.value = (
             f"<small>picked label <code class='pocaduck-picked-label'>{self.picked['label']}</code>"
             f" at voxel ({point}){extras}</small>"

@@ -5,10 +5,11 @@ opened (whose labels are the supervoxels) and the version's ``_resolved.Chain``:
 one body's supervoxels, or a few supervoxels' bodies, are ranged reads of the
 root's row groups with the children's changes laid over them. Only answers about
 every body (``get_labels``, boxes, SQL) resolve the version whole
-(``_resolved.Assignments``, on first need, then kept). A body's points are its supervoxels' points, read
-in one multi-label ``get_points`` call; summaries aggregate the supervoxels'
-index rows. Users' SQL still sees the supervoxel tables: bodies in SQL are
-for later.
+(``_resolved.Assignments``, on first need, then kept). A body's points are its
+supervoxels' points, read in one multi-label ``get_points`` call; summaries
+aggregate the supervoxels' index rows. Users' SQL reads bodies too (``_sql.body_tables``): ``labels``
+lists them, ``mapping`` pairs each stored supervoxel with its body, and
+``supervoxel_labels`` is the index's own ``labels``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import numpy as np
 import pyarrow as pa
 
 from .._gate import Gate, gated, gated_iterator
+from .._sql import SandboxedIndex
 from .._timing import Timing
 from ..arguments import OUTPUTS, one_of, positive_int, sample_and_seed
 from ..errors import PocaduckError
 from ..keys import check_label, check_labels, check_labels_asked
 from ..reader import Output, Reader
-from ..sampling import sample_rows
+from ..sampling import sample_of_union
 from ..store import Store
 from ._resolved import Assignments, chain, resolved, resolved_if_kept
+from ._sql import body_tables
 from ._versions import MappingVersion, open_version
 
 
@@ -72,7 +75,8 @@ class MappedQuery(Reader):
         self.storage_config = reader.storage_config
         self.schema = reader.schema
         self.using_optimized_data = reader.using_optimized_data
-        self._catalog = reader._catalog
+        self._body_sql: SandboxedIndex | None = None
+        self._body_sql_lock = threading.Lock()
         self.supervoxel_column = "stored_label" if "supervoxel" in self.schema.columns else "supervoxel"
 
     @property
@@ -121,11 +125,11 @@ class MappedQuery(Reader):
         bodies = self._bodies_of(np.array(asked, dtype=np.uint64))
         return int(bodies[0]) if single else bodies
 
-    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], list[int]]:
-        """Each body's supervoxels, and all of them once, sorted (the labels to read)."""
+    def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each body's supervoxels, and all of them once, sorted (the labels to read, uint64)."""
         members = [self._supervoxels_of(body) for body in bodies]
         stored = np.unique(np.concatenate(members)) if members else np.empty(0, np.uint64)
-        return members, stored.tolist()
+        return members, stored
 
     # -- points ---------------------------------------------------------------
 
@@ -143,8 +147,10 @@ class MappedQuery(Reader):
     ) -> Any:
         """All points of a body: its supervoxels' points, supervoxel after supervoxel; several bodies as ``Query``.
 
-        ``sample=N`` draws from the body's points as ``Query`` does from a
-        label's (the same rule, keyed by the body), after reading them all.
+        ``sample=N`` draws ``min(N, count)`` of the body's points as ``Query``
+        does from a label's, each point keyed by its supervoxel (see
+        ``sampling.sample_of_union``): only each supervoxel's own sample of N is
+        read, one short range each on a compacted store (``seed=None``).
 
         Example: ``query.get_points(body, output="pandas")`` has a ``supervoxel`` column.
         """
@@ -155,22 +161,28 @@ class MappedQuery(Reader):
         with clock.phase("index_lookup_time"):
             members, stored = self._members(bodies)
         with clock.phase("data_read_time"):
-            by_supervoxel = self._query.get_points(stored, use_cache=False, blocks=blocks) if stored else {}
+            # With a sample, each supervoxel's own sample holds every row the body's sample can take from it.
+            read = {"use_cache": False, "blocks": blocks, "sample": sample, "seed": seed}
+            by_supervoxel = self._query.get_points(stored, **read) if len(stored) else {}
         empty = np.empty((0, len(self.schema.columns)), dtype=self.schema.dtype)
         results = []
         for body, supervoxels in zip(bodies, members, strict=True):
             parts = [by_supervoxel[supervoxel] for supervoxel in supervoxels.tolist()]
-            points = np.concatenate(parts) if parts else empty
-            owners = np.repeat(supervoxels, [len(part) for part in parts])
+            points = _joined(parts) if parts else empty
+            owners = (
+                np.repeat(supervoxels, [len(part) for part in parts])
+                if output != "numpy" or sample is not None
+                else None
+            )
             if sample is not None:
-                kept = sample_rows(points, body, sample, seed)
+                kept = sample_of_union(parts, supervoxels.tolist(), sample, seed)
                 points, owners = points[kept], owners[kept]
             results.append((body, points, owners))
         clock["supervoxels"] = len(stored)
         clock["points_returned"] = sum(len(points) for _, points, _ in results)
         return clock.finish(self._shaped(results, single, output), timing)
 
-    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray]], single: bool, output: Output) -> Any:
+    def _shaped(self, results: list[tuple[int, np.ndarray, np.ndarray | None]], single: bool, output: Output) -> Any:
         if output == "numpy":
             return results[0][1] if single else {body: points for body, points, _ in results}
         points = np.concatenate([points for _, points, _ in results])
@@ -206,7 +218,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 (count,) = cursor.execute(
                     "SELECT coalesce(sum(point_count), 0)::BIGINT FROM labels WHERE label = ANY(?::UBIGINT[])",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchone()
         return clock.finish(int(count), timing)
 
@@ -225,7 +237,7 @@ class MappedQuery(Reader):
                 "count(DISTINCT block_id)::BIGINT AS block_count, count(DISTINCT file_id)::BIGINT AS file_count, "
                 f"count(DISTINCT label)::BIGINT AS supervoxel_count, {bounds} "
                 "FROM point_index WHERE label = ANY(?::UBIGINT[])",
-                [stored],
+                [stored.tolist()],
             )
             names = [column[0] for column in result.description]
             row = result.fetchone()
@@ -240,7 +252,7 @@ class MappedQuery(Reader):
             with self._cursor() as cursor:
                 rows = cursor.execute(
                     "SELECT DISTINCT block_id FROM point_index WHERE label = ANY(?::UBIGINT[]) ORDER BY block_id",
-                    [stored],
+                    [stored.tolist()],
                 ).fetchall()
         blocks = [block_id for (block_id,) in rows]
         clock["blocks_found"] = len(blocks)
@@ -291,28 +303,79 @@ class MappedQuery(Reader):
         """Release the store's Query once the calls in progress have ended."""
         if self._gate.shut():
             self._query.close()
+            with self._body_sql_lock:
+                self._body_sql = None  # the process's connection closes once no Query of this version holds it
 
     @property
     def db_connection(self) -> duckdb.DuckDBPyConnection:
-        """A cursor where users' SQL runs, over the supervoxel tables of the store's index."""
+        """A cursor where users' SQL runs: ``labels`` by body, ``mapping`` (supervoxel, body), ``supervoxel_labels``.
+
+        Example: ``query.db_connection.sql("SELECT label, supervoxel_count FROM labels").fetchall()``.
+        """
         with self._gate.passing():
-            return self._query.db_connection
+            sandbox = self._bodies_in_sql()
+            cursor = sandbox.cursor()
+            cursor.execute(f"USE {sandbox.catalog}").fetchall()
+            return cursor
+
+    def _bodies_in_sql(self) -> SandboxedIndex:
+        """The connection users' SQL runs on, made on first use (and shared by every Query of this version)."""
+        with self._body_sql_lock:
+            if self._body_sql is None:
+                with self._query._index_read():
+                    self._body_sql = body_tables(
+                        self._query.index_path,
+                        self._query.threads,
+                        self.schema,
+                        (self.mapping.name, self.mapping.created),
+                        self._assignments.bodies_of,  # SQL over every body: the version resolved whole
+                    )
+            return self._body_sql
+
+    _catalog = "memory"  # where the body tables live, beside the attached index
 
     @property
     def _tables(self) -> frozenset[str]:
-        return self._query._tables
+        return self._bodies_in_sql().tables
 
     def _cursor(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
         return self._query._cursor()
 
     def _sql_connection(self) -> duckdb.DuckDBPyConnection:
-        return self._query._sql_connection()
+        return self._bodies_in_sql().cursor()
 
     def _index_read(self) -> contextlib.AbstractContextManager[None]:
         return self._query._index_read()
 
     def _explained(self, error: PocaduckError) -> PocaduckError:
         return self._query._explained(error)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)``, without the copy when the parts are consecutive rows of one array.
+
+    They are when Query read them: its result for several labels is one array, label after label, and a body's
+    supervoxels, alone in the read, follow each other there (one range of one file when compacted by its mapping).
+
+    >>> rows = np.empty((6, 2), np.int64)
+    >>> rows[:] = np.arange(12).reshape(6, 2)
+    >>> joined = _joined([rows[0:1], rows[1:4], rows[4:4]])
+    >>> joined.tolist(), np.shares_memory(joined, rows), _joined([rows[0:1], rows[2:3]]).tolist()
+    ([[0, 1], [2, 3], [4, 5], [6, 7]], True, [[0, 1], [4, 5]])
+    """
+    filled = [part for part in parts if len(part)]
+    base = filled[0].base if filled else None
+    if base is None or base.ndim != 2 or not base.flags.c_contiguous:
+        return np.concatenate(parts)
+    row_bytes = base.strides[0]
+    origin = base.__array_interface__["data"][0]
+    start = (filled[0].__array_interface__["data"][0] - origin) // row_bytes
+    end = start
+    for part in filled:  # an empty slice may point anywhere: it adds nothing
+        if part.base is not base or part.__array_interface__["data"][0] != origin + end * row_bytes:
+            return np.concatenate(parts)
+        end += len(part)
+    return base[start:end]
 
 
 def _rechunked(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:

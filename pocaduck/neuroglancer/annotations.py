@@ -74,13 +74,17 @@ def property_type(schema: Schema) -> str:
     return _PROPERTY_TYPE_OF[schema.dtype.name]
 
 
-def record_dtype(rank: int, property_count: int, kind: str) -> np.dtype:
-    """The record of one point: float32 geometry, the properties (all of one type here), padding to 4 bytes.
+def record_dtype(rank: int, property_count: int, kind: str, supervoxel: bool = False) -> np.dtype:
+    """The record of one point: float32 geometry, a uint32 ``supervoxel`` if asked, the properties (all of one
+    type here), padding to 4 bytes. The supervoxel comes first: neuroglancer lays properties out by decreasing
+    alignment, and uint32 has the largest.
 
-    >>> record_dtype(3, 1, "uint8").itemsize, record_dtype(3, 2, "float32").itemsize
-    (16, 20)
+    >>> record_dtype(3, 1, "uint8").itemsize, record_dtype(3, 2, "float32").itemsize, record_dtype(3, 1, "uint8", True).itemsize
+    (16, 20, 20)
     """
     fields: list[tuple] = [("geometry", "<f4", (rank,))]
+    if supervoxel:
+        fields.append(("supervoxel", "<u4"))
     if property_count:
         fields.append(("properties", np.dtype(kind).newbyteorder("<"), (property_count,)))
     size = np.dtype(fields).itemsize
@@ -89,15 +93,26 @@ def record_dtype(rank: int, property_count: int, kind: str) -> np.dtype:
     return np.dtype(fields)
 
 
-def encode_records(geometry: np.ndarray, properties: np.ndarray | None, kind: str, names: Sequence[str]) -> np.ndarray:
-    """Records (a structured array) of points: ``geometry`` (n, rank), ``properties`` (n, len(names)) or None.
+def encode_records(
+    geometry: np.ndarray,
+    properties: np.ndarray | None,
+    kind: str,
+    names: Sequence[str],
+    supervoxels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Records (a structured array) of points: ``geometry`` (n, rank), ``properties`` (n, len(names)) or None,
+    and each point's supervoxel (below 2**32) or None.
 
     >>> encode_records(np.array([[1, 2, 3]]), np.array([[7]]), "uint8", ["t"]).tobytes().hex()
     '0000803f000000400000404007000000'
+    >>> encode_records(np.array([[1, 2, 3]]), None, "uint8", [], np.array([9], np.uint64)).tobytes().hex()
+    '0000803f000000400000404009000000'
     """
     count = 0 if properties is None else properties.shape[1]
-    records = np.zeros(len(geometry), record_dtype(geometry.shape[1], count, kind))
+    records = np.zeros(len(geometry), record_dtype(geometry.shape[1], count, kind, supervoxels is not None))
     records["geometry"] = geometry
+    if supervoxels is not None:
+        records["supervoxel"] = supervoxels
     if count:
         records["properties"] = _fitted(properties, np.dtype(kind), names)
     return records
@@ -124,10 +139,14 @@ def encode_by_id(records: np.ndarray, labels: np.ndarray) -> bytes:
     >>> len(encode_by_id(records, np.array([5, 6], np.uint64))) == 2 * (12 + 4 + 8)
     True
     """
-    packed = np.dtype({"names": ["record", "count", "label"], "formats": [records.dtype, "<u4", "<u8"]})
-    values = np.empty(len(records), packed)
+    values = np.empty(len(records), by_id_dtype(records.dtype))
     values["record"], values["count"], values["label"] = records, 1, labels
     return values.tobytes()
+
+
+def by_id_dtype(record: np.dtype) -> np.dtype:
+    """One ``by_id`` value: the record, the relationship's count (1) and the label."""
+    return np.dtype({"names": ["record", "count", "label"], "formats": [record, "<u4", "<u8"]})
 
 
 def by_id_size(record: np.dtype) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -10,13 +11,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from ..arguments import non_negative_int, optional_positive_int, positive_int
 from ..config import StorageConfig, as_config
 from ..errors import ExportCancelledError, ExportError, LegacyStoreError
 from ..executor import Pool, Task, raise_first_failure, run_tasks
 from ..progress import Progress, check_progress, progress_sink
 from ..query import Query
-from ..storage import open_storage
+from ..storage import Storage, open_storage
 from ..store import Store, open_store
 from .plan import (
     DEFAULT_SHARD_BYTES,
@@ -25,6 +28,7 @@ from .plan import (
     INFO,
     RECORD,
     WORK,
+    ExportPlan,
     make_plan,
     output_state,
     refuse_store_folder,
@@ -32,6 +36,7 @@ from .plan import (
 )
 from .spatial import POINTS_PER_CELL
 from .tasks import ExportTask, is_done, publish, result_of, run_export_task
+from .update import UpdateTask, plan_update, run_update_task, updated_totals
 
 _POOL: Pool = "threads"  # local tasks run in threads: measured, see export_neuroglancer's docstring
 
@@ -67,6 +72,7 @@ def export_neuroglancer(
     client: Any = None,
     progress: Progress = "auto",
     *,
+    mapping: str | None = None,
     retries: int = 0,
     stop: threading.Event | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -85,6 +91,18 @@ def export_neuroglancer(
     become annotation properties; neuroglancer has no 64-bit types, so int64 and uint64 columns
     become int32 and uint32 (a value out of range stops the export, naming the column) and
     float64 columns float32.
+
+    With ``mapping=`` (a version written by :func:`pocaduck.write_mapping`) the segments are that
+    version's bodies: ``labels`` are body ids, a body's points are its supervoxels' points, and each
+    point gets a ``supervoxel`` property (uint32, the first property) unless a supervoxel id is 2**32 or
+    more, which neuroglancer's properties cannot hold (it is then left out), or the store has a column of
+    that name. ``pocaduck_export.json`` records the version. Exporting another version of the same
+    history (say a child with merges and cleaves) into a finished export of all bodies updates it:
+    only the ``by_id`` shards holding points whose body changed and the ``label`` shards holding a
+    changed body (from :func:`pocaduck.changed_bodies`: removed ids vanish, new ones appear) are
+    rewritten, every other file keeps its bytes, and the folder ends byte for byte a fresh export of
+    the new version. A version of another history, another store or other settings is refused
+    (``ExportFolderError``): export into a new folder.
 
     Tasks run on :func:`pocaduck.executor.run_tasks`: in ``workers`` threads of this process
     (default one per CPU; 1 runs them one after another), or on a Dask ``client``; a task that
@@ -129,14 +147,19 @@ def export_neuroglancer(
     out_config = as_config(out)
     refuse_store_folder(opened.config, out_config)
     storage = open_storage(out_config)
-    with Query(opened) as query:
-        plan, table = make_plan(opened, query, labels, properties, shard_bytes, points_per_cell)
-    state = output_state(storage, plan.fingerprint)
+    mapped = Query(opened, mapping=mapping) if mapping is not None else contextlib.nullcontext()
+    with Query(opened) as query, mapped as mapped_query:
+        plan, table = make_plan(opened, query, labels, properties, shard_bytes, points_per_cell, mapped_query)
+        root = None if mapped_query is None else mapped_query.mapping.root
+    state = output_state(storage, plan)
     if state == "done":
         storage.delete_tree(WORK)  # a run killed after its last file leaves only this
         record = json.loads(storage.read_bytes(RECORD))
         return ExportReport(out_config.base_path, record["labels"], record["points"], record["files"],
                             record["bytes"], 0, 0, time.perf_counter() - started, reused=True)  # fmt: skip
+    run = {"workers": workers, "stop": stop, "retries": retries, "client": client, "pool": _POOL}
+    if state == "update":
+        return _update(opened, out_config, storage, plan, table, root, progress, run, started)
     if state == "new":
         save_plan(storage, plan, table)
     phases = [plan.id_tasks(), plan.shard_tasks()]  # every shard task reads every ids task's rows
@@ -147,16 +170,7 @@ def export_neuroglancer(
             pending += len(todo)
             tasks = [Task(name, 1, run_export_task, ExportTask(opened.config, out_config, plan.fingerprint, name))
                      for name in todo]  # fmt: skip
-            outcomes = run_tasks(
-                tasks,
-                workers=workers,
-                sink=sink,
-                stop=stop,
-                retries=retries,
-                client=client,
-                pool=_POOL,
-            )
-            _raise_failures(out_config, outcomes)
+            _raise_failures(out_config, run_tasks(tasks, sink=sink, **run))
     names = [name for phase in phases for name in phase]
     results = [result_of(storage, name) for name in names]
     largest = {}
@@ -168,13 +182,46 @@ def export_neuroglancer(
     info_bytes = publish(storage, INFO, [json.dumps(info, indent=1, allow_nan=False).encode()])
     files = sum(result["files"] for result in results) + 1
     total = sum(result["bytes"] for result in results) + info_bytes
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": plan.fingerprint,
-              "store": opened.path, "labels": plan.label_count, "points": plan.point_count, "files": files,
-              "bytes": total}  # fmt: skip
-    publish(storage, RECORD, [json.dumps(record, indent=1).encode()])
-    storage.delete_tree(WORK)
+    _finish(storage, opened, plan, files, total)
     return ExportReport(out_config.base_path, plan.label_count, plan.point_count, files, total, len(names),
                         len(names) - pending, time.perf_counter() - started)  # fmt: skip
+
+
+def _update(
+    opened: Store,
+    out: StorageConfig,
+    storage: Storage,
+    plan: ExportPlan,
+    table: pa.Table,
+    root: str,
+    progress: Progress,
+    run: dict[str, Any],
+    started: float,
+) -> ExportReport:
+    """Move the export in ``out`` to ``plan``'s mapping version, rewriting only the shards its changes touch."""
+    update = plan_update(opened, storage, plan, table, root)  # refuses another history before writing
+    save_plan(storage, plan, table)
+    todo = [name for name in update.tasks if not is_done(storage, name)]
+    tasks = [
+        Task(name, 1, run_update_task,
+             UpdateTask(opened.config, out, plan.fingerprint, name, update.stale_supervoxels, update.changed))
+        for name in todo
+    ]  # fmt: skip
+    with progress_sink(progress, unit="task") as sink:
+        _raise_failures(out, run_tasks(tasks, sink=sink, **run))
+    files, total = updated_totals(storage, json.loads(storage.read_bytes(RECORD)), update.sizes_before)
+    _finish(storage, opened, plan, files, total)
+    return ExportReport(out.base_path, plan.label_count, plan.point_count, files, total, len(update.tasks),
+                        len(update.tasks) - len(todo), time.perf_counter() - started)  # fmt: skip
+
+
+def _finish(storage: Storage, opened: Store, plan: ExportPlan, files: int, total: int) -> None:
+    """Record what the folder holds now (a re-run finds it done), then remove the work folder."""
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": plan.fingerprint,
+              "frame": plan.frame, "mapping": plan.mapping, "store": opened.path, "labels": plan.label_count,
+              "points": plan.point_count, "files": files, "bytes": total}  # fmt: skip
+    publish(storage, RECORD, [json.dumps(record, indent=1).encode()])
+    storage.delete_tree(WORK)
 
 
 def _raise_failures(out: StorageConfig, results: dict[str, Any]) -> None:

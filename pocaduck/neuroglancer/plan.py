@@ -12,6 +12,7 @@
         plan.json, labels.parquet   the plan and the labels with their point counts and first ids
         rows/ids-<i>.parquet        task ids-<i>'s points, grouped by the shard task that reads them
         done/<task>.json            a task's result, written after its files: a re-run skips that task
+        update.json                 an update to another mapping version: its versions, what it touches
 
 Annotation ids number the exported points ``0 .. N-1`` in label order, then in
 the order ``Query.get_points`` returns a label's points. Task ``ids-<i>``
@@ -28,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +42,7 @@ from ..config import StorageConfig, redact_url
 from ..errors import ExportFolderError, ExportRangeError, InvalidArgumentError, UnknownLabelError
 from ..keys import check_label
 from ..layout import UNIFIED_INDEX
+from ..mapping import MappedQuery
 from ..query import Query
 from ..storage import Storage, open_storage
 from ..store import Store
@@ -52,10 +55,12 @@ FORMAT_VERSION = 1
 INFO = "info"
 RECORD = "pocaduck_export.json"
 WORK = ".pocaduck-export"
+UPDATE = f"{WORK}/update.json"  # only while an update to another mapping version runs
 DEFAULT_SHARD_BYTES = 256 * 2**20  # 10**9 points make ~350 shard files in all
 _IDS_PER_MINISHARD_BITS = 10  # neuroglancer scans a minishard's index for a key: keep them short
 _CELLS_PER_MINISHARD_BITS = 6
 _LABELS_PER_MINISHARD = 64
+_SUPERVOXEL_PROPERTY = {"id": "supervoxel", "type": "uint32", "description": "the stored label the point is in"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,11 @@ class ExportPlan:
     """
 
     fingerprint: str
+    frame: str  # the fingerprint without the mapping version: exports of one frame differ only in their bodies
+    mapping: str | None  # the mapping version whose bodies are the segments, None for the stored labels
+    supervoxel_property: bool
     point_count: int
-    label_count: int
+    label_count: int  # segments: bodies under a mapping, else labels
     voxel_size: tuple[float, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
@@ -85,7 +93,7 @@ class ExportPlan:
 
     @property
     def record(self) -> np.dtype:
-        return record_dtype(self.rank, len(self.properties), self.property_type)
+        return record_dtype(self.rank, len(self.properties), self.property_type, self.supervoxel_property)
 
     @property
     def ids_per_task(self) -> int:
@@ -119,8 +127,11 @@ class ExportPlan:
             "upper_bound": list(self.upper),
             "annotation_type": "POINT",
             "properties": [
-                {"id": name, "type": self.property_type, "description": f"column {name} of the pocaduck store"}
-                for name in self.properties
+                *([_SUPERVOXEL_PROPERTY] if self.supervoxel_property else []),
+                *(
+                    {"id": name, "type": self.property_type, "description": f"column {name} of the pocaduck store"}
+                    for name in self.properties
+                ),
             ],
             "relationships": [{"id": RELATIONSHIP, "key": RELATIONSHIP, "sharding": self.relationship.to_json()}],
             "by_id": {"key": "by_id", "sharding": self.by_id.to_json()},
@@ -149,14 +160,20 @@ def make_plan(
     properties: Sequence[str] | None,
     shard_bytes: int,
     points_per_cell: int,
+    mapped: MappedQuery | None = None,
 ) -> tuple[ExportPlan, pa.Table]:
-    """The plan for exporting ``labels`` (all when None) of ``store`` (read by ``query``), and the labels table."""
+    """The plan for exporting ``labels`` (all when None) of ``store`` (read by ``query``), and the labels table.
+
+    With ``mapped`` (a Query of a mapping version) ``labels`` are bodies and the table lists their stored labels
+    (supervoxels) with each one's ``body``. Everything but the segment ids is planned from the supervoxels alone
+    (ids, sharding, spatial levels), so two versions' exports of the same supervoxels share their ``frame``.
+    """
     schema = query.schema
     if schema.dimensions < 3:
         raise InvalidArgumentError(
             f"neuroglancer points need x, y and z: this store has only the columns {list(schema.columns)}"
         )
-    table, lower, upper = _label_table(query, labels)
+    table, lower, upper = _label_table(query, labels, mapped)
     counts = table["point_count"].to_numpy()
     point_count = int(counts.sum())
     if point_count == 0:
@@ -164,11 +181,12 @@ def make_plan(
     voxel_size = _voxel_size(schema.metadata.get("voxel_size"), store.path)
     columns = property_columns(schema, properties)
     kind = property_type(schema)
-    record = record_dtype(3, len(columns), kind)
+    supervoxel_property = mapped is not None and "supervoxel" not in columns and _fits_uint32(table["label"])
+    record = record_dtype(3, len(columns), kind, supervoxel_property)
     by_id = dense_sharding(
         bits_for(point_count), _shard_bits(point_count * by_id_size(record), shard_bytes), _IDS_PER_MINISHARD_BITS
     )
-    label_count = len(counts)
+    label_count = len(counts)  # supervoxels under a mapping: a bound on the bodies that no version changes
     several_bytes = point_count * (record.itemsize + 8) + label_count * 8
     relationship_shard_bits = min(_shard_bits(several_bytes, shard_bytes), bits_for(label_count))
     relationship = Sharding(
@@ -191,10 +209,17 @@ def make_plan(
         "shard_bytes": shard_bytes,
         "points_per_cell": points_per_cell,
     }
+    if mapped is not None:  # only then: an export without a mapping keeps the fingerprint it had before mappings
+        settings.update(mapped=True, supervoxel_property=supervoxel_property)
+    frame = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    mapping = None if mapped is None else mapped.mapping.name
     plan = ExportPlan(
-        fingerprint=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20],
+        fingerprint=frame if mapping is None else hashlib.sha256(f"{frame}/{mapping}".encode()).hexdigest()[:20],
+        frame=frame,
+        mapping=mapping,
+        supervoxel_property=supervoxel_property,
         point_count=point_count,
-        label_count=label_count,
+        label_count=label_count if mapped is None else len(np.unique(table["body"].to_numpy())),
         voxel_size=voxel_size,
         lower=tuple(lower.tolist()),
         upper=tuple(upper.tolist()),
@@ -208,8 +233,11 @@ def make_plan(
     return plan, table
 
 
-def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """``label, point_count, first_id`` of the exported labels, sorted by label, and their points' bounding box.
+def _label_table(
+    query: Query, labels: Iterable[int] | None, mapped: MappedQuery | None
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``label, point_count, first_id`` of the exported labels, sorted by label, and their points' bounding box;
+    with ``mapped``, also each label's ``body``, and ``labels`` are bodies.
 
     Unknown labels are refused. The box is (x, y, z) as the float32 values neuroglancer stores, in float64.
     """
@@ -217,6 +245,7 @@ def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, 
     boxes = ", ".join([f"min_{c}" for c in spatial] + [f"max_{c}" for c in spatial])
     rows = query.sql(f"SELECT label, point_count, {boxes} FROM labels ORDER BY label", output="numpy")
     known = rows["label"].astype(np.uint64)
+    segments = known if mapped is None else mapped.get_body(known)
     if labels is None:
         chosen = np.arange(len(known))
     else:
@@ -224,21 +253,23 @@ def _label_table(query: Query, labels: Iterable[int] | None) -> tuple[pa.Table, 
         wanted = np.unique(np.array(asked, np.uint64))
         if not len(wanted):
             raise InvalidArgumentError("labels is empty: give the labels to export, or None for all of them")
-        chosen = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
-        missing = wanted[known[chosen] != wanted] if len(known) else wanted
+        chosen = np.flatnonzero(np.isin(segments, wanted))
+        missing = np.setdiff1d(wanted, segments[chosen])
         if len(missing):
+            kind, lister = ("labels", "Query(store)") if mapped is None else ("bodies", "Query(store, mapping=...)")
             raise UnknownLabelError(
-                f"{len(missing)} of the labels to export are not in the store: {_some(missing)}; "
-                f"Query(store).get_labels() lists the labels it holds"
+                f"{len(missing)} of the {kind} to export are not in the store: {_some(missing)}; "
+                f"{lister}.get_labels() lists the {kind} it holds"
             )
     counts = rows["point_count"][chosen].astype(np.int64)
-    table = pa.table(
-        {
-            "label": pa.array(known[chosen]),
-            "point_count": pa.array(counts),
-            "first_id": pa.array((np.cumsum(counts) - counts).astype(np.uint64)),
-        }
-    )
+    columns = {
+        "label": pa.array(known[chosen]),
+        "point_count": pa.array(counts),
+        "first_id": pa.array((np.cumsum(counts) - counts).astype(np.uint64)),
+    }
+    if mapped is not None:
+        columns["body"] = pa.array(segments[chosen].astype(np.uint64))
+    table = pa.table(columns)
     if not len(chosen):
         return table, np.zeros(3), np.zeros(3)
     _check_float32(rows, spatial, chosen)
@@ -261,6 +292,11 @@ def _check_float32(rows: dict[str, np.ndarray], spatial: Sequence[str], chosen: 
             f"coordinates: finite, up to ±{np.finfo(np.float32).max:.4g}) in labels {labels}. Nothing was written: "
             f"export the other labels (labels=[...]), or rewrite those points within range"
         )
+
+
+def _fits_uint32(labels: pa.Array) -> bool:
+    """Whether every label fits neuroglancer's widest integer property (no 64-bit property types exist)."""
+    return len(labels) == 0 or int(labels.to_numpy().max()) < 2**32
 
 
 def _some(labels: np.ndarray) -> str:
@@ -329,8 +365,9 @@ def refuse_store_folder(store: StorageConfig, out: StorageConfig) -> None:
         )
 
 
-def output_state(storage: Storage, fingerprint: str) -> str:
-    """``"new"``, ``"resume"`` (a killed run of this export) or ``"done"``; anything else in ``out`` is refused.
+def output_state(storage: Storage, plan: ExportPlan) -> str:
+    """``"new"``, ``"resume"`` (a killed run of this export), ``"done"`` or ``"update"`` (a finished export of
+    the same supervoxels under another mapping version); anything else in ``out`` is refused.
 
     Nothing is deleted here: a folder holding other files, or another export, stays as it is.
     """
@@ -339,9 +376,13 @@ def output_state(storage: Storage, fingerprint: str) -> str:
         return "new"
     for path, state in ((RECORD, "done"), (plan_path(), "resume")):
         if storage.exists(path):
-            recorded = json.loads(storage.read_bytes(path)).get("fingerprint")
-            if recorded == fingerprint:
-                return state
+            recorded = json.loads(storage.read_bytes(path))
+            if recorded.get("fingerprint") == plan.fingerprint:
+                # An update to another version killed half-way: the folder must be brought back to this one.
+                unfinished = state == "done" and storage.exists(UPDATE)
+                return "update" if unfinished and _fingerprint(storage, UPDATE) != plan.fingerprint else state
+            if state == "done" and plan.mapping and recorded.get("mapping") and recorded.get("frame") == plan.frame:
+                return "update"
             raise ExportFolderError(
                 f"{storage.describe('')} holds {'an' if state == 'done' else 'an unfinished'} export of other "
                 f"labels, settings or another version of the store: nothing was changed. Export into a new folder, "
@@ -354,6 +395,10 @@ def output_state(storage: Storage, fingerprint: str) -> str:
     )
 
 
+def _fingerprint(storage: Storage, path: str) -> str | None:
+    return json.loads(storage.read_bytes(path)).get("fingerprint")
+
+
 def save_plan(storage: Storage, plan: ExportPlan, table: pa.Table) -> None:
     """Write the labels, then the plan: the plan's presence says the labels are there."""
     staging = storage.staging_dir(WORK)
@@ -364,15 +409,24 @@ def save_plan(storage: Storage, plan: ExportPlan, table: pa.Table) -> None:
 
 
 _loaded: dict[tuple[str, str], tuple[ExportPlan, pa.Table]] = {}
+_loaded_lock = threading.Lock()
 
 
 def load_plan(out: StorageConfig, fingerprint: str) -> tuple[ExportPlan, pa.Table]:
-    """The plan and labels table a task works from; read once per process (tasks of one export share them)."""
+    """The plan and labels table a task works from; read once per process (tasks of one export share them).
+
+    Two exports running in one process (threads) take turns in the cache: each task keeps the value it got,
+    never a key another thread may have just cleared.
+    """
     key = (out.base_path, fingerprint)
-    if key not in _loaded:
-        _loaded.clear()  # one export at a time per process: keep only its labels in memory
-        _loaded[key] = _read_plan(out, fingerprint)
-    return _loaded[key]
+    with _loaded_lock:
+        found = _loaded.get(key)
+    if found is None:
+        found = _read_plan(out, fingerprint)
+        with _loaded_lock:
+            _loaded.clear()  # keep only the latest export's labels in memory
+            _loaded[key] = found
+    return found
 
 
 def _read_plan(out: StorageConfig, fingerprint: str) -> tuple[ExportPlan, pa.Table]:

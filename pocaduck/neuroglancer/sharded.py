@@ -122,3 +122,30 @@ def encode_shard(sharding: Sharding, keys: np.ndarray, sizes: np.ndarray, data: 
     index_starts = index_ends - np.array([len(index) for index in indexes], np.uint64)
     shard_index = np.stack([index_starts, index_ends], axis=1).astype("<u8")
     return [shard_index.tobytes(), bytes(data), *indexes]
+
+
+def decode_shard(sharding: Sharding, shard: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The keys of a shard file written by :func:`encode_shard`, in the order written, and where each one's chunk
+    starts in ``shard`` and its size: numpy arrays, one step per minishard, none per key.
+
+    >>> spec = Sharding(preshift_bits=0, minishard_bits=1, shard_bits=0)
+    >>> shard = b"".join(encode_shard(spec, np.array([2, 1], np.uint64), [1, 2], b"abc"))
+    >>> keys, starts, sizes = decode_shard(spec, shard)
+    >>> keys.tolist(), [shard[s : s + n] for s, n in zip(starts.tolist(), sizes.tolist())]
+    ([2, 1], [b'a', b'bc'])
+    """
+    minishards = 1 << sharding.minishard_bits
+    index = np.frombuffer(shard[: minishards * _SHARD_INDEX_ENTRY], "<u8").reshape(minishards, 2)
+    base = minishards * _SHARD_INDEX_ENTRY
+    keys, ends, sizes = [], [], []
+    for start, end in index.tolist():
+        if start == end:
+            continue
+        table = np.frombuffer(gzip.decompress(shard[base + start : base + end]), "<u8").reshape(3, -1)
+        keys.append(np.cumsum(table[0], dtype=np.uint64))
+        ends.append(np.cumsum(table[1] + table[2], dtype=np.uint64))
+        sizes.append(table[2])
+    if not keys:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64)
+    size = np.concatenate(sizes).astype(np.int64)
+    return np.concatenate(keys), base + np.concatenate(ends).astype(np.int64) - size, size

@@ -65,9 +65,9 @@ def run_export_task(task: ExportTask, report: Callback, should_stop: ShouldStop)
     the store and writing a ``by_id`` shard; each ids task's rows a shard
     gathers); a stopped task leaves no marker, so the next run redoes it.
     """
-    _check(should_stop, task.name)
+    check_stop(should_stop, task.name)
     report(ProgressEvent(task.name, "running", blocks_total=1))
-    result = task(lambda: _check(should_stop, task.name))
+    result = task(lambda: check_stop(should_stop, task.name))
     final_event = ProgressEvent(
         task.name,
         "finished",
@@ -82,7 +82,7 @@ def run_export_task(task: ExportTask, report: Callback, should_stop: ShouldStop)
     return TaskOutcome(final_event, result)
 
 
-def _check(should_stop: ShouldStop, name: str) -> None:
+def check_stop(should_stop: ShouldStop, name: str) -> None:
     if should_stop():
         raise TaskStopped(f"export task {name} stopped: the export was cancelled")
 
@@ -118,38 +118,32 @@ def _write_ids(
     number = int(task.name.removeprefix("ids-"))
     low = number * plan.ids_per_task
     high = min(plan.point_count, low + plan.ids_per_task)
-    label_ids = labels["label"].to_numpy()
     counts = labels["point_count"].to_numpy()
     first_ids = labels["first_id"].to_numpy().astype(np.int64)
     first = int(np.searchsorted(first_ids + counts, low, side="right"))
     last = int(np.searchsorted(first_ids, high, side="left"))
-    with Query(task.store) as query:
-        table = query.get_points(label_ids[first:last].tolist(), output="arrow")
-    point_labels = table["label"].to_numpy()
-    if not np.array_equal(point_labels, np.repeat(label_ids[first:last], counts[first:last])):
-        raise ExportError(
-            f"the store changed while it was exported (labels {label_ids[first]}..{label_ids[last - 1]} no longer "
-            f"have the points planned): export it again into a new folder once nothing writes to it"
-        )
+    point_labels, geometry, records = read_records(task.store, plan, labels, np.arange(first, last))
+    segments = (
+        point_labels
+        if "body" not in labels.column_names
+        else np.repeat(labels["body"].to_numpy()[first:last], counts[first:last])
+    )
     ids = first_ids[first] + np.arange(len(point_labels), dtype=np.int64)
-    geometry = np.column_stack([table.column(i).to_numpy() for i in range(1, 4)]).astype(np.float32)
-    properties = np.column_stack([table[name].to_numpy() for name in plan.properties]) if plan.properties else None
-    records = encode_records(geometry, properties, plan.property_type, plan.properties)
     mine = slice(low - first_ids[first], high - first_ids[first])
 
     by_id = np.arange(low, high, dtype=np.uint64)
-    values = encode_by_id(records[mine], point_labels[mine])
+    values = encode_by_id(records[mine], segments[mine])
     sizes = np.full(len(by_id), by_id_size(plan.record), np.uint64)
     checkpoint()
     written = publish(storage, shard_path(plan, "by_id", number), encode_shard(plan.by_id, by_id, sizes, values))
     checkpoint()
 
-    # A label goes to the label index with the task that holds its first point; each point to one spatial cell.
-    owned = 0 if first_ids[first] >= low else int(counts[first])
-    targets = [plan.relationship.shard_of(point_labels[owned:])]
-    keys = [point_labels[owned:]]
-    row_ids = [ids[owned:]]
-    rows = [records[owned:]]
+    # Each point goes to its segment in the label index (a segment's points may lie in several tasks: the
+    # shard task joins them) and to one spatial cell.
+    targets = [plan.relationship.shard_of(segments[mine])]
+    keys = [segments[mine]]
+    row_ids = [ids[mine]]
+    rows = [records[mine]]
     hashes = point_hash(ids[mine].astype(np.uint64))
     levels = level_of(hashes, plan.levels)
     offset = plan.relationship.shards
@@ -164,6 +158,28 @@ def _write_ids(
         offset += sharding.shards
     _write_rows(storage, task.name, plan.shard_tasks(), targets, keys, row_ids, rows, plan.record.itemsize)
     return {"points": int(high - low), "labels": int(last - first), "files": 1, "bytes": written, "largest_cell": 0}
+
+
+def read_records(
+    store: StorageConfig, plan: ExportPlan, labels: pa.Table, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of the plan's labels at positions ``rows`` (increasing), in annotation id order: each one's
+    label, its float32 geometry (n, 3) and its record."""
+    label_ids = labels["label"].to_numpy()[rows]
+    counts = labels["point_count"].to_numpy()[rows]
+    with Query(store) as query:
+        table = query.get_points(label_ids.tolist(), output="arrow")
+    point_labels = table["label"].to_numpy()
+    if not np.array_equal(point_labels, np.repeat(label_ids, counts)):
+        raise ExportError(
+            f"the store changed while it was exported (labels {label_ids[0]}..{label_ids[-1]} no longer "
+            f"have the points planned): export it again into a new folder once nothing writes to it"
+        )
+    geometry = np.column_stack([table.column(i).to_numpy() for i in range(1, 4)]).astype(np.float32)
+    properties = np.column_stack([table[name].to_numpy() for name in plan.properties]) if plan.properties else None
+    supervoxels = point_labels if plan.supervoxel_property else None
+    records = encode_records(geometry, properties, plan.property_type, plan.properties, supervoxels)
+    return point_labels, geometry, records
 
 
 def _write_rows(

@@ -23,6 +23,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +41,10 @@ from ..arguments import (
 )
 from ..config import StorageConfig
 from ..consolidate import consolidate as consolidate_store
-from ..errors import EmptyStoreError, ScanCancelledError, ScanConflictError, ScanWorkerError
+from ..errors import EmptyStoreError, InvalidArgumentError, ScanCancelledError, ScanConflictError, ScanWorkerError
 from ..executor import Failure, Pool, Task, run_tasks, runs_here
-from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress
+from ..layout import check_worker_id
+from ..progress import EventLog, Progress, ProgressEvent, TqdmProgress, check_progress, display_for
 from ..store import Store, create_store, open_store
 from .blocks import BlockGrid
 from .extract import MODES, Mode, PointSelection
@@ -103,9 +105,10 @@ class ScanHandle:
         self._result: ScanResult | None = None
         self._error: BaseException | None = None
         self._finished = threading.Event()
-        self._display = TqdmProgress() if progress == "tqdm" else None
-        if progress is not None:
-            self.events.subscribe(self._display or progress)
+        display = display_for(progress, "block")
+        self._display = display if isinstance(display, TqdmProgress) else None  # bars it made, closed at the end
+        if display is not None:
+            self.events.subscribe(display)
         self._thread: threading.Thread | None = None
 
     def _execute(self) -> None:
@@ -175,6 +178,8 @@ def scan_volume(
     tile_bytes: int = 128 * 2**20,
     report_interval: float = 0.25,
     payload: str | None = None,
+    blocks: Sequence[int] | np.ndarray | None = None,
+    worker_prefix: str | None = None,
 ) -> ScanResult | ScanHandle:
     """Scan a 3D label volume into ``store`` with ``workers`` parallel workers, then consolidate.
 
@@ -194,9 +199,10 @@ def scan_volume(
     worker runs in this process), or Dask tasks when ``client`` (a
     ``distributed.Client``, e.g. on a dask-jobqueue SLURMCluster or LSFCluster:
     see :mod:`pocaduck.executor`) is given; ``retries`` re-runs a failed
-    worker, or one whose process died. ``progress`` (a callable, or
-    ``"tqdm"`` for bars) receives :class:`~pocaduck.ProgressEvent` s while
-    the scan runs. A failed worker
+    worker, or one whose process died. ``progress`` (a callable receiving
+    :class:`~pocaduck.ProgressEvent` s while the scan runs; ``"tqdm"`` or True
+    for bars, ``"auto"`` for bars in a notebook only; None or False, the
+    default, for nothing) is checked before any work starts. A failed worker
     does not stop the others: the scan consolidates what finished and raises
     :class:`ScanWorkerError` naming the worker and block. Re-running the same
     scan replaces its data; ``resume=True`` keeps finished workers.
@@ -204,14 +210,30 @@ def scan_volume(
     (``"parquet"``, the default for a new store, or ``"arrow"``) is the workers'
     file format, recorded in the manifest (see ``create_store``).
 
+    ``blocks`` (block ids, as :func:`~pocaduck.scan.blocks.block_id_of` makes
+    them) re-scans only those blocks of a store scanned before with the same
+    settings, after a region was re-segmented: their new points replace every
+    earlier write of them, from any worker, at the consolidation that ends the
+    scan (see :mod:`pocaduck.replacement`). The workers are named
+    ``<worker_prefix>-<i>`` (default ``rescan-<UTC time>-<random>``), so they
+    never collide with the scan's own. A re-scan that fails or is killed is not
+    consolidated and leaves the old blocks served; re-run it with the same
+    ``worker_prefix`` (``resume=True`` redoes only the failed workers). In
+    ``"surface"`` mode a voxel's neighbours decide whether it is a point: re-scan
+    the blocks around the changed region too.
+
     >>> from pocaduck import Query, make_demo_volume
     >>> import tempfile
     >>> volume = make_demo_volume(48, seed=2)
     >>> result = scan_volume(volume, tempfile.mkdtemp(), block_shape=32, workers=2, voxel_size=(33, 8, 8))
     >>> result.blocks, result.voxels
     (8, 110592)
+    >>> volume[:16, :16, :16] = 9  # a region re-segmented, then its block scanned again
+    >>> scan_volume(volume, result.store, block_shape=32, workers=2, voxel_size=(33, 8, 8), blocks=[0]).blocks
+    1
     """
     block_shape = per_axis(block_shape, "block_shape", int, positive=True)
+    progress = check_progress(progress)
     voxel_size = per_axis(voxel_size, "voxel_size", float, positive=True)
     voxel_offset = per_axis(voxel_offset, "voxel_offset", int, positive=False)
     selection = PointSelection(
@@ -234,12 +256,20 @@ def scan_volume(
     grid = BlockGrid(shape, block_shape)
     # numpy arrays (memory-mapped .npy included) have no chunks to decode: reading block by block saves a copy
     tile_grid = grid.tiles(workers, volume_dtype.itemsize, 0 if isinstance(volume, np.ndarray) else tile_bytes)
-    runs = grid.split(workers)
     config = open_store(store).config.absolute()  # workers may run in another directory
     opened = open_store(config)
+    runs: list[range] | list[tuple[int, ...]] = grid.split(workers)
+    recorded_workers, prefix = len(runs), "scan"
+    if blocks is not None:
+        numbers = grid.numbers_of(blocks)
+        recorded_workers = _scanned_workers(opened)
+        runs = [tuple(part.tolist()) for part in np.array_split(numbers, min(workers, len(numbers)))]
+        prefix = _rescan_prefix(worker_prefix)
+    elif worker_prefix is not None:
+        raise InvalidArgumentError("worker_prefix names the workers of a re-scan: pass it with blocks=[...]")
     reach = max(abs(o) + s for o, s in zip(voxel_offset, shape, strict=True))
     dtype = "int32" if reach < _INT32_LIMIT else "int64"
-    _prepare_store(opened, dtype, grid, selection, voxel_size, voxel_offset, len(runs), payload)
+    _prepare_store(opened, dtype, grid, selection, voxel_size, voxel_offset, recorded_workers, payload)
     if resume:  # a worker whose later run did not finish is redone, though its earlier run is still served
         finalized, unfinished = opened.worker_states()
         finished = set(finalized) - set(unfinished)
@@ -247,7 +277,7 @@ def scan_volume(
         finished = set()
     tasks = [
         ScanTask(
-            f"scan-{i}",
+            f"{prefix}-{i}",
             config,
             None,
             grid,
@@ -258,15 +288,16 @@ def scan_volume(
             dtype,
             max_points_per_file,
             report_interval,
+            replace=blocks is not None,
         )
         for i, run in enumerate(runs)
-        if f"scan-{i}" not in finished
+        if f"{prefix}-{i}" not in finished
     ]
 
     def execute(emit: Callable[[ProgressEvent], None], stop: threading.Event) -> ScanResult:
         started = time.perf_counter()
         results = _run_tasks(volume, tasks, client, len(runs), retries, emit, stop)
-        return _finish(opened, results, consolidate, started)
+        return _finish(opened, results, consolidate, started, rescan=blocks is not None)
 
     handle = ScanHandle(execute, progress)
     return handle._start() if background else handle._run_here()
@@ -367,7 +398,30 @@ def _prepare_store(
         )
 
 
-def _finish(store: Store, results: dict, consolidate: bool, started: float) -> ScanResult:
+def _scanned_workers(store: Store) -> int:
+    """The worker count a store's scan recorded: a re-scan of some blocks keeps the scan's settings as they are."""
+    schema = store.schema
+    scan = {} if schema is None else schema.metadata.get("scan")
+    if not scan:
+        raise InvalidArgumentError(
+            f"blocks=[...] re-scans blocks of a scanned store, and {store.path} holds no scan: "
+            f"scan the whole volume first (leave blocks out)"
+        )
+    return int(scan["workers"])
+
+
+def _rescan_prefix(worker_prefix: str | None) -> str:
+    """The re-scan's worker id prefix: the one given, or one no earlier scan or re-scan used."""
+    if worker_prefix is None:
+        return f"rescan-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    if not isinstance(worker_prefix, str) or worker_prefix == "scan":
+        raise InvalidArgumentError(
+            f"worker_prefix must be a text other than 'scan' (the scan's own workers), got {worker_prefix!r}"
+        )
+    return check_worker_id(worker_prefix)
+
+
+def _finish(store: Store, results: dict, consolidate: bool, started: float, rescan: bool = False) -> ScanResult:
     outcomes = [r for r in results.values() if isinstance(r, WorkerOutcome)]
     failures = [r for r in results.values() if isinstance(r, ScanWorkerError)]
     if any(isinstance(r, ScanCancelledError) for r in results.values()):
@@ -377,7 +431,7 @@ def _finish(store: Store, results: dict, consolidate: bool, started: float) -> S
         )
     timings = {name: sum(o.timings[name] for o in outcomes) for name in ("read", "extract", "write", "cpu")}
     clock = time.perf_counter()
-    if consolidate:
+    if consolidate and not (rescan and failures):  # a re-scan's blocks are replaced all together, or not yet
         with contextlib.suppress(EmptyStoreError):  # nothing finished, or no labels at all: nothing to index
             consolidate_store(store, ignore_unfinalized=bool(failures))
     timings["consolidate"] = time.perf_counter() - clock

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 _BITS = 21
 _AXIS_LIMIT = 1 << _BITS
 
@@ -130,6 +132,37 @@ class BlockGrid:
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.ravel_multi_index([m.ravel() for m in mesh], self.grid_shape)
 
+    def numbers_of(self, block_ids: object) -> np.ndarray:
+        """The block numbers (sorted, once each) of block ids made by :func:`block_id_of`, checked against the grid.
+
+        Refuses, with :class:`~pocaduck.errors.InvalidArgumentError`, anything but a non-empty
+        list or 1-D array of integer ids of blocks inside this grid.
+
+        >>> grid = BlockGrid((10, 10, 10), (4, 4, 4))
+        >>> grid.numbers_of([block_id_of((0, 1, 2)), 0, 0]).tolist()
+        [0, 5]
+        """
+        ids = np.asarray(block_ids if not isinstance(block_ids, (str, bytes)) else [block_ids])
+        if ids.ndim != 1 or len(ids) == 0 or ids.dtype.kind not in "iu":
+            raise InvalidArgumentError(
+                f"blocks must be a non-empty list of integer block ids (gz << 42 | gy << 21 | gx, as "
+                f"scan.blocks.block_id_of makes them), got {_described(block_ids)}"
+            )
+        if ids.dtype.kind == "u" and (ids >= 2**63).any():
+            raise InvalidArgumentError(f"block id {int(ids[ids >= 2**63][0])} is not a block id: ids are below 2**63")
+        ids = ids.astype(np.int64)
+        mask = _AXIS_LIMIT - 1
+        positions = np.stack([ids >> (2 * _BITS), (ids >> _BITS) & mask, ids & mask])
+        outside = (ids < 0) | (positions >= np.array(self.grid_shape)[:, None]).any(axis=0)
+        if outside.any():
+            bad = int(ids[outside][0])
+            where = "negative" if bad < 0 else f"at grid position {block_position(bad)}"
+            raise InvalidArgumentError(
+                f"block id {bad} ({where}) is outside this volume's grid of {self.grid_shape} blocks "
+                f"(z, y, x) of {self.block_shape} voxels: give ids of blocks inside the volume"
+            )
+        return np.unique(np.ravel_multi_index(positions, self.grid_shape))
+
     def tiles(self, workers: int, itemsize: int, budget_bytes: int = 128 * 2**20) -> BlockGrid:
         """A coarser grid whose blocks (tiles) are boxes of whole blocks of this grid.
 
@@ -149,3 +182,10 @@ class BlockGrid:
             longest = int(np.argmax(tile))
             tile[longest] = -(-tile[longest] // 2)
         return BlockGrid(self.volume_shape, tuple(t * b for t, b in zip(tile, self.block_shape, strict=True)))
+
+
+def _described(value: object) -> str:
+    array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if array is None:
+        return f"{type(value).__name__} {value!r}"
+    return f"a {array.dtype} array of shape {array.shape}"

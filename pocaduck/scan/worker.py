@@ -34,13 +34,14 @@ class ScanTask:
     store: StorageConfig
     source: VolumeSource | None  # set just before the tasks are sent
     grid: BlockGrid
-    blocks: range  # block numbers of this worker: a contiguous run in raster order
+    blocks: range | tuple[int, ...]  # block numbers of this worker: a contiguous run, or sorted numbers (re-scan)
     tile_grid: BlockGrid  # how the volume is read: tile by tile
     selection: PointSelection
     voxel_offset: tuple[int, int, int]
     dtype: str
     max_points_per_file: int
     report_interval: float
+    replace: bool = False  # the blocks replace every earlier write of them (a re-scan)
 
     def reads(self) -> Iterator[tuple[tuple[int, ...], tuple[int, ...], list[int]]]:
         """The worker's reads, tile by tile: the box holding its blocks of the tile, and those blocks.
@@ -57,7 +58,10 @@ class ScanTask:
             if stop[0] <= runs_from * block_z or start[0] > runs_to * block_z:
                 continue
             numbers = self.grid.numbers_within(start, stop)
-            mine = numbers[(numbers >= self.blocks.start) & (numbers < self.blocks.stop)]
+            if isinstance(self.blocks, range):
+                mine = numbers[(numbers >= self.blocks.start) & (numbers < self.blocks.stop)]
+            else:
+                mine = numbers[np.isin(numbers, self.blocks)]
             if len(mine):
                 positions = np.array(np.unravel_index(mine, self.grid.grid_shape))
                 first = positions.min(axis=1) * self.grid.block_shape
@@ -180,7 +184,7 @@ def _scan_block(
         dtype=task.dtype,
     )
     extract_done = time.perf_counter()
-    ingestor.write_block(block_id, np.repeat(points.labels, points.counts), points.columns.T)
+    ingestor.write_block(block_id, np.repeat(points.labels, points.counts), points.columns.T, replace=task.replace)
     meter.labels.update(points.labels.tolist())
     meter.points += points.point_count
     meter.voxels += int(np.prod(np.subtract(stop, start)))

@@ -1,5 +1,5 @@
-"""The quick start, render and neuroglancer notebooks, run in real JupyterLab in headless Chromium: their widgets
-appear and draw.
+"""The quick start, render, neuroglancer and proofreading notebooks, run in real JupyterLab in headless Chromium:
+their widgets appear and draw.
 
 The notebooks run from a copy of notebooks/ with no demo store yet, as on a
 fresh checkout. Screenshots go to test-artifacts/.
@@ -120,3 +120,14 @@ def test_the_neuroglancer_notebook_draws_the_exported_labels_points(lab):
 def _rgb(color: str) -> tuple[int, int, int]:
     """``"#rrggbb"`` as a tuple of integers."""
     return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def test_the_proofreading_notebook_lists_bodies_and_colours_one_by_supervoxel(lab):
+    page = run_notebook_in_browser(lab, "07_proofreading.ipynb")
+    assert page.locator(".pocaduck-explorer-box select").first.input_value() == "cleave"  # the version picked last
+    assert page.locator(".pocaduck-explorer-browser").get_by_text("supervoxel_count").count() >= 1
+    assert page.get_by_text("one body: coloured by supervoxel (5 drawn)").count() == 1
+    differing, total, shot = wait_for_drawing(page, page.locator(".pocaduck-explorer-viewer canvas").first)
+    (ARTIFACTS / "proofreading-viewer.png").write_bytes(shot)
+    page.screenshot(path=ARTIFACTS / "notebook-07-proofreading.png", full_page=True)
+    assert 200 < differing < total
