@@ -638,6 +638,30 @@ def test_a_whole_mapping_answer_resolves_once_and_agrees_with_the_ranged_one(sto
         assert ranged.get_body(np.array(BODIES, np.uint64)).tolist() == whole.get_body(BODIES).tolist()
 
 
+def test_threads_sharing_one_query_read_a_large_version_by_ranges_exactly(store):
+    path, _ = store
+    supervoxels, bodies = _large_mapping(path)
+    write_mapping(path, "edit", supervoxels[:100], np.full(100, 7, np.uint64), parent="root")
+    named = {
+        **dict(zip(supervoxels.tolist(), bodies.tolist(), strict=True)),
+        **dict.fromkeys(supervoxels[:100].tolist(), 7),
+    }
+    asked_bodies = [int(bodies[i]) for i in range(0, LARGE, LARGE // 40)] + [7, int(supervoxels[-1])]
+    expected = {body: _expected_members(named, body) for body in asked_bodies}
+    _resolved._kept.clear()
+    with _RootReads(), Query(path, mapping="edit") as query:
+
+        def check(i):
+            body = asked_bodies[i % len(asked_bodies)]
+            asked = supervoxels[i * 997 % LARGE : i * 997 % LARGE + 3]
+            return query.get_supervoxels(body).tolist() == expected[body] and query.get_body(asked).tolist() == [
+                named[s] for s in asked.tolist()
+            ]
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(check, range(120)))
+
+
 def _old_format_version(path: str, name: str, supervoxels: list[int], bodies: list[int]) -> None:
     """A full mapping as versions were written before the body section: sorted by supervoxel, record only."""
     from pocaduck.mapping._versions import MappingVersion
