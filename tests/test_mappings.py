@@ -621,6 +621,12 @@ def test_a_body_and_a_supervoxels_body_are_read_by_ranges_at_every_version(store
             asked = np.array([*supervoxels[[0, 3, 39_999, 50_000, 99_999]].tolist(), lone, 5, 12345], np.uint64)
             assert query.get_body(asked).tolist() == [assignments.get(s, s) for s in asked.tolist()]
             assert query.get_points(big).shape == (0, 3) and query.get_point_count(5) == 0
+            reads_before = len(reads.groups["root"])
+            several = [big, lone, 5, int(bodies[60_000]), 12345]
+            assert all(len(points) == 0 for points in query.get_points(several).values())
+            # Several bodies at once: one read of the body section for all, one of the supervoxel section for
+            # those no row has as its body (is it named as another's?).
+            assert len(reads.groups["root"]) - reads_before <= 2
         # Each lookup reads the few row groups (of ~10 a section) holding what it asks: the body of 40,000
         # supervoxels two, the 8 supervoxels asked at once four; never the whole root (-1).
         assert reads.groups["root"] and max(reads.groups["root"]) <= 4 and min(reads.groups["root"]) >= 0

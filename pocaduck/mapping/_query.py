@@ -88,15 +88,15 @@ class MappedQuery(Reader):
                     self._whole = resolved(self._storage, self.mapping)
         return self._whole
 
-    def _supervoxels_of(self, body: int) -> np.ndarray:
-        """A body's supervoxels: from the version resolved whole if at hand, else by ranged reads of the root."""
+    def _supervoxels_of(self, bodies: list[int]) -> list[np.ndarray]:
+        """Each body's supervoxels: from the version resolved whole if at hand, else by ranged reads of the root."""
         whole = self._whole
         if whole is None:
-            members = self._chain.supervoxels_of(body)
+            members = self._chain.supervoxels_of_each(bodies)
             if members is not None:
                 return members
             whole = self._assignments  # a root written before it stored its rows by body: resolved whole
-        return whole.supervoxels_of(body)
+        return [whole.supervoxels_of(body) for body in bodies]
 
     def _bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
         """Supervoxels' bodies: from the version resolved whole if at hand, else by ranged reads of the root."""
@@ -111,7 +111,7 @@ class MappedQuery(Reader):
 
         Example: ``query.get_supervoxels(10)``.
         """
-        return self._supervoxels_of(check_label(body, "body"))
+        return self._supervoxels_of([check_label(body, "body")])[0]
 
     @gated
     def get_body(self, supervoxels: int | Iterable[int]) -> int | np.ndarray:
@@ -127,7 +127,7 @@ class MappedQuery(Reader):
 
     def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """Each body's supervoxels, and all of them once, sorted (the labels to read, uint64)."""
-        members = [self._supervoxels_of(body) for body in bodies]
+        members = self._supervoxels_of(bodies)
         stored = np.unique(np.concatenate(members)) if members else np.empty(0, np.uint64)
         return members, stored
 
@@ -198,7 +198,7 @@ class MappedQuery(Reader):
     def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
         """A body's points as consecutive (chunk_size, D) arrays that concatenate to ``get_points(body)``."""
         chunk_size = positive_int(chunk_size, "chunk_size", "points per chunk")
-        supervoxels = self._supervoxels_of(check_label(label)).tolist()
+        supervoxels = self._supervoxels_of([check_label(label)])[0].tolist()
         pieces = (piece for supervoxel in supervoxels for piece in self._query.iter_points(supervoxel, chunk_size))
         return gated_iterator(self._gate, _rechunked(pieces, chunk_size))
 

@@ -184,19 +184,27 @@ class Chain:
             bodies[unanswered] = np.where(named, root_bodies, asked[unanswered])
         return bodies[back.reshape(-1)].reshape(np.shape(supervoxels))
 
-    def supervoxels_of(self, body: int) -> np.ndarray | None:
-        """The sorted supervoxels of ``body``; None when the root has no body section (resolve it whole then)."""
-        key = np.uint64(body)
-        members = members_stored(self.root, body)
-        if members is None:
+    def supervoxels_of_each(self, bodies: list[int]) -> list[np.ndarray] | None:
+        """The sorted supervoxels of each of ``bodies``, from one read of the row groups holding them all; None
+        when the root has no body section (resolve it whole then)."""
+        if self.root.by_body is None:
             return None
-        if not len(members):  # no row has this body: it is its own supervoxel unless the root names it
-            named, _ = lookup_in(self.root, np.array([key], np.uint64))
-            members = np.empty(0, np.uint64) if named[0] else np.array([key], np.uint64)
-        if len(self.changed):
-            reassigned, _ = match_sorted(self.changed, self.changed_bodies, members)  # both sorted: no np.isin sort
-            members = np.union1d(members[~reassigned], self.changed[self.changed_bodies == key]).astype(np.uint64)
-        return members
+        asked = np.unique(np.array(bodies, np.uint64))
+        members, owners = members_stored(self.root, asked)
+        starts, stops = np.searchsorted(owners, asked, "left"), np.searchsorted(owners, asked, "right")
+        unfound = asked[starts == stops]  # no row has this body: its own supervoxel unless the root names it
+        named = dict(zip(unfound.tolist(), lookup_in(self.root, unfound)[0].tolist(), strict=True))
+        answers = {}
+        for body, start, stop in zip(asked.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            found = members[start:stop]
+            if start == stop and not named[body]:
+                found = np.array([body], np.uint64)
+            if len(self.changed):
+                reassigned, _ = match_sorted(self.changed, self.changed_bodies, found)  # both sorted: no np.isin
+                moved_in = self.changed[self.changed_bodies == np.uint64(body)]
+                found = np.union1d(found[~reassigned], moved_in).astype(np.uint64)
+            answers[body] = found
+        return [answers[body].copy() for body in bodies]  # each caller may change its own
 
 
 def chain(store: Store, opened: VersionFile) -> Chain:

@@ -400,18 +400,17 @@ def lookup_in(opened: VersionFile, supervoxels: np.ndarray) -> tuple[np.ndarray,
     return match_sorted(*columns_of(table), supervoxels)
 
 
-def members_stored(opened: VersionFile, body: int) -> np.ndarray | None:
-    """The sorted supervoxels a full mapping's body section gives ``body`` (itself too when no row names it and it
-    is some row's body); None when the file has no body section (written before it existed).
+def members_stored(opened: VersionFile, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a full mapping's body section holds for the sorted ``bodies``, as (supervoxels, bodies) sorted by
+    body then supervoxel, from the row groups that can hold them. A body's rows are its supervoxels (itself too
+    when no row names it and it is some row's body); none leaves open whether it is named as another's.
 
-    An empty result leaves open whether ``body`` is named (as another body's supervoxel) or not at all.
+    The file must have a body section (``opened.by_body`` not None).
     """
-    if opened.by_body is None:
-        return None
-    key = np.array([body], np.uint64)
-    table = opened.rows(opened.by_body.holding(key))
-    supervoxels, bodies = columns_of(table)
-    return supervoxels[bodies == key[0]]
+    table = opened.rows(opened.by_body.holding(bodies))
+    supervoxels, owners = columns_of(table)
+    wanted = np.isin(owners, bodies)  # the groups hold other bodies too
+    return supervoxels[wanted], owners[wanted]
 
 
 def match_sorted(stored: np.ndarray, bodies: np.ndarray, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
