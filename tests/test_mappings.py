@@ -46,6 +46,7 @@ from pocaduck import (
 )
 from pocaduck.cli import main
 from pocaduck.errors import InvalidArgumentError, StoreWriteError
+from pocaduck.mapping import _resolved
 from pocaduck.storage import LocalStorage
 
 SUPERVOXELS = [1, 2, 3, 40, 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1]
@@ -206,14 +207,17 @@ class Proofreading(RuleBasedStateMachine):
             expected: dict[int, list[np.ndarray]] = defaultdict(list)
             for supervoxel, points in self.served.items():
                 expected[self.body(assignments, supervoxel)].append(points)
+            _resolved._kept.clear()  # bodies read by ranges first, then the whole mapping resolved for the labels
             with Query(self.store, mapping=name) as query:
-                assert query.get_labels().tolist() == sorted(expected)
                 for body, parts in expected.items():
                     points = np.concatenate(parts)
                     assert as_row_set(query.get_points(body)) == as_row_set(points)
                     assert query.get_point_count(body) == len(points)
                 unknown = 12345  # never a supervoxel: its own body, with no points
                 assert query.get_points(unknown).shape == (0, 3) and query.get_point_count(unknown) == 0
+                assert query.get_labels().tolist() == sorted(expected)
+                body = next(iter(expected))
+                assert as_row_set(query.get_points(body)) == as_row_set(np.concatenate(expected[body]))
 
     @precondition(lambda self: len(self.versions) >= 2)
     @rule(data=st.data())
@@ -276,9 +280,8 @@ def test_chains_of_edits_resolve_as_applying_them_in_order(root, edits):
             with Query(path, mapping=name) as query:
                 bodies = query.get_body(asked).tolist()
                 assert bodies == [assignments.get(s, s) for s in asked.tolist()]
-                for body in set(bodies):
-                    members = {s for s in asked.tolist() if assignments.get(s, s) == body}
-                    assert set(query.get_supervoxels(body).tolist()) & set(asked.tolist()) == members
+                for body in {*bodies, *BODIES}:
+                    assert query.get_supervoxels(body).tolist() == _expected_members(assignments, body)
         for old in model:
             new = list(model)[-1]
             before, after = model[old], model[new]
@@ -584,3 +587,211 @@ def test_cli_writes_lists_and_diffs_mappings(store, tmp_path, capsys):
     table = pd.read_csv(out)
     assert sorted(set(table["supervoxel"])) == [1, 2, 3, 40]
     assert len(table) == sum(len(points[s]) for s in (1, 2, 3, 40))
+
+
+# -- field scale: a version read by ranges -----------------------------------------------------------
+
+LARGE = 300_000  # supervoxels of a full mapping spanning several row groups in each of its two sections
+
+
+def _large_mapping(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A full mapping whose bodies have 1 to 40,000 supervoxels (one spans row groups), some ≥ 2**63."""
+    rng = np.random.default_rng(7)
+    supervoxels = np.unique(rng.integers(1, 2**64 - 1, LARGE + 100, dtype=np.uint64))[:LARGE]
+    bodies = supervoxels[rng.integers(0, LARGE // 5, LARGE)]
+    bodies[:40_000] = supervoxels[-1]  # a body of 40,000 supervoxels, across row-group boundaries
+    bodies[40_000:40_010] = 2**64 - 2  # a body that is no supervoxel of the mapping: its own supervoxel too
+    shuffled = rng.permutation(LARGE)  # given in any order
+    write_mapping(path, "root", supervoxels[shuffled], bodies[shuffled])
+    return supervoxels, bodies
+
+
+def _expected_members(named: dict[int, int], body: int) -> list[int]:
+    return sorted({s for s in [*named, body] if named.get(s, s) == body})
+
+
+class _RootReads:
+    """Records the row groups each read of a version file asks for; fails on any whole resolution of a version."""
+
+    def __init__(self):
+        self.groups: dict[str, list[int]] = defaultdict(list)  # by version, how many groups each read asked
+
+    def __enter__(self):
+        from pocaduck.mapping import _resolved, _versions
+
+        original = _versions.VersionFile.rows
+        reads = self
+
+        def counted(opened, groups=None):
+            reads.groups[opened.version.name].append(-1 if groups is None else len(groups))
+            return original(opened, groups)
+
+        self._patches = [
+            mock.patch.object(_versions.VersionFile, "rows", counted),
+            mock.patch.object(_resolved, "resolve", side_effect=AssertionError("resolved whole")),
+        ]
+        for patch in self._patches:
+            patch.start()
+        return self
+
+    def __exit__(self, *exc):
+        for patch in self._patches:
+            patch.stop()
+
+
+def test_a_body_and_a_supervoxels_body_are_read_by_ranges_at_every_version(store):
+    path, _ = store
+    supervoxels, bodies = _large_mapping(path)
+    named = dict(zip(supervoxels.tolist(), bodies.tolist(), strict=True))
+    big, lone = int(supervoxels[-1]), 2**64 - 2
+    moved = supervoxels[[3, 50_000, 99_998]]
+    write_mapping(path, "cleave", moved, [lone, big, 5], parent="root")
+    write_mapping(path, "merge", [lone, 5], [big, big], parent="cleave")
+    versions = {"root": named}
+    versions["cleave"] = {**named, **dict(zip(moved.tolist(), [lone, big, 5], strict=True))}
+    versions["merge"] = {**versions["cleave"], lone: big, 5: big}
+    _resolved._kept.clear()
+    for name, assignments in versions.items():
+        with _RootReads() as reads, Query(path, mapping=name) as query:
+            for body in (big, lone, 5, int(bodies[60_000]), int(supervoxels[1]), 12345):
+                assert query.get_supervoxels(body).tolist() == _expected_members(assignments, body), (name, body)
+            asked = np.array([*supervoxels[[0, 3, 39_999, 50_000, 99_999]].tolist(), lone, 5, 12345], np.uint64)
+            assert query.get_body(asked).tolist() == [assignments.get(s, s) for s in asked.tolist()]
+            assert query.get_points(big).shape == (0, 3) and query.get_point_count(5) == 0
+            reads_before = len(reads.groups["root"])
+            several = [big, lone, 5, int(bodies[60_000]), 12345]
+            assert all(len(points) == 0 for points in query.get_points(several).values())
+            # Several bodies at once: one read of the body section for all, one of the supervoxel section for
+            # those no row has as its body (is it named as another's?).
+            assert len(reads.groups["root"]) - reads_before <= 2
+        # Each lookup reads the few row groups (of ~10 a section) holding what it asks: the body of 40,000
+        # supervoxels two, the 8 supervoxels asked at once four; never the whole root (-1).
+        assert reads.groups["root"] and max(reads.groups["root"]) <= 4 and min(reads.groups["root"]) >= 0
+
+
+def test_a_whole_mapping_answer_resolves_once_and_agrees_with_the_ranged_one(store):
+    path, _ = store
+    write_mapping(path, "v1", [1, 2, 2**63], [40, 40, 2**64 - 1])
+    write_mapping(path, "v2", [2**64 - 1], [40], parent="v1")
+    with Query(path, mapping="v2") as ranged, Query(path, mapping="v2") as whole:
+        assert whole.get_labels().tolist() == [3, 40, 2**63 - 1, 2**63 + 5, 2**64 - 1]  # resolved: answers from it
+        for body in [*BODIES, 12345]:
+            assert ranged.get_supervoxels(body).tolist() == whole.get_supervoxels(body).tolist()
+            assert as_row_set(ranged.get_points(body)) == as_row_set(whole.get_points(body))
+        assert ranged.get_body(np.array(BODIES, np.uint64)).tolist() == whole.get_body(BODIES).tolist()
+
+
+def test_threads_sharing_one_query_read_a_large_version_by_ranges_exactly(store):
+    path, _ = store
+    supervoxels, bodies = _large_mapping(path)
+    write_mapping(path, "edit", supervoxels[:100], np.full(100, 7, np.uint64), parent="root")
+    named = {
+        **dict(zip(supervoxels.tolist(), bodies.tolist(), strict=True)),
+        **dict.fromkeys(supervoxels[:100].tolist(), 7),
+    }
+    asked_bodies = [int(bodies[i]) for i in range(0, LARGE, LARGE // 40)] + [7, int(supervoxels[-1])]
+    expected = {body: _expected_members(named, body) for body in asked_bodies}
+    _resolved._kept.clear()
+    with _RootReads(), Query(path, mapping="edit") as query:
+
+        def check(i):
+            body = asked_bodies[i % len(asked_bodies)]
+            asked = supervoxels[i * 997 % LARGE : i * 997 % LARGE + 3]
+            return query.get_supervoxels(body).tolist() == expected[body] and query.get_body(asked).tolist() == [
+                named[s] for s in asked.tolist()
+            ]
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(check, range(120)))
+
+
+def _old_format_version(path: str, name: str, supervoxels: list[int], bodies: list[int]) -> None:
+    """A full mapping as versions were written before the body section: sorted by supervoxel, record only."""
+    from pocaduck.mapping._versions import MappingVersion
+
+    order = np.argsort(np.array(supervoxels, np.uint64))
+    record = MappingVersion(name, None, (), "2026-12-01T00:00:00.000000+00:00", None, len(order), len(set(bodies)))
+    table = pa.table(
+        {"supervoxel": np.array(supervoxels, np.uint64)[order], "body": np.array(bodies, np.uint64)[order]}
+    ).replace_schema_metadata({b"pocaduck.mapping": json.dumps(record.to_dict()).encode()})
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, os.path.join(path, "mappings", f"{name}.parquet"), row_group_size=2)
+
+
+def test_a_version_written_before_the_body_section_still_reads_by_resolving_it(store):
+    path, points = store
+    write_mapping(path, "probe", [1], [1])  # makes the mappings folder
+    _old_format_version(path, "old", [1, 2, 3, 2**63], [40, 40, 2**64 - 1, 2**64 - 1])
+    write_mapping(path, "old-edit", [3], [40], parent="old")
+    expected = {"old": {40: [1, 2, 40], 2**64 - 1: [3, 2**63, 2**64 - 1]}, "old-edit": {40: [1, 2, 3, 40]}}
+    for name, members in expected.items():
+        with Query(path, mapping=name) as query:
+            for body, supervoxels in members.items():
+                assert query.get_supervoxels(body).tolist() == supervoxels
+                assert as_row_set(query.get_points(body)) == as_row_set(
+                    np.concatenate([points[s] for s in supervoxels])
+                )
+            assert query.get_body([3, 2**63, 7]).tolist() == [40 if name == "old-edit" else 2**64 - 1, 2**64 - 1, 7]
+    assert changed_bodies(path, "old", "old-edit").tolist() == [40, 2**64 - 1]
+
+
+def test_the_footer_fences_are_the_row_groups_key_ranges(store):
+    """Readers pick row groups from the fences the footer keeps: they must be what the Parquet statistics say."""
+    import pyarrow.parquet as pq
+
+    from pocaduck.mapping._versions import open_version
+
+    path, _ = store
+    _large_mapping(path)
+    opened = open_version(LocalStorage(path), "root")
+    metadata = pq.ParquetFile(os.path.join(path, "mappings", "root.parquet")).metadata
+    for fences, column in ((opened.by_supervoxel, 0), (opened.by_body, 1)):
+        statistics = [
+            metadata.row_group(fences.offset + group).column(column).statistics for group in range(len(fences.first))
+        ]
+        assert fences.first.tolist() == [s.min for s in statistics] and fences.last.tolist() == [
+            s.max for s in statistics
+        ]
+    assert opened.by_body.offset + len(opened.by_body.first) == metadata.num_row_groups
+
+
+def test_a_large_version_on_a_bucket_is_read_by_ranges(tmp_path):
+    from _object_servers import s3_without_auth
+
+    with s3_without_auth("pocaduck-mappings") as server:
+        config = server.config(f"mappings-{uuid.uuid4().hex}")
+        create_store(config)
+        supervoxels, bodies = _large_mapping(config)
+        body = int(bodies[60_000])
+        members = supervoxels[bodies == np.uint64(body)]
+        with Ingestor(config, worker_id=0) as ingestor:
+            ingestor.write(int(members[0]), "a", some_points(0, 5))
+        consolidate(config)
+        big = int(supervoxels[-1])
+        write_mapping(config, "edit", [supervoxels[0]], [1], parent="root")
+        before = len(server.requests)
+        with Query(config) as query:
+            query.get_points(int(members[0]))
+        plain = len(server.requests) - before
+        before = len(server.requests)
+        with Query(config, mapping="edit") as query:
+            assert as_row_set(query.get_points(body)) == as_row_set(some_points(0, 5))
+        asked = server.requests[before:]
+        # The child's footer (size, then the small file whole) and the root's footer, found at once from what the
+        # child keeps of it, and the body's row group: 4 more than the plain Query, however large the root.
+        assert len(asked) <= plain + 4
+        assert len([request for request in asked if request.path.endswith("/mappings/root.parquet")]) == 2
+        before = len(server.requests)
+        with Query(config, mapping="edit") as query:
+            assert query.get_supervoxels(big).tolist() == supervoxels[1:40_000].tolist()  # big itself is elsewhere
+        root = [request for request in server.requests[before:] if request.path.endswith("/mappings/root.parquet")]
+        size = _object_size(config, "mappings/root.parquet")
+        # The body of 40,000 supervoxels: its two row groups in one coalesced ranged GET, a fraction of the root.
+        assert len(root) == 1 and root[0].byte_range and root[0].bytes_sent < size / 3
+
+
+def _object_size(config, path: str) -> int:
+    from pocaduck.storage import open_storage
+
+    return open_storage(config).size(path)

@@ -12,11 +12,12 @@ from ..errors import InvalidArgumentError
 from ..storage import Storage
 from ..store import Store, open_store
 from ._pairs import mapping_pairs
-from ._resolved import bodies_at, resolve
+from ._resolved import bodies_at, chain, resolve
 from ._versions import (
     MappingVersion,
     check_name,
     match_sorted,
+    open_version,
     read_change,
     read_version,
     refuse_existing,
@@ -67,11 +68,15 @@ def write_mapping(
         raise InvalidArgumentError(f"note must be text or None, got {type(note).__name__} {note!r}")
     supervoxel_ids, body_ids = mapping_pairs(supervoxels, bodies)
     storage = opened.storage
-    parent_version = None if parent is None else read_version(storage, parent)
+    parent_file = None if parent is None else open_version(storage, parent)
+    parent_version = None if parent_file is None else parent_file.version
     refuse_existing(storage, name)
     # A child keeps the bodies its changes replace: changed_bodies then needs no lookup in the root mapping.
-    previous = None if parent_version is None else bodies_at(storage, parent_version, supervoxel_ids)
-    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous)
+    previous = root = None
+    if parent_file is not None:
+        previous = bodies_at(opened, parent_file, supervoxel_ids)
+        root = chain(opened, parent_file).root.location  # kept in the child: a Query finds its root's footer at once
+    return write_version(storage, name, supervoxel_ids, body_ids, parent_version, note, previous, root)
 
 
 def list_mappings(store: StoreLike) -> list[MappingVersion]:

@@ -1,10 +1,13 @@
 """Reads through a mapping version: ``Query(store, mapping=name)`` speaks bodies, points stay per supervoxel.
 
 A :class:`MappedQuery` holds the ordinary Query that ``Query(store, mapping=)``
-opened (whose labels are the supervoxels) and the version resolved into memory
-(``_resolved.Assignments``). A body's points are its supervoxels' points, read
-in one multi-label ``get_points`` call; summaries aggregate the supervoxels'
-index rows. Users' SQL reads bodies too (``_sql.body_tables``): ``labels``
+opened (whose labels are the supervoxels) and the version's ``_resolved.Chain``:
+one body's supervoxels, or a few supervoxels' bodies, are ranged reads of the
+root's row groups with the children's changes laid over them. Only answers about
+every body (``get_labels``, boxes, SQL) resolve the version whole
+(``_resolved.Assignments``, on first need, then kept). A body's points are its
+supervoxels' points, read in one multi-label ``get_points`` call; summaries
+aggregate the supervoxels' index rows. Users' SQL reads bodies too (``_sql.body_tables``): ``labels``
 lists them, ``mapping`` pairs each stored supervoxel with its body, and
 ``supervoxel_labels`` is the index's own ``labels``.
 """
@@ -29,9 +32,9 @@ from ..keys import check_label, check_labels, check_labels_asked
 from ..reader import Output, Reader
 from ..sampling import sample_of_union
 from ..store import Store
-from ._resolved import resolved
+from ._resolved import Assignments, chain, resolved, resolved_if_kept
 from ._sql import body_tables
-from ._versions import MappingVersion, read_version
+from ._versions import MappingVersion, open_version
 
 
 class MappedQuery(Reader):
@@ -59,19 +62,46 @@ class MappedQuery(Reader):
         with this one, and at once if the version cannot be read)."""
         self._query = reader
         try:
-            self.mapping: MappingVersion = read_version(store.storage, mapping)
-            self._assignments = resolved(store.storage, self.mapping)
+            opened = open_version(store.storage, mapping)
+            self.mapping: MappingVersion = opened.version
+            self._storage = store.storage
+            self._chain = chain(store, opened)
         except BaseException:
             reader.close()
             raise
+        self._whole: Assignments | None = resolved_if_kept(store.storage, self.mapping)
+        self._whole_lock = threading.Lock()
         self._gate = Gate()
         self.storage_config = reader.storage_config
         self.schema = reader.schema
         self.using_optimized_data = reader.using_optimized_data
-        self._storage = store.storage
         self._body_sql: SandboxedIndex | None = None
         self._body_sql_lock = threading.Lock()
         self.supervoxel_column = "stored_label" if "supervoxel" in self.schema.columns else "supervoxel"
+
+    @property
+    def _assignments(self) -> Assignments:
+        """The version resolved whole, on first need (answers about every body: labels, boxes, SQL), then kept."""
+        if self._whole is None:
+            with self._whole_lock:
+                if self._whole is None:
+                    self._whole = resolved(self._storage, self.mapping)
+        return self._whole
+
+    def _supervoxels_of(self, bodies: list[int]) -> list[np.ndarray]:
+        """Each body's supervoxels: from the version resolved whole if at hand, else by ranged reads of the root."""
+        whole = self._whole
+        if whole is None:
+            members = self._chain.supervoxels_of_each(bodies)
+            if members is not None:
+                return members
+            whole = self._assignments  # a root written before it stored its rows by body: resolved whole
+        return [whole.supervoxels_of(body) for body in bodies]
+
+    def _bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        """Supervoxels' bodies: from the version resolved whole if at hand, else by ranged reads of the root."""
+        whole = self._whole
+        return self._chain.bodies_of(supervoxels) if whole is None else whole.bodies_of(supervoxels)
 
     # -- the mapping itself ---------------------------------------------------
 
@@ -81,7 +111,7 @@ class MappedQuery(Reader):
 
         Example: ``query.get_supervoxels(10)``.
         """
-        return self._assignments.supervoxels_of(check_label(body, "body"))
+        return self._supervoxels_of([check_label(body, "body")])[0]
 
     @gated
     def get_body(self, supervoxels: int | Iterable[int]) -> int | np.ndarray:
@@ -90,14 +120,14 @@ class MappedQuery(Reader):
         Example: ``query.get_body(np.array([1, 2, 3], np.uint64))``.
         """
         if isinstance(supervoxels, np.ndarray) and supervoxels.ndim == 1:
-            return self._assignments.bodies_of(check_labels(supervoxels, len(supervoxels)))
+            return self._bodies_of(check_labels(supervoxels, len(supervoxels)))
         asked, single = check_labels_asked(supervoxels, "supervoxels")
-        bodies = self._assignments.bodies_of(np.array(asked, dtype=np.uint64))
+        bodies = self._bodies_of(np.array(asked, dtype=np.uint64))
         return int(bodies[0]) if single else bodies
 
     def _members(self, bodies: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """Each body's supervoxels, and all of them once, sorted (the labels to read, uint64)."""
-        members = [self._assignments.supervoxels_of(body) for body in bodies]
+        members = self._supervoxels_of(bodies)
         stored = np.unique(np.concatenate(members)) if members else np.empty(0, np.uint64)
         return members, stored
 
@@ -168,7 +198,7 @@ class MappedQuery(Reader):
     def iter_points(self, label: int, chunk_size: int = 1_000_000) -> Iterator[np.ndarray]:
         """A body's points as consecutive (chunk_size, D) arrays that concatenate to ``get_points(body)``."""
         chunk_size = positive_int(chunk_size, "chunk_size", "points per chunk")
-        supervoxels = self._assignments.supervoxels_of(check_label(label)).tolist()
+        supervoxels = self._supervoxels_of([check_label(label)])[0].tolist()
         pieces = (piece for supervoxel in supervoxels for piece in self._query.iter_points(supervoxel, chunk_size))
         return gated_iterator(self._gate, _rechunked(pieces, chunk_size))
 
@@ -298,7 +328,7 @@ class MappedQuery(Reader):
                         self._query.threads,
                         self.schema,
                         (self.mapping.name, self.mapping.created),
-                        resolved(self._storage, self.mapping).bodies_of,
+                        self._assignments.bodies_of,  # SQL over every body: the version resolved whole
                     )
             return self._body_sql
 

@@ -1,9 +1,13 @@
-"""A mapping version resolved into memory: its full mapping with every child's changes laid over it.
+"""A mapping version in memory: read by ranges (``Chain``), or resolved whole (``Assignments``).
 
-Two sorted views of the same assignments answer both directions with
-``searchsorted``: by supervoxel (a supervoxel's body) and by body (a body's
-supervoxels). A supervoxel the mapping does not name is its own body. The
-arrays never change once built, so any number of threads may read them.
+A ``Chain`` holds a version's children's changes laid over one another and
+its root's file opened: a body's supervoxels or a few supervoxels' bodies are
+then a read of a few row groups, however large the root (kept per version in
+the process's cache of immutable things). ``Assignments`` is the full mapping
+with every change laid over it, for answers about every body: two sorted views
+answer both directions with ``searchsorted``. A supervoxel the mapping does not
+name is its own body. Neither changes once built, so any number of threads may
+read them.
 """
 
 from __future__ import annotations
@@ -14,8 +18,18 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import layout
+from .._immutables import IMMUTABLES, store_key
 from ..storage import Storage
-from ._versions import MappingVersion, lookup_stored, match_sorted, read_assignments
+from ..store import Store
+from ._versions import (
+    MappingVersion,
+    VersionFile,
+    columns_of,
+    lookup_in,
+    match_sorted,
+    members_stored,
+    read_assignments,
+)
 
 
 def latest_wins(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,32 +137,102 @@ def resolved(storage: Storage, version: MappingVersion) -> Assignments:
     return assignments
 
 
-def bodies_at(storage: Storage, version: MappingVersion, supervoxels: np.ndarray) -> np.ndarray:
-    """The bodies of sorted ``supervoxels`` at ``version``, without resolving it whole.
+def resolved_if_kept(storage: Storage, version: MappingVersion) -> Assignments | None:
+    """Version ``version`` as resolved whole by this process, if it still keeps it (no request); else None."""
+    with _kept_lock:
+        return _kept.get(_key(storage, version))
+
+
+class Chain:
+    """What one body or a few supervoxels at a version need, without resolving it whole.
+
+    The children of the chain, small, are read whole and laid over one another
+    (latest wins); the root is the full mapping's file opened, read by row
+    groups: by supervoxel for a supervoxel's body, by body for a body's
+    supervoxels. Immutable once built: threads share it.
+
+    A body's supervoxels at the version are the root's supervoxels of that body
+    (itself too if the root does not name it), minus those some child
+    reassigned, plus those whose latest change names that body.
+    """
+
+    def __init__(self, storage: Storage, opened: VersionFile):
+        version = opened.version
+        self.version = version
+        names = (version.name, *version.ancestors)
+        self.root = opened if not version.ancestors else VersionFile(storage, names[-1], opened.root_location)
+        tables = [opened.rows()] if version.ancestors else []  # the version's own rows come with its footer
+        changes = [columns_of(table) for table in tables]
+        changes += [read_assignments(storage, name) for name in names[1:-1]]
+        changes.reverse()  # oldest first: the latest change of a supervoxel wins
+        if changes:
+            self.changed, self.changed_bodies = latest_wins(
+                np.concatenate([pair[0] for pair in changes]), np.concatenate([pair[1] for pair in changes])
+            )
+        else:
+            self.changed, self.changed_bodies = np.empty(0, np.uint64), np.empty(0, np.uint64)
+        self.weight = self.root.weight + 16 * len(self.changed) + 1024
+
+    def bodies_of(self, supervoxels: np.ndarray) -> np.ndarray:
+        """The body of each of ``supervoxels`` (any order), reading only the root's row groups that hold the ones
+        no child names."""
+        asked, back = np.unique(supervoxels, return_inverse=True)
+        found, bodies = match_sorted(self.changed, self.changed_bodies, asked)
+        unanswered = np.flatnonzero(~found)
+        if len(unanswered):
+            named, root_bodies = lookup_in(self.root, asked[unanswered])
+            bodies[unanswered] = np.where(named, root_bodies, asked[unanswered])
+        return bodies[back.reshape(-1)].reshape(np.shape(supervoxels))
+
+    def supervoxels_of_each(self, bodies: list[int]) -> list[np.ndarray] | None:
+        """The sorted supervoxels of each of ``bodies``, from one read of the row groups holding them all; None
+        when the root has no body section (resolve it whole then)."""
+        if self.root.by_body is None:
+            return None
+        asked = np.unique(np.array(bodies, np.uint64))
+        members, owners = members_stored(self.root, asked)
+        starts, stops = np.searchsorted(owners, asked, "left"), np.searchsorted(owners, asked, "right")
+        unfound = asked[starts == stops]  # no row has this body: its own supervoxel unless the root names it
+        named = dict(zip(unfound.tolist(), lookup_in(self.root, unfound)[0].tolist(), strict=True))
+        answers = {}
+        for body, start, stop in zip(asked.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            found = members[start:stop]
+            if start == stop and not named[body]:
+                found = np.array([body], np.uint64)
+            if len(self.changed):
+                reassigned, _ = match_sorted(self.changed, self.changed_bodies, found)  # both sorted: no np.isin
+                moved_in = self.changed[self.changed_bodies == np.uint64(body)]
+                found = np.union1d(found[~reassigned], moved_in).astype(np.uint64)
+            answers[body] = found
+        return [answers[body].copy() for body in bodies]  # each caller may change its own
+
+
+def chain(store: Store, opened: VersionFile) -> Chain:
+    """The ``Chain`` of an opened version, kept in the process's cache of immutable things (a new Query per body
+    reads only the version's footer).
+
+    The key holds the store's identity with its credentials (a Chain reads through the storage that made it)
+    and the version's creation time (a store deleted and written anew under the same path shares nothing).
+    """
+    key = ("mapping chain", store_key(store.config), *_key(store.storage, opened.version))
+    found = IMMUTABLES.get(key)
+    if found is not None:
+        return found
+    built = Chain(store.storage, opened)
+    return IMMUTABLES.keep(key, built, built.weight)
+
+
+def bodies_at(store: Store, opened: VersionFile, supervoxels: np.ndarray) -> np.ndarray:
+    """The bodies of ``supervoxels`` at the ``opened`` version, without resolving it whole.
 
     A version this process keeps resolved answers at once; else the chain's
-    changes are read, newest first, and the root is asked only for the
-    supervoxels none of them names, reading only the row groups that can hold them.
+    changes answer, and the root is asked only for the supervoxels none of
+    them names, reading only the row groups that can hold them.
     """
-    with _kept_lock:
-        kept = _kept.get(_key(storage, version))
-    if kept is not None:
-        return kept.bodies_of(supervoxels)
-    bodies = supervoxels.copy()  # a supervoxel no version names is its own body
-    unanswered = np.ones(len(supervoxels), bool)
-    chain = (version.name, *version.ancestors)
-    for depth, name in enumerate(chain):
-        if not unanswered.any():
-            break
-        asked = supervoxels[unanswered]
-        if depth == len(chain) - 1:  # the root full mapping, maybe 10^8 rows: only the groups needed
-            found, found_bodies = lookup_stored(storage, name, asked)
-        else:
-            found, found_bodies = match_sorted(*read_assignments(storage, name), asked)
-        positions = np.flatnonzero(unanswered)[found]
-        bodies[positions] = found_bodies[found]
-        unanswered[positions] = False
-    return bodies
+    whole = resolved_if_kept(store.storage, opened.version)
+    if whole is not None:
+        return whole.bodies_of(supervoxels)
+    return chain(store, opened).bodies_of(supervoxels)
 
 
 def resolve(storage: Storage, version: MappingVersion) -> Assignments:
