@@ -14,9 +14,10 @@ all of uint64). Then, in turns, each consolidation runs in a process of its own:
 * this checkout on the re-scanned copy: ``one statement`` (``consolidate(store)``) and
   ``ranges, 2 workers`` (``consolidate(store, workers=2)``).
 
-Medians of ``--repeats`` turns and their ratios to ``no replacement`` are printed, for the whole
-consolidation and for its merge (the sorted insert, or the range tasks: where replaced rows are dropped).
-Timings are reported, never asserted.
+Medians of ``--repeats`` turns and their ratios to ``no replacement``, for the whole consolidation and for
+its merge (the sorted insert, or the range tasks: where replaced rows are dropped), are printed and written
+to ``bench/results/rescan.md`` / ``.json`` and their section of ``docs/benchmarks.md`` (not with
+``--no-docs``). Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 
+import _report
 import numpy as np
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,19 +95,38 @@ def consolidation_seconds(code: str, store: str, workers: int | None) -> dict[st
     return json.loads(out.strip().splitlines()[-1])
 
 
+def render(times: dict[str, list[dict[str, float]]], rows: int, blocks: int, replaced: int) -> str:
+    reference = {key: statistics.median(turn[key] for turn in times["no replacement"]) for key in ("total", "merge")}
+    lines = [
+        f"{rows:,} index rows in {blocks:,} blocks; re-scanned: {replaced} of them replaced. Medians of "
+        f"{len(times['no replacement'])} turns, each consolidation in a process of its own.",
+        "",
+        "| consolidation | seconds | × no replacement | merge, seconds | × |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, turns in times.items():
+        total, merge = (statistics.median(turn[key] for turn in turns) for key in ("total", "merge"))
+        lines.append(
+            f"| {name} | {total:.2f} | {total / reference['total']:.2f} | {merge:.2f} | "
+            f"{merge / reference['merge']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--replaced", type=float, default=0.01, help="share of the blocks re-scanned")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="a checkout of main to compare with (its pocaduck package)")
+    _report.add_docs_option(parser)
     args = parser.parse_args()
+    started = time.perf_counter()
+    docs = _report.docs_wanted(args, "bench_rescan")
     folder = tempfile.mkdtemp(prefix="bench-rescan-")
     try:
         store = os.path.join(folder, "store")
-        started = time.perf_counter()
         blocks = write_store(store, args.rows)
-        print(f"{args.rows} index rows in {blocks} blocks written in {time.perf_counter() - started:.1f} s")
         rescanned = os.path.join(folder, "rescanned")
         shutil.copytree(store, rescanned)
         replaced = rescan(rescanned, blocks, args.replaced)
@@ -117,16 +138,10 @@ def main() -> None:
         for _ in range(args.repeats):  # in turns, so a load that comes and goes weighs on every run alike
             for name, (code, path, workers) in runs.items():
                 times[name].append(consolidation_seconds(code, path, workers))
-        print(f"consolidation, median of {args.repeats} turns; re-scanned: {replaced} of {blocks} blocks replaced")
-        reference = {key: statistics.median(t[key] for t in times["no replacement"]) for key in ("total", "merge")}
-        for name, turns in times.items():
-            medians = {key: statistics.median(t[key] for t in turns) for key in ("total", "merge")}
-            print(
-                f"  {name:<22} total {medians['total']:6.2f} s x{medians['total'] / reference['total']:.2f}"
-                f"   merge {medians['merge']:6.2f} s x{medians['merge'] / reference['merge']:.2f}"
-            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    text = render(times, args.rows, blocks, replaced) + "\n\n" + _report.how_measured(started)
+    _report.publish("bench_rescan", text, times, docs)
 
 
 if __name__ == "__main__":
