@@ -45,7 +45,7 @@ from .config import StorageConfig
 from .consolidate import publish_unified_index, write_failures_reported
 from .errors import CompactionBusyError, CompactionCancelledError, CompactionError, StoreNotConsolidatedError
 from .executor import Failure, Pool, ShouldStop, Task, TaskOutcome, TaskStopped, raise_first_failure, run_tasks
-from .index import AttachedIndex, attach_read_only, create_worker_tables, file_locations
+from .index import AttachedIndex, attach_read_only, compaction_record, create_worker_tables, file_locations
 from .pointfile import PointFiles, check_compression, chunk_index_rows, write_point_file
 from .progress import Callback, Progress, ProgressEvent, check_progress, progress_sink
 from .replacement import REPLACED_TABLE
@@ -272,24 +272,14 @@ def _prepare(store: Store, settings: dict[str, Any], version: _body_order.Mappin
 def _already_compact(con: duckdb.DuckDBPyConnection, generation: str, settings: dict[str, Any]) -> bool:
     """True when every file of the index belongs to ``generation``, in the payload asked for, and it was written
     with the same de-dup choice, in the same order (by label, or by the same mapping version)."""
-    (deduplicated,) = con.execute("SELECT deduplicated FROM source.compaction").fetchone()
-    if _compacted_by(con, "source") != settings.get("mapping"):
+    record = compaction_record(con, "source")
+    if record is None or record["mapping"] != settings.get("mapping"):
         return False
     (outside,) = con.execute(
         "SELECT count(*) FROM source.files WHERE NOT (starts_with(path, ?) AND ends_with(path, ?))",
         [layout.compaction_dir(generation) + "/", layout.PAYLOADS[settings["payload"]]],
     ).fetchone()
-    return outside == 0 and bool(deduplicated) == settings["deduplicate"]
-
-
-def _compacted_by(con: duckdb.DuckDBPyConnection, database: str) -> str | None:
-    """The mapping an index's compaction followed, or None (by label; also a generation from before mappings)."""
-    (has_column,) = con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE database_name = ? AND table_name = 'compaction' "
-        "AND column_name = 'mapping'",
-        [database],
-    ).fetchone()
-    return con.execute(f"SELECT mapping FROM {database}.compaction").fetchone()[0] if has_column else None
+    return outside == 0 and record["deduplicated"] == settings["deduplicate"]
 
 
 def _cut(counts: np.ndarray, points_per_file: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

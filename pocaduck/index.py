@@ -112,6 +112,29 @@ def file_locations(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int, 
     return {file_id: (path, group_size, byte_size) for file_id, path, group_size, byte_size in rows}
 
 
+def compaction_record(con: duckdb.DuckDBPyConnection, database: str) -> dict[str, Any] | None:
+    """The compaction the index attached as ``database`` serves: generation, whether de-duplicated, the mapping it
+    followed (None: by label, also for a generation written before compaction by mapping); None if not compacted.
+
+    Only these columns are fetched: DuckDB 1.5 needs pytz to hand its ``compacted_at`` (TIMESTAMPTZ) to Python.
+
+    >>> con = duckdb.connect()
+    >>> compaction_record(con, "memory") is None
+    True
+    """
+    (columns,) = con.execute(
+        "SELECT list(column_name) FROM duckdb_columns() WHERE database_name = ? AND table_name = 'compaction'",
+        [database],
+    ).fetchone()
+    if not columns:
+        return None
+    mapping = "mapping" if "mapping" in columns else "NULL::VARCHAR"
+    generation, deduplicated, followed = con.execute(
+        f"SELECT generation, deduplicated, {mapping} FROM {database}.compaction"
+    ).fetchone()
+    return {"generation": generation, "deduplicated": bool(deduplicated), "mapping": followed}
+
+
 def label_summary(con: duckdb.DuckDBPyConnection, label: int) -> dict[str, Any]:
     """``label``'s row of the ``labels`` table as a dict; an unknown label has zero counts and None elsewhere.
 

@@ -62,7 +62,7 @@ from .errors import (
     StoreNotConsolidatedError,
     StoreNotFoundError,
 )
-from .index import AttachedIndex, file_locations
+from .index import AttachedIndex, compaction_record, file_locations
 from .keys import check_block_id, check_label, check_labels_asked
 from .label_directory import open_in_force
 from .pointfile import PointFiles
@@ -153,22 +153,6 @@ def _by_label(
     asked = np.array(labels, dtype=np.uint64)
     starts, stops = ends[np.searchsorted(run_labels, asked, "left")], ends[np.searchsorted(run_labels, asked, "right")]
     return {label: points[s:e] for label, s, e in zip(labels, starts.tolist(), stops.tolist(), strict=True)}
-
-
-def _compaction(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    """The compaction the index serves (generation, whether de-duplicated, the mapping it followed), or None."""
-    (tables,) = cursor.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'compaction'"
-    ).fetchone()
-    if not tables:
-        return None
-    result = cursor.execute("SELECT * FROM compaction")
-    record = dict(zip([column[0] for column in result.description], result.fetchone(), strict=True))
-    return {
-        "generation": record["generation"],
-        "deduplicated": bool(record["deduplicated"]),
-        "mapping": record.get("mapping"),  # absent from a generation written before compaction by mapping
-    }
 
 
 def _greedy_batches(counts: np.ndarray, batch_size: int) -> np.ndarray:
@@ -876,7 +860,8 @@ class Query(Reader):
             (index_rows,) = cursor.execute("SELECT count(*) FROM point_index").fetchone()
             (workers,) = cursor.execute("SELECT count(*) FROM workers").fetchone()
             replaced, last_replaced = replaced_blocks_summary(cursor)
-            compaction = _compaction(cursor)
+            (database,) = cursor.execute("SELECT current_database()").fetchone()
+            compaction = compaction_record(cursor, database)
         return {
             "store": self.storage_config.base_path,
             "labels": labels,
