@@ -795,3 +795,32 @@ def _object_size(config, path: str) -> int:
     from pocaduck.storage import open_storage
 
     return open_storage(config).size(path)
+
+
+def test_a_mapping_large_enough_for_duckdbs_sort_is_stored_as_numpys_would(store):
+    """Past ``_DUCKDB_FROM`` rows both sorts (by supervoxel, then by body) are DuckDB's: repeats with one body
+    count once, a clash is refused with nothing written, and every body and supervoxel reads as given."""
+    from pocaduck.mapping._sorting import _DUCKDB_FROM
+
+    path, _ = store
+    rng = np.random.default_rng(11)
+    count = _DUCKDB_FROM + 50_000
+    supervoxels = np.unique(rng.integers(0, 2**64 - 1, count + 1_000, dtype=np.uint64))[:count]
+    bodies = supervoxels[rng.integers(0, count // 10, count)]
+    repeated = rng.choice(count, 1_000, replace=False)  # given twice, with the same body
+    given_supervoxels = np.concatenate([supervoxels, supervoxels[repeated]])
+    given_bodies = np.concatenate([bodies, bodies[repeated]])
+    shuffled = rng.permutation(len(given_supervoxels))
+    clashing = given_bodies.copy()
+    clashing[count + 5] ^= np.uint64(1)  # one repeat now names another body
+    with pytest.raises(InvalidMappingError, match=f"supervoxel {supervoxels[repeated[5]]} is given two bodies"):
+        write_mapping(path, "clash", given_supervoxels[shuffled], clashing[shuffled])
+    assert list_mappings(path) == []
+    version = write_mapping(path, "big", given_supervoxels[shuffled], given_bodies[shuffled])
+    assert version.assignments == count and version.bodies == len(np.unique(bodies))
+    probe = rng.choice(count, 2_000, replace=False)
+    with Query(path, mapping="big") as query:
+        assert query.get_body(supervoxels[probe]).tolist() == bodies[probe].tolist()
+        for body in np.unique(bodies[probe[:50]]).tolist():
+            expected = supervoxels[bodies == np.uint64(body)]  # every body is one of its own supervoxels here
+            assert query.get_supervoxels(body).tolist() == expected.tolist()

@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import InvalidMappingError
+from ._sorting import ordered_pairs
 
 _COLUMN_NAMES = ("supervoxel", "body")
 
@@ -95,8 +96,7 @@ def _python_ints(values: list | tuple, name: str) -> np.ndarray:
 
 def _sorted_unique(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(supervoxels) > 1 and not bool(np.all(supervoxels[1:] > supervoxels[:-1])):
-        order = np.argsort(supervoxels, kind="stable")
-        supervoxels, bodies = supervoxels[order], bodies[order]
+        supervoxels, bodies = ordered_pairs(supervoxels, bodies)
         repeated = np.flatnonzero(supervoxels[1:] == supervoxels[:-1])
         clashes = repeated[bodies[repeated] != bodies[repeated + 1]]
         if len(clashes):

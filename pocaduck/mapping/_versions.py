@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from .. import layout
 from ..errors import DamagedStoreError, InvalidArgumentError, MappingExistsError, MappingNotFoundError
 from ..storage import Storage
+from ._sorting import ordered_pairs
 
 _FOOTER_KEY = b"pocaduck.mapping"
 _GROUPS_KEY = b"pocaduck.mapping.groups"
@@ -159,8 +160,7 @@ def _sorted_by_body(supervoxels: np.ndarray, bodies: np.ndarray) -> tuple[np.nda
     >>> _sorted_by_body(np.array([1, 5, 9], np.uint64), np.array([9, 7, 7], np.uint64))
     (array([5, 7, 9, 1], dtype=uint64), array([7, 7, 7, 9], dtype=uint64), 2)
     """
-    order = np.argsort(bodies, kind="stable")  # stable: the supervoxels, sorted, stay sorted within a body
-    members, owners = supervoxels[order], bodies[order]
+    owners, members = ordered_pairs(bodies, supervoxels)  # each body's supervoxels sorted
     if not len(owners):
         return members, owners, 0
     starts = np.flatnonzero(np.concatenate([[True], owners[1:] != owners[:-1]]))
