@@ -7,14 +7,14 @@ A store of ``--rows`` index rows is written by 8 workers through
 ``Ingestor.write_block`` (blocks of 10^4 labels, one point each, labels over
 all of uint64). Then, in turns, each consolidation runs in a process of its own:
 
-* ``no replacement``: this checkout on the store as written;
+* ``no replacement, one statement``: this checkout on the store as written;
 * ``baseline``: the code at ``--baseline`` (a checkout of main, if given) on the same store, and
   ``baseline, re-scanned`` on a copy where one re-scan worker replaced ``--replaced`` of the blocks
   (new labels, half the points), which that code merges as plain writes;
 * this checkout on the re-scanned copy: ``one statement`` (``consolidate(store)``) and
   ``ranges on 2 workers`` (``consolidate(store, workers=2)``), the latter on the store as written too.
 
-Medians of ``--repeats`` turns and their ratios to ``no replacement``, for the whole consolidation and for
+Medians of ``--repeats`` turns and their ratios to the first (``no replacement, one statement``), for the whole consolidation and for
 its merge (the sorted insert, or the range tasks: where replaced rows are dropped), are printed and written
 to ``bench/results/rescan.md`` / ``.json`` and their section of ``docs/benchmarks.md`` (not with
 ``--no-docs``). Timings are reported, never asserted.
@@ -102,7 +102,7 @@ def render(times: dict[str, list[dict[str, float]]], rows: int, blocks: int, rep
     }
     lines = [
         f"{rows:,} index rows in {blocks:,} blocks; re-scanned: {replaced} of them replaced. Medians of "
-        f"{len(times['no replacement'])} turns, each consolidation in a process of its own.",
+        f"{len(times['no replacement, one statement'])} turns, each consolidation in a process of its own.",
         "",
         "| consolidation | seconds | × the first row | merge, seconds | × |",
         "|---|---:|---:|---:|---:|",
