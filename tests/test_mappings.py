@@ -36,6 +36,7 @@ from pocaduck import (
     MappingExistsError,
     MappingNotFoundError,
     Query,
+    StorageConfig,
     changed_bodies,
     collect_garbage,
     compact,
@@ -85,7 +86,7 @@ class Proofreading(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="pocaduck-mappings-")
-        self.store = os.path.join(self.folder, "store")
+        self.store = self.new_store()
         create_store(self.store)
         self.blocks: dict[str, dict[int, np.ndarray]] = {}  # what the next consolidation serves, by block and label
         self.served: dict[int, np.ndarray] = {}  # what the unified index in force holds, by supervoxel
@@ -96,6 +97,9 @@ class Proofreading(RuleBasedStateMachine):
 
     def teardown(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def new_store(self) -> str | StorageConfig:
+        return os.path.join(self.folder, "store")
 
     @staticmethod
     def body(assignments: dict[int, int], supervoxel: int) -> int:
@@ -244,6 +248,22 @@ HISTORIES = settings(
 
 def test_every_body_reads_exactly_its_supervoxels_points_at_every_version():
     run_state_machine_as_test(Proofreading, settings=HISTORIES)
+
+
+def test_every_body_reads_exactly_at_every_version_on_a_bucket():
+    """The same histories, fewer of them, on S3 on loopback: every write, re-scan, consolidation, compaction,
+    gc and version goes through the bucket."""
+    from _object_servers import s3_without_auth  # moto's IAM users are the process's: test_object_storage makes one
+
+    with s3_without_auth("pocaduck-proofreading") as server:
+
+        class ProofreadingOnABucket(Proofreading):
+            def new_store(self) -> StorageConfig:
+                return server.config(f"proofreading-{uuid.uuid4().hex}")
+
+        run_state_machine_as_test(
+            ProofreadingOnABucket, settings=settings(HISTORIES, max_examples=4, stateful_step_count=8)
+        )
 
 
 EDITS = st.lists(
