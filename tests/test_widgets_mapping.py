@@ -56,7 +56,8 @@ def test_a_label_browser_on_a_mapped_query_lists_bodies_with_supervoxel_counts(s
 
 def test_the_version_picker_reads_another_version_and_keeps_the_labels_it_still_lists(store):
     explorer = Explorer(store)
-    assert [value for _, value in explorer.version_menu.options] == [None, "v1", "v2"]
+    assert [label for label, _ in explorer.version_menu.options] == ["supervoxels (no mapping)", "v1", "v2"]
+    assert explorer.version_menu.label == "supervoxels (no mapping)"  # shown chosen, not an empty menu
     explorer.selection = [1, 2, 3]
     explorer.version_menu.value = "v1"  # 2 is part of body 1 now: no such row
     assert explorer.mapping == "v1" and explorer.selection == [1, 3] and explorer.drawn == [1, 3]
@@ -73,6 +74,11 @@ def test_the_version_picker_reads_another_version_and_keeps_the_labels_it_still_
     assert explorer.mapping == "v2" and explorer.selection == [1] and explorer.browser.total_rows == 1
     explorer.use_mapping(None)  # the supervoxels have no supervoxel_count: the WHERE on it is dropped
     assert explorer.mapping is None and explorer.browser.where == "" and explorer.browser.total_rows == len(POINTS)
+    assert explorer.version_menu.label == "supervoxels (no mapping)"
+    explorer.version_menu.value = "v2"  # chosen in the menu, then back to the stored labels
+    assert explorer.mapping == "v2"
+    explorer.version_menu.index = 0
+    assert explorer.mapping is None and explorer.browser.total_rows == len(POINTS)
     assert explorer.selection == [1] and explorer.viewer._shown[1].count == len(POINTS[1])
 
 

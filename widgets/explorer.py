@@ -44,6 +44,8 @@ from .viewer import PointCloudViewer
 _BLOCKS_LISTED = 6
 _GAP = "0 12px 8px 0"  # right and below each part, so wrapped rows keep apart too
 NO_MAPPING = "supervoxels (no mapping)"  # the version picker's entry for the stored labels themselves
+# ...and its value: not None, which a Dropdown takes for "nothing chosen" and shows empty; never a version name.
+NO_MAPPING_VALUE = ""
 
 
 class Explorer(w.VBox):
@@ -95,7 +97,7 @@ class Explorer(w.VBox):
         self.open_button.on_click(lambda _button: self.open_neuroglancer())
         self.version_menu = w.Dropdown(
             options=self._versions(),
-            value=self.mapping,
+            value=self._menu_value(self.mapping),
             description="version",
             style={"description_width": "initial"},
             layout=w.Layout(width="max-content"),
@@ -180,7 +182,7 @@ class Explorer(w.VBox):
         self._listing = True  # new options reset the menu's value: not a choice to act on
         try:
             self.version_menu.options = self._versions()
-            self.version_menu.value = name
+            self.version_menu.value = self._menu_value(name)
         finally:
             self._listing = False
         self._describe(self.drawn)
@@ -191,13 +193,17 @@ class Explorer(w.VBox):
             names = [version.name for version in list_mappings(self.query.storage_config)]
         except PocaduckError:  # a store that cannot hold mappings (the original library's)
             names = []
-        return [(NO_MAPPING, None), *((name, name) for name in names)]
+        return [(NO_MAPPING, NO_MAPPING_VALUE), *((name, name) for name in names)]
 
-    def _on_version(self, name: str | None) -> None:
+    @staticmethod
+    def _menu_value(mapping: str | None) -> str:
+        return NO_MAPPING_VALUE if mapping is None else mapping
+
+    def _on_version(self, value: str) -> None:
         if self._listing:
             return
         try:
-            self.use_mapping(name)
+            self.use_mapping(None if value == NO_MAPPING_VALUE else value)
         except PocaduckError as error:
             self.box_message.value = f"<span style='color:#b00020'>{html.escape(str(error))}</span>"
 
