@@ -220,8 +220,9 @@ class Proofreading(RuleBasedStateMachine):
                 unknown = 12345  # never a supervoxel: its own body, with no points
                 assert query.get_points(unknown).shape == (0, 3) and query.get_point_count(unknown) == 0
                 assert query.get_labels().tolist() == sorted(expected)
-                body = next(iter(expected))
-                assert as_row_set(query.get_points(body)) == as_row_set(np.concatenate(expected[body]))
+                if expected:  # re-scans may have emptied every block
+                    body = next(iter(expected))
+                    assert as_row_set(query.get_points(body)) == as_row_set(np.concatenate(expected[body]))
 
     @precondition(lambda self: len(self.versions) >= 2)
     @rule(data=st.data())
